@@ -1,0 +1,140 @@
+"""Token frequency counting: stream text through the model's own fast tokenizer.
+
+Counts are a vocab-sized int64 vector built with `np.bincount` on each batch's
+concatenated ids; memory is one batch, independent of corpus size. `encode_batch`
+runs on all cores (Rust threads), so counting uses both cores of a small machine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tokenizers import Tokenizer
+
+from tasks.atomic import atomic_file
+from tasks.errors import CorpusError, CountsMismatchError
+from tasks.model_folder import tokenizer_fingerprint
+
+BATCH_LINES = 4096
+META_KEY = b"trimworks"
+
+
+@dataclass(frozen=True)
+class TokenCounts:
+    """How often each token id occurred in one corpus (one language)."""
+
+    counts: np.ndarray  # int64, length = tokenizer id space
+    tokenizer_fingerprint: str
+    corpus: str
+    lines: int
+    tokens: int
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.counts.shape[0])
+
+
+def id_space(tokenizer: Tokenizer) -> int:
+    """Number of ids a tokenizer can emit (max id + 1, added tokens included)."""
+    return max(tokenizer.get_vocab(with_added_tokens=True).values()) + 1
+
+
+def batched(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+    it = iter(lines)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
+
+
+def count_tokens(
+    tokenizer_json: Path,
+    lines: Iterable[str],
+    corpus: str,
+    batch_lines: int = BATCH_LINES,
+    progress: "callable | None" = None,
+) -> TokenCounts:
+    """Count token ids of `lines` (no special tokens added), streaming in batches."""
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    n = id_space(tok)
+    counts = np.zeros(n, dtype=np.int64)
+    encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
+    n_lines = 0
+    for batch in batched(lines, batch_lines):
+        encs = encode(batch, add_special_tokens=False)
+        ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), dtype=np.int64)
+        if ids.size:
+            counts += np.bincount(ids, minlength=n)[:n]
+        n_lines += len(batch)
+        if progress is not None:
+            progress(n_lines)
+    return TokenCounts(counts, tokenizer_fingerprint(tokenizer_json), corpus, n_lines, int(counts.sum()))
+
+
+def iter_text_file(path: Path) -> Iterator[str]:
+    """Non-empty stripped lines of a UTF-8 text file; a bad byte is a located error."""
+    path = Path(path)
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot open corpus file ({exc.strerror})") from exc
+    with fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as exc:
+                raise CorpusError(
+                    f"{path}:{lineno}: invalid UTF-8 at byte {exc.start} of the line; "
+                    "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+                ) from exc
+            if line:
+                yield line
+
+
+def write_counts(counts: TokenCounts, tokenizer_json: Path, path: Path) -> Path:
+    """Parquet table (token_id, token, count) of non-zero counts, with provenance metadata."""
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    nz = np.flatnonzero(counts.counts)
+    table = pa.table(
+        {
+            "token_id": pa.array(nz, type=pa.int32()),
+            "token": pa.array([tok.id_to_token(int(i)) for i in nz], type=pa.string()),
+            "count": pa.array(counts.counts[nz], type=pa.int64()),
+        }
+    )
+    meta = {
+        "tokenizer_fingerprint": counts.tokenizer_fingerprint,
+        "corpus": counts.corpus,
+        "lines": counts.lines,
+        "tokens": counts.tokens,
+        "vocab_size": counts.vocab_size,
+    }
+    table = table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
+    with atomic_file(Path(path)) as fh:
+        pq.write_table(table, fh)
+    return Path(path)
+
+
+def read_counts(path: Path) -> TokenCounts:
+    path = Path(path)
+    try:
+        table = pq.read_table(path)
+        meta = json.loads(table.schema.metadata[META_KEY])
+    except (OSError, KeyError, TypeError, pa.ArrowInvalid) as exc:
+        raise CorpusError(f"{path}: not a trimworks counts table ({exc})") from exc
+    counts = np.zeros(int(meta["vocab_size"]), dtype=np.int64)
+    counts[table.column("token_id").to_numpy()] = table.column("count").to_numpy()
+    return TokenCounts(counts, meta["tokenizer_fingerprint"], meta["corpus"], int(meta["lines"]), int(meta["tokens"]))
+
+
+def check_counts_match(counts: TokenCounts, source: str, fingerprint: str, tokenizer_json: Path) -> None:
+    if counts.tokenizer_fingerprint != fingerprint:
+        raise CountsMismatchError(
+            f"{source}: counts were made with another tokenizer (fingerprint {counts.tokenizer_fingerprint[:12]}…) "
+            f"than {tokenizer_json} ({fingerprint[:12]}…); recount with `trimworks count` for this model"
+        )

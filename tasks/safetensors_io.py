@@ -1,0 +1,203 @@
+"""A small, streaming safetensors layer: a lazy reader and a header-first writer.
+
+Why not `safetensors.torch.save_file`? It needs every tensor of a shard in memory at once.
+Here the header is computed from shapes alone, then each tensor's bytes are streamed in
+blocks, so peak memory is one block (plus the kept rows of one embedding), never the model.
+All work is on raw bytes, so every dtype (bf16, fp8, ...) passes through unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from tasks.errors import ModelFolderError
+
+DTYPE_BYTES: dict[str, int] = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
+    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
+}
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+BLOCK_BYTES = 64 << 20  # read granularity for streaming copies and row selection
+MAX_HEADER_BYTES = 100 << 20
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor's bytes live: absolute byte range in its shard file."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    file: Path
+    start: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Shard:
+    file: Path
+    tensor_names: tuple[str, ...]  # in on-disk order
+    metadata: dict[str, str]
+
+
+def read_header(path: Path) -> tuple[list[TensorInfo], dict[str, str]]:
+    """Parse and validate a safetensors header; corrupt files get a located error."""
+    path = Path(path)
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        raw = fh.read(8)
+        if len(raw) < 8:
+            raise ModelFolderError(f"{path}: not a safetensors file (only {size} bytes)")
+        (hlen,) = struct.unpack("<Q", raw)
+        if hlen > min(MAX_HEADER_BYTES, size - 8):
+            raise ModelFolderError(f"{path}: corrupt safetensors header (declared length {hlen}, file {size} bytes)")
+        try:
+            header = json.loads(fh.read(hlen))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFolderError(f"{path}: corrupt safetensors header ({exc})") from exc
+    if not isinstance(header, dict):
+        raise ModelFolderError(f"{path}: corrupt safetensors header (not a JSON object)")
+    metadata = header.pop("__metadata__", None) or {}
+    base = 8 + hlen
+    infos = []
+    for name, spec in header.items():
+        try:
+            dtype, shape, (lo, hi) = spec["dtype"], tuple(int(d) for d in spec["shape"]), spec["data_offsets"]
+            itemsize = DTYPE_BYTES[dtype]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFolderError(f"{path}: corrupt entry for tensor {name!r} ({exc!r})") from exc
+        if hi - lo != math.prod(shape) * itemsize or lo < 0 or base + hi > size:
+            raise ModelFolderError(
+                f"{path}: tensor {name!r} byte range [{lo}, {hi}) does not match its shape {shape} "
+                f"or lies past the end of the file ({size} bytes): the shard is truncated or corrupt"
+            )
+        infos.append(TensorInfo(name, dtype, shape, path, base + lo, base + hi))
+    infos.sort(key=lambda t: t.start)
+    return infos, {str(k): str(v) for k, v in metadata.items()}
+
+
+class LazyCheckpoint:
+    """All tensors of a (possibly sharded) safetensors checkpoint, read on demand."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        index = self.folder / INDEX_NAME
+        if index.exists():
+            try:
+                weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError) as exc:
+                raise ModelFolderError(f"{index}: unreadable index ({exc})") from exc
+            files = sorted(set(weight_map.values()))
+        else:
+            files = sorted(p.name for p in self.folder.glob("*.safetensors"))
+        if not files:
+            raise ModelFolderError(f"{self.folder}: no *.safetensors weights found")
+        self.shards: list[Shard] = []
+        self.tensors: dict[str, TensorInfo] = {}
+        for name in files:
+            path = self.folder / name
+            if not path.is_file():
+                raise ModelFolderError(f"{index}: lists shard {name} which does not exist")
+            infos, meta = read_header(path)
+            self.shards.append(Shard(path, tuple(t.name for t in infos), meta))
+            for info in infos:
+                if info.name in self.tensors:
+                    raise ModelFolderError(f"{path}: tensor {info.name!r} also appears in {self.tensors[info.name].file}")
+                self.tensors[info.name] = info
+
+    @property
+    def sharded(self) -> bool:
+        return (self.folder / INDEX_NAME).exists()
+
+    def load_numpy(self, name: str) -> np.ndarray:
+        """Whole tensor as an array of raw items (void dtype of the item size)."""
+        info = self.tensors[name]
+        with info.file.open("rb") as fh:
+            fh.seek(info.start)
+            data = fh.read(info.nbytes)
+        return np.frombuffer(data, dtype=np.dtype(f"V{DTYPE_BYTES[info.dtype]}")).reshape(info.shape)
+
+
+def copy_bytes(info: TensorInfo, out: BinaryIO) -> None:
+    """Stream one tensor's bytes unchanged."""
+    with info.file.open("rb") as fh:
+        fh.seek(info.start)
+        left = info.nbytes
+        while left:
+            chunk = fh.read(min(BLOCK_BYTES, left))
+            if not chunk:
+                raise ModelFolderError(f"{info.file}: unexpected end of file in tensor {info.name!r}")
+            out.write(chunk)
+            left -= len(chunk)
+
+
+def write_rows(info: TensorInfo, rows: np.ndarray, out: BinaryIO) -> None:
+    """Write the selected rows (ascending ids along axis 0), reading the tensor block by block."""
+    n_rows = info.shape[0]
+    row_bytes = info.nbytes // n_rows if n_rows else 0
+    block_rows = max(1, BLOCK_BYTES // max(row_bytes, 1))
+    buf = bytearray(block_rows * row_bytes)
+    with info.file.open("rb") as fh:
+        for lo in range(0, n_rows, block_rows):
+            hi = min(lo + block_rows, n_rows)
+            a, b = np.searchsorted(rows, [lo, hi])
+            if a == b:
+                continue
+            fh.seek(info.start + lo * row_bytes)
+            view = memoryview(buf)[: (hi - lo) * row_bytes]
+            if fh.readinto(view) != len(view):
+                raise ModelFolderError(f"{info.file}: unexpected end of file in tensor {info.name!r}")
+            block = np.frombuffer(view, dtype=np.uint8).reshape(hi - lo, row_bytes)
+            out.write(np.ascontiguousarray(block[rows[a:b] - lo]).tobytes())
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    """A tensor of the output: its final dtype and shape, and how to produce its bytes."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    produce: Callable[[BinaryIO], None]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * DTYPE_BYTES[self.dtype]
+
+
+def write_safetensors(path: Path, tensors: Sequence[PlannedTensor], metadata: dict[str, str]) -> int:
+    """Write the header from shapes alone, then stream each tensor; returns bytes of data."""
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = metadata
+    offset = 0
+    for t in tensors:
+        header[t.name] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
+        offset += t.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with Path(path).open("wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)))
+        fh.write(raw)
+        base = fh.tell()
+        for t in tensors:
+            start = fh.tell()
+            t.produce(fh)
+            written = fh.tell() - start
+            if written != t.nbytes:
+                raise RuntimeError(f"tensor {t.name!r}: wrote {written} bytes, planned {t.nbytes}")
+        assert fh.tell() - base == offset
+    return offset

@@ -1,0 +1,150 @@
+"""Rebuild a tokenizer over the kept ids: new contiguous ids, everything else untouched.
+
+The normalizer, pre-tokenizer and decoder are copied verbatim; only the model's vocabulary
+(and BPE merges) shrink, and every hard-coded id (added tokens, post-processor, padding,
+tokenizer_config's added_tokens_decoder) is remapped. Slow-tokenizer files the base had
+(vocab.txt, vocab.json + merges.txt, SentencePiece .model) are rewritten to match.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from tasks.atomic import write_text_atomic
+from tasks.errors import DroppedSpecialTokenError, UnsupportedTokenizerError
+from tasks.vocab import Vocab, merge_result, parse_merge
+
+SLOW_FILES = ("vocab.txt", "vocab.json", "merges.txt")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", *SLOW_FILES)
+
+
+def old_to_new_map(kept_ids: np.ndarray) -> dict[int, int]:
+    return {int(old): new for new, old in enumerate(kept_ids)}
+
+
+def _remap(old: int, table: dict[int, int], where: str) -> int:
+    if old not in table:
+        raise DroppedSpecialTokenError(f"{where}: token id {old} is not in the kept set")
+    return table[old]
+
+
+def _remap_post_processor(node: Any, table: dict[int, int]) -> None:
+    if not isinstance(node, dict):
+        return
+    kind = node.get("type")
+    if kind == "Sequence":
+        for p in node.get("processors", []):
+            _remap_post_processor(p, table)
+    elif kind == "TemplateProcessing":
+        for name, spec in node.get("special_tokens", {}).items():
+            spec["ids"] = [_remap(i, table, f"post_processor special token {name!r}") for i in spec["ids"]]
+    elif kind in ("RobertaProcessing", "BertProcessing"):
+        for key in ("sep", "cls"):
+            tok, i = node[key]
+            node[key] = [tok, _remap(i, table, f"post_processor {key} {tok!r}")]
+
+
+def rebuild_tokenizer_json(tok: dict[str, Any], vocab: Vocab, kept_ids: np.ndarray) -> dict[str, Any]:
+    """Return the trimmed tokenizer.json (validated by loading it with `tokenizers`)."""
+    table = old_to_new_map(kept_ids)
+    kept_tokens = {vocab.id_to_token[int(i)] for i in kept_ids}
+    new = copy.deepcopy(tok)
+    model = new["model"]
+    if vocab.kind in ("BPE", "WordPiece"):
+        model["vocab"] = {t: table[i] for t, i in tok["model"]["vocab"].items() if i in table}
+        if vocab.kind == "BPE":
+            prefix = model.get("continuing_subword_prefix")
+            merges = []
+            for m in tok["model"].get("merges", []):
+                a, b = parse_merge(m)
+                if a in kept_tokens and b in kept_tokens and merge_result(a, b, prefix) in kept_tokens:
+                    merges.append(m)
+            model["merges"] = merges
+        unk = model.get("unk_token")
+        if unk is not None and unk not in model["vocab"] and unk in vocab.token_to_id:
+            raise DroppedSpecialTokenError(f"unk token {unk!r} was dropped")
+    elif vocab.kind == "Unigram":
+        pieces = [[p, s] for p, s in tok["model"]["vocab"] if vocab.token_to_id[p] in table]
+        for pos, (piece, _s) in enumerate(pieces):
+            if table[vocab.token_to_id[piece]] != pos:
+                raise UnsupportedTokenizerError(
+                    f"Unigram piece {piece!r}: an added token outside the piece list sits between pieces; "
+                    "cannot give contiguous ids"
+                )
+        model["vocab"] = pieces
+        if model.get("unk_id") is not None:
+            model["unk_id"] = _remap(int(model["unk_id"]), table, "Unigram unk_id")
+    else:  # analyze_tokenizer already refused it
+        raise UnsupportedTokenizerError(f"tokenizer model type {vocab.kind!r} is not supported")
+    new["added_tokens"] = [
+        dict(a, id=_remap(a["id"], table, f"added token {a['content']!r}")) for a in tok.get("added_tokens", [])
+    ]
+    _remap_post_processor(new.get("post_processor"), table)
+    if isinstance(new.get("padding"), dict) and "pad_id" in new["padding"]:
+        new["padding"]["pad_id"] = _remap(new["padding"]["pad_id"], table, "padding.pad_id")
+    Tokenizer.from_str(json.dumps(new))  # fails loudly if the result is not a valid tokenizer
+    return new
+
+
+def write_tokenizer_files(
+    base_dir: Path, out_dir: Path, new_tok: dict[str, Any], vocab: Vocab, kept_ids: np.ndarray
+) -> list[str]:
+    """Write tokenizer.json plus every slow-tokenizer file the base folder had. Returns names written."""
+    base_dir, out_dir = Path(base_dir), Path(out_dir)
+    written = ["tokenizer.json"]
+    write_text_atomic(out_dir / "tokenizer.json", json.dumps(new_tok, ensure_ascii=False, indent=2))
+    table = old_to_new_map(kept_ids)
+    kept_tokens = [vocab.id_to_token[int(i)] for i in kept_ids]
+
+    if (base_dir / "vocab.txt").exists():
+        write_text_atomic(out_dir / "vocab.txt", "".join(t + "\n" for t in kept_tokens))
+        written.append("vocab.txt")
+    if (base_dir / "vocab.json").exists() and new_tok["model"]["type"] == "BPE":
+        write_text_atomic(out_dir / "vocab.json", json.dumps(new_tok["model"]["vocab"], ensure_ascii=False))
+        written.append("vocab.json")
+    if (base_dir / "merges.txt").exists() and new_tok["model"]["type"] == "BPE":
+        lines = ["#version: 0.2"] + [" ".join(parse_merge(m)) for m in new_tok["model"]["merges"]]
+        write_text_atomic(out_dir / "merges.txt", "\n".join(lines) + "\n")
+        written.append("merges.txt")
+    for spm_file in sorted(base_dir.glob("*.model")):
+        if _trim_sentencepiece(spm_file, out_dir / spm_file.name, set(kept_tokens)):
+            written.append(spm_file.name)
+    cfg_path = base_dir / "tokenizer_config.json"
+    if cfg_path.exists():
+        cfg = json.loads(cfg_path.read_text())
+        if isinstance(cfg.get("added_tokens_decoder"), dict):
+            cfg["added_tokens_decoder"] = {
+                str(_remap(int(k), table, f"tokenizer_config added token {v.get('content')!r}")): v
+                for k, v in cfg["added_tokens_decoder"].items()
+            }
+        write_text_atomic(out_dir / "tokenizer_config.json", json.dumps(cfg, ensure_ascii=False, indent=2))
+        written.append("tokenizer_config.json")
+    return written
+
+
+def _trim_sentencepiece(src: Path, dst: Path, kept_tokens: set[str]) -> bool:
+    """Keep the SentencePiece pieces whose strings are kept, in their order; False if not SPM."""
+    from sentencepiece import sentencepiece_model_pb2 as spm_pb2
+    from google.protobuf.message import DecodeError
+
+    proto = spm_pb2.ModelProto()
+    try:
+        proto.ParseFromString(src.read_bytes())
+    except DecodeError:
+        return False
+    if not len(proto.pieces):
+        return False
+    unknown = spm_pb2.ModelProto.SentencePiece.UNKNOWN
+    pieces = [copy.deepcopy(p) for p in proto.pieces if p.piece in kept_tokens or p.type == unknown]
+    del proto.pieces[:]
+    proto.pieces.extend(pieces)
+    tmp = dst.with_suffix(".model.tmp")
+    tmp.write_bytes(proto.SerializeToString())
+    tmp.replace(dst)
+    return True

@@ -1,0 +1,118 @@
+"""The engine's front door: counts + policy + multiple -> a trimmed model folder.
+
+`trim_model` chains the pure steps (select -> rebuild tokenizer -> surgery) and writes the
+result atomically: into a temp folder beside the output, renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tasks import __version__
+from tasks.architectures import SPECIAL_ID_KEYS
+from tasks.atomic import atomic_folder, write_text_atomic
+from tasks.counting import TokenCounts, check_counts_match, read_counts
+from tasks.model_folder import inspect_model_folder, load_tokenizer_json, tokenizer_fingerprint
+from tasks.safetensors_io import INDEX_NAME
+from tasks.selection import Selection, SelectionPolicy, select_kept_ids
+from tasks.surgery import SurgeryStats, copy_other_files, trim_weights, write_configs
+from tasks.tokenizer_rebuild import TOKENIZER_FILES, rebuild_tokenizer_json, write_tokenizer_files
+from tasks.vocab import analyze_tokenizer
+
+MANIFEST_NAME = "trimworks.json"
+
+
+@dataclass(frozen=True)
+class TrimResult:
+    out_dir: Path
+    selection: Selection
+    surgery: SurgeryStats
+    tokenizer_files: tuple[str, ...]
+
+    def summary(self) -> dict:
+        s = self.surgery
+        return {
+            "vocab_before": self.selection.base_vocab_size,
+            "vocab_after": self.selection.size,
+            "params_before": s.params_before,
+            "params_after": s.params_after,
+            "bytes_before": s.bytes_before,
+            "bytes_after": s.bytes_after,
+            "size_reduction_pct": 100.0 * (1 - s.bytes_after / s.bytes_before) if s.bytes_before else 0.0,
+        }
+
+
+def config_special_ids(config: dict) -> list[int]:
+    ids: list[int] = []
+    for key in SPECIAL_ID_KEYS:
+        v = config.get(key)
+        if isinstance(v, int):
+            ids.append(v)
+        elif isinstance(v, list):
+            ids.extend(i for i in v if isinstance(i, int))
+    return ids
+
+
+def select_for_model(
+    model_dir: Path,
+    counts: Sequence[TokenCounts | Path],
+    policy: SelectionPolicy,
+    multiple: int,
+    merge_closure: bool = True,
+) -> Selection:
+    """Check the counts belong to this model's tokenizer, then choose the kept ids."""
+    base = inspect_model_folder(model_dir)
+    fingerprint = tokenizer_fingerprint(base.tokenizer_json)
+    tables = []
+    for c in counts:
+        table = c if isinstance(c, TokenCounts) else read_counts(Path(c))
+        check_counts_match(table, str(c) if not isinstance(c, TokenCounts) else c.corpus, fingerprint, base.tokenizer_json)
+        tables.append(table)
+    vocab = analyze_tokenizer(load_tokenizer_json(base.tokenizer_json), str(base.tokenizer_json))
+    return select_kept_ids(vocab, tables, policy, multiple, config_special_ids(base.config), merge_closure)
+
+
+def apply_selection(
+    model_dir: Path, selection: Selection, out_dir: Path, overwrite: bool = False, provenance: dict | None = None
+) -> TrimResult:
+    """Build the trimmed folder for an already chosen kept set (atomically)."""
+    base = inspect_model_folder(model_dir)
+    tok = load_tokenizer_json(base.tokenizer_json)
+    vocab = analyze_tokenizer(tok, str(base.tokenizer_json))
+    kept = selection.kept_ids
+    new_tok = rebuild_tokenizer_json(tok, vocab, kept)
+    with atomic_folder(Path(out_dir), overwrite=overwrite) as tmp:
+        write_configs(base, tmp, kept)
+        tok_files = write_tokenizer_files(base.path, tmp, new_tok, vocab, kept)
+        stats = trim_weights(base, tmp, kept)
+        skip = {"config.json", "generation_config.json", INDEX_NAME, "README.md", MANIFEST_NAME, *TOKENIZER_FILES, *tok_files}
+        copy_other_files(base.path, tmp, skip)
+        record = {
+            "trimworks_version": __version__,
+            "base_model": str(provenance.get("base_model", base.path)) if provenance else str(base.path),
+            "base_tokenizer_fingerprint": tokenizer_fingerprint(base.tokenizer_json),
+            "selection": {k: v for k, v in asdict(selection).items() if k != "kept_ids"},
+            "surgery": asdict(stats),
+            "provenance": provenance or {},
+            "kept_ids": [int(i) for i in kept],
+        }
+        write_text_atomic(tmp / MANIFEST_NAME, json.dumps(record, default=str))
+    return TrimResult(Path(out_dir), selection, stats, tuple(tok_files))
+
+
+def trim_model(
+    model_dir: Path,
+    counts: Sequence[TokenCounts | Path],
+    policy: SelectionPolicy,
+    multiple: int,
+    out_dir: Path,
+    overwrite: bool = False,
+    merge_closure: bool = True,
+) -> TrimResult:
+    """Select and apply in one call (the `trimworks trim` command)."""
+    selection = select_for_model(model_dir, counts, policy, multiple, merge_closure)
+    return apply_selection(model_dir, selection, out_dir, overwrite)
+
