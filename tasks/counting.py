@@ -46,6 +46,14 @@ def id_space(tokenizer: Tokenizer) -> int:
     return max(tokenizer.get_vocab(with_added_tokens=True).values()) + 1
 
 
+def load_plain_tokenizer(tokenizer_json: Path) -> Tokenizer:
+    """The tokenizer without padding/truncation (a tokenizer.json may pad every line to 128)."""
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
 def batched(lines: Iterable[str], size: int) -> Iterator[list[str]]:
     it = iter(lines)
     while batch := list(itertools.islice(it, size)):
@@ -60,7 +68,7 @@ def count_tokens(
     progress: "callable | None" = None,
 ) -> TokenCounts:
     """Count token ids of `lines` (no special tokens added), streaming in batches."""
-    tok = Tokenizer.from_file(str(tokenizer_json))
+    tok = load_plain_tokenizer(tokenizer_json)
     n = id_space(tok)
     counts = np.zeros(n, dtype=np.int64)
     encode = getattr(tok, "encode_batch_fast", tok.encode_batch)

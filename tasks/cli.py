@@ -1,0 +1,111 @@
+"""`trimworks` command line: the engine usable alone, and the pipeline's entry points."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tasks.errors import TrimworksError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Exact vocabulary trimming of transformer models.")
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def count(
+    model_dir: Annotated[Path, typer.Argument(help="model folder holding tokenizer.json")],
+    text: Annotated[list[Path], typer.Option("--text", help="UTF-8 text file(s), one line per example")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="counts table to write (.parquet)")],
+    corpus: Annotated[Optional[str], typer.Option(help="corpus description stored in the table")] = None,
+) -> None:
+    """Count token frequencies of text files with the model's own tokenizer."""
+    from tasks.counting import count_tokens, iter_text_file, write_counts
+    from tasks.model_folder import inspect_model_folder
+
+    try:
+        base = inspect_model_folder(model_dir)
+        lines = (line for path in text for line in iter_text_file(path))
+        counts = count_tokens(base.tokenizer_json, lines, corpus or ",".join(str(p) for p in text))
+        write_counts(counts, base.tokenizer_json, out)
+    except TrimworksError as exc:
+        _fail(exc)
+    typer.echo(f"{out}: {counts.lines} lines, {counts.tokens} tokens, {(counts.counts > 0).sum()} distinct token ids")
+
+
+@app.command()
+def trim(
+    model_dir: Annotated[Path, typer.Argument(help="base model folder (safetensors + tokenizer.json)")],
+    counts: Annotated[list[Path], typer.Option("--counts", help="counts table(s); several = a language subset")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="output folder")],
+    multiple: Annotated[int, typer.Option(help="round the vocabulary up to a multiple of this")] = 64,
+    min_count: Annotated[Optional[int], typer.Option(help="keep tokens seen at least this often")] = None,
+    coverage: Annotated[Optional[float], typer.Option(help="keep tokens until this share of token mass")] = None,
+    top_k: Annotated[Optional[int], typer.Option(help="exact final vocabulary size")] = None,
+    keep: Annotated[Optional[list[str]], typer.Option(help="token to always keep (repeatable)")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing output folder")] = False,
+) -> None:
+    """Trim a model to the tokens its counts show are used."""
+    from tasks.selection import SelectionPolicy
+    from tasks.trim import trim_model
+
+    try:
+        policy = SelectionPolicy(min_count=min_count, coverage=coverage, top_k=top_k, keep=tuple(keep or ()))
+        result = trim_model(model_dir, counts, policy, multiple, out, overwrite=overwrite)
+    except (TrimworksError, ValueError) as exc:
+        _fail(exc)
+    s = result.summary()
+    typer.echo(
+        f"{out}: vocab {s['vocab_before']} -> {s['vocab_after']}, params {s['params_before']:,} -> {s['params_after']:,} "
+        f"({s['size_reduction_pct']:.1f}% smaller)"
+    )
+    for note in result.selection.notes + result.surgery.warnings:
+        typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+
+
+@app.command()
+def verify(
+    model_dir: Annotated[Path, typer.Argument(help="base model folder")],
+    trimmed_dir: Annotated[Path, typer.Argument(help="trimmed model folder")],
+    text: Annotated[list[Path], typer.Option("--text", help="held-out text file(s) of the target languages")],
+    sample: Annotated[int, typer.Option(help="lines whose model outputs are compared")] = 16,
+) -> None:
+    """Check exactness on held-out text; exits 1 if any covered line or output differs."""
+    from tasks.counting import iter_text_file
+    from tasks.verify import verify_exactness
+
+    try:
+        heldout = {p.stem: list(iter_text_file(p)) for p in text}
+        report = verify_exactness(model_dir, trimmed_dir, heldout, sample_lines=sample)
+    except TrimworksError as exc:
+        _fail(exc)
+    typer.echo(json.dumps(report.model_dump(), indent=2))
+    raise typer.Exit(code=0 if report.exact else 1)
+
+
+@app.command()
+def convert(
+    model_dir: Annotated[Path, typer.Argument(help="folder with pickle (*.bin) weights")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="new folder with model.safetensors")],
+) -> None:
+    """Convert pickle weights to safetensors with torch.load(weights_only=True)."""
+    from tasks.model_folder import convert_pickle_checkpoint
+
+    try:
+        convert_pickle_checkpoint(model_dir, out)
+    except TrimworksError as exc:
+        _fail(exc)
+    typer.echo(f"{out}: converted")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    app()

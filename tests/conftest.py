@@ -1,0 +1,35 @@
+"""Session-wide subjects: built once per test run, offline."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+
+import pytest  # noqa: E402
+
+from tests import subjects  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def shared():
+    if not subjects.shared_available():
+        pytest.skip("../shared/data is absent: these tests need its real text and tokenizers")
+    return subjects.SHARED
+
+
+@pytest.fixture(scope="session")
+def gguf_tokenizers(shared, tmp_path_factory):
+    """Real tokenizers converted once per session: name -> folder with tokenizer.json."""
+    root = tmp_path_factory.mktemp("gguf_tokenizers")
+    cache: dict[str, object] = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = subjects.gguf_tokenizer(name, root / name)
+        return cache[name]
+
+    return get

