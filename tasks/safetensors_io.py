@@ -26,7 +26,7 @@ DTYPE_BYTES: dict[str, int] = {
 }
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
-BLOCK_BYTES = 64 << 20  # read granularity for streaming copies and row selection
+BLOCK_BYTES = 16 << 20  # read granularity for streaming copies and row selection
 MAX_HEADER_BYTES = 100 << 20
 
 
@@ -133,15 +133,16 @@ class LazyCheckpoint:
 
 def copy_bytes(info: TensorInfo, out: BinaryIO) -> None:
     """Stream one tensor's bytes unchanged."""
-    with info.file.open("rb") as fh:
+    buf = memoryview(bytearray(min(BLOCK_BYTES, info.nbytes)))
+    with info.file.open("rb", buffering=0) as fh:
         fh.seek(info.start)
         left = info.nbytes
         while left:
-            chunk = fh.read(min(BLOCK_BYTES, left))
-            if not chunk:
+            n = fh.readinto(buf[: min(len(buf), left)])
+            if not n:
                 raise ModelFolderError(f"{info.file}: unexpected end of file in tensor {info.name!r}")
-            out.write(chunk)
-            left -= len(chunk)
+            out.write(buf[:n])
+            left -= n
 
 
 def write_rows(info: TensorInfo, rows: np.ndarray, out: BinaryIO) -> None:

@@ -112,6 +112,9 @@ def _outputs(model_dir: Path, tok: Tokenizer, lines: Sequence[str], max_length: 
     """Per line: (output tensor, loss or None). Loads the model once, runs one line at a time."""
     import torch
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-tensor progress bars would flood pipeline logs
     config = json.loads((Path(model_dir) / "config.json").read_text())
     cls = _model_class(config)
     model = cls.from_pretrained(str(model_dir), dtype=getattr(torch, dtype), local_files_only=True, trust_remote_code=False)

@@ -33,3 +33,23 @@ def gguf_tokenizers(shared, tmp_path_factory):
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def toy_lines():
+    return subjects.wordfreq_sentences("en", 3000)
+
+
+@pytest.fixture(scope="session")
+def toy_model_session(tmp_path_factory, toy_lines):
+    return subjects.toy_bytelevel_model(tmp_path_factory.mktemp("toy") / "model", toy_lines)
+
+
+@pytest.fixture
+def toy_model(toy_model_session, tmp_path):
+    """A private copy of the toy model folder (tests may break it)."""
+    import shutil
+
+    dst = tmp_path / "toy_model"
+    shutil.copytree(toy_model_session, dst)
+    return dst

@@ -78,3 +78,35 @@ def copy_tokenizer_files(src: Path, dst: Path) -> None:
     for item in src.iterdir():
         if item.is_file() and item.suffix != ".safetensors" and item.name not in ("config.json", "README.md"):
             shutil.copy2(item, dst / item.name)
+
+
+def wordfreq_sentences(lang: str = "en", n_lines: int = 3000, words: int = 3000, seed: int = 0) -> list[str]:
+    """Pseudo-sentences drawn from wordfreq's real frequency list (offline, no shared/ needed)."""
+    import random
+
+    from wordfreq import top_n_list, word_frequency
+
+    vocab = top_n_list(lang, words)
+    weights = [word_frequency(w, lang) for w in vocab]
+    rng = random.Random(seed)
+    return [" ".join(rng.choices(vocab, weights, k=rng.randint(4, 14))).capitalize() + "." for _ in range(n_lines)]
+
+
+def toy_bytelevel_model(folder: Path, lines: list[str], vocab_size: int = 1200) -> Path:
+    """A byte-level BPE tokenizer trained here + a random GPT-2: a fast subject for unit tests."""
+    import transformers as T
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(lines, trainer)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    eos = tok.token_to_id("<|endoftext|>")
+    cfg = T.GPT2Config(vocab_size=tok.get_vocab_size(), n_embd=16, n_layer=1, n_head=2, bos_token_id=eos, eos_token_id=eos)
+    T.GPT2LMHeadModel(cfg).save_pretrained(str(folder))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer", "eos_token": "<|endoftext|>"}))
+    return folder
