@@ -106,6 +106,62 @@ def convert(
     typer.echo(f"{out}: converted")
 
 
+@app.command("list")
+def list_cmd(
+    manifest: Annotated[Path, typer.Argument(help="manifest YAML")] = Path("manifests/default.yaml"),
+) -> None:
+    """Validate a manifest and list its variant ids and repo names."""
+    from tasks.manifest import expand, load_manifest
+
+    try:
+        variants = expand(load_manifest(manifest))
+    except TrimworksError as exc:
+        _fail(exc)
+    for v in variants:
+        typer.echo(f"{v.id}\t{v.repo_id}")
+
+
+@app.command("publish-all")
+def publish_all_cmd(
+    manifest: Annotated[Path, typer.Argument(help="manifest YAML")] = Path("manifests/default.yaml"),
+    force: Annotated[bool, typer.Option(help="rebuild variants even if already published")] = False,
+    only: Annotated[Optional[list[str]], typer.Option(help="build only these variant ids")] = None,
+    dask_address: Annotated[Optional[str], typer.Option(help="run builds on a Dask cluster, e.g. tcp://host:8786")] = None,
+    workers: Annotated[int, typer.Option(help="local worker threads")] = 2,
+) -> None:
+    """Build, verify and publish every variant of a manifest; exits 1 if any failed."""
+    _run_flow(manifest, force, only, dask_address, workers)
+
+
+@app.command()
+def build(
+    variant_id: Annotated[str, typer.Argument(help="variant id (see `trimworks list`)")],
+    manifest: Annotated[Path, typer.Option(help="manifest YAML")] = Path("manifests/default.yaml"),
+    dask_address: Annotated[Optional[str], typer.Option(help="Dask scheduler address")] = None,
+) -> None:
+    """Regenerate exactly one model from its manifest entry (ignores what is published)."""
+    _run_flow(manifest, True, [variant_id], dask_address, 2)
+
+
+def _run_flow(manifest: Path, force: bool, only: list[str] | None, dask_address: str | None, workers: int) -> None:
+    from tasks.manifest import load_manifest
+
+    try:
+        load_manifest(manifest)  # fail fast, before Prefect starts, with a located message
+    except TrimworksError as exc:
+        _fail(exc)
+    from flows.publish_all import run_publish_all
+
+    summary = run_publish_all(str(manifest), force=force, only=only, dask_address=dask_address, workers=workers)
+    typer.echo(f"published {len(summary['published'])}, up to date {len(summary['skipped'])}, failed {len(summary['failed'])}")
+    typer.echo(f"catalog: {summary['summary']}")
+    for vid, err in summary["failed"].items():
+        typer.secho(f"FAILED {vid}: {err}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1 if summary["failed"] else 0)
+
+
 def main() -> None:  # pragma: no cover - console entry
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     app()

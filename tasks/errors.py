@@ -35,3 +35,11 @@ class CorpusError(TrimworksError):
 
 class ExactnessError(TrimworksError):
     """A covered line tokenized differently after trimming: a bug, never expected."""
+
+
+class ManifestError(TrimworksError):
+    """The manifest is invalid: the message names the file and entry path."""
+
+
+class PublishError(TrimworksError):
+    """Publishing a variant failed after retries."""

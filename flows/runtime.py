@@ -1,0 +1,17 @@
+"""Process-wide defaults for running Prefect offline and quietly. Import before prefect."""
+
+import os
+
+_DEFAULTS = {
+    # No telemetry from Prefect's embedded server or the Hub client.
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    # Our own module loggers show up in flow-run logs.
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "trimworks",
+    # The embedded temporary server can be slow to start on a loaded 2-core machine.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "TOKENIZERS_PARALLELISM": "true",
+}
+for key, value in _DEFAULTS.items():
+    os.environ.setdefault(key, value)

@@ -1,0 +1,80 @@
+"""Thin Prefect tasks over the pure functions in tasks/. They take and return small values
+(paths, ids, records as dicts), never tensors, so any executor (threads, Dask) can run them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.build import build_and_publish
+from tasks.catalog import plot_coverage
+from tasks.counts_cache import ensure_counts, ensure_heldout, read_heldout
+from tasks.manifest import LoadedManifest, Variant, load_manifest
+from tasks.model_folder import load_tokenizer_json
+from tasks.publish import HubPublisher, LocalRegistry, Publisher, resolve_hub_token
+from tasks.sources import materialize_base
+from tasks.vocab import analyze_tokenizer
+
+
+def open_manifest(path: str) -> LoadedManifest:
+    return load_manifest(Path(path), check_files=False)
+
+
+def make_publisher(m: LoadedManifest) -> tuple[Publisher, callable]:
+    """The manifest's publish target, and a function giving each variant's location."""
+    if m.spec.publish.target == "hub":
+        hub = HubPublisher(m.spec.publish.hub, resolve_hub_token(m.spec.publish.hub))
+        return hub, lambda v: f"{hub.api.endpoint}/{v.repo_id}"
+    registry = LocalRegistry(m.output_dir)
+    return registry, lambda v: str(registry.target(v))
+
+
+@task(name="materialize-base", cache_policy=NO_CACHE)
+def materialize_base_task(manifest: str, base_id: str) -> str:
+    m = open_manifest(manifest)
+    folder = materialize_base(m, m.base(base_id))
+    get_run_logger().info("base %s ready at %s", base_id, folder)
+    return str(folder)
+
+
+@task(name="count-tokens", cache_policy=NO_CACHE, task_run_name="count-{language}")
+def count_task(manifest: str, tokenizer_json: str, language: str) -> str:
+    path = ensure_counts(open_manifest(manifest), Path(tokenizer_json), language)
+    get_run_logger().info("counts for %s: %s", language, path)
+    return str(path)
+
+
+@task(name="heldout-text", cache_policy=NO_CACHE, task_run_name="heldout-{language}")
+def heldout_task(manifest: str, language: str) -> str:
+    return str(ensure_heldout(open_manifest(manifest), language))
+
+
+@task(name="coverage-plot", cache_policy=NO_CACHE, task_run_name="plot-{base_id}")
+def plot_task(manifest: str, base_id: str, base_dir: str, counts: dict[str, str], heldout: dict[str, str]) -> str:
+    m = open_manifest(manifest)
+    tok_json = Path(base_dir) / "tokenizer.json"
+    vocab = analyze_tokenizer(load_tokenizer_json(tok_json))
+    out = m.output_dir / "plots" / f"{base_id}-coverage.png"
+    plot_coverage(base_id, tok_json, vocab, {k: Path(v) for k, v in counts.items()},
+                  {k: read_heldout(Path(v)) for k, v in heldout.items()}, out)
+    return str(out)
+
+
+@task(name="build-variant", cache_policy=NO_CACHE, task_run_name="build-{variant[id]}")
+def build_task(manifest: str, variant: dict, base_dir: str, counts: dict[str, str], heldout: dict[str, str],
+               plot: str | None) -> dict:
+    m = open_manifest(manifest)
+    v = Variant.model_validate(variant)
+    publisher, location = make_publisher(m)
+    record = build_and_publish(m, v, Path(base_dir), {k: Path(p) for k, p in counts.items()},
+                               {k: Path(p) for k, p in heldout.items()}, publisher, location(v),
+                               Path(plot) if plot else None)
+    logger = get_run_logger()
+    if record.status == "failed":
+        logger.error("%s failed: %s", v.id, record.error)
+    else:
+        logger.info("%s: vocab %s -> %s, %.1f%% smaller, published at %s", v.id, record.vocab_before,
+                    record.vocab_after, record.size_reduction_pct or 0, record.location)
+    return record.model_dump(mode="json")

@@ -1,0 +1,116 @@
+"""One variant, start to finish: select -> rebuild tokenizer -> surgery -> verify -> card -> publish.
+
+Pure Python (no Prefect): the flow maps this over variants. Any failure becomes a failed
+VariantRecord with a located error, so one bad variant never stops the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+
+from tasks.atomic import write_text_atomic
+from tasks.card import render_card
+from tasks.counts_cache import read_heldout
+from tasks.errors import ExactnessError, TrimworksError
+from tasks.evaluate import VariantRecord, variant_metrics
+from tasks.manifest import GGUFSource, HubSource, LoadedManifest, LocalSource, Variant
+from tasks.publish import RECORD_NAME, Publisher
+from tasks.trim import apply_selection, select_for_model
+from tasks.verify import verify_exactness
+
+log = logging.getLogger("trimworks.build")
+
+
+def _base_link(m: LoadedManifest, base_id: str) -> tuple[str, str]:
+    spec = m.base(base_id)
+    src = spec.source
+    if isinstance(src, HubSource):
+        return src.hub, f"https://huggingface.co/{src.hub}/tree/{src.revision}"
+    name = spec.display_name or base_id
+    if "/" in name:  # a display name like org/model names its Hub page
+        return name, f"https://huggingface.co/{name}"
+    return name, src.local if isinstance(src, LocalSource) else src.gguf if isinstance(src, GGUFSource) else ""
+
+
+def _corpora_lines(m: LoadedManifest, languages: tuple[str, ...]) -> list[str]:
+    out = []
+    for lang in languages:
+        for c in m.spec.languages[lang].corpora:
+            out.append(f"`{lang}`: {json.dumps(c.model_dump(exclude_none=True), sort_keys=True)}")
+    lid = m.spec.lid
+    out.append(f"fastText language-ID filter: {'on' if lid.enabled else 'off'} (min probability {lid.min_prob})")
+    return out
+
+
+def _auto_class(config: dict) -> str:
+    arch = " ".join(config.get("architectures") or [])
+    for suffix in ("ForCausalLM", "ForMaskedLM", "ForConditionalGeneration"):
+        if suffix in arch:
+            return {"ForConditionalGeneration": "AutoModelForSeq2SeqLM"}.get(suffix, f"AutoModel{suffix}")
+    return "AutoModel"
+
+
+def failed_record(variant: Variant, error: str, seconds: float | None = None) -> VariantRecord:
+    return VariantRecord(variant_id=variant.id, base=variant.base, languages=list(variant.languages),
+                         multiple=variant.multiple, repo_id=variant.repo_id, fingerprint=variant.fingerprint,
+                         status="failed", error=error, seconds=seconds)
+
+
+def build_and_publish(
+    m: LoadedManifest,
+    variant: Variant,
+    base_dir: Path,
+    counts: Mapping[str, Path],
+    heldout: Mapping[str, Path],
+    publisher: Publisher,
+    location: str,
+    plot_png: Path | None = None,
+) -> VariantRecord:
+    start = time.perf_counter()
+    staging = m.work_dir / "builds" / variant.id
+    try:
+        selection = select_for_model(base_dir, [counts[lang] for lang in variant.languages], m.spec.selection, variant.multiple)
+        trim = apply_selection(base_dir, selection, staging, overwrite=True,
+                               provenance={"base_model": variant.base, "variant": variant.id, "fingerprint": variant.fingerprint})
+        report = verify_exactness(base_dir, staging, {lang: read_heldout(heldout[lang]) for lang in variant.languages},
+                                  sample_lines=m.spec.verify_sample_lines)
+        if not report.exact:
+            bad = [(lang.language, lang.mismatches[:2]) for lang in report.languages if lang.mismatches]
+            raise ExactnessError(f"{variant.id}: trimmed model is not exact (mismatching lines {bad}, "
+                                 f"max abs diff {report.output_max_abs_diff})")
+        record = VariantRecord(
+            variant_id=variant.id, base=variant.base, languages=list(variant.languages), multiple=variant.multiple,
+            repo_id=variant.repo_id, fingerprint=variant.fingerprint, status="published", location=location,
+            **variant_metrics(trim, report),
+        )
+        plot_name = None
+        if plot_png is not None and Path(plot_png).exists():
+            shutil.copy2(plot_png, staging / "coverage.png")
+            plot_name = "coverage.png"
+        config = json.loads((base_dir / "config.json").read_text())
+        base_name, base_link = _base_link(m, variant.base)
+        card = render_card(
+            record, base_name=base_name, base_link=base_link, license=m.base(variant.base).license,
+            model_type=config.get("model_type", ""), is_causal=any("CausalLM" in a for a in config.get("architectures") or []),
+            policy=m.spec.selection.model_dump_json(exclude_defaults=True) or "{}",
+            corpora=_corpora_lines(m, variant.languages), plot_file=plot_name,
+            model_class=_auto_class(config),
+        )
+        write_text_atomic(staging / "README.md", str(card))
+        record.seconds = round(time.perf_counter() - start, 2)
+        write_text_atomic(staging / RECORD_NAME, record.model_dump_json(indent=2))
+        record.location = publisher.publish(staging, variant)
+        log.info("published %s -> %s (%.1f%% smaller)", variant.id, record.location, record.size_reduction_pct or 0)
+        return record
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded, the batch goes on
+        shutil.rmtree(staging, ignore_errors=True)
+        detail = str(exc) if isinstance(exc, TrimworksError) else f"{type(exc).__name__}: {exc}"
+        log.error("variant %s failed: %s", variant.id, detail)
+        log.debug("%s", traceback.format_exc())
+        return failed_record(variant, detail, round(time.perf_counter() - start, 2))

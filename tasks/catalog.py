@@ -1,0 +1,121 @@
+"""The catalog of every variant (Parquet + markdown) and the per-base coverage plots."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.atomic import atomic_file, write_text_atomic
+from tasks.counting import load_plain_tokenizer, read_counts
+from tasks.evaluate import VariantRecord
+from tasks.vocab import Vocab
+
+CATALOG_PARQUET = "catalog.parquet"
+CATALOG_MARKDOWN = "catalog.md"
+
+
+def catalog_rows(records: Sequence[VariantRecord]) -> list[dict]:
+    rows = []
+    for r in records:
+        fid = r.fidelity.values()
+        rows.append({
+            "variant_id": r.variant_id, "base": r.base, "languages": ",".join(r.languages), "multiple": r.multiple,
+            "status": r.status, "repo_id": r.repo_id, "vocab_before": r.vocab_before, "vocab_after": r.vocab_after,
+            "params_before": r.params_before, "params_after": r.params_after, "bytes_before": r.bytes_before,
+            "bytes_after": r.bytes_after, "size_reduction_pct": r.size_reduction_pct,
+            "min_coverage": min((f.coverage for f in fid), default=None),
+            "min_identity": min((f.identity for f in fid), default=None),
+            "output_max_abs_diff": r.output_max_abs_diff, "loss_before": r.loss_before, "loss_after": r.loss_after,
+            "location": r.location, "error": r.error, "fingerprint": r.fingerprint,
+            "fidelity_json": json.dumps({k: v.model_dump() for k, v in r.fidelity.items()}),
+        })
+    return rows
+
+
+def _fmt(v, spec: str = "") -> str:
+    if v is None:
+        return "–"
+    return format(v, spec)
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    head = "| variant | status | vocab | params | size −% | min coverage | identity | max abs diff | published at |\n|---|---|---:|---:|---:|---:|---:|---:|---|\n"
+    body = "".join(
+        f"| {r['variant_id']} | {r['status']} | {_fmt(r['vocab_before'], ',')} → {_fmt(r['vocab_after'], ',')} | "
+        f"{_fmt(r['params_before'], ',')} → {_fmt(r['params_after'], ',')} | {_fmt(r['size_reduction_pct'], '.1f')} | "
+        f"{_fmt(r['min_coverage'], '.2%')} | {_fmt(r['min_identity'], '.2%')} | {_fmt(r['output_max_abs_diff'], '.2g')} | "
+        f"{r['location'] or ''} |\n"
+        for r in rows
+    )
+    return head + body
+
+
+def write_catalog(records: Sequence[VariantRecord], out_dir: Path, plots: Mapping[str, Path]) -> tuple[Path, Path]:
+    rows = catalog_rows(records)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parquet = out_dir / CATALOG_PARQUET
+    with atomic_file(parquet) as fh:
+        pq.write_table(pa.Table.from_pylist(rows), fh)
+    failed = [r for r in records if r.status == "failed"]
+    md = ["# trimworks catalog", "",
+          f"{len(records)} variants: {sum(r.status == 'published' for r in records)} published, "
+          f"{sum(r.status == 'skipped' for r in records)} already up to date, {len(failed)} failed.", "",
+          markdown_table(rows)]
+    if failed:
+        md += ["## Failures", ""] + [f"- **{r.variant_id}**: {r.error}" for r in failed] + [""]
+    if plots:
+        md += ["## Held-out coverage against kept vocabulary size", ""]
+        md += [f"![{base}]({Path(p).relative_to(out_dir) if Path(p).is_relative_to(out_dir) else p})" for base, p in plots.items()]
+    write_text_atomic(out_dir / CATALOG_MARKDOWN, "\n".join(md) + "\n")
+    return parquet, out_dir / CATALOG_MARKDOWN
+
+
+def coverage_curve(vocab: Vocab, counts_path: Path, heldout_ids: Sequence[Sequence[int]], sizes: np.ndarray) -> np.ndarray:
+    """Share of held-out lines fully covered when the `size` most frequent tokens (plus the
+    always-kept ones) are kept. Merge closure is ignored, so sizes are slight underestimates."""
+    counts = read_counts(counts_path).counts
+    rank = np.full(vocab.id_space, np.iinfo(np.int64).max, dtype=np.int64)
+    order = np.argsort(-counts, kind="stable")
+    rank[order] = np.arange(order.size)
+    always = np.fromiter(vocab.always_keep, dtype=np.int64)
+    rank[always] = -1
+    need = np.array([rank[np.asarray(ids, dtype=np.int64)].max() if len(ids) else -1 for ids in heldout_ids])
+    n_always = always.size
+    return np.array([(need < max(s - n_always, 0)).mean() if need.size else 0.0 for s in sizes])
+
+
+def plot_coverage(
+    base_id: str, tokenizer_json: Path, vocab: Vocab, counts: Mapping[str, Path], heldout: Mapping[str, list[str]],
+    out_png: Path, marks: Sequence[tuple[str, int, float]] = (),
+) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tok = load_plain_tokenizer(tokenizer_json)
+    sizes = np.unique(np.geomspace(max(len(vocab.always_keep), 64), vocab.size, 40).astype(int))
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for lang, path in counts.items():
+        ids = [e.ids for e in tok.encode_batch(heldout.get(lang, []), add_special_tokens=False)]
+        ax.plot(sizes, 100 * coverage_curve(vocab, path, ids, sizes), label=lang)
+    for label, size, cov in marks:
+        ax.scatter([size], [100 * cov], marker="x", color="black", zorder=3)
+        ax.annotate(label, (size, 100 * cov), fontsize=7, xytext=(3, -9), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("kept vocabulary size (tokens)")
+    ax.set_ylabel("held-out lines fully covered (%)")
+    ax.set_title(f"{base_id}: coverage vs kept vocabulary (base {vocab.size:,})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(title="language")
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out_png) as fh:
+        fig.savefig(fh, format="png")
+    plt.close(fig)
+    return out_png

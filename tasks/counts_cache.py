@@ -1,0 +1,93 @@
+"""Counts computed once per (tokenizer fingerprint, language, corpus spec), reused forever.
+
+Tables live at work_dir/counts/<tokenizer fp>/<language>-<corpus key>.parquet; a file lock
+makes concurrent runs compute each table once, and the atomic write means a crash leaves
+either no table or a complete one.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from filelock import FileLock
+
+from tasks.atomic import write_text_atomic
+from tasks.corpora import split_lines
+from tasks.counting import count_tokens, write_counts
+from tasks.errors import CorpusError
+from tasks.lid import LanguageFilter, LidStats
+from tasks.manifest import LoadedManifest, corpus_key
+from tasks.model_folder import tokenizer_fingerprint
+
+log = logging.getLogger("trimworks.counts")
+
+
+def counts_path(m: LoadedManifest, tokenizer_json: Path, language: str) -> Path:
+    fp = tokenizer_fingerprint(tokenizer_json)
+    return m.work_dir / "counts" / fp[:16] / f"{language}-{corpus_key(m, language)[:16]}.parquet"
+
+
+def train_stream(m: LoadedManifest, language: str, stats: LidStats | None = None):
+    items = split_lines(m, language, "train")
+    if m.spec.lid.enabled:
+        lid = LanguageFilter(m.resolve(m.spec.lid.model), m.spec.lid.min_prob)
+        return lid.filter(items, language, stats)
+    return (line for line, _ in items)
+
+
+def heldout_path(m: LoadedManifest, language: str) -> Path:
+    return m.work_dir / "heldout" / f"{language}-{corpus_key(m, language)[:16]}.txt"
+
+
+def ensure_heldout(m: LoadedManifest, language: str) -> Path:
+    """The language's held-out lines (after LID), saved once as text for every variant to reuse."""
+    path = heldout_path(m, language)
+    if not path.exists():
+        lines = heldout_lines(m, language)
+        if not lines:
+            raise CorpusError(f"{m.path}: languages.{language}: no held-out lines; add text or heldout.corpora")
+        write_text_atomic(path, "\n".join(lines) + "\n")
+    return path
+
+
+def read_heldout(path: Path) -> list[str]:
+    return [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line]
+
+
+def heldout_lines(m: LoadedManifest, language: str) -> list[str]:
+    items = split_lines(m, language, "heldout")
+    cap = m.spec.languages[language].heldout.max_lines
+    if m.spec.lid.enabled:
+        lid = LanguageFilter(m.resolve(m.spec.lid.model), m.spec.lid.min_prob)
+        lines = lid.filter(items, language)
+    else:
+        lines = (line for line, _ in items)
+    out = []
+    for line in lines:
+        out.append(line)
+        if len(out) >= cap:
+            break
+    return out
+
+
+def ensure_counts(m: LoadedManifest, tokenizer_json: Path, language: str) -> Path:
+    """Return the cached counts table, computing it (once, under a lock) if missing."""
+    path = counts_path(m, tokenizer_json, language)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if path.exists():
+            return path
+        stats = LidStats()
+        counts = count_tokens(tokenizer_json, train_stream(m, language, stats), f"{language}:{corpus_key(m, language)[:16]}")
+        if counts.tokens == 0:
+            raise CorpusError(
+                f"{m.path}: languages.{language}: no text left to count "
+                f"({stats.seen} lines read, {stats.kept} kept by the LID filter); check its corpora"
+            )
+        log.info("counted %s: %d lines (%d read, LID kept %.1f%%), %d tokens", language, counts.lines,
+                 stats.seen, 100 * stats.kept_share, counts.tokens)
+        write_counts(counts, tokenizer_json, path)
+    return path

@@ -1,0 +1,68 @@
+"""The per-variant record: size, fidelity and where it was published (one catalog row)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from tasks.trim import TrimResult
+from tasks.verify import ExactnessReport
+
+
+class LanguageScore(BaseModel):
+    lines: int
+    coverage: float
+    identity: float
+    tokens_per_char_before: float
+    tokens_per_char_after: float
+
+
+class VariantRecord(BaseModel):
+    """Everything the catalog and the card say about one variant. Small: no tensors."""
+
+    variant_id: str
+    base: str
+    languages: list[str]
+    multiple: int
+    repo_id: str
+    fingerprint: str
+    status: Literal["published", "skipped", "failed"]
+    error: str | None = None
+    vocab_before: int | None = None
+    vocab_after: int | None = None
+    params_before: int | None = None
+    params_after: int | None = None
+    bytes_before: int | None = None
+    bytes_after: int | None = None
+    size_reduction_pct: float | None = None
+    embedding_share_before: float | None = None
+    embedding_share_after: float | None = None
+    fidelity: dict[str, LanguageScore] = {}
+    output_kind: str | None = None
+    output_max_abs_diff: float | None = None
+    loss_before: float | None = None
+    loss_after: float | None = None
+    location: str | None = None
+    seconds: float | None = None
+
+
+def variant_metrics(trim: TrimResult, report: ExactnessReport) -> dict:
+    """Size and fidelity numbers of a built variant, as VariantRecord fields."""
+    s = trim.surgery
+    return {
+        **trim.summary(),
+        "embedding_share_before": s.embedding_params_before / s.params_before if s.params_before else None,
+        "embedding_share_after": s.embedding_params_after / s.params_after if s.params_after else None,
+        "fidelity": {
+            lang.language: LanguageScore(
+                lines=lang.lines, coverage=lang.coverage, identity=lang.identity,
+                tokens_per_char_before=lang.tokens_per_char_before, tokens_per_char_after=lang.tokens_per_char_after,
+            )
+            for lang in report.languages
+        },
+        "output_kind": report.output_kind,
+        "output_max_abs_diff": report.output_max_abs_diff,
+        "loss_before": report.loss_before,
+        "loss_after": report.loss_after,
+    }

