@@ -52,3 +52,19 @@ def vocab_rule_for(name: str) -> VocabTensorRule | None:
         if rule.matches(name):
             return rule
     return None
+
+# Which transformers Auto class loads a checkpoint, from its architecture name's suffix.
+AUTO_CLASS_BY_ARCH_SUFFIX: dict[str, str] = {
+    "ForCausalLM": "AutoModelForCausalLM",
+    "LMHeadModel": "AutoModelForCausalLM",  # GPT-2 naming
+    "ForMaskedLM": "AutoModelForMaskedLM",
+    "ForConditionalGeneration": "AutoModelForSeq2SeqLM",
+}
+
+
+def auto_class_name(config: dict) -> str:
+    for arch in config.get("architectures") or []:
+        for suffix, auto in AUTO_CLASS_BY_ARCH_SUFFIX.items():
+            if arch.endswith(suffix):
+                return auto
+    return "AutoModel"

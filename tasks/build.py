@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tasks.atomic import write_text_atomic
+from tasks.architectures import auto_class_name
 from tasks.card import render_card
 from tasks.counts_cache import read_heldout
 from tasks.errors import ExactnessError, TrimworksError
@@ -46,14 +47,6 @@ def _corpora_lines(m: LoadedManifest, languages: tuple[str, ...]) -> list[str]:
     lid = m.spec.lid
     out.append(f"fastText language-ID filter: {'on' if lid.enabled else 'off'} (min probability {lid.min_prob})")
     return out
-
-
-def _auto_class(config: dict) -> str:
-    arch = " ".join(config.get("architectures") or [])
-    for suffix in ("ForCausalLM", "ForMaskedLM", "ForConditionalGeneration"):
-        if suffix in arch:
-            return {"ForConditionalGeneration": "AutoModelForSeq2SeqLM"}.get(suffix, f"AutoModel{suffix}")
-    return "AutoModel"
 
 
 def failed_record(variant: Variant, error: str, seconds: float | None = None) -> VariantRecord:
@@ -97,10 +90,10 @@ def build_and_publish(
         base_name, base_link = _base_link(m, variant.base)
         card = render_card(
             record, base_name=base_name, base_link=base_link, license=m.base(variant.base).license,
-            model_type=config.get("model_type", ""), is_causal=any("CausalLM" in a for a in config.get("architectures") or []),
+            model_type=config.get("model_type", ""), is_causal=auto_class_name(config) == "AutoModelForCausalLM",
             policy=m.spec.selection.model_dump_json(exclude_defaults=True) or "{}",
             corpora=_corpora_lines(m, variant.languages), plot_file=plot_name,
-            model_class=_auto_class(config),
+            model_class=auto_class_name(config),
         )
         write_text_atomic(staging / "README.md", str(card))
         record.seconds = round(time.perf_counter() - start, 2)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from tasks import __version__
 from tasks.errors import ManifestError
@@ -53,7 +53,25 @@ class GGUFSource(_Strict):
     gguf: str = Field(description="GGUF file; converted once to a cached safetensors folder")
 
 
-Source = Union[LocalSource, HubSource, GGUFSource]
+def _tag_by_key(*keys: str):
+    """Discriminate a union by which of `keys` the mapping holds (exactly one)."""
+
+    def pick(value: Any) -> str | None:
+        if isinstance(value, BaseModel):
+            value = value.model_dump()
+        if not isinstance(value, dict):
+            return None
+        present = [k for k in keys if k in value]
+        return present[0] if len(present) == 1 else None
+
+    return pick
+
+
+Source = Annotated[
+    Union[Annotated[LocalSource, Tag("local")], Annotated[HubSource, Tag("hub")], Annotated[GGUFSource, Tag("gguf")]],
+    Discriminator(_tag_by_key("local", "hub", "gguf"), custom_error_type="source",
+                  custom_error_message="a source needs exactly one of: local, hub (with revision), gguf"),
+]
 
 
 class BaseModelSpec(_Strict):
@@ -103,7 +121,12 @@ class WordfreqCorpus(_Corpus):
     wordfreq: WordfreqSpec = WordfreqSpec()
 
 
-CorpusSpec = Union[TextCorpus, ParquetCorpus, DatasetsCorpus, WordfreqCorpus]
+CorpusSpec = Annotated[
+    Union[Annotated[TextCorpus, Tag("text")], Annotated[ParquetCorpus, Tag("parquet")],
+          Annotated[DatasetsCorpus, Tag("datasets")], Annotated[WordfreqCorpus, Tag("wordfreq")]],
+    Discriminator(_tag_by_key("text", "parquet", "datasets", "wordfreq"), custom_error_type="corpus",
+                  custom_error_message="a corpus needs exactly one of: text, parquet, datasets, wordfreq"),
+]
 
 
 class HeldoutSpec(_Strict):
@@ -202,8 +225,9 @@ def format_loc(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif str(part) in ("LocalSource", "HubSource", "GGUFSource", "TextCorpus", "ParquetCorpus",
-                           "DatasetsCorpus", "WordfreqCorpus") or str(part).startswith(("function-", "constrained-")):
+        elif str(part) in ("local", "hub", "gguf", "text", "parquet", "datasets", "wordfreq") and out.endswith(("source", "]")):
+            continue  # the union tag, not a key of the user's mapping
+        elif str(part).startswith(("function-", "constrained-")):
             continue
         else:
             out += ("." if out else "") + str(part)

@@ -91,10 +91,13 @@ def _retry_after(exc: BaseException) -> float | None:
 def with_retries(fn: Callable[[], T], what: str, max_retries: int, base_delay: float = 1.0, max_delay: float = 60.0) -> T:
     """Call `fn`, retrying transient Hub failures with exponential backoff (Retry-After wins)."""
     import httpx
+    from huggingface_hub.errors import OfflineModeIsEnabled
 
     for attempt in range(max_retries + 1):
         try:
             return fn()
+        except OfflineModeIsEnabled:
+            raise  # HF_HUB_OFFLINE is set: retrying cannot help
         except Exception as exc:  # noqa: BLE001 - classified below
             status = _status(exc)
             transient = status in RETRY_STATUS or (status is None and isinstance(exc, (httpx.TransportError, ConnectionError)))

@@ -9,6 +9,7 @@ restricted to kept ids (LM heads) or hidden states (encoders).
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -16,9 +17,13 @@ import numpy as np
 from pydantic import BaseModel
 from tokenizers import Tokenizer
 
+from tasks.architectures import auto_class_name
 from tasks.counting import load_plain_tokenizer
 
 MAX_MISMATCHES_REPORTED = 10
+# transformers' from_pretrained patches process-global init functions; two threads loading
+# at once can skip weight tying (seen: lm_head left randomly initialised). Serialise loads.
+_MODEL_LOAD_LOCK = threading.Lock()
 
 
 class LanguageFidelity(BaseModel):
@@ -117,7 +122,8 @@ def _outputs(model_dir: Path, tok: Tokenizer, lines: Sequence[str], max_length: 
     hf_logging.disable_progress_bar()  # per-tensor progress bars would flood pipeline logs
     config = json.loads((Path(model_dir) / "config.json").read_text())
     cls = _model_class(config)
-    model = cls.from_pretrained(str(model_dir), dtype=getattr(torch, dtype), local_files_only=True, trust_remote_code=False)
+    with _MODEL_LOAD_LOCK:
+        model = cls.from_pretrained(str(model_dir), dtype=getattr(torch, dtype), local_files_only=True, trust_remote_code=False)
     model.eval()
     is_seq2seq = bool(config.get("is_encoder_decoder"))
     results = []
@@ -132,7 +138,7 @@ def _outputs(model_dir: Path, tok: Tokenizer, lines: Sequence[str], max_length: 
             if getattr(out, "logits", None) is not None:
                 logits = out.logits[0]
                 loss = None
-                if not is_seq2seq and config.get("is_decoder", True) and "ForCausalLM" in cls.__name__ and ids.shape[1] > 1:
+                if auto_class_name(config) == "AutoModelForCausalLM" and ids.shape[1] > 1:
                     loss = torch.nn.functional.cross_entropy(logits[:-1], ids[0, 1:], reduction="sum").item()
                 results.append(("logits", logits, loss, ids.shape[1] - 1))
             else:

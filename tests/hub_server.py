@@ -1,0 +1,187 @@
+"""A small Hub-API server on 127.0.0.1 for tests: records repos and commits, injects faults.
+
+It speaks the few endpoints huggingface_hub uses to create a repo, read model info and
+make a commit with inline (non-LFS) files. No real network is involved.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import yaml
+
+
+@dataclass
+class Fault:
+    path_contains: str
+    status: int = 500
+    times: int = 1
+    retry_after: str | None = None
+    drop_connection: bool = False
+
+
+@dataclass
+class HubState:
+    repos: dict[str, dict] = field(default_factory=dict)
+    requests: list[tuple[str, str, dict]] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    in_flight_commits: int = 0
+    max_in_flight_commits: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _card_data(readme: bytes | None) -> dict | None:
+    if not readme:
+        return None
+    text = readme.decode()
+    if not text.startswith("---"):
+        return None
+    return yaml.safe_load(text.split("---", 2)[1])
+
+
+class Handler(BaseHTTPRequestHandler):
+    state: HubState
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, body: dict | list | None = None, headers: dict | None = None) -> None:
+        raw = json.dumps(body if body is not None else {}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def _fault(self) -> bool:
+        with self.state.lock:
+            for f in self.state.faults:
+                if f.times > 0 and f.path_contains in self.path:
+                    f.times -= 1
+                    break
+            else:
+                return False
+        if f.drop_connection:
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return True
+        self._send(f.status, {"error": "injected fault"}, {"Retry-After": f.retry_after} if f.retry_after else None)
+        return True
+
+    def _body(self) -> bytes:
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def _record(self, method: str) -> None:
+        auth = self.headers.get("Authorization", "")
+        self.state.requests.append((method, self.path, {"authorized": auth.startswith("Bearer ")}))
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._record("GET")
+        if self._fault():
+            return
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if parts[:2] == ["api", "models"] and len(parts) >= 4:
+            repo = f"{parts[2]}/{parts[3]}"
+            info = self.state.repos.get(repo)
+            if info is None:
+                self._send(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+                return
+            self._send(200, {"id": repo, "modelId": repo, "sha": info["sha"], "private": False,
+                             "cardData": _card_data(info["files"].get("README.md")),
+                             "siblings": [{"rfilename": p} for p in sorted(info["files"])]})
+            return
+        self._send(404, {"error": f"not implemented: GET {self.path}"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._record("POST")
+        body = self._body()
+        if self._fault():
+            return
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if parts == ["api", "validate-yaml"]:
+            try:
+                yaml.safe_load(json.loads(body)["content"].split("---", 2)[1])
+                self._send(200, {"errors": [], "warnings": []})
+            except Exception as exc:  # noqa: BLE001
+                self._send(400, {"errors": [{"message": str(exc)}]})
+            return
+        if parts == ["api", "repos", "create"]:
+            req = json.loads(body)
+            repo = f"{req.get('organization')}/{req['name']}" if req.get("organization") else req["name"]
+            with self.state.lock:
+                if repo in self.state.repos:
+                    self._send(409, {"error": "You already created this model repo", "url": f"http://hub/{repo}"})
+                    return
+                self.state.repos[repo] = {"files": {}, "commits": [], "sha": "0" * 40}
+            self._send(200, {"url": f"http://127.0.0.1/{repo}", "name": repo})
+            return
+        if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "preupload":
+            files = json.loads(body)["files"]
+            self._send(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]})
+            return
+        if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "commit":
+            repo = f"{parts[2]}/{parts[3]}"
+            with self.state.lock:
+                self.state.in_flight_commits += 1
+                self.state.max_in_flight_commits = max(self.state.max_in_flight_commits, self.state.in_flight_commits)
+            try:
+                self._commit(repo, body)
+            finally:
+                with self.state.lock:
+                    self.state.in_flight_commits -= 1
+            return
+        self._send(404, {"error": f"not implemented: POST {self.path}"})
+
+    def _commit(self, repo: str, body: bytes) -> None:
+        import time
+
+        time.sleep(0.05)  # long enough for concurrent commits to overlap if they are allowed to
+        info = self.state.repos.get(repo)
+        if info is None:
+            self._send(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+            return
+        header, files = {}, {}
+        for line in body.decode().splitlines():
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            if item["key"] == "header":
+                header = item["value"]
+            elif item["key"] == "file":
+                v = item["value"]
+                files[v["path"]] = base64.b64decode(v["content"]) if v.get("encoding") == "base64" else v["content"].encode()
+        with self.state.lock:
+            info["files"].update(files)
+            sha = hashlib.sha1(json.dumps([repo, len(info["commits"])]).encode()).hexdigest()
+            info["sha"] = sha
+            info["commits"].append({"summary": header.get("summary"), "description": header.get("description"),
+                                    "files": sorted(files)})
+        self._send(200, {"commitUrl": f"http://127.0.0.1/{repo}/commit/{sha}", "commitOid": sha, "success": True})
+
+
+class HubServer:
+    def __init__(self):
+        self.state = HubState()
+        handler = type("BoundHandler", (Handler,), {"state": self.state})
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> "HubServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,198 @@
+"""The pipeline end to end on small subjects: publish-all, rerun, --force, one failing
+variant among good ones, one-model regeneration, the Dask runner, and the Hub target."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tests import subjects
+from tests.hub_server import Fault, HubServer
+
+pytestmark = pytest.mark.slow
+HF_TOKEN = "hf_TESTTOKEN_do_not_leak_4c1d"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_harness():
+    from flows import runtime  # noqa: F401
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory, toy_model_session):
+    """Two models sharing one tokenizer (so they must share counts)."""
+    import transformers as T
+
+    root = tmp_path_factory.mktemp("bases")
+    a = root / "toy-a"
+    shutil.copytree(toy_model_session, a)
+    b = root / "toy-b"
+    b.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(a / name, b / name)
+    cfg = json.loads((a / "config.json").read_text())
+    T.GPT2LMHeadModel(T.GPT2Config(vocab_size=cfg["vocab_size"], n_embd=24, n_layer=1, n_head=2,
+                                   eos_token_id=cfg["eos_token_id"], bos_token_id=cfg["bos_token_id"])).save_pretrained(str(b))
+    return a, b
+
+
+def make_manifest(tmp: Path, bases, **over) -> Path:
+    a, b = bases
+    fr = tmp / "fr.txt"
+    fr.write_text("\n".join(subjects.wordfreq_sentences("fr", 400)) + "\n")
+    data = {
+        "work_dir": str(tmp / "work"),
+        "output_dir": str(tmp / "published"),
+        "base_models": [
+            {"id": "toy-a", "source": {"local": str(a)}, "license": "mit", "display_name": "tests/toy-a"},
+            {"id": "toy-b", "source": {"local": str(b)}, "license": "apache-2.0"},
+        ],
+        "languages": {
+            "en": {"corpora": [{"wordfreq": {"lines": 400, "words": 800}}]},
+            "fr": {"corpora": [{"text": [str(fr)]}], "heldout": {"percent": 20}},
+        },
+        "subsets": [["en"], ["en", "fr"]],
+        "multiples": [8, 64],
+        "selection": {"min_count": 1},
+        "verify_sample_lines": 2,
+    }
+    data.update(over)
+    path = tmp / "manifest.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def published_files(root: Path) -> dict[str, float]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("model.safetensors")}
+
+
+def test_publish_all_rerun_force_and_regenerate_one(tmp_path, bases):
+    from flows.publish_all import build_variant, publish_all
+
+    manifest = str(make_manifest(tmp_path, bases))
+    summary = publish_all(manifest=manifest)
+    assert len(summary["published"]) == 8 and not summary["failed"] and not summary["skipped"]
+
+    out = tmp_path / "published"
+    folder = out / "trimworks" / "toy-a-trimmed-en-fr-v64"
+    for name in ("README.md", "config.json", "tokenizer.json", "model.safetensors", "evaluation.json", "coverage.png"):
+        assert (folder / name).exists(), name
+    card = (folder / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["base_model"] == "tests/toy-a" and meta["license"] == "mit"
+    assert meta["library_name"] == "transformers" and {"trimmed", "vocabulary-trimming"} <= set(meta["tags"])
+    assert meta["language"] == ["en", "fr"] and meta["pipeline_tag"] == "text-generation"
+    assert meta["model-index"][0]["results"]
+    assert "Fidelity on held-out text" in card and "fingerprint" in card and "AutoModelForCausalLM" in card
+
+    record = json.loads((folder / "evaluation.json").read_text())
+    assert record["status"] == "published" and record["vocab_after"] % 64 == 0
+    assert all(f["identity"] == 1.0 for f in record["fidelity"].values())
+    assert record["loss_before"] is not None and record["output_max_abs_diff"] <= 1e-5
+
+    catalog = pq.read_table(out / "catalog.parquet").to_pylist()
+    assert len(catalog) == 8 and {r["status"] for r in catalog} == {"published"}
+    assert (out / "catalog.md").exists() and len(list((out / "plots").glob("*.png"))) == 2
+    # Counts once per (tokenizer, language): the two bases share a tokenizer.
+    assert len(list((tmp_path / "work" / "counts").rglob("*.parquet"))) == 2
+
+    before = published_files(out)
+    again = publish_all(manifest=manifest)
+    assert len(again["skipped"]) == 8 and not again["published"]
+    assert published_files(out) == before  # nothing rewritten
+    assert len(pq.read_table(out / "catalog.parquet")) == 8
+
+    forced = publish_all(manifest=manifest, force=True)
+    assert len(forced["published"]) == 8
+    after_force = published_files(out)
+    assert all(after_force[k] != before[k] for k in before)
+
+    one = build_variant(manifest=manifest, variant_id="toy-b-en-v8")
+    assert one["published"] == ["toy-b-en-v8"]
+    after_one = published_files(out)
+    changed = [k for k in after_one if after_one[k] != after_force[k]]
+    assert changed == ["trimworks/toy-b-trimmed-en-v8/model.safetensors"]
+
+
+def test_one_failing_variant_does_not_stop_the_others(tmp_path, bases):
+    from tasks.cli import app
+
+    bad = tmp_path / "de.txt"
+    bad.write_bytes(b"Guten Tag, wie geht es Ihnen heute?\n\xff\xfe kaputt\n")
+    manifest = make_manifest(tmp_path, bases, subsets=[["en"], ["de"]], multiples=[8],
+                             languages={"en": {"corpora": [{"wordfreq": {"lines": 300}}]},
+                                        "de": {"corpora": [{"text": [str(bad)]}]}})
+    result = CliRunner().invoke(app, ["publish-all", str(manifest)])
+    assert result.exit_code == 1, result.output
+    assert "failed 2" in result.stdout and "published 2" in result.stdout
+    assert "de.txt:2: invalid UTF-8" in result.stderr
+    catalog = {r["variant_id"]: r for r in pq.read_table(tmp_path / "published" / "catalog.parquet").to_pylist()}
+    assert catalog["toy-a-de-v8"]["status"] == "failed" and "de.txt:2" in catalog["toy-a-de-v8"]["error"]
+    assert catalog["toy-a-en-v8"]["status"] == "published"
+    assert not (tmp_path / "published" / "trimworks" / "toy-a-trimmed-de-v8").exists()
+    assert "Failures" in (tmp_path / "published" / "catalog.md").read_text()
+
+
+def test_dask_runner_on_local_cluster(tmp_path, bases):
+    from distributed import LocalCluster
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.publish_all import run_publish_all
+
+    manifest = make_manifest(tmp_path, bases, base_models=[{"id": "toy-a", "source": {"local": str(bases[0])}, "license": "mit"}])
+    os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()  # worker processes report to the test server
+    try:
+        with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster:
+            summary = run_publish_all(str(manifest), dask_address=cluster.scheduler_address)
+    finally:
+        del os.environ["PREFECT_API_URL"]
+    assert len(summary["published"]) == 4 and not summary["failed"]
+
+
+def test_hub_target_on_loopback_server(tmp_path, bases, monkeypatch, caplog):
+    from flows.publish_all import publish_all
+
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # the endpoint is 127.0.0.1
+    with HubServer() as hub:
+        hub.state.faults += [Fault("/commit/", status=429, times=1, retry_after="0"),
+                             Fault("/commit/", status=503, times=1)]
+        target = {"target": "hub", "org": "acme", "hub": {"endpoint": hub.endpoint, "max_concurrency": 1}}
+        manifest = make_manifest(tmp_path, bases, publish=target, multiples=[8])
+        with caplog.at_level("INFO"):
+            summary = publish_all(manifest=str(manifest))
+        assert len(summary["published"]) == 4 and not summary["failed"]
+        assert set(hub.state.repos) == {"acme/toy-a-trimmed-en-v8", "acme/toy-a-trimmed-en-fr-v8",
+                                        "acme/toy-b-trimmed-en-v8", "acme/toy-b-trimmed-en-fr-v8"}
+        for repo in hub.state.repos.values():
+            assert len(repo["commits"]) == 1  # one commit per variant, after the retried faults
+            assert "fingerprint" in repo["commits"][0]["summary"]
+            assert {"README.md", "model.safetensors", "tokenizer.json"} <= set(repo["files"])
+        assert hub.state.max_in_flight_commits == 1  # the concurrency limit held
+        assert all(r[2]["authorized"] for r in hub.state.requests)
+
+        again = publish_all(manifest=str(manifest))  # remote fingerprints match: nothing to do
+        assert len(again["skipped"]) == 4
+        assert all(len(r["commits"]) == 1 for r in hub.state.repos.values())
+
+    # The token never appears in logs, cards, records, artifacts or the catalog.
+    assert HF_TOKEN not in caplog.text
+    for path in (tmp_path / "published").rglob("*"):
+        if path.is_file():
+            assert HF_TOKEN.encode() not in path.read_bytes(), path
+    for repo in hub.state.repos.values():
+        for name, content in repo["files"].items():
+            assert HF_TOKEN.encode() not in content, name
