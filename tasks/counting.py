@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +65,7 @@ def count_tokens(
     lines: Iterable[str],
     corpus: str,
     batch_lines: int = BATCH_LINES,
-    progress: "callable | None" = None,
+    progress: Callable[[int], None] | None = None,
 ) -> TokenCounts:
     """Count token ids of `lines` (no special tokens added), streaming in batches."""
     tok = load_plain_tokenizer(tokenizer_json)

@@ -21,6 +21,7 @@ from tasks.manifest import LoadedManifest, corpus_key
 from tasks.model_folder import tokenizer_fingerprint
 
 log = logging.getLogger("trimworks.counts")
+PROGRESS_EVERY = 100_000  # lines between progress log lines
 
 
 def counts_path(m: LoadedManifest, tokenizer_json: Path, language: str) -> Path:
@@ -81,7 +82,16 @@ def ensure_counts(m: LoadedManifest, tokenizer_json: Path, language: str) -> Pat
         if path.exists():
             return path
         stats = LidStats()
-        counts = count_tokens(tokenizer_json, train_stream(m, language, stats), f"{language}:{corpus_key(m, language)[:16]}")
+        step = [PROGRESS_EVERY]
+
+        def progress(lines: int) -> None:
+            if lines >= step[0]:
+                log.info("counting %s: %d lines so far (LID kept %.1f%% of %d read)", language, lines,
+                         100 * stats.kept_share, stats.seen)
+                step[0] += PROGRESS_EVERY
+
+        counts = count_tokens(tokenizer_json, train_stream(m, language, stats), f"{language}:{corpus_key(m, language)[:16]}",
+                              progress=progress)
         if counts.tokens == 0:
             raise CorpusError(
                 f"{m.path}: languages.{language}: no text left to count "

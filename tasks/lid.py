@@ -70,3 +70,57 @@ class LanguageFilter:
                 else:
                     key = label.removeprefix("__label__")
                     stats.top_other[key] = stats.top_other.get(key, 0) + 1
+
+
+@dataclass
+class LidMeasurement:
+    """What the filter did to one file: lines kept, and how the token counts changed."""
+
+    language: str
+    lines: int
+    kept_lines: int
+    top_rejected: list[tuple[str, int]]
+    lines_per_second: float
+    tokens_before: int
+    tokens_after: int
+    distinct_before: int
+    distinct_after: int
+    vocab_min2_before: int
+    vocab_min2_after: int
+
+    @property
+    def kept_share(self) -> float:
+        return self.kept_lines / self.lines if self.lines else 0.0
+
+
+def measure_filter(language: str, lines: list[str], lid: LanguageFilter, tokenizer_json: Path) -> LidMeasurement:
+    """Run the filter on real noisy text and count tokens with and without it."""
+    import time
+
+    from tasks.counting import count_tokens
+
+    start = time.perf_counter()
+    stats = LidStats()
+    kept = list(lid.filter(((line, True) for line in lines), language, stats))
+    rate = len(lines) / max(time.perf_counter() - start, 1e-9)
+    before = count_tokens(tokenizer_json, lines, f"{language} unfiltered").counts
+    after = count_tokens(tokenizer_json, kept, f"{language} filtered").counts
+    return LidMeasurement(
+        language=language, lines=len(lines), kept_lines=len(kept),
+        top_rejected=sorted(stats.top_other.items(), key=lambda kv: -kv[1])[:3], lines_per_second=rate,
+        tokens_before=int(before.sum()), tokens_after=int(after.sum()),
+        distinct_before=int((before > 0).sum()), distinct_after=int((after > 0).sum()),
+        vocab_min2_before=int((before >= 2).sum()), vocab_min2_after=int((after >= 2).sum()),
+    )
+
+
+def measurements_markdown(rows: list[LidMeasurement]) -> str:
+    head = ("| locale | lines | kept | kept % | top rejected labels | lines/s | tokens before → after | "
+            "distinct ids before → after | ids with count ≥ 2 before → after |\n|---|---:|---:|---:|---|---:|---:|---:|---:|\n")
+    return head + "".join(
+        f"| {r.language} | {r.lines:,} | {r.kept_lines:,} | {100 * r.kept_share:.1f} | "
+        f"{', '.join(f'{k} {v}' for k, v in r.top_rejected)} | {r.lines_per_second:,.0f} | "
+        f"{r.tokens_before:,} → {r.tokens_after:,} | {r.distinct_before:,} → {r.distinct_after:,} | "
+        f"{r.vocab_min2_before:,} → {r.vocab_min2_after:,} |\n"
+        for r in rows
+    )
