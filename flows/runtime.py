@@ -12,6 +12,8 @@ _DEFAULTS = {
     # The embedded temporary server can be slow to start on a loaded 2-core machine.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "TOKENIZERS_PARALLELISM": "true",
+    # tasks/ loggers also run outside flows (CLI, tests): no warning when there is no flow run.
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
 }
 for key, value in _DEFAULTS.items():
     os.environ.setdefault(key, value)
