@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import difflib
-import json
 from pathlib import Path
 
 from flows import runtime  # noqa: F401
@@ -17,29 +16,15 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.steps import build_task, count_task, heldout_task, make_publisher, materialize_base_task, open_manifest, plot_task
-from tasks.build import failed_record
+from tasks.build import failed_record, skipped_record
 from tasks.catalog import catalog_rows, markdown_table, write_catalog
 from tasks.errors import ManifestError
 from tasks.evaluate import VariantRecord
 from tasks.manifest import Variant, expand, load_manifest
 from tasks.model_folder import tokenizer_fingerprint
-from tasks.publish import RECORD_NAME, LocalRegistry
 from tasks.sources import base_identity
 
 DEFAULT_MANIFEST = "manifests/default.yaml"
-
-
-def _skipped_record(publisher, variant: Variant, location: str) -> VariantRecord:
-    """A variant already published with this fingerprint: reuse its stored record."""
-    if isinstance(publisher, LocalRegistry):
-        try:
-            data = json.loads((publisher.target(variant) / RECORD_NAME).read_text())
-            return VariantRecord.model_validate({**data, "status": "skipped"})
-        except (OSError, ValueError):
-            pass
-    return VariantRecord(variant_id=variant.id, base=variant.base, languages=list(variant.languages),
-                         multiple=variant.multiple, repo_id=variant.repo_id, fingerprint=variant.fingerprint,
-                         status="skipped", location=location)
 
 
 def select_variants(variants: list[Variant], only: list[str] | None, manifest: str) -> list[Variant]:
@@ -63,13 +48,16 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
 
     # 1. Base models as local safetensors folders (GGUF converted / hub downloaded once).
     base_futures = {b.id: materialize_base_task.submit(manifest, b.id) for b in m.spec.base_models}
-    base_dirs, base_errors = {}, {}
+    base_dirs, base_errors, identities = {}, {}, {}
     for base_id, fut in base_futures.items():
         try:
             base_dirs[base_id] = fut.result()
-        except Exception as exc:  # noqa: BLE001 - recorded per variant below
+            identities[base_id] = base_identity(Path(base_dirs[base_id]))
+        except Exception as exc:  # noqa: BLE001 - a broken base fails its variants, not the run
+            base_dirs.pop(base_id, None)
             base_errors[base_id] = f"base model {base_id}: {exc}"
-    variants = select_variants(expand(m, {b: base_identity(Path(d)) for b, d in base_dirs.items()}), only, manifest)
+            logger.error("%s", base_errors[base_id])
+    variants = select_variants(expand(m, identities), only, manifest)
 
     publisher, location = make_publisher(m)
     records: dict[str, VariantRecord] = {}
@@ -78,7 +66,7 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
         if v.base in base_errors:
             records[v.id] = failed_record(v, base_errors[v.base])
         elif not force and publisher.published_fingerprint(v) == v.fingerprint:
-            records[v.id] = _skipped_record(publisher, v, location(v))
+            records[v.id] = skipped_record(publisher, v, location(v))
         else:
             todo.append(v)
     logger.info("%d variants: %d to build, %d up to date, %d failed early", len(variants), len(todo),
@@ -86,7 +74,16 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
 
     # 2. Counts once per (tokenizer, language); held-out text once per language.
     tok_of = {b: str(Path(d) / "tokenizer.json") for b, d in base_dirs.items()}
-    fp_of = {b: tokenizer_fingerprint(Path(t)) for b, t in tok_of.items()}
+    fp_of = {}
+    for b, t in tok_of.items():
+        try:
+            fp_of[b] = tokenizer_fingerprint(Path(t))
+        except OSError as exc:
+            base_errors[b] = f"base model {b}: {t}: {exc.strerror}"
+    for v in list(todo):
+        if v.base in base_errors:
+            todo.remove(v)
+            records[v.id] = failed_record(v, base_errors[v.base])
     count_keys = {(fp_of[v.base], lang): tok_of[v.base] for v in todo for lang in v.languages}
     count_futures = {key: count_task.submit(manifest, tok, key[1]) for key, tok in count_keys.items()}
     heldout_futures = {lang: heldout_task.submit(manifest, lang) for lang in {l for v in todo for l in v.languages}}
@@ -128,7 +125,7 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
     if buildable:
         progress = create_progress_artifact(0.0, description=f"variants built of {len(buildable)}")
         futures = build_task.map(unmapped(manifest), [v.model_dump() for v in buildable], args["base_dir"],
-                                 args["counts"], args["heldout"], args["plot"])
+                                 args["counts"], args["heldout"], args["plot"], unmapped(force))
         by_future = {id(f): v for f, v in zip(futures, buildable)}
         for done, fut in enumerate(as_completed(futures), 1):
             v = by_future[id(fut)]

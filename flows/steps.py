@@ -64,13 +64,13 @@ def plot_task(manifest: str, base_id: str, base_dir: str, counts: dict[str, str]
 
 @task(name="build-variant", cache_policy=NO_CACHE, task_run_name="build-{variant[id]}")
 def build_task(manifest: str, variant: dict, base_dir: str, counts: dict[str, str], heldout: dict[str, str],
-               plot: str | None) -> dict:
+               plot: str | None, force: bool = False) -> dict:
     m = open_manifest(manifest)
     v = Variant.model_validate(variant)
     publisher, location = make_publisher(m)
     record = build_and_publish(m, v, Path(base_dir), {k: Path(p) for k, p in counts.items()},
                                {k: Path(p) for k, p in heldout.items()}, publisher, location(v),
-                               Path(plot) if plot else None)
+                               Path(plot) if plot else None, force=force)
     logger = get_run_logger()
     if record.status == "failed":
         logger.error("%s failed: %s", v.id, record.error)

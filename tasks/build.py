@@ -14,6 +14,8 @@ import traceback
 from collections.abc import Mapping
 from pathlib import Path
 
+from filelock import FileLock
+
 from tasks.atomic import write_text_atomic
 from tasks.architectures import auto_class_name
 from tasks.card import render_card
@@ -21,7 +23,7 @@ from tasks.counts_cache import read_heldout
 from tasks.errors import ExactnessError, TrimworksError
 from tasks.evaluate import VariantRecord, variant_metrics
 from tasks.manifest import GGUFSource, HubSource, LoadedManifest, LocalSource, Variant
-from tasks.publish import RECORD_NAME, Publisher
+from tasks.publish import RECORD_NAME, LocalRegistry, Publisher
 from tasks.trim import apply_selection, select_for_model
 from tasks.verify import verify_exactness
 
@@ -55,6 +57,25 @@ def failed_record(variant: Variant, error: str, seconds: float | None = None) ->
                          status="failed", error=error, seconds=seconds)
 
 
+def skipped_record(publisher: Publisher, variant: Variant, location: str) -> VariantRecord:
+    """A variant already published with this fingerprint: reuse its stored record."""
+    if isinstance(publisher, LocalRegistry):
+        try:
+            data = json.loads((publisher.target(variant) / RECORD_NAME).read_text())
+            return VariantRecord.model_validate({**data, "status": "skipped"})
+        except (OSError, ValueError):
+            pass
+    return VariantRecord(variant_id=variant.id, base=variant.base, languages=list(variant.languages),
+                         multiple=variant.multiple, repo_id=variant.repo_id, fingerprint=variant.fingerprint,
+                         status="skipped", location=location)
+
+
+def _remove_stale(builds: Path, variant_id: str) -> None:
+    """Temp folders a killed run left for this variant (we hold its lock, so none is live)."""
+    for p in builds.glob(f".{variant_id}.*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
 def build_and_publish(
     m: LoadedManifest,
     variant: Variant,
@@ -64,6 +85,27 @@ def build_and_publish(
     publisher: Publisher,
     location: str,
     plot_png: Path | None = None,
+    force: bool = False,
+) -> VariantRecord:
+    """Build and publish under a per-variant lock: concurrent runs publish each variant once."""
+    lock_path = m.work_dir / "locks" / f"{variant.id}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock_path)):
+        if not force and publisher.published_fingerprint(variant) == variant.fingerprint:
+            return skipped_record(publisher, variant, location)  # another run got here first
+        _remove_stale(m.work_dir / "builds", variant.id)
+        return _build_and_publish(m, variant, base_dir, counts, heldout, publisher, location, plot_png)
+
+
+def _build_and_publish(
+    m: LoadedManifest,
+    variant: Variant,
+    base_dir: Path,
+    counts: Mapping[str, Path],
+    heldout: Mapping[str, Path],
+    publisher: Publisher,
+    location: str,
+    plot_png: Path | None,
 ) -> VariantRecord:
     start = time.perf_counter()
     staging = m.work_dir / "builds" / variant.id

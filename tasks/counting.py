@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 from tasks.atomic import atomic_file
-from tasks.errors import CorpusError, CountsMismatchError
+from tasks.errors import CorpusError, CountsMismatchError, ModelFolderError
+from tasks.failpoints import failpoint
 from tasks.model_folder import tokenizer_fingerprint
 
 BATCH_LINES = 4096
@@ -48,7 +49,10 @@ def id_space(tokenizer: Tokenizer) -> int:
 
 def load_plain_tokenizer(tokenizer_json: Path) -> Tokenizer:
     """The tokenizer without padding/truncation (a tokenizer.json may pad every line to 128)."""
-    tok = Tokenizer.from_file(str(tokenizer_json))
+    try:
+        tok = Tokenizer.from_file(str(tokenizer_json))
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception
+        raise ModelFolderError(f"{tokenizer_json}: cannot load the tokenizer ({exc}); the file is truncated or corrupt") from exc
     tok.no_padding()
     tok.no_truncation()
     return tok
@@ -79,6 +83,7 @@ def count_tokens(
         if ids.size:
             counts += np.bincount(ids, minlength=n)[:n]
         n_lines += len(batch)
+        failpoint("counting")
         if progress is not None:
             progress(n_lines)
     return TokenCounts(counts, tokenizer_fingerprint(tokenizer_json), corpus, n_lines, int(counts.sum()))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from tasks.errors import PublishError
+from tasks.failpoints import failpoint
 from tasks.manifest import HubTarget, Variant
 
 log = logging.getLogger("trimworks.publish")
@@ -56,21 +57,22 @@ class LocalRegistry:
             return None
 
     def publish(self, folder: Path, variant: Variant) -> str:
+        """Move a complete staging folder into place by rename: readers of the registry see
+        the old folder, no folder, or the new one — never a partial one."""
         target = self.target(variant)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            os.replace(folder, tmp)  # same filesystem: instant; else copy below
-        except OSError:
-            shutil.copytree(folder, tmp)
-            shutil.rmtree(folder, ignore_errors=True)
+        trash = folder.parent / f".{folder.name}.replaced-{uuid.uuid4().hex[:8]}"
         if target.exists():
-            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(target, old)
+            os.replace(target, trash)  # out of the registry first (same filesystem as staging)
+        failpoint("publishing")
+        try:
+            os.replace(folder, target)
+        except OSError:  # staging on another filesystem: copy beside the target, then rename
+            tmp = self.root / f".incoming-{uuid.uuid4().hex[:8]}"
+            shutil.copytree(folder, tmp)
             os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+            shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(trash, ignore_errors=True)
         return str(target)
 
 
@@ -152,14 +154,20 @@ class HubPublisher:
         with self.semaphore:
             with_retries(lambda: self.api.create_repo(variant.repo_id, exist_ok=True, private=self.spec.private),
                          f"{variant.id} create_repo", self.spec.max_retries, self.base_delay)
-            commit = with_retries(
-                lambda: self.api.upload_folder(
+            attempts = []
+
+            def commit_once():
+                # A dropped connection may hide a commit that landed: never commit twice.
+                if attempts and self.published_fingerprint(variant) == variant.fingerprint:
+                    return None
+                attempts.append(1)
+                return self.api.upload_folder(
                     repo_id=variant.repo_id, folder_path=str(folder),
                     commit_message=f"trimworks: {variant.id} (fingerprint {variant.fingerprint[:16]})",
                     commit_description=f"fingerprint: {variant.fingerprint}",
-                ),
-                f"{variant.id} commit", self.spec.max_retries, self.base_delay,
-            )
+                )
+
+            commit = with_retries(commit_once, f"{variant.id} commit", self.spec.max_retries, self.base_delay)
         with contextlib.suppress(Exception):
             shutil.rmtree(folder)
         return str(getattr(commit, "commit_url", None) or f"{self.api.endpoint}/{variant.repo_id}")

@@ -21,6 +21,7 @@ import numpy as np
 from tasks.architectures import SPECIAL_ID_KEYS, vocab_rule_for
 from tasks.atomic import write_text_atomic
 from tasks.errors import DroppedSpecialTokenError, ModelFolderError
+from tasks.failpoints import failpoint
 from tasks.model_folder import ModelFolder
 from tasks.safetensors_io import (
     INDEX_NAME,
@@ -96,6 +97,7 @@ def trim_weights(base: ModelFolder, out_dir: Path, kept_ids: np.ndarray) -> Surg
             params_after += math.prod(planned[-1].shape)
             weight_map[name] = shard.file.name
         bytes_after += write_safetensors(out_dir / shard.file.name, planned, shard.metadata)
+        failpoint("surgery")
     if not sliced:
         raise ModelFolderError(
             f"{base.path}: no embedding or output-head tensor with {vocab_size} rows was found; "

@@ -14,6 +14,11 @@ import pytest  # noqa: E402
 from tests import subjects  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _shared_prefect_home_for_cli_runs(tmp_path_factory):
+    os.environ["TRIMWORKS_TEST_PREFECT_HOME"] = str(tmp_path_factory.getbasetemp() / "prefect-home")
+
+
 @pytest.fixture(scope="session")
 def shared():
     if not subjects.shared_available():
@@ -53,3 +58,13 @@ def toy_model(toy_model_session, tmp_path):
     dst = tmp_path / "toy_model"
     shutil.copytree(toy_model_session, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """Prefect's test harness: a temporary API server and database for in-process flows."""
+    from flows import runtime  # noqa: F401
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

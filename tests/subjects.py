@@ -110,3 +110,77 @@ def toy_bytelevel_model(folder: Path, lines: list[str], vocab_size: int = 1200) 
     T.GPT2LMHeadModel(cfg).save_pretrained(str(folder))
     (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer", "eos_token": "<|endoftext|>"}))
     return folder
+
+
+def two_toy_bases(root: Path, toy_model: Path) -> tuple[Path, Path]:
+    """Two models sharing one tokenizer (so a pipeline must share their counts)."""
+    import transformers as T
+
+    a = root / "toy-a"
+    shutil.copytree(toy_model, a)
+    b = root / "toy-b"
+    b.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(a / name, b / name)
+    cfg = json.loads((a / "config.json").read_text())
+    T.GPT2LMHeadModel(T.GPT2Config(vocab_size=cfg["vocab_size"], n_embd=24, n_layer=1, n_head=2,
+                                   eos_token_id=cfg["eos_token_id"], bos_token_id=cfg["bos_token_id"])).save_pretrained(str(b))
+    return a, b
+
+
+def make_manifest(tmp: Path, bases, **over) -> Path:
+    """A small pipeline manifest: 2 bases x [en], [en, fr] x 8/64 (override any key)."""
+    import yaml
+
+    a, b = bases
+    fr = tmp / "fr.txt"
+    fr.write_text("\n".join(wordfreq_sentences("fr", 400)) + "\n")
+    data = {
+        "work_dir": str(tmp / "work"),
+        "output_dir": str(tmp / "published"),
+        "base_models": [
+            {"id": "toy-a", "source": {"local": str(a)}, "license": "mit", "display_name": "tests/toy-a"},
+            {"id": "toy-b", "source": {"local": str(b)}, "license": "apache-2.0"},
+        ],
+        "languages": {
+            "en": {"corpora": [{"wordfreq": {"lines": 400, "words": 800}}]},
+            "fr": {"corpora": [{"text": [str(fr)]}], "heldout": {"percent": 20}},
+        },
+        "subsets": [["en"], ["en", "fr"]],
+        "multiples": [8, 64],
+        "selection": {"min_count": 1},
+        "verify_sample_lines": 2,
+    }
+    data.update(over)
+    path = tmp / "manifest.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def run_cli(args: list[str], tmp: Path, env: dict | None = None, timeout: int = 300):
+    """Run the `trimworks` console script in its own session (so a SIGKILLed run's
+    temporary Prefect server can be reaped). Runs share one PREFECT_HOME per test session
+    (migrating a fresh Prefect database costs ~12 s a run)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import uuid
+
+    home = Path(os.environ.get("TRIMWORKS_TEST_PREFECT_HOME", tmp / "prefect-home"))
+    full_env = {**os.environ, "PREFECT_HOME": str(home), **(env or {})}
+    logs = tmp / f"cli-{uuid.uuid4().hex[:6]}"
+    full_env.pop("PREFECT_API_URL", None)
+    exe = Path(sys.executable).parent / "trimworks"
+    out_path, err_path = logs.with_suffix(".out"), logs.with_suffix(".err")
+    # Files, not pipes: a killed run's orphans (its temporary server) would hold a pipe open.
+    with out_path.open("w") as out, err_path.open("w") as err:
+        proc = subprocess.Popen([str(exe), *args], env=full_env, stdout=out, stderr=err, text=True, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # reap the whole session
+            except ProcessLookupError:
+                pass
+    return proc.returncode, out_path.read_text(), err_path.read_text()

@@ -21,56 +21,16 @@ HF_TOKEN = "hf_TESTTOKEN_do_not_leak_4c1d"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def prefect_harness():
-    from flows import runtime  # noqa: F401
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def _harness(prefect_harness):
+    yield
 
 
 @pytest.fixture(scope="module")
 def bases(tmp_path_factory, toy_model_session):
-    """Two models sharing one tokenizer (so they must share counts)."""
-    import transformers as T
-
-    root = tmp_path_factory.mktemp("bases")
-    a = root / "toy-a"
-    shutil.copytree(toy_model_session, a)
-    b = root / "toy-b"
-    b.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(a / name, b / name)
-    cfg = json.loads((a / "config.json").read_text())
-    T.GPT2LMHeadModel(T.GPT2Config(vocab_size=cfg["vocab_size"], n_embd=24, n_layer=1, n_head=2,
-                                   eos_token_id=cfg["eos_token_id"], bos_token_id=cfg["bos_token_id"])).save_pretrained(str(b))
-    return a, b
+    return subjects.two_toy_bases(tmp_path_factory.mktemp("bases"), toy_model_session)
 
 
-def make_manifest(tmp: Path, bases, **over) -> Path:
-    a, b = bases
-    fr = tmp / "fr.txt"
-    fr.write_text("\n".join(subjects.wordfreq_sentences("fr", 400)) + "\n")
-    data = {
-        "work_dir": str(tmp / "work"),
-        "output_dir": str(tmp / "published"),
-        "base_models": [
-            {"id": "toy-a", "source": {"local": str(a)}, "license": "mit", "display_name": "tests/toy-a"},
-            {"id": "toy-b", "source": {"local": str(b)}, "license": "apache-2.0"},
-        ],
-        "languages": {
-            "en": {"corpora": [{"wordfreq": {"lines": 400, "words": 800}}]},
-            "fr": {"corpora": [{"text": [str(fr)]}], "heldout": {"percent": 20}},
-        },
-        "subsets": [["en"], ["en", "fr"]],
-        "multiples": [8, 64],
-        "selection": {"min_count": 1},
-        "verify_sample_lines": 2,
-    }
-    data.update(over)
-    path = tmp / "manifest.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+make_manifest = subjects.make_manifest
 
 
 def published_files(root: Path) -> dict[str, float]:
