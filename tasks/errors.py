@@ -25,6 +25,10 @@ class OutputExistsError(TrimworksError):
     """The output folder exists and overwriting was not requested."""
 
 
+class OutputError(TrimworksError):
+    """Writing the output failed (e.g. the disk is full); nothing partial was left."""
+
+
 class SelectionError(TrimworksError):
     """The selection policy cannot be satisfied (e.g. top_k below the always-kept tokens)."""
 

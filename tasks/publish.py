@@ -27,7 +27,7 @@ from tasks.manifest import HubTarget, Variant
 
 log = logging.getLogger("trimworks.publish")
 RECORD_NAME = "evaluation.json"
-RETRY_STATUS = {408, 409, 423, 429, 500, 502, 503, 504}
+RETRY_STATUS = {408, 409, 412, 423, 429, 500, 502, 503, 504}
 T = TypeVar("T")
 
 
@@ -154,15 +154,17 @@ class HubPublisher:
         with self.semaphore:
             with_retries(lambda: self.api.create_repo(variant.repo_id, exist_ok=True, private=self.spec.private),
                          f"{variant.id} create_repo", self.spec.max_retries, self.base_delay)
-            attempts = []
 
             def commit_once():
-                # A dropped connection may hide a commit that landed: never commit twice.
-                if attempts and self.published_fingerprint(variant) == variant.fingerprint:
+                # Exactly once: a lost reply may hide a commit that landed, and the client
+                # replays POSTs on its own. Committing on top of the head we read makes any
+                # replay fail (412) once the first landed; then the fingerprint check ends it.
+                info = self.api.model_info(variant.repo_id)
+                card = info.card_data.to_dict() if info.card_data is not None else {}
+                if card.get("trimworks_fingerprint") == variant.fingerprint:
                     return None
-                attempts.append(1)
                 return self.api.upload_folder(
-                    repo_id=variant.repo_id, folder_path=str(folder),
+                    repo_id=variant.repo_id, folder_path=str(folder), parent_commit=info.sha,
                     commit_message=f"trimworks: {variant.id} (fingerprint {variant.fingerprint[:16]})",
                     commit_description=f"fingerprint: {variant.fingerprint}",
                 )

@@ -169,12 +169,10 @@ def select_kept_ids(
             raise SelectionError(f"top_k {target} is smaller than the {n_always} tokens that must always be kept")
         if target > total:
             raise SelectionError(f"top_k {target} is larger than the vocabulary ({total} tokens)")
-        before = kept.closure_added
         kept.fill(order, target)
         if kept.size != target:
             raise SelectionError(f"could not reach exactly top_k={target} tokens (got {kept.size})")
         n_policy, n_rounding = kept.size - n_always, 0
-        del before
     else:
         picked = order[maxcount[order] >= policy.effective_min_count]
         if policy.coverage is not None:

@@ -6,6 +6,7 @@ result atomically: into a temp folder beside the output, renamed into place at t
 
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -15,12 +16,13 @@ from tasks import __version__
 from tasks.architectures import SPECIAL_ID_KEYS
 from tasks.atomic import atomic_folder, write_text_atomic
 from tasks.counting import TokenCounts, check_counts_match, read_counts
-from tasks.model_folder import inspect_model_folder, load_tokenizer_json, tokenizer_fingerprint
+from tasks.errors import OutputError
+from tasks.model_folder import ModelFolder, inspect_model_folder, load_tokenizer_json, tokenizer_fingerprint
 from tasks.safetensors_io import INDEX_NAME
 from tasks.selection import Selection, SelectionPolicy, select_kept_ids
 from tasks.surgery import SurgeryStats, copy_other_files, trim_weights, write_configs
 from tasks.tokenizer_rebuild import TOKENIZER_FILES, rebuild_tokenizer_json, write_tokenizer_files
-from tasks.vocab import analyze_tokenizer
+from tasks.vocab import Vocab, analyze_tokenizer
 
 MANIFEST_NAME = "trimworks.json"
 
@@ -82,8 +84,23 @@ def apply_selection(
     base = inspect_model_folder(model_dir)
     tok = load_tokenizer_json(base.tokenizer_json)
     vocab = analyze_tokenizer(tok, str(base.tokenizer_json))
+    new_tok = rebuild_tokenizer_json(tok, vocab, selection.kept_ids)
+    try:
+        return _write_trimmed(base, tok, vocab, new_tok, selection, Path(out_dir), overwrite, provenance)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise OutputError(
+                f"{out_dir}: disk full while writing the trimmed model ({exc.strerror}); nothing was left behind. "
+                f"Free space on {Path(out_dir).parent} (or set work_dir elsewhere) and rerun"
+            ) from exc
+        raise
+
+
+def _write_trimmed(
+    base: ModelFolder, tok: dict, vocab: Vocab, new_tok: dict, selection: Selection, out_dir: Path,
+    overwrite: bool, provenance: dict | None,
+) -> TrimResult:
     kept = selection.kept_ids
-    new_tok = rebuild_tokenizer_json(tok, vocab, kept)
     with atomic_folder(Path(out_dir), overwrite=overwrite) as tmp:
         write_configs(base, tmp, kept)
         tok_files = write_tokenizer_files(base.path, tmp, new_tok, vocab, kept)

@@ -23,6 +23,7 @@ class Fault:
     times: int = 1
     retry_after: str | None = None
     drop_connection: bool = False
+    after_commit: bool = False  # apply the commit, then drop the connection (the reply is lost)
 
 
 @dataclass
@@ -60,10 +61,10 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(raw)
 
-    def _fault(self) -> bool:
+    def _fault(self, after_commit: bool = False) -> bool:
         with self.state.lock:
             for f in self.state.faults:
-                if f.times > 0 and f.path_contains in self.path:
+                if f.times > 0 and f.path_contains in self.path and f.after_commit == after_commit:
                     f.times -= 1
                     break
             else:
@@ -120,7 +121,7 @@ class Handler(BaseHTTPRequestHandler):
                 if repo in self.state.repos:
                     self._send(409, {"error": "You already created this model repo", "url": f"http://hub/{repo}"})
                     return
-                self.state.repos[repo] = {"files": {}, "commits": [], "sha": "0" * 40}
+                self.state.repos[repo] = {"files": {}, "commits": [], "sha": hashlib.sha1(repo.encode()).hexdigest()}
             self._send(200, {"url": f"http://127.0.0.1/{repo}", "name": repo})
             return
         if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "preupload":
@@ -159,11 +160,17 @@ class Handler(BaseHTTPRequestHandler):
                 v = item["value"]
                 files[v["path"]] = base64.b64decode(v["content"]) if v.get("encoding") == "base64" else v["content"].encode()
         with self.state.lock:
+            parent = header.get("parentCommit")
+            if parent and parent != info["sha"]:
+                self._send(412, {"error": "A commit has happened since. Please refresh and try again."})
+                return
             info["files"].update(files)
             sha = hashlib.sha1(json.dumps([repo, len(info["commits"])]).encode()).hexdigest()
             info["sha"] = sha
             info["commits"].append({"summary": header.get("summary"), "description": header.get("description"),
                                     "files": sorted(files)})
+        if self._fault(after_commit=True):
+            return
         self._send(200, {"commitUrl": f"http://127.0.0.1/{repo}/commit/{sha}", "commitOid": sha, "success": True})
 
 

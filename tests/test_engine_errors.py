@@ -18,6 +18,7 @@ from tasks.errors import (
     CountsMismatchError,
     DroppedSpecialTokenError,
     ModelFolderError,
+    OutputError,
     OutputExistsError,
     UnsupportedTokenizerError,
 )
@@ -115,7 +116,7 @@ def test_disk_full_during_surgery_leaves_nothing(toy_model, toy_counts, tmp_path
 
     monkeypatch.setattr(safetensors_io, "copy_bytes", boom)
     monkeypatch.setattr("tasks.surgery.copy_bytes", boom)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OutputError, match="disk full.*nothing was left behind.*Free space"):
         _trim(toy_model, toy_counts, tmp_path / "out")
     assert not (tmp_path / "out").exists() and _no_leftovers(tmp_path)
 
