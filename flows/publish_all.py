@@ -15,7 +15,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.steps import build_task, count_task, heldout_task, make_publisher, materialize_base_task, open_manifest, plot_task
+from flows.steps import build_task, count_task, heldout_task, make_publisher, materialize_base_task, plot_task
 from tasks.build import failed_record, skipped_record
 from tasks.catalog import catalog_rows, markdown_table, write_catalog
 from tasks.errors import ManifestError

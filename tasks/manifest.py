@@ -203,7 +203,7 @@ class Manifest(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "Manifest":
+    def _cross_checks(self) -> Manifest:
         for i, subset in enumerate(self.subsets):
             if not subset:
                 raise ValueError(f"subsets[{i}] is empty")

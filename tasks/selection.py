@@ -32,7 +32,7 @@ class SelectionPolicy(BaseModel):
     weighting: Literal["equal", "proportional"] = "equal"
 
     @model_validator(mode="after")
-    def _one_size_rule(self) -> "SelectionPolicy":
+    def _one_size_rule(self) -> SelectionPolicy:
         if self.top_k is not None and (self.min_count is not None or self.coverage is not None):
             raise ValueError("top_k is an exact size; do not combine it with min_count or coverage")
         return self

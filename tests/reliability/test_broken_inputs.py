@@ -24,7 +24,7 @@ def test_broken_inputs_never_stop_the_batch(tmp_path, bases, toy_model_session):
     tj = truncated / "tokenizer.json"
     tj.write_text(tj.read_text()[:5000])
     bad_utf8 = tmp_path / "de.txt"
-    bad_utf8.write_bytes("Guten Morgen, wie geht es dir?\n".encode() * 50 + b"Kaputt \xc3\x28 hier\n")
+    bad_utf8.write_bytes(b"Guten Morgen, wie geht es dir?\n" * 50 + b"Kaputt \xc3\x28 hier\n")
     empty = tmp_path / "it.txt"
     empty.write_text("\n\n")
 
