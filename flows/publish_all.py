@@ -48,13 +48,15 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
 
     # 1. Base models as local safetensors folders (GGUF converted / hub downloaded once).
     base_futures = {b.id: materialize_base_task.submit(manifest, b.id) for b in m.spec.base_models}
-    base_dirs, base_errors, identities = {}, {}, {}
+    base_dirs, base_errors, identities, tok_of, fp_of = {}, {}, {}, {}, {}
     for base_id, fut in base_futures.items():
         try:
-            base_dirs[base_id] = fut.result()
-            identities[base_id] = base_identity(Path(base_dirs[base_id]))
+            folder = Path(fut.result())
+            identities[base_id] = base_identity(folder)
+            fp_of[base_id] = tokenizer_fingerprint(folder / "tokenizer.json")
+            tok_of[base_id] = str(folder / "tokenizer.json")
+            base_dirs[base_id] = str(folder)
         except Exception as exc:  # noqa: BLE001 - a broken base fails its variants, not the run
-            base_dirs.pop(base_id, None)
             base_errors[base_id] = f"base model {base_id}: {exc}"
             logger.error("%s", base_errors[base_id])
     variants = select_variants(expand(m, identities), only, manifest)
@@ -73,17 +75,6 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
                 sum(r.status == "skipped" for r in records.values()), sum(r.status == "failed" for r in records.values()))
 
     # 2. Counts once per (tokenizer, language); held-out text once per language.
-    tok_of = {b: str(Path(d) / "tokenizer.json") for b, d in base_dirs.items()}
-    fp_of = {}
-    for b, t in tok_of.items():
-        try:
-            fp_of[b] = tokenizer_fingerprint(Path(t))
-        except OSError as exc:
-            base_errors[b] = f"base model {b}: {t}: {exc.strerror}"
-    for v in list(todo):
-        if v.base in base_errors:
-            todo.remove(v)
-            records[v.id] = failed_record(v, base_errors[v.base])
     count_keys = {(fp_of[v.base], lang): tok_of[v.base] for v in todo for lang in v.languages}
     count_futures = {key: count_task.submit(manifest, tok, key[1]) for key, tok in count_keys.items()}
     heldout_futures = {lang: heldout_task.submit(manifest, lang) for lang in {l for v in todo for l in v.languages}}

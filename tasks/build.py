@@ -72,8 +72,9 @@ def skipped_record(publisher: Publisher, variant: Variant, location: str) -> Var
 
 def _remove_stale(builds: Path, variant_id: str) -> None:
     """Temp folders a killed run left for this variant (we hold its lock, so none is live)."""
-    for p in builds.glob(f".{variant_id}.*"):
-        shutil.rmtree(p, ignore_errors=True)
+    for suffix in ("tmp", "old", "replaced"):  # atomic_folder's and LocalRegistry.publish's temp names
+        for p in builds.glob(f".{variant_id}.{suffix}-*"):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def build_and_publish(

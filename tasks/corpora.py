@@ -28,17 +28,21 @@ from tasks.manifest import (
 
 def wordfreq_sentences(lang: str, n_lines: int, words: int = 5000, seed: int = 0) -> list[str]:
     """Pseudo-sentences of words drawn by their real frequency in `lang` (deterministic)."""
-    from wordfreq import available_languages, top_n_list, word_frequency
+    from wordfreq import available_languages, get_frequency_dict
 
     code = lang.replace("_", "-")
     if code not in available_languages():
         code = code.split("-")[0]
     if code not in available_languages():
         raise CorpusError(f"wordfreq has no word list for language {lang!r}")
-    vocab = top_n_list(code, words)
-    weights = [word_frequency(w, code) for w in vocab]
+    # The frequency dict needs no word segmenter (word_frequency would want MeCab for ja).
+    top = sorted(get_frequency_dict(code).items(), key=lambda kv: -kv[1])[:words]
+    vocab = [w for w, _ in top]
+    weights = [f for _, f in top]
+    cumulative = list(itertools.accumulate(weights))  # once: choices(weights=) re-sums per call
     rng = random.Random(f"{lang}-{seed}")
-    return [" ".join(rng.choices(vocab, weights, k=rng.randint(4, 14))).capitalize() + "." for _ in range(n_lines)]
+    return [" ".join(rng.choices(vocab, cum_weights=cumulative, k=rng.randint(4, 14))).capitalize() + "."
+            for _ in range(n_lines)]
 
 
 def is_heldout(line: str, percent: float) -> bool:

@@ -42,9 +42,10 @@ class TokenCounts:
         return int(self.counts.shape[0])
 
 
-def id_space(tokenizer: Tokenizer) -> int:
-    """Number of ids a tokenizer can emit (max id + 1, added tokens included)."""
-    return max(tokenizer.get_vocab(with_added_tokens=True).values()) + 1
+def _grow(counts: np.ndarray, size: int) -> np.ndarray:
+    out = np.zeros(size, dtype=counts.dtype)
+    out[: counts.size] = counts
+    return out
 
 
 def load_plain_tokenizer(tokenizer_json: Path) -> Tokenizer:
@@ -73,7 +74,9 @@ def count_tokens(
 ) -> TokenCounts:
     """Count token ids of `lines` (no special tokens added), streaming in batches."""
     tok = load_plain_tokenizer(tokenizer_json)
-    n = id_space(tok)
+    # get_vocab_size is cheap; a 250k-entry get_vocab() dict is not. Ids past it (gaps in
+    # the id space) grow the vector below.
+    n = tok.get_vocab_size(with_added_tokens=True)
     counts = np.zeros(n, dtype=np.int64)
     encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
     n_lines = 0
@@ -81,7 +84,10 @@ def count_tokens(
         encs = encode(batch, add_special_tokens=False)
         ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), dtype=np.int64)
         if ids.size:
-            counts += np.bincount(ids, minlength=n)[:n]
+            binned = np.bincount(ids, minlength=n)
+            if binned.size > counts.size:
+                counts, n = _grow(counts, binned.size), binned.size
+            counts += binned
         n_lines += len(batch)
         failpoint("counting")
         if progress is not None:

@@ -8,8 +8,10 @@ All work is on raw bytes, so every dtype (bf16, fp8, ...) passes through unchang
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -132,7 +134,34 @@ class LazyCheckpoint:
 
 
 def copy_bytes(info: TensorInfo, out: BinaryIO) -> None:
-    """Stream one tensor's bytes unchanged."""
+    """Copy one tensor's bytes unchanged: in the kernel (copy_file_range, no user-space
+    buffer) where the filesystem allows, else streamed through a 16 MiB buffer."""
+    out.flush()
+    try:
+        _copy_in_kernel(info, out)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF):
+            raise
+    _copy_buffered(info, out)
+
+
+def _copy_in_kernel(info: TensorInfo, out: BinaryIO) -> None:
+    pos = out.tell()
+    src = os.open(info.file, os.O_RDONLY)
+    try:
+        off, left = info.start, info.nbytes
+        while left:
+            n = os.copy_file_range(src, out.fileno(), min(left, 1 << 30), off, pos)
+            if n == 0:
+                raise ModelFolderError(f"{info.file}: unexpected end of file in tensor {info.name!r}")
+            off, pos, left = off + n, pos + n, left - n
+    finally:
+        os.close(src)
+    out.seek(pos)
+
+
+def _copy_buffered(info: TensorInfo, out: BinaryIO) -> None:
     buf = memoryview(bytearray(min(BLOCK_BYTES, info.nbytes)))
     with info.file.open("rb", buffering=0) as fh:
         fh.seek(info.start)
@@ -145,24 +174,41 @@ def copy_bytes(info: TensorInfo, out: BinaryIO) -> None:
             left -= n
 
 
+def row_runs(rows: np.ndarray) -> np.ndarray:
+    """(first id, length) of each run of consecutive ids in sorted `rows`."""
+    if rows.size == 0:
+        return np.empty((0, 2), dtype=np.int64)
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    lengths = np.diff(np.concatenate([starts, [rows.size]]))
+    return np.stack([rows[starts], lengths], axis=1)
+
+
 def write_rows(info: TensorInfo, rows: np.ndarray, out: BinaryIO) -> None:
-    """Write the selected rows (ascending ids along axis 0), reading the tensor block by block."""
+    """Write the selected rows (ascending ids along axis 0). Only kept rows are read, one
+    pread per run of consecutive ids, gathered in a 16 MiB buffer: frequent tokens sit in
+    long runs, so a 30 k-of-250 k trim reads ~12 % of the embedding, not all of it."""
     n_rows = info.shape[0]
     row_bytes = info.nbytes // n_rows if n_rows else 0
-    block_rows = max(1, BLOCK_BYTES // max(row_bytes, 1))
-    buf = bytearray(block_rows * row_bytes)
-    with info.file.open("rb") as fh:
-        for lo in range(0, n_rows, block_rows):
-            hi = min(lo + block_rows, n_rows)
-            a, b = np.searchsorted(rows, [lo, hi])
-            if a == b:
-                continue
-            fh.seek(info.start + lo * row_bytes)
-            view = memoryview(buf)[: (hi - lo) * row_bytes]
-            if fh.readinto(view) != len(view):
-                raise ModelFolderError(f"{info.file}: unexpected end of file in tensor {info.name!r}")
-            block = np.frombuffer(view, dtype=np.uint8).reshape(hi - lo, row_bytes)
-            out.write(np.ascontiguousarray(block[rows[a:b] - lo]).tobytes())
+    if rows.size and (rows[0] < 0 or rows[-1] >= n_rows):
+        raise ModelFolderError(f"{info.file}: tensor {info.name!r} has {n_rows} rows; kept id {rows[-1]} is out of range")
+    buf = memoryview(bytearray(max(row_bytes, min(BLOCK_BYTES, rows.size * row_bytes))))
+    fill = 0
+    fd = os.open(info.file, os.O_RDONLY)
+    try:
+        for first, length in row_runs(rows).tolist():
+            offset, left = info.start + first * row_bytes, length * row_bytes
+            while left:
+                if fill == len(buf):
+                    out.write(buf[:fill])
+                    fill = 0
+                n = min(left, len(buf) - fill)
+                if os.preadv(fd, [buf[fill : fill + n]], offset) != n:
+                    raise ModelFolderError(f"{info.file}: unexpected end of file in tensor {info.name!r}")
+                fill, offset, left = fill + n, offset + n, left - n
+        out.write(buf[:fill])
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,116 @@
+"""Benchmark subjects, built offline and cached in bench/.cache: real shapes, random weights.
+
+* XLM-R-base-shaped: XLMRobertaForMaskedLM, vocab 250,002 x hidden 768, ~278 M params,
+  sharded safetensors, with a Unigram tokenizer of 250,002 pieces built from wordfreq's
+  real word lists (pieces of many languages, log-frequency scores).
+* Qwen2-0.5B-shaped tokenizer: the real Qwen2 tokenizer from ../shared (when present).
+* Text: wordfreq-weighted sentences, >= 20 MB per language (smaller in smoke mode).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+CACHE = Path(__file__).resolve().parent / ".cache"
+XLMR_LANGS = ["en", "fr", "de", "es", "it", "pt", "nl", "pl", "ru", "cs", "sv", "fi", "hu", "tr", "ja", "zh", "ar", "ko"]
+
+
+def unigram_tokenizer_json(out: Path, size: int) -> Path:
+    """A Unigram tokenizer.json of exactly `size` ids: 4 specials, pieces, <mask> last."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from wordfreq import get_frequency_dict
+
+    pieces: dict[str, float] = {}
+    per_lang = max(1000, size // len(XLMR_LANGS))
+    for lang in XLMR_LANGS:
+        top = sorted(get_frequency_dict(lang).items(), key=lambda kv: -kv[1])[:per_lang]
+        for w, freq in top:
+            score = math.log(max(freq, 1e-12))
+            for piece in ("▁" + w, w):
+                if piece not in pieces or pieces[piece] < score:
+                    pieces[piece] = score
+    chars = sorted({c for p in list(pieces) for c in p})
+    for c in chars:
+        pieces.setdefault(c, -20.0)
+    # Sub-word fragments until the size is reached.
+    ordered = sorted(pieces.items(), key=lambda kv: -kv[1])
+    for w, s in list(ordered):
+        if len(pieces) >= size - 5:
+            break
+        for k in range(2, min(len(w), 6)):
+            frag = w[:k]
+            if frag not in pieces:
+                pieces[frag] = s - 3.0
+            if len(pieces) >= size - 5:
+                break
+    vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocab += sorted(pieces.items(), key=lambda kv: -kv[1])[: size - 5]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=3))
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.add_special_tokens(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    assert tok.get_vocab_size() == size, tok.get_vocab_size()
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    (out / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "XLMRobertaTokenizer", "model_max_length": 512}))
+    return out / "tokenizer.json"
+
+
+def xlmr_base_shaped(smoke: bool) -> Path:
+    """The checkpoint folder (built once). Smoke mode keeps the vocab, shrinks everything else."""
+    import torch
+    import transformers as T
+
+    name = "xlmr-smoke" if smoke else "xlmr-base-shaped"
+    folder = CACHE / name
+    if (folder / "config.json").exists():
+        return folder
+    tmp = CACHE / f".{name}.tmp"
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    unigram_tokenizer_json(tmp, 250_002)
+    dims = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128) if smoke else \
+        dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+    cfg = T.XLMRobertaConfig(vocab_size=250_002, max_position_embeddings=514, type_vocab_size=1, **dims)
+    torch.manual_seed(0)
+    model = T.XLMRobertaForMaskedLM(cfg)
+    model.save_pretrained(str(tmp), max_shard_size="200MB" if smoke else "600MB")
+    tmp.rename(folder)
+    return folder
+
+
+def text_file(lang: str, megabytes: float) -> Path:
+    """wordfreq-weighted sentences, `megabytes` of UTF-8, one per line (cached)."""
+    from tasks.corpora import wordfreq_sentences
+
+    path = CACHE / "text" / f"{lang}-{megabytes:g}MB.txt"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines, size, seed = [], 0, 0
+    while size < megabytes * 1e6:
+        batch = wordfreq_sentences(lang, 20_000, words=20_000, seed=seed)
+        lines += batch
+        size += sum(len(x.encode()) + 1 for x in batch)
+        seed += 1
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.rename(path)
+    return path
+
+
+def qwen2_tokenizer() -> Path | None:
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "tokenizers" / "gguf"
+    if not shared.is_dir():
+        return None
+    folder = CACHE / "qwen2-tokenizer"
+    if not (folder / "tokenizer.json").exists():
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(str(shared), gguf_file="ggml-vocab-qwen2.gguf").save_pretrained(str(folder))
+    return folder / "tokenizer.json"
