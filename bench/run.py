@@ -164,7 +164,7 @@ def bench_surgery(base: Path, kept_path: Path, reps: int) -> list[dict]:
 
 # 4. Existing tools -------------------------------------------------------------------------
 VOCABTRIMMER_PIP = ["torch==2.13.0", "transformers==4.36.2", "datasets==2.16.1", "vocabtrimmer==0.0.2",
-                    "sentencepiece", "protobuf", "numpy<2"]
+                    "sentencepiece", "protobuf", "numpy<2", "pyarrow==15.0.2"]
 
 
 def tool_venv(name: str, packages: list[str]) -> tuple[Path | None, str]:

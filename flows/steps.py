@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.build import build_and_publish
 from tasks.catalog import plot_coverage
-from tasks.counts_cache import ensure_counts, ensure_heldout, read_heldout
+from tasks.counts_cache import ensure_counts, ensure_heldout, expected_train_lines, read_heldout
 from tasks.manifest import LoadedManifest, Variant, load_manifest
 from tasks.model_folder import load_tokenizer_json
 from tasks.publish import HubPublisher, LocalRegistry, Publisher, resolve_hub_token
@@ -41,7 +42,24 @@ def materialize_base_task(manifest: str, base_id: str) -> str:
 
 @task(name="count-tokens", cache_policy=NO_CACHE, task_run_name="count-{language}")
 def count_task(manifest: str, tokenizer_json: str, language: str) -> str:
-    path = ensure_counts(open_manifest(manifest), Path(tokenizer_json), language)
+    m = open_manifest(manifest)
+    expected = expected_train_lines(m, language)
+    artifact, shown = None, [0]
+
+    def progress(lines: int) -> None:  # a progress artifact in 1 % steps, when the size is known
+        nonlocal artifact
+        if not expected:
+            return
+        pct = min(100, int(100 * lines / expected))
+        if artifact is None:
+            artifact = create_progress_artifact(0.0, description=f"counting {language}: lines read of ~{expected:,}")
+        if pct > shown[0]:
+            shown[0] = pct
+            update_progress_artifact(artifact, float(pct))
+
+    path = ensure_counts(m, Path(tokenizer_json), language, on_progress=progress)
+    if artifact is not None and shown[0] < 100:
+        update_progress_artifact(artifact, 100.0)  # LID may have dropped lines: counting is done
     get_run_logger().info("counts for %s: %s", language, path)
     return str(path)
 

@@ -8,6 +8,7 @@ either no table or a complete one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from filelock import FileLock
@@ -17,7 +18,7 @@ from tasks.corpora import split_lines
 from tasks.counting import count_tokens, write_counts
 from tasks.errors import CorpusError
 from tasks.lid import LanguageFilter, LidStats
-from tasks.manifest import LoadedManifest, corpus_key
+from tasks.manifest import LoadedManifest, WordfreqCorpus, corpus_key
 from tasks.model_folder import tokenizer_fingerprint
 
 log = logging.getLogger("trimworks.counts")
@@ -72,8 +73,23 @@ def heldout_lines(m: LoadedManifest, language: str) -> list[str]:
     return out
 
 
-def ensure_counts(m: LoadedManifest, tokenizer_json: Path, language: str) -> Path:
-    """Return the cached counts table, computing it (once, under a lock) if missing."""
+def expected_train_lines(m: LoadedManifest, language: str) -> int | None:
+    """Lines counting will read, when every corpus says so up front (wordfreq, max_lines)."""
+    lang = m.spec.languages[language]
+    total = 0
+    for c in lang.corpora:
+        n = c.wordfreq.lines if isinstance(c, WordfreqCorpus) else c.max_lines
+        if n is None:
+            return None
+        total += n if lang.heldout.corpora else round(n * (1 - lang.heldout.percent / 100))
+    return total
+
+
+def ensure_counts(
+    m: LoadedManifest, tokenizer_json: Path, language: str, on_progress: Callable[[int], None] | None = None
+) -> Path:
+    """Return the cached counts table, computing it (once, under a lock) if missing.
+    `on_progress(lines)` is called after every batch (e.g. to update a progress artifact)."""
     path = counts_path(m, tokenizer_json, language)
     if path.exists():
         return path
@@ -85,6 +101,8 @@ def ensure_counts(m: LoadedManifest, tokenizer_json: Path, language: str) -> Pat
         step = [PROGRESS_EVERY]
 
         def progress(lines: int) -> None:
+            if on_progress is not None:
+                on_progress(lines)
             if lines >= step[0]:
                 log.info("counting %s: %d lines so far (LID kept %.1f%% of %d read)", language, lines,
                          100 * stats.kept_share, stats.seen)

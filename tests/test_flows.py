@@ -42,6 +42,12 @@ def test_publish_all_rerun_force_and_regenerate_one(tmp_path, bases):
     manifest = str(make_manifest(tmp_path, bases))
     summary = publish_all(manifest=manifest)
     assert len(summary["published"]) == 8 and not summary["failed"] and not summary["skipped"]
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        progress = [a for a in client.read_artifacts() if a.type == "progress"]
+    assert any((a.description or "").startswith("counting en") and a.data == 100.0 for a in progress)
+    assert any((a.description or "").startswith("variants built of 8") and a.data == 100.0 for a in progress)
 
     out = tmp_path / "published"
     folder = out / "trimworks" / "toy-a-trimmed-en-fr-v64"
