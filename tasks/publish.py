@@ -139,16 +139,20 @@ class HubPublisher:
         key = (spec.endpoint or "hub", spec.max_concurrency)
         self.semaphore = self._semaphores.setdefault(key, threading.BoundedSemaphore(spec.max_concurrency))
 
-    def published_fingerprint(self, variant: Variant) -> str | None:
+    def _remote(self, variant: Variant) -> tuple[str | None, str | None]:
+        """(head commit, published fingerprint) of the variant's repo; (None, None) if absent."""
         from huggingface_hub.errors import RepositoryNotFoundError
 
         try:
-            info = with_retries(lambda: self.api.model_info(variant.repo_id), f"{variant.id} model_info",
-                                self.spec.max_retries, self.base_delay)
+            info = self.api.model_info(variant.repo_id)
         except RepositoryNotFoundError:
-            return None
+            return None, None
         card = info.card_data.to_dict() if info.card_data is not None else {}
-        return card.get("trimworks_fingerprint")
+        return info.sha, card.get("trimworks_fingerprint")
+
+    def published_fingerprint(self, variant: Variant) -> str | None:
+        return with_retries(lambda: self._remote(variant), f"{variant.id} model_info",
+                            self.spec.max_retries, self.base_delay)[1]
 
     def publish(self, folder: Path, variant: Variant) -> str:
         with self.semaphore:
@@ -159,12 +163,11 @@ class HubPublisher:
                 # Exactly once: a lost reply may hide a commit that landed, and the client
                 # replays POSTs on its own. Committing on top of the head we read makes any
                 # replay fail (412) once the first landed; then the fingerprint check ends it.
-                info = self.api.model_info(variant.repo_id)
-                card = info.card_data.to_dict() if info.card_data is not None else {}
-                if card.get("trimworks_fingerprint") == variant.fingerprint:
+                head, fingerprint = self._remote(variant)
+                if fingerprint == variant.fingerprint:
                     return None
                 return self.api.upload_folder(
-                    repo_id=variant.repo_id, folder_path=str(folder), parent_commit=info.sha,
+                    repo_id=variant.repo_id, folder_path=str(folder), parent_commit=head,
                     commit_message=f"trimworks: {variant.id} (fingerprint {variant.fingerprint[:16]})",
                     commit_description=f"fingerprint: {variant.fingerprint}",
                 )
@@ -173,17 +176,3 @@ class HubPublisher:
         with contextlib.suppress(Exception):
             shutil.rmtree(folder)
         return str(getattr(commit, "commit_url", None) or f"{self.api.endpoint}/{variant.repo_id}")
-
-
-class RedactSecrets(logging.Filter):
-    """Belt and braces: mask a secret in any log record that would carry it."""
-
-    def __init__(self, secret: str):
-        super().__init__()
-        self.secret = secret
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secret and self.secret in record.getMessage():
-            record.msg = record.getMessage().replace(self.secret, "***")
-            record.args = ()
-        return True
