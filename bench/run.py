@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import subjects
-from bench.measure import Stats, dump, interleaved, ratios, run_child
+from bench.measure import Sample, Stats, dump, interleaved, ratios, run_child
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results.json"
@@ -100,8 +100,8 @@ with open(out / "blob", "wb") as fh:
 """
 HANDWRITTEN = """
 import torch
-from transformers import AutoModelForMaskedLM
-model = AutoModelForMaskedLM.from_pretrained(str(base.path))
+import transformers
+model = getattr(transformers, {auto!r}).from_pretrained(str(base.path))
 idx = torch.as_tensor(kept)
 with torch.no_grad():
     emb = model.get_input_embeddings()
@@ -118,13 +118,27 @@ model.save_pretrained(str(out))
 """
 
 
+def kept_ids(model: Path, text: Path, out: Path) -> Path:
+    """~30 k ids an English selection keeps (top_k 30,016, multiple 64), computed once."""
+    if not out.exists():
+        from tasks.counting import count_tokens
+        from tasks.selection import SelectionPolicy
+        from tasks.trim import select_for_model
+
+        counts = count_tokens(model / "tokenizer.json", text.read_text().splitlines()[:200_000], "en")
+        np.save(out, select_for_model(model, [counts], SelectionPolicy(top_k=30_016), 64).kept_ids)
+    return out
+
+
 def _fresh(path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     return path
 
 
-def bench_surgery(base: Path, kept_path: Path, reps: int) -> list[dict]:
+def bench_surgery(base: Path, kept_path: Path, reps: int, label: str) -> list[dict]:
     out = WORK / "surgery-out"
+    auto = "AutoModelForCausalLM" if "CausalLM" in json.loads((base / "config.json").read_text())["architectures"][0] \
+        else "AutoModelForMaskedLM"
     setup = SURGERY_SETUP.format(base=str(base), kept=str(kept_path), out=str(out))
     probe = run_child(setup, SURGERY)
     _fresh(out)
@@ -140,7 +154,7 @@ def bench_surgery(base: Path, kept_path: Path, reps: int) -> list[dict]:
 
     def hand():
         _fresh(out)
-        return run_child(setup, HANDWRITTEN)
+        return run_child(setup, HANDWRITTEN.format(auto=auto))
 
     res = interleaved(reps, surgery=surgery, plain=plain, hand=hand)
     _fresh(out)
@@ -150,14 +164,14 @@ def bench_surgery(base: Path, kept_path: Path, reps: int) -> list[dict]:
     rss = ratios(res["surgery"], res["hand"], key=lambda s: s.growth_bytes)
     secs = Stats.of([s.seconds for s in res["surgery"]]).__dict__
     return [
-        row("2. surgery vs plain write of the same bytes (I/O limit)", io, "<= 1.50x", io.median <= 1.5,
+        row(f"2. surgery vs plain write of the same bytes (I/O limit), {label}", io, "<= 1.50x", io.median <= 1.5,
             surgery_seconds=secs, bytes_written=nbytes),
-        row("2. surgery peak RSS above baseline / largest tensor", growth, "<= 1.25x", growth.median <= 1.25,
+        row(f"2. surgery peak RSS above baseline / largest tensor, {label}", growth, "<= 1.25x", growth.median <= 1.25,
             largest_tensor_bytes=largest, peak_growth_bytes=[s.growth_bytes for s in res["surgery"]]),
-        row("3. hand-written (from_pretrained, index_select, save_pretrained) time / trimworks", speed,
+        row(f"3. hand-written (from_pretrained, index_select, save_pretrained) time / trimworks, {label}", speed,
             ">= 3.00x (trimworks faster)", speed.median >= 3.0,
             handwritten_seconds=Stats.of([s.seconds for s in res["hand"]]).__dict__, surgery_seconds=secs),
-        row("3. trimworks peak RSS / hand-written peak RSS (above baseline)", rss, "<= 0.30x", rss.median <= 0.3,
+        row(f"3. trimworks peak RSS / hand-written peak RSS (above baseline), {label}", rss, "<= 0.30x", rss.median <= 0.3,
             handwritten_growth_bytes=[s.growth_bytes for s in res["hand"]]),
     ]
 
@@ -184,59 +198,138 @@ def tool_venv(name: str, packages: list[str]) -> tuple[Path | None, str]:
     return py, "ok"
 
 
-def bench_existing_tools(base: Path, text: Path, kept_path: Path, surgery_seconds: float | None) -> list[dict]:
+def old_schema_copy(base: Path, out: Path) -> Path:
+    """The subject with its tokenizer.json in the pre-0.19 Metaspace schema that tokenizers 0.15
+    (pinned by vocabtrimmer) can parse; same tokenization, weights linked, not copied."""
+    _fresh(out)
+    out.mkdir(parents=True)
+    for f in base.iterdir():
+        if f.name != "tokenizer.json":
+            (out / f.name).symlink_to(f)
+    tok = json.loads((base / "tokenizer.json").read_text())
+    for key in ("pre_tokenizer", "decoder"):
+        if tok.get(key, {}).get("type") == "Metaspace":
+            tok[key] = {"type": "Metaspace", "replacement": "\u2581", "add_prefix_space": True}
+    (out / "tokenizer.json").write_text(json.dumps(tok, ensure_ascii=False))
+    return out
+
+
+VT_RUN = """
+import json, time
+import vocabtrimmer
+t = time.perf_counter()
+trimmer = vocabtrimmer.VocabTrimmer({base!r})
+trimmer.trim_vocab(language="en", path_to_save={out!r}, dataset={data!r}, dataset_name=None,
+                   dataset_split="train", min_frequency=2, cache_file_vocab={vocab!r},
+                   cache_file_frequency={freq!r}, overwrite=True)
+dt = time.perf_counter() - t
+hwm = int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) * 1024
+print("@@" + json.dumps({{"seconds": dt, "peak": hwm}}))
+"""
+TW_SETUP = """
+from pathlib import Path
+import pyarrow.parquet as pq
+from tasks.counting import count_tokens
+from tasks.selection import SelectionPolicy
+from tasks.trim import trim_model
+base, out = Path({base!r}), Path({out!r})
+"""
+TW_RUN = """
+lines = pq.read_table({data!r}).column("text").to_pylist()  # the same 200 k lines, read the same way
+counts = count_tokens(base / "tokenizer.json", lines, "en")
+res = trim_model(base, [counts], SelectionPolicy(min_count=2), 8, out, overwrite=True)
+extra["vocab_after"] = int(res.vocab_after)
+"""
+
+
+def bench_existing_tools(base: Path, text: Path) -> list[dict]:
+    """One variant each way: mine 200 k English lines (min frequency 2) and trim."""
     rows = []
     py, status = tool_venv("vocabtrimmer", VOCABTRIMMER_PIP)
     if py is None:
         rows.append({"row": "4. vocabtrimmer 0.0.2", "ratio": None, "target": "run offline and compare", "met": None,
                      "why_not": status})
     else:
-        data = _fresh(WORK / "vt-data")
-        data.mkdir(parents=True)
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        data = _fresh(WORK / "vt-data")
+        data.mkdir(parents=True)
         lines = text.read_text().splitlines()[:200_000]
         pq.write_table(pa.table({"text": lines}), data / "train.parquet")
-        out = _fresh(WORK / "vt-out")
-        code = f"""
-import json, time, resource
-import vocabtrimmer
-t = time.perf_counter()
-trimmer = vocabtrimmer.VocabTrimmer({str(base)!r})
-trimmer.trim_vocab(language="en", path_to_save={str(out)!r}, dataset={str(data)!r}, dataset_name=None,
-                   dataset_split="train", min_frequency=2, cache_file_vocab={str(WORK / 'vt-vocab.json')!r},
-                   cache_file_frequency={str(WORK / 'vt-freq.json')!r}, overwrite=True)
-dt = time.perf_counter() - t
-hwm = int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) * 1024
-print("@@" + json.dumps({{"seconds": dt, "peak": hwm}}))
-"""
+        subject = old_schema_copy(base, WORK / "vt-subject")
+        vt_out, tw_out = WORK / "vt-out", WORK / "tw-out"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
-        env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-        proc = subprocess.run([str(py), "-c", code], capture_output=True, text=True, timeout=3600, env=env)
-        if proc.returncode != 0:
-            rows.append({"row": "4. vocabtrimmer 0.0.2 (separate venv, transformers 4.36.2)", "ratio": None,
-                         "target": "run offline and compare", "met": None,
-                         "why_not": "failed offline: " + proc.stderr.strip().splitlines()[-1][:400]})
-        else:
+        env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                   HF_DATASETS_CACHE=str(WORK / "vt-datasets-cache"))
+
+        def vocabtrimmer() -> Sample:
+            _fresh(vt_out)
+            code = VT_RUN.format(base=str(subject), out=str(vt_out), data=str(data), vocab=str(WORK / "vt-vocab.json"),
+                                 freq=str(WORK / "vt-freq.json"))
+            proc = subprocess.run([str(py), "-c", code], capture_output=True, text=True, timeout=3600, env=env)
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr.strip().splitlines()[-1][:400])
             d = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("@@"))[2:])
-            r = Stats.of([d["seconds"] / surgery_seconds]) if surgery_seconds else None
-            rows.append({"row": "4. vocabtrimmer 0.0.2 (mining 200 k lines + trimming) time / trimworks surgery",
-                         "ratio": r.__dict__ if r else None, "target": "report", "met": None,
-                         "seconds": d["seconds"], "peak_bytes": d["peak"],
-                         "exact": _exactness_note(base, out)})
+            return Sample(d["seconds"], d["peak"], 0, {})
+
+        def trimworks() -> Sample:
+            _fresh(tw_out)
+            return run_child(TW_SETUP.format(base=str(base), out=str(tw_out)), TW_RUN.format(data=str(data / "train.parquet")))
+
+        try:
+            res = interleaved(1, vocabtrimmer=vocabtrimmer, trimworks=trimworks)
+        except RuntimeError as exc:
+            rows.append({"row": "4. vocabtrimmer 0.0.2 (separate venv, transformers 4.36.2)", "ratio": None,
+                         "target": "run offline and compare", "met": None, "why_not": f"failed offline: {exc}"})
+        else:
+            held = text.read_text().splitlines()[-2000:]  # not among the 200 k mined lines
+            vt, tw = res["vocabtrimmer"][0], res["trimworks"][0]
+            r = ratios(res["vocabtrimmer"], res["trimworks"])
+            rows.append(row("4. vocabtrimmer 0.0.2 (mine 200 k lines + trim) time / trimworks (count + trim)", r,
+                            "report", None, vocabtrimmer_seconds=vt.seconds, trimworks_seconds=tw.seconds,
+                            vocabtrimmer_peak_bytes=vt.peak_bytes, trimworks_peak_bytes=tw.peak_bytes,
+                            vocabtrimmer_exactness=compare_by_token_strings(base, vt_out, held),
+                            trimworks_exactness=compare_by_token_strings(base, tw_out, held)))
+        _fresh(vt_out), _fresh(tw_out)
     rows.append({"row": "4. hf-trim 3.0.1", "ratio": None, "target": "run offline and compare", "met": None,
                  "why_not": "not applicable: hf-trim ships trimmers for T5, mT5, BART and mBART only (no XLM-R/BERT/"
                             "Llama), and needs slow SentencePiece tokenizers (it warns that fast tokenizers are unsupported)"})
     return rows
 
 
-def _exactness_note(base: Path, out: Path) -> str:
-    try:
-        trimmed_vocab = json.loads((out / "config.json").read_text())["vocab_size"]
-        return f"output has vocab {trimmed_vocab}; exactness not checked (it writes no kept-id table)"
-    except Exception as exc:  # noqa: BLE001
-        return f"could not inspect output: {exc}"
+def compare_by_token_strings(base: Path, trimmed: Path, lines: list[str], sample: int = 24) -> dict:
+    """Exactness of any tool's output, without its kept-id table: map ids through token strings.
+
+    A line counts as covered when the trimmed tokenizer gives the same token strings as the
+    base one; on covered lines the trimmed model's outputs (float64) are compared with the base
+    model's at the kept tokens' columns."""
+    import torch
+    import transformers as T
+    from tokenizers import Tokenizer
+
+    tok0, tok1 = Tokenizer.from_file(str(base / "tokenizer.json")), Tokenizer.from_file(str(trimmed / "tokenizer.json"))
+    old_of_new = {i: tok0.token_to_id(t) for t, i in tok1.get_vocab(with_added_tokens=True).items()}
+    if None in old_of_new.values():
+        return {"error": "the trimmed tokenizer has tokens the base does not"}
+    covered, same = [], 0
+    for line in lines:
+        e0, e1 = tok0.encode(line), tok1.encode(line)
+        if e0.tokens == e1.tokens:
+            same += 1
+            covered.append((e0.ids, e1.ids))
+    model0 = T.AutoModelForMaskedLM.from_pretrained(str(base), dtype=torch.float64).eval()
+    model1 = T.AutoModelForMaskedLM.from_pretrained(str(trimmed), dtype=torch.float64).eval()
+    n_new = len(old_of_new)
+    cols = torch.as_tensor([old_of_new[i] for i in range(n_new)])
+    diff = 0.0
+    with torch.no_grad():
+        for ids0, ids1 in covered[:sample]:
+            out0 = model0(torch.tensor([ids0[:128]])).logits[0][:, cols]
+            out1 = model1(torch.tensor([ids1[:128]])).logits[0][:, :n_new]
+            diff = max(diff, float((out0 - out1).abs().max()))
+    return {"vocab_after": n_new, "lines_tokenized_identically_pct": 100.0 * same / max(1, len(lines)),
+            "sampled_lines": min(sample, len(covered)), "max_abs_logit_diff_float64": diff}
 
 
 # 5. Orchestration overhead ---------------------------------------------------------------------
@@ -249,7 +342,10 @@ from flows.publish_all import run_publish_all
 from flows.steps import make_publisher
 from prefect import flow
 from tasks.build import build_and_publish
-from tasks.counts_cache import ensure_counts, ensure_heldout
+from tasks.catalog import plot_coverage, write_catalog
+from tasks.counts_cache import ensure_counts, ensure_heldout, read_heldout
+from tasks.model_folder import load_tokenizer_json
+from tasks.vocab import analyze_tokenizer
 from tasks.manifest import expand, load_manifest
 from tasks.sources import base_identity, materialize_base
 m = load_manifest(Path({manifest!r}))
@@ -268,11 +364,20 @@ base_dir = materialize_base(m, m.spec.base_models[0])
 variants = expand(m, {m.spec.base_models[0].id: base_identity(base_dir)})
 publisher, location = make_publisher(m)
 tok = base_dir / "tokenizer.json"
+langs = sorted({lang for v in variants for lang in v.languages})
+counts = {lang: ensure_counts(m, tok, lang) for lang in langs}
+held = {lang: ensure_heldout(m, lang) for lang in langs}
+# The same outputs as the flow: one coverage plot, every variant, the catalog.
+plot = m.output_dir / "plots" / "toy-coverage.png"
+plot_coverage("toy", tok, analyze_tokenizer(load_tokenizer_json(tok)), counts,
+              {lang: read_heldout(p) for lang, p in held.items()}, plot)
+records = []
 for v in variants:
-    counts = {lang: ensure_counts(m, tok, lang) for lang in v.languages}
-    held = {lang: ensure_heldout(m, lang) for lang in v.languages}
-    rec = build_and_publish(m, v, base_dir, counts, held, publisher, location(v), force=True)
+    rec = build_and_publish(m, v, base_dir, {l: counts[l] for l in v.languages}, {l: held[l] for l in v.languages},
+                            publisher, location(v), plot, force=True)
     assert rec.status == "published", rec.error
+    records.append(rec)
+write_catalog(records, m.output_dir, {"toy": plot})
 extra["n"] = len(variants)
 """
 
@@ -462,23 +567,17 @@ def main() -> int:
         if qwen:
             rows += bench_counting(qwen, text, "Qwen2 byte-level BPE 151k", reps, 10**9)
         save()
-    kept_path = WORK / ("kept-smoke.npy" if smoke else "kept.npy")
-    if not kept_path.exists():
-        from tasks.counting import count_tokens
-        from tasks.selection import SelectionPolicy
-        from tasks.trim import select_for_model
-
-        counts = count_tokens(xlmr / "tokenizer.json", text.read_text().splitlines()[:200_000], "en")
-        sel = select_for_model(xlmr, [counts], SelectionPolicy(top_k=30_016), 64)
-        np.save(kept_path, sel.kept_ids)
-    surgery_rows = []
+    kept_path = kept_ids(xlmr, text, WORK / ("kept-smoke.npy" if smoke else "kept.npy"))
     if "2" in args.only or "3" in args.only:
-        surgery_rows = bench_surgery(xlmr, kept_path, reps)
-        rows += surgery_rows
+        rows += bench_surgery(xlmr, kept_path, reps, "XLM-R-base-shaped" + (" (smoke)" if smoke else ""))
         save()
+        qwen_model = subjects.qwen2_half_b_shaped() if not smoke else None
+        if qwen_model:
+            rows += bench_surgery(qwen_model, kept_ids(qwen_model, text, WORK / "kept-qwen2.npy"), reps,
+                                  "Qwen2-0.5B-shaped (tied)")
+            save()
     if "4" in args.only:
-        secs = surgery_rows[0]["surgery_seconds"]["median"] if surgery_rows else None
-        rows += bench_existing_tools(xlmr, text, kept_path, secs)
+        rows += bench_existing_tools(xlmr, text)
         save()
     if "5" in args.only:
         rows += bench_orchestration(200, reps)

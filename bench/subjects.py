@@ -3,7 +3,9 @@
 * XLM-R-base-shaped: XLMRobertaForMaskedLM, vocab 250,002 x hidden 768, ~278 M params,
   sharded safetensors, with a Unigram tokenizer of 250,002 pieces built from wordfreq's
   real word lists (pieces of many languages, log-frequency scores).
-* Qwen2-0.5B-shaped tokenizer: the real Qwen2 tokenizer from ../shared (when present).
+* Qwen2-0.5B-shaped: Qwen2ForCausalLM, vocab 151,936 x hidden 896, 24 layers, tied head,
+  bf16 like the published checkpoint (~494 M params), with the real Qwen2 tokenizer from
+  ../shared (when present).
 * Text: wordfreq-weighted sentences, >= 20 MB per language (smaller in smoke mode).
 """
 
@@ -114,3 +116,29 @@ def qwen2_tokenizer() -> Path | None:
 
         AutoTokenizer.from_pretrained(str(shared), gguf_file="ggml-vocab-qwen2.gguf").save_pretrained(str(folder))
     return folder / "tokenizer.json"
+
+
+def qwen2_half_b_shaped() -> Path | None:
+    """Qwen2-0.5B's shapes with random weights and the real tokenizer (built once, ~1 GB)."""
+    import shutil
+
+    import torch
+    import transformers as T
+
+    tok = qwen2_tokenizer()
+    if tok is None:
+        return None
+    folder = CACHE / "qwen2-0.5b-shaped"
+    if (folder / "config.json").exists():
+        return folder
+    tmp = CACHE / ".qwen2-0.5b-shaped.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(tok.parent, tmp)
+    cfg = T.Qwen2Config(vocab_size=151_936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                        num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+                        rope_theta=1_000_000.0, tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151643)
+    torch.manual_seed(0)
+    model = T.Qwen2ForCausalLM(cfg).to(torch.bfloat16)
+    model.save_pretrained(str(tmp), max_shard_size="2GB")
+    tmp.rename(folder)
+    return folder

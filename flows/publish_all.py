@@ -1,12 +1,13 @@
 """The product: a manifest becomes published, verified, catalogued trimmed variants.
 
     expand manifest -> materialize bases -> count (once per tokenizer x language) ->
-    coverage plots -> build each variant (mapped) -> catalog + artifacts
+    coverage plots -> build variants (one mapped task per base x subset) -> catalog + artifacts
 """
 
 from __future__ import annotations
 
 import difflib
+import time
 from pathlib import Path
 
 from flows import runtime  # noqa: F401
@@ -25,6 +26,23 @@ from tasks.model_folder import tokenizer_fingerprint
 from tasks.sources import base_identity
 
 DEFAULT_MANIFEST = "manifests/default.yaml"
+# Progress is reported at most this often: one API call per finished variant cost a tiny
+# variant 10 % of its build time (the flow thread holds the GIL the builds need).
+PROGRESS_EVERY_S = 2.0
+
+
+class ProgressThrottle:
+    """True at most once per `every` seconds, and always for the final report."""
+
+    def __init__(self, every: float):
+        self.every, self.last = every, float("-inf")
+
+    def due(self, final: bool = False) -> bool:
+        now = time.monotonic()
+        if final or now - self.last >= self.every:
+            self.last = now
+            return True
+        return False
 
 
 def select_variants(variants: list[Variant], only: list[str] | None, manifest: str) -> list[Variant]:
@@ -100,32 +118,41 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
             except Exception as exc:  # noqa: BLE001 - a plot is never worth failing a run
                 logger.warning("coverage plot for %s failed: %s", base_id, exc)
 
-    # 4. Fan out one build per variant (task mapping).
-    buildable, args = [], {"counts": [], "heldout": [], "base_dir": [], "plot": []}
+    # 4. Fan out one build task per base model x language subset (task mapping): its vocab
+    #    multiples share inputs, and Prefect's per-task cost is paid once per group.
+    groups: dict[tuple[str, tuple[str, ...]], list[Variant]] = {}
     for v in todo:
         errors = [counts[(fp_of[v.base], l)][1] for l in v.languages] + [heldout[l][1] for l in v.languages]
         errors = [e for e in errors if e]
         if errors:
             records[v.id] = failed_record(v, "; ".join(dict.fromkeys(errors)))
-            continue
-        buildable.append(v)
-        args["counts"].append({l: counts[(fp_of[v.base], l)][0] for l in v.languages})
-        args["heldout"].append({l: heldout[l][0] for l in v.languages})
-        args["base_dir"].append(base_dirs[v.base])
-        args["plot"].append(plots.get(v.base))
-    if buildable:
-        progress = create_progress_artifact(0.0, description=f"variants built of {len(buildable)}")
-        futures = build_task.map(unmapped(manifest), [v.model_dump() for v in buildable], args["base_dir"],
-                                 args["counts"], args["heldout"], args["plot"], unmapped(force))
-        by_future = {id(f): v for f, v in zip(futures, buildable)}
-        for done, fut in enumerate(as_completed(futures), 1):
-            v = by_future[id(fut)]
+        else:
+            groups.setdefault((v.base, v.languages), []).append(v)
+    if groups:
+        keys = list(groups)
+        n_build = sum(len(g) for g in groups.values())
+        progress = create_progress_artifact(0.0, description=f"variants built of {n_build}")
+        futures = build_task.map(
+            unmapped(manifest), [f"{base}-{'-'.join(langs)}" for base, langs in keys],
+            [[v.model_dump() for v in groups[k]] for k in keys], [base_dirs[base] for base, _ in keys],
+            [{l: counts[(fp_of[base], l)][0] for l in langs} for base, langs in keys],
+            [{l: heldout[l][0] for l in langs} for _, langs in keys], [plots.get(base) for base, _ in keys],
+            unmapped(force))
+        by_future = {id(f): groups[k] for f, k in zip(futures, keys)}
+        report, done = ProgressThrottle(PROGRESS_EVERY_S), 0
+        for fut in as_completed(futures):
+            group = by_future[id(fut)]
             try:
-                records[v.id] = VariantRecord.model_validate(fut.result())
-            except Exception as exc:  # noqa: BLE001 - a crashed task is one failed variant
-                records[v.id] = failed_record(v, f"{type(exc).__name__}: {exc}")
-            update_progress_artifact(progress, 100.0 * done / len(buildable))
-            logger.info("progress: %d/%d variants built", done, len(buildable))
+                for rec in fut.result():
+                    record = VariantRecord.model_validate(rec)
+                    records[record.variant_id] = record
+            except Exception as exc:  # noqa: BLE001 - a crashed task fails its own variants only
+                for v in group:
+                    records.setdefault(v.id, failed_record(v, f"{type(exc).__name__}: {exc}"))
+            done += len(group)
+            if report.due(final=done == n_build):
+                update_progress_artifact(progress, 100.0 * done / n_build)
+                logger.info("progress: %d/%d variants built", done, n_build)
 
     # 5. Catalog of every variant of the manifest, in manifest order.
     ordered = [records[v.id] for v in variants]

@@ -12,6 +12,12 @@ _DEFAULTS = {
     # The embedded temporary server can be slow to start on a loaded 2-core machine.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "TOKENIZERS_PARALLELISM": "true",
+    # The temporary server Prefect starts when no PREFECT_API_URL is set would evaluate
+    # automations and store every event: work a batch run never reads, which cost ~20 % of a
+    # tiny variant's build time (bench row 5). Task and flow runs, logs and artifacts are
+    # still recorded. Set these to true (or use a real server) to get automations back.
+    "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
     # tasks/ loggers also run outside flows (CLI, tests): no warning when there is no flow run.
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
 }

@@ -8,6 +8,7 @@ installed Python package (how the default manifest finds its offline models).
 from __future__ import annotations
 
 import glob
+import collections
 import hashlib
 import importlib.util
 import json
@@ -300,6 +301,10 @@ class LoadedManifest:
         return next(b for b in self.spec.base_models if b.id == base_id)
 
 
+# libyaml's safe loader when present: 10x faster than the pure-Python one, same safety.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_manifest(path: Path, check_files: bool = True) -> LoadedManifest:
     path = Path(path)
     try:
@@ -307,7 +312,7 @@ def load_manifest(path: Path, check_files: bool = True) -> LoadedManifest:
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{path}: cannot read manifest ({exc})") from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         raise ManifestError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):
@@ -425,8 +430,7 @@ def expand(m: LoadedManifest, base_identity: dict[str, str] | None = None) -> li
                 })
                 variants.append(Variant(id=vid, base=b.id, languages=langs, multiple=multiple,
                                         repo_id=f"{s.publish.org}/{name}", fingerprint=fingerprint))
-    repos = [v.repo_id for v in variants]
-    dup = {r for r in repos if repos.count(r) > 1}
+    dup = {r for r, n in collections.Counter(v.repo_id for v in variants).items() if n > 1}
     if dup:
         raise ManifestError(f"{m.path}: publish.name_template maps several variants to {sorted(dup)[:3]}; include {{base}}, {{langs}} and {{multiple}}")
     return variants
