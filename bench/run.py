@@ -238,11 +238,11 @@ TW_RUN = """
 lines = pq.read_table({data!r}).column("text").to_pylist()  # the same 200 k lines, read the same way
 counts = count_tokens(base / "tokenizer.json", lines, "en")
 res = trim_model(base, [counts], SelectionPolicy(min_count=2), 8, out, overwrite=True)
-extra["vocab_after"] = int(res.vocab_after)
+extra["vocab_after"] = int(res.selection.size)
 """
 
 
-def bench_existing_tools(base: Path, text: Path) -> list[dict]:
+def bench_existing_tools(base: Path, text: Path, reps: int) -> list[dict]:
     """One variant each way: mine 200 k English lines (min frequency 2) and trim."""
     rows = []
     py, status = tool_venv("vocabtrimmer", VOCABTRIMMER_PIP)
@@ -265,6 +265,8 @@ def bench_existing_tools(base: Path, text: Path) -> list[dict]:
 
         def vocabtrimmer() -> Sample:
             _fresh(vt_out)
+            for cache in ("vt-vocab.json", "vt-freq.json"):  # it reuses a frequency file even with overwrite=True
+                (WORK / cache).unlink(missing_ok=True)
             code = VT_RUN.format(base=str(subject), out=str(vt_out), data=str(data), vocab=str(WORK / "vt-vocab.json"),
                                  freq=str(WORK / "vt-freq.json"))
             proc = subprocess.run([str(py), "-c", code], capture_output=True, text=True, timeout=3600, env=env)
@@ -278,17 +280,19 @@ def bench_existing_tools(base: Path, text: Path) -> list[dict]:
             return run_child(TW_SETUP.format(base=str(base), out=str(tw_out)), TW_RUN.format(data=str(data / "train.parquet")))
 
         try:
-            res = interleaved(1, vocabtrimmer=vocabtrimmer, trimworks=trimworks)
+            res = interleaved(reps, vocabtrimmer=vocabtrimmer, trimworks=trimworks)
         except RuntimeError as exc:
             rows.append({"row": "4. vocabtrimmer 0.0.2 (separate venv, transformers 4.36.2)", "ratio": None,
                          "target": "run offline and compare", "met": None, "why_not": f"failed offline: {exc}"})
         else:
             held = text.read_text().splitlines()[-2000:]  # not among the 200 k mined lines
-            vt, tw = res["vocabtrimmer"][0], res["trimworks"][0]
-            r = ratios(res["vocabtrimmer"], res["trimworks"])
-            rows.append(row("4. vocabtrimmer 0.0.2 (mine 200 k lines + trim) time / trimworks (count + trim)", r,
-                            "report", None, vocabtrimmer_seconds=vt.seconds, trimworks_seconds=tw.seconds,
-                            vocabtrimmer_peak_bytes=vt.peak_bytes, trimworks_peak_bytes=tw.peak_bytes,
+            vt, tw = res["vocabtrimmer"], res["trimworks"]
+            rows.append(row("4. vocabtrimmer 0.0.2 (mine 200 k lines + trim) time / trimworks (count + trim)",
+                            ratios(vt, tw), "report", None,
+                            vocabtrimmer_seconds=Stats.of([s.seconds for s in vt]).__dict__,
+                            trimworks_seconds=Stats.of([s.seconds for s in tw]).__dict__,
+                            peak_rss_ratio=ratios(vt, tw, key=lambda s: s.peak_bytes).__dict__,
+                            vocabtrimmer_peak_bytes=[s.peak_bytes for s in vt], trimworks_peak_bytes=[s.peak_bytes for s in tw],
                             vocabtrimmer_exactness=compare_by_token_strings(base, vt_out, held),
                             trimworks_exactness=compare_by_token_strings(base, tw_out, held)))
         _fresh(vt_out), _fresh(tw_out)
@@ -515,8 +519,8 @@ def bench_anchor(tok: Path, text: Path, per_variant_s: float | None) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 def print_table(rows: list[dict]) -> None:
-    print(f"\n{'comparison':<92} {'ratio median [min–max]':>26}  {'target':<28} met")
-    print("-" * 155)
+    print(f"\n{'comparison':<112} {'ratio median [min–max]':>26}  {'target':<28} met")
+    print("-" * 175)
     for r in rows:
         ratio = r.get("ratio")
         if ratio and ratio.get("median") is not None:
@@ -525,13 +529,13 @@ def print_table(rows: list[dict]) -> None:
         else:
             text = "–"
         met = {True: "yes", False: "NO", None: ""}[r.get("met")]
-        print(f"{r['row'][:92]:<92} {text:>26}  {r['target']:<28} {met}")
+        print(f"{r['row'][:112]:<112} {text:>26}  {r['target']:<28} {met}")
         for key in ("why_not", "variants_per_hour", "seconds_per_variant", "exact", "extrapolated_5000_overhead_s",
-                    "trimworks_tokens_per_s"):
+                    "per_variant_overhead_ms", "trimworks_tokens_per_s", "vocabtrimmer_exactness", "trimworks_exactness"):
             if key in r:
                 val = r[key]
-                if isinstance(val, dict):
-                    val = f"{val['median']:,.0f} [{val['lo']:,.0f}–{val['hi']:,.0f}]"
+                if isinstance(val, dict) and "median" in val:
+                    val = f"{val['median']:,.1f} [{val['lo']:,.1f}–{val['hi']:,.1f}]"
                 elif isinstance(val, float):
                     val = f"{val:,.1f}"
                 print(f"    {key}: {val}")
@@ -577,7 +581,7 @@ def main() -> int:
                                   "Qwen2-0.5B-shaped (tied)")
             save()
     if "4" in args.only:
-        rows += bench_existing_tools(xlmr, text)
+        rows += bench_existing_tools(xlmr, text, reps)
         save()
     if "5" in args.only:
         rows += bench_orchestration(200, reps)

@@ -7,8 +7,8 @@ installed Python package (how the default manifest finds its offline models).
 
 from __future__ import annotations
 
-import glob
 import collections
+import glob
 import hashlib
 import importlib.util
 import json
