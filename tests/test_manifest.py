@@ -9,16 +9,11 @@ import yaml
 
 from tasks.errors import ManifestError
 from tasks.manifest import load_manifest
+from tests.subjects import MINIMAL_MANIFEST
 
 REPO = Path(__file__).resolve().parents[1]
 
-GOOD = {
-    "base_models": [{"id": "m", "source": {"local": "model"}, "license": "mit"}],
-    "languages": {"en": {"corpora": [{"wordfreq": {"lines": 10}}]}, "fr": {"corpora": [{"text": ["fr.txt"]}]}},
-    "subsets": [["en"], ["en", "fr"]],
-    "multiples": [8, 64],
-    "lid": {"enabled": False},
-}
+GOOD = MINIMAL_MANIFEST
 
 
 def write(tmp_path, data) -> Path:

@@ -13,14 +13,9 @@ from hypothesis import strategies as st
 from tasks.errors import ManifestError
 from tasks.manifest import expand, load_manifest
 from tasks.publish import LocalRegistry
+from tests.subjects import MINIMAL_MANIFEST
 
-BASE = {
-    "base_models": [{"id": "m", "source": {"local": "model"}, "license": "mit"}],
-    "languages": {"en": {"corpora": [{"wordfreq": {"lines": 10}}]}, "fr": {"corpora": [{"text": ["fr.txt"]}]}},
-    "subsets": [["en"], ["en", "fr"]],
-    "multiples": [8, 64],
-    "lid": {"enabled": False},
-}
+BASE = MINIMAL_MANIFEST
 KEYS = ["base_models", "languages", "subsets", "multiples", "selection", "lid", "publish", "work_dir", "output_dir",
         "id", "source", "local", "hub", "revision", "gguf", "license", "corpora", "text", "parquet", "datasets",
         "wordfreq", "lines", "heldout", "percent", "min_count", "coverage", "top_k", "target", "org",
