@@ -38,7 +38,7 @@ COUNT_SETUP = """
 import os
 os.sched_setaffinity(0, {{int(c) for c in os.environ["BENCH_CPUS"].split(",")}})  # 1 core means 1 core
 from pathlib import Path
-from tasks.counting import batched, count_tokens, load_plain_tokenizer
+from tasks.engine.counting import batched, count_tokens, load_plain_tokenizer
 lines = Path({text!r}).read_text().splitlines()[:{max_lines}]
 tok_path = Path({tok!r})
 """
@@ -75,8 +75,8 @@ def bench_counting(tok: Path, text: Path, label: str, reps: int, max_lines: int)
 SURGERY_SETUP = """
 import json, numpy as np
 from pathlib import Path
-from tasks.model_folder import inspect_model_folder
-from tasks.surgery import trim_weights, write_configs
+from tasks.engine.model_folder import inspect_model_folder
+from tasks.engine.surgery import trim_weights, write_configs
 base = inspect_model_folder(Path({base!r}))
 kept = np.load({kept!r})
 out = Path({out!r})
@@ -121,9 +121,9 @@ model.save_pretrained(str(out))
 def kept_ids(model: Path, text: Path, out: Path) -> Path:
     """~30 k ids an English selection keeps (top_k 30,016, multiple 64), computed once."""
     if not out.exists():
-        from tasks.counting import count_tokens
-        from tasks.selection import SelectionPolicy
-        from tasks.trim import select_for_model
+        from tasks.engine.counting import count_tokens
+        from tasks.engine.selection import SelectionPolicy
+        from tasks.engine.trim import select_for_model
 
         counts = count_tokens(model / "tokenizer.json", text.read_text().splitlines()[:200_000], "en")
         np.save(out, select_for_model(model, [counts], SelectionPolicy(top_k=30_016), 64).kept_ids)
@@ -229,9 +229,9 @@ print("@@" + json.dumps({{"seconds": dt, "peak": hwm}}))
 TW_SETUP = """
 from pathlib import Path
 import pyarrow.parquet as pq
-from tasks.counting import count_tokens
-from tasks.selection import SelectionPolicy
-from tasks.trim import trim_model
+from tasks.engine.counting import count_tokens
+from tasks.engine.selection import SelectionPolicy
+from tasks.engine.trim import trim_model
 base, out = Path({base!r}), Path({out!r})
 """
 TW_RUN = """
@@ -345,13 +345,13 @@ from flows import runtime
 from flows.publish_all import run_publish_all
 from flows.steps import make_publisher
 from prefect import flow
-from tasks.build import build_and_publish
-from tasks.catalog import plot_coverage, write_catalog
-from tasks.counts_cache import ensure_counts, ensure_heldout, read_heldout
-from tasks.model_folder import load_tokenizer_json
-from tasks.vocab import analyze_tokenizer
-from tasks.manifest import expand, load_manifest
-from tasks.sources import base_identity, materialize_base
+from tasks.pipeline.build import build_and_publish
+from tasks.pipeline.catalog import plot_coverage, write_catalog
+from tasks.pipeline.counts_cache import ensure_counts, ensure_heldout, read_heldout
+from tasks.engine.model_folder import load_tokenizer_json
+from tasks.engine.vocab import analyze_tokenizer
+from tasks.pipeline.manifest import expand, load_manifest
+from tasks.pipeline.sources import base_identity, materialize_base
 m = load_manifest(Path({manifest!r}))
 @flow
 def warm():
@@ -436,7 +436,7 @@ def _expansion_seconds(n: int) -> float:
 
     import yaml
 
-    from tasks.manifest import expand, load_manifest
+    from tasks.pipeline.manifest import expand, load_manifest
 
     toy = subjects.CACHE / "toy-model"
     langs = ["en", "fr", "de", "es", "it", "pt", "nl", "pl", "sv", "da", "fi", "cs", "hu", "ro", "bg"]

@@ -17,13 +17,13 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.steps import build_task, count_task, heldout_task, make_publisher, materialize_base_task, plot_task
-from tasks.build import failed_record, skipped_record
-from tasks.catalog import catalog_rows, markdown_table, write_catalog
-from tasks.errors import ManifestError
-from tasks.evaluate import VariantRecord
-from tasks.manifest import Variant, expand, load_manifest
-from tasks.model_folder import tokenizer_fingerprint
-from tasks.sources import base_identity
+from tasks.pipeline.build import failed_record, skipped_record
+from tasks.pipeline.catalog import catalog_rows, markdown_table, write_catalog
+from tasks.engine.errors import ManifestError
+from tasks.pipeline.record import VariantRecord
+from tasks.pipeline.manifest import Variant, expand, load_manifest
+from tasks.engine.model_folder import tokenizer_fingerprint
+from tasks.pipeline.sources import base_identity
 
 DEFAULT_MANIFEST = "manifests/default.yaml"
 # Progress is reported at most this often: one API call per finished variant cost a tiny

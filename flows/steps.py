@@ -11,14 +11,14 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.build import build_and_publish
-from tasks.catalog import plot_coverage
-from tasks.counts_cache import ensure_counts, ensure_heldout, expected_train_lines, read_heldout
-from tasks.manifest import LoadedManifest, Variant, load_manifest
-from tasks.model_folder import load_tokenizer_json
-from tasks.publish import HubPublisher, LocalRegistry, Publisher, resolve_hub_token
-from tasks.sources import materialize_base
-from tasks.vocab import analyze_tokenizer
+from tasks.pipeline.build import build_and_publish
+from tasks.pipeline.catalog import plot_coverage
+from tasks.pipeline.counts_cache import ensure_counts, ensure_heldout, expected_train_lines, read_heldout
+from tasks.pipeline.manifest import HubTarget, LoadedManifest, Variant, load_manifest
+from tasks.engine.model_folder import load_tokenizer_json
+from tasks.pipeline.publish import HubPublisher, LocalRegistry, Publisher
+from tasks.pipeline.sources import materialize_base
+from tasks.engine.vocab import analyze_tokenizer
 
 
 def open_manifest(path: str) -> LoadedManifest:
@@ -37,6 +37,18 @@ def open_manifest(path: str) -> LoadedManifest:
 @functools.lru_cache(maxsize=8)
 def _parsed_manifest(path: str, mtime_ns: int, size: int) -> LoadedManifest:
     return load_manifest(Path(path), check_files=False)
+
+
+def resolve_hub_token(spec: HubTarget) -> str | None:
+    """HF_TOKEN from the environment, else a Prefect Secret block named in the manifest."""
+    token = os.environ.get("HF_TOKEN")
+    if token:
+        return token
+    if spec.token_secret_block:
+        from prefect.blocks.system import Secret
+
+        return Secret.load(spec.token_secret_block).get()
+    return None
 
 
 def make_publisher(m: LoadedManifest) -> tuple[Publisher, callable]:

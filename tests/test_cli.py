@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from tasks.cli import app
+from flows.cli import app
 
 runner = CliRunner()
 

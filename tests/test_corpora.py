@@ -7,9 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tasks.corpora import is_heldout, iter_corpus, split_lines, wordfreq_sentences
-from tasks.errors import CorpusError
-from tasks.manifest import DatasetsCorpus, ParquetCorpus, TextCorpus, WordfreqCorpus, load_manifest
+from tasks.pipeline.corpora import is_heldout, iter_corpus, split_lines, wordfreq_sentences
+from tasks.engine.errors import CorpusError
+from tasks.pipeline.manifest import DatasetsCorpus, ParquetCorpus, TextCorpus, WordfreqCorpus, load_manifest
 
 LINES = [f"Phrase numéro {i} pour le corpus." for i in range(50)]
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tasks import safetensors_io
-from tasks.counting import CorpusError, count_tokens, iter_text_file, write_counts
-from tasks.errors import (
+from tasks.engine import safetensors_io
+from tasks.engine.counting import CorpusError, count_tokens, iter_text_file, write_counts
+from tasks.engine.errors import (
     CountsMismatchError,
     DroppedSpecialTokenError,
     ModelFolderError,
@@ -22,9 +22,9 @@ from tasks.errors import (
     OutputExistsError,
     UnsupportedTokenizerError,
 )
-from tasks.model_folder import convert_pickle_checkpoint
-from tasks.selection import Selection, SelectionPolicy
-from tasks.trim import apply_selection, trim_model
+from tasks.engine.model_folder import convert_pickle_checkpoint
+from tasks.engine.selection import Selection, SelectionPolicy
+from tasks.engine.trim import apply_selection, trim_model
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_disk_full_during_surgery_leaves_nothing(toy_model, toy_counts, tmp_path
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(safetensors_io, "copy_bytes", boom)
-    monkeypatch.setattr("tasks.surgery.copy_bytes", boom)
+    monkeypatch.setattr("tasks.engine.surgery.copy_bytes", boom)
     with pytest.raises(OutputError, match="disk full.*nothing was left behind.*Free space"):
         _trim(toy_model, toy_counts, tmp_path / "out")
     assert not (tmp_path / "out").exists() and _no_leftovers(tmp_path)
@@ -135,7 +135,7 @@ def test_truncated_tokenizer_json(toy_model, toy_counts, tmp_path):
     tj = toy_model / "tokenizer.json"
     tj.write_text(tj.read_text()[:1000])
     with pytest.raises(ModelFolderError, match="tokenizer.json.*truncated or corrupt"):
-        from tasks.model_folder import load_tokenizer_json
+        from tasks.engine.model_folder import load_tokenizer_json
 
         load_tokenizer_json(tj)
 

@@ -14,11 +14,11 @@ import torch
 import transformers as T
 from safetensors.torch import load_file, save_file
 
-from tasks.counting import count_tokens, write_counts
-from tasks.gguf import convert_gguf
-from tasks.selection import SelectionPolicy
-from tasks.trim import trim_model
-from tasks.verify import verify_exactness
+from tasks.engine.counting import count_tokens, write_counts
+from tasks.engine.gguf import convert_gguf
+from tasks.engine.selection import SelectionPolicy
+from tasks.engine.trim import trim_model
+from tasks.engine.verify import verify_exactness
 from tests import subjects
 
 TRAIN_LINES = 20000

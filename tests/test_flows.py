@@ -91,7 +91,7 @@ def test_publish_all_rerun_force_and_regenerate_one(tmp_path, bases):
 
 
 def test_one_failing_variant_does_not_stop_the_others(tmp_path, bases):
-    from tasks.cli import app
+    from flows.cli import app
 
     bad = tmp_path / "de.txt"
     bad.write_bytes(b"Guten Tag, wie geht es Ihnen heute?\n\xff\xfe kaputt\n")

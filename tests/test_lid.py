@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.counting import iter_text_file
-from tasks.lid import LanguageFilter, lid_label, measure_filter
-from tasks.manifest import DEFAULT_LID_MODEL, resolve_path
+from tasks.engine.counting import iter_text_file
+from tasks.pipeline.lid import LanguageFilter, lid_label, measure_filter
+from tasks.pipeline.manifest import DEFAULT_LID_MODEL, resolve_path
 from tests import subjects
 
 
@@ -35,8 +35,8 @@ def test_filter_on_manpages_removes_untranslated_lines(shared, lid, locale):
 
 
 def test_wordfreq_corpus_is_not_filtered_by_default():
-    from tasks.corpora import lid_applies
-    from tasks.manifest import TextCorpus, WordfreqCorpus
+    from tasks.pipeline.corpora import lid_applies
+    from tasks.pipeline.manifest import TextCorpus, WordfreqCorpus
 
     assert not lid_applies(WordfreqCorpus()) and lid_applies(TextCorpus(text=["x"]))
     assert lid_applies(WordfreqCorpus(lid=True))

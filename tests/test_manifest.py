@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.errors import ManifestError
-from tasks.manifest import load_manifest
+from tasks.engine.errors import ManifestError
+from tasks.pipeline.manifest import load_manifest
 from tests.subjects import MINIMAL_MANIFEST
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def test_default_and_example_manifests_validate():
 
 
 def test_default_manifest_expands_to_twelve_variants():
-    from tasks.manifest import expand
+    from tasks.pipeline.manifest import expand
 
     variants = expand(load_manifest(REPO / "manifests" / "default.yaml"))
     assert len(variants) == 12
@@ -48,7 +48,7 @@ def test_default_manifest_expands_to_twelve_variants():
 
 
 def test_good_manifest_and_stable_fingerprints(tmp_path):
-    from tasks.manifest import expand
+    from tasks.pipeline.manifest import expand
 
     m = load_manifest(write(tmp_path, GOOD))
     a, b = expand(m), expand(load_manifest(tmp_path / "manifest.yaml"))

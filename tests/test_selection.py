@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from tasks.counting import TokenCounts, count_tokens
-from tasks.errors import SelectionError
-from tasks.model_folder import load_tokenizer_json, tokenizer_fingerprint
-from tasks.selection import SelectionPolicy, select_kept_ids
-from tasks.tokenizer_rebuild import rebuild_tokenizer_json
-from tasks.vocab import analyze_tokenizer, byte_level_alphabet
+from tasks.engine.counting import TokenCounts, count_tokens
+from tasks.engine.errors import SelectionError
+from tasks.engine.model_folder import load_tokenizer_json, tokenizer_fingerprint
+from tasks.engine.selection import SelectionPolicy, select_kept_ids
+from tasks.engine.tokenizer_rebuild import rebuild_tokenizer_json
+from tasks.engine.vocab import analyze_tokenizer, byte_level_alphabet
 from tests import subjects
 
 

@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 from safetensors.numpy import save_file
 
-from tasks.safetensors_io import LazyCheckpoint
+from tasks.engine.safetensors_io import LazyCheckpoint
 
 
 def _big_checkpoint(folder, n_layers=8, vocab=40_000, hidden=256):
@@ -38,8 +38,8 @@ def test_surgery_peak_memory_is_near_one_tensor(tmp_path):
     script = textwrap.dedent(f"""
         import json, numpy as np
         from pathlib import Path
-        from tasks.model_folder import ModelFolder
-        from tasks.surgery import trim_weights
+        from tasks.engine.model_folder import ModelFolder
+        from tasks.engine.surgery import trim_weights
         base = ModelFolder(Path({str(base)!r}), json.loads(Path({str(base)!r}, "config.json").read_text()), Path("x"))
         kept = np.arange(0, 40_000, 3, dtype=np.int64)
         def hwm_kb():  # VmHWM belongs to this address space; ru_maxrss would inherit the parent's peak

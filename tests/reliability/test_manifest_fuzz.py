@@ -10,9 +10,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks.errors import ManifestError
-from tasks.manifest import expand, load_manifest
-from tasks.publish import LocalRegistry
+from tasks.engine.errors import ManifestError
+from tasks.pipeline.manifest import expand, load_manifest
+from tasks.pipeline.publish import LocalRegistry
 from tests.subjects import MINIMAL_MANIFEST
 
 BASE = MINIMAL_MANIFEST

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from tasks.trim import TrimResult
-from tasks.verify import ExactnessReport
+from tasks.engine.trim import TrimResult
+from tasks.engine.verify import ExactnessReport
 
 
 class LanguageScore(BaseModel):

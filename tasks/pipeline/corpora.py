@@ -13,9 +13,9 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
-from tasks.counting import iter_text_file
-from tasks.errors import CorpusError
-from tasks.manifest import (
+from tasks.engine.counting import iter_text_file
+from tasks.engine.errors import CorpusError
+from tasks.pipeline.manifest import (
     CorpusSpec,
     DatasetsCorpus,
     LoadedManifest,

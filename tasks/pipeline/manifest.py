@@ -21,8 +21,8 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from tasks import __version__
-from tasks.errors import ManifestError
-from tasks.selection import SelectionPolicy
+from tasks.engine.errors import ManifestError
+from tasks.engine.selection import SelectionPolicy
 
 NAME_FIELDS = {"org", "base", "langs", "multiple"}
 REPO_PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from tasks.errors import OutputExistsError
+from tasks.engine.errors import OutputExistsError
 
 
 @contextlib.contextmanager

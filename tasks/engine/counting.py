@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
-from tasks.atomic import atomic_file
-from tasks.errors import CorpusError, CountsMismatchError, ModelFolderError
-from tasks.failpoints import failpoint
-from tasks.model_folder import tokenizer_fingerprint
+from tasks.engine.atomic import atomic_file
+from tasks.engine.errors import CorpusError, CountsMismatchError, ModelFolderError
+from tasks.engine.failpoints import failpoint
+from tasks.engine.model_folder import tokenizer_fingerprint
 
 BATCH_LINES = 4096
 META_KEY = b"trimworks"

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from tasks.atomic import write_text_atomic
-from tasks.errors import DroppedSpecialTokenError, UnsupportedTokenizerError
-from tasks.vocab import Vocab, merge_result, parse_merge
+from tasks.engine.atomic import write_text_atomic
+from tasks.engine.errors import DroppedSpecialTokenError, UnsupportedTokenizerError
+from tasks.engine.vocab import Vocab, merge_result, parse_merge
 
 SLOW_FILES = ("vocab.txt", "vocab.json", "merges.txt")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", *SLOW_FILES)

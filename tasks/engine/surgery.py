@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from tasks.architectures import SPECIAL_ID_KEYS, vocab_rule_for
-from tasks.atomic import write_text_atomic
-from tasks.errors import DroppedSpecialTokenError, ModelFolderError
-from tasks.failpoints import failpoint
-from tasks.model_folder import ModelFolder
-from tasks.safetensors_io import (
+from tasks.engine.architectures import SPECIAL_ID_KEYS, vocab_rule_for
+from tasks.engine.atomic import write_text_atomic
+from tasks.engine.errors import DroppedSpecialTokenError, ModelFolderError
+from tasks.engine.failpoints import failpoint
+from tasks.engine.model_folder import ModelFolder
+from tasks.engine.safetensors_io import (
     INDEX_NAME,
     LazyCheckpoint,
     PlannedTensor,
@@ -101,7 +101,7 @@ def trim_weights(base: ModelFolder, out_dir: Path, kept_ids: np.ndarray) -> Surg
     if not sliced:
         raise ModelFolderError(
             f"{base.path}: no embedding or output-head tensor with {vocab_size} rows was found; "
-            "add a rule for this architecture to tasks/architectures.py"
+            "add a rule for this architecture to tasks/engine/architectures.py"
         )
     if ckpt.sharded:
         index = {"metadata": {"total_size": bytes_after}, "weight_map": weight_map}

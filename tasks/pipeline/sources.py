@@ -8,10 +8,10 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from tasks.errors import ModelFolderError
-from tasks.gguf import convert_gguf
-from tasks.manifest import BaseModelSpec, GGUFSource, HubSource, LoadedManifest, LocalSource
-from tasks.safetensors_io import read_header
+from tasks.engine.errors import ModelFolderError
+from tasks.engine.gguf import convert_gguf
+from tasks.pipeline.manifest import BaseModelSpec, GGUFSource, HubSource, LoadedManifest, LocalSource
+from tasks.engine.safetensors_io import read_header
 
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*/*.json"]
 

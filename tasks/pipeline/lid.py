@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.errors import CorpusError
+from tasks.engine.errors import CorpusError
 
 BATCH = 8192
 
@@ -97,7 +97,7 @@ def measure_filter(language: str, lines: list[str], lid: LanguageFilter, tokeniz
     """Run the filter on real noisy text and count tokens with and without it."""
     import time
 
-    from tasks.counting import count_tokens
+    from tasks.engine.counting import count_tokens
 
     start = time.perf_counter()
     stats = LidStats()

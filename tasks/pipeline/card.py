@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from tasks.evaluate import VariantRecord
+from tasks.pipeline.record import VariantRecord
 
 PIPELINE_TAGS = {"bert": "feature-extraction", "xlm-roberta": "fill-mask", "t5": "text2text-generation"}
 

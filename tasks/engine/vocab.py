@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from tasks.errors import UnsupportedTokenizerError
+from tasks.engine.errors import UnsupportedTokenizerError
 
 SUPPORTED_MODELS = ("BPE", "WordPiece", "Unigram")
 BYTE_FALLBACK_RE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")

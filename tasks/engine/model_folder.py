@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import ModelFolderError
+from tasks.engine.errors import ModelFolderError
 
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
 TOKENIZER_JSON = "tokenizer.json"
@@ -99,7 +99,7 @@ def convert_pickle_checkpoint(folder: Path, out_dir: Path) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from tasks.atomic import atomic_folder
+    from tasks.engine.atomic import atomic_folder
 
     folder = Path(folder)
     bins = sorted(folder.glob("*.bin"))

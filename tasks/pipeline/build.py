@@ -16,16 +16,16 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from tasks.atomic import write_text_atomic
-from tasks.architectures import auto_class_name
-from tasks.card import render_card
-from tasks.counts_cache import read_heldout
-from tasks.errors import ExactnessError, TrimworksError
-from tasks.evaluate import VariantRecord, variant_metrics
-from tasks.manifest import GGUFSource, HubSource, LoadedManifest, LocalSource, Variant
-from tasks.publish import RECORD_NAME, LocalRegistry, Publisher
-from tasks.trim import apply_selection, select_for_model
-from tasks.verify import verify_exactness
+from tasks.engine.atomic import write_text_atomic
+from tasks.engine.architectures import auto_class_name
+from tasks.pipeline.card import render_card
+from tasks.pipeline.counts_cache import read_heldout
+from tasks.engine.errors import ExactnessError, TrimworksError
+from tasks.pipeline.record import VariantRecord, variant_metrics
+from tasks.pipeline.manifest import GGUFSource, HubSource, LoadedManifest, LocalSource, Variant
+from tasks.pipeline.publish import RECORD_NAME, LocalRegistry, Publisher
+from tasks.engine.trim import apply_selection, select_for_model
+from tasks.engine.verify import verify_exactness
 
 log = logging.getLogger("trimworks.build")
 

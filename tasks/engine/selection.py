@@ -15,9 +15,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.counting import TokenCounts
-from tasks.errors import SelectionError
-from tasks.vocab import Vocab
+from tasks.engine.counting import TokenCounts
+from tasks.engine.errors import SelectionError
+from tasks.engine.vocab import Vocab
 
 
 class SelectionPolicy(BaseModel):

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from tasks.errors import PublishError
-from tasks.failpoints import failpoint
-from tasks.manifest import HubTarget, Variant
+from tasks.engine.errors import PublishError
+from tasks.engine.failpoints import failpoint
+from tasks.pipeline.manifest import HubTarget, Variant
 
 log = logging.getLogger("trimworks.publish")
 RECORD_NAME = "evaluation.json"
@@ -111,18 +111,6 @@ def with_retries(fn: Callable[[], T], what: str, max_retries: int, base_delay: f
             log.warning("%s: attempt %d failed (%s); retrying in %.1fs", what, attempt + 1, status or type(exc).__name__, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def resolve_hub_token(spec: HubTarget) -> str | None:
-    """HF_TOKEN from the environment, else a Prefect Secret block named in the manifest."""
-    token = os.environ.get("HF_TOKEN")
-    if token:
-        return token
-    if spec.token_secret_block:
-        from prefect.blocks.system import Secret
-
-        return Secret.load(spec.token_secret_block).get()
-    return None
 
 
 class HubPublisher:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.atomic import atomic_folder
-from tasks.errors import ModelFolderError
+from tasks.engine.atomic import atomic_folder
+from tasks.engine.errors import ModelFolderError
 
 
 def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:

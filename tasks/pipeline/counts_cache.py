@@ -13,13 +13,13 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from tasks.atomic import write_text_atomic
-from tasks.corpora import split_lines
-from tasks.counting import count_tokens, write_counts
-from tasks.errors import CorpusError
-from tasks.lid import LanguageFilter, LidStats
-from tasks.manifest import LoadedManifest, WordfreqCorpus, corpus_key
-from tasks.model_folder import tokenizer_fingerprint
+from tasks.engine.atomic import write_text_atomic
+from tasks.pipeline.corpora import split_lines
+from tasks.engine.counting import count_tokens, write_counts
+from tasks.engine.errors import CorpusError
+from tasks.pipeline.lid import LanguageFilter, LidStats
+from tasks.pipeline.manifest import LoadedManifest, WordfreqCorpus, corpus_key
+from tasks.engine.model_folder import tokenizer_fingerprint
 
 log = logging.getLogger("trimworks.counts")
 PROGRESS_EVERY = 100_000  # lines between progress log lines

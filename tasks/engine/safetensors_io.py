@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from tasks.errors import ModelFolderError
+from tasks.engine.errors import ModelFolderError
 
 DTYPE_BYTES: dict[str, int] = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,

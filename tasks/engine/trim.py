@@ -13,16 +13,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tasks import __version__
-from tasks.architectures import SPECIAL_ID_KEYS
-from tasks.atomic import atomic_folder, write_text_atomic
-from tasks.counting import TokenCounts, check_counts_match, read_counts
-from tasks.errors import OutputError
-from tasks.model_folder import ModelFolder, inspect_model_folder, load_tokenizer_json, tokenizer_fingerprint
-from tasks.safetensors_io import INDEX_NAME
-from tasks.selection import Selection, SelectionPolicy, select_kept_ids
-from tasks.surgery import SurgeryStats, copy_other_files, trim_weights, write_configs
-from tasks.tokenizer_rebuild import TOKENIZER_FILES, rebuild_tokenizer_json, write_tokenizer_files
-from tasks.vocab import Vocab, analyze_tokenizer
+from tasks.engine.architectures import SPECIAL_ID_KEYS
+from tasks.engine.atomic import atomic_folder, write_text_atomic
+from tasks.engine.counting import TokenCounts, check_counts_match, read_counts
+from tasks.engine.errors import OutputError
+from tasks.engine.model_folder import ModelFolder, inspect_model_folder, load_tokenizer_json, tokenizer_fingerprint
+from tasks.engine.safetensors_io import INDEX_NAME
+from tasks.engine.selection import Selection, SelectionPolicy, select_kept_ids
+from tasks.engine.surgery import SurgeryStats, copy_other_files, trim_weights, write_configs
+from tasks.engine.tokenizer_rebuild import TOKENIZER_FILES, rebuild_tokenizer_json, write_tokenizer_files
+from tasks.engine.vocab import Vocab, analyze_tokenizer
 
 MANIFEST_NAME = "trimworks.json"
 

@@ -17,8 +17,8 @@ import numpy as np
 from pydantic import BaseModel
 from tokenizers import Tokenizer
 
-from tasks.architectures import auto_class_name
-from tasks.counting import load_plain_tokenizer
+from tasks.engine.architectures import auto_class_name
+from tasks.engine.counting import load_plain_tokenizer
 
 MAX_MISMATCHES_REPORTED = 10
 # transformers' from_pretrained patches process-global init functions; two threads loading

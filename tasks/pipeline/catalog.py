@@ -10,10 +10,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.atomic import atomic_file, write_text_atomic
-from tasks.counting import load_plain_tokenizer, read_counts
-from tasks.evaluate import VariantRecord
-from tasks.vocab import Vocab
+from tasks.engine.atomic import atomic_file, write_text_atomic
+from tasks.engine.counting import load_plain_tokenizer, read_counts
+from tasks.pipeline.record import VariantRecord
+from tasks.engine.vocab import Vocab
 
 CATALOG_PARQUET = "catalog.parquet"
 CATALOG_MARKDOWN = "catalog.md"
