@@ -155,9 +155,10 @@ def lid_report(
     from tasks.pipeline.lid import LanguageFilter, measure_filter, measurements_markdown
     from tasks.pipeline.manifest import resolve_path
     from tasks.engine.errors import ModelFolderError
+    from tasks.engine.model_folder import TOKENIZER_JSON
 
     try:
-        tokenizer_json = model_dir / "tokenizer.json"
+        tokenizer_json = model_dir / TOKENIZER_JSON
         if not tokenizer_json.is_file():
             raise ModelFolderError(f"{model_dir}: no tokenizer.json")
         lid = LanguageFilter(resolve_path(lid_model, Path.cwd()), min_prob)

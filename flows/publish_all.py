@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import difflib
 import time
 from pathlib import Path
 
@@ -19,11 +18,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.steps import build_task, count_task, heldout_task, make_publisher, materialize_base_task, plot_task
 from tasks.pipeline.build import failed_record, skipped_record
 from tasks.pipeline.catalog import catalog_rows, markdown_table, write_catalog
-from tasks.engine.errors import ManifestError
+from tasks.pipeline.plan import BaseState, Outcome, plan
 from tasks.pipeline.record import VariantRecord
-from tasks.pipeline.manifest import Variant, expand, load_manifest
-from tasks.engine.model_folder import tokenizer_fingerprint
-from tasks.pipeline.sources import base_identity
+from tasks.pipeline.manifest import load_manifest
 
 DEFAULT_MANIFEST = "manifests/default.yaml"
 # Progress is reported at most this often: one API call per finished variant cost a tiny
@@ -45,20 +42,12 @@ class ProgressThrottle:
         return False
 
 
-def select_variants(variants: list[Variant], only: list[str] | None, manifest: str) -> list[Variant]:
-    if not only:
-        return variants
-    ids = {v.id for v in variants}
-    unknown = [o for o in only if o not in ids]
-    if unknown:
-        hints = {u: difflib.get_close_matches(u, ids, n=3) for u in unknown}
-        raise ManifestError(f"{manifest}: no variant(s) {unknown}; close matches: {hints}. `trimworks list` shows all ids")
-    return [v for v in variants if v.id in set(only)]
-
-
 @flow(name="publish-all", task_runner=ThreadPoolTaskRunner(max_workers=2))
 def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: list[str] | None = None) -> dict:
-    """Build and publish every variant of the manifest (or `only` these ids)."""
+    """Build and publish every variant of the manifest (or `only` these ids).
+
+    The decisions are `tasks.pipeline.plan`'s; this body only submits what the plan names
+    and collects the results."""
     logger = get_run_logger()
     m = load_manifest(Path(manifest))
     logger.info("manifest %s: %d base models, %d subsets, multiples %s", manifest, len(m.spec.base_models),
@@ -66,79 +55,62 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
 
     # 1. Base models as local safetensors folders (GGUF converted / hub downloaded once).
     base_futures = {b.id: materialize_base_task.submit(manifest, b.id) for b in m.spec.base_models}
-    base_dirs, base_errors, identities, tok_of, fp_of = {}, {}, {}, {}, {}
+    bases: list[BaseState] = []
     for base_id, fut in base_futures.items():
         try:
-            folder = Path(fut.result())
-            identities[base_id] = base_identity(folder)
-            fp_of[base_id] = tokenizer_fingerprint(folder / "tokenizer.json")
-            tok_of[base_id] = str(folder / "tokenizer.json")
-            base_dirs[base_id] = str(folder)
+            bases.append(BaseState.ready(base_id, Path(fut.result())))
         except Exception as exc:  # noqa: BLE001 - a broken base fails its variants, not the run
-            base_errors[base_id] = f"base model {base_id}: {exc}"
-            logger.error("%s", base_errors[base_id])
-    variants = select_variants(expand(m, identities), only, manifest)
+            bases.append(BaseState.broken(base_id, f"base model {base_id}: {exc}"))
+            logger.error("%s", bases[-1].error)
 
-    publisher, location = make_publisher(m)
+    publisher = make_publisher(m)
+    p = plan(m, bases, publisher.published_fingerprint, force=force, only=only)
     records: dict[str, VariantRecord] = {}
-    todo: list[Variant] = []
-    for v in variants:
-        if v.base in base_errors:
-            records[v.id] = failed_record(v, base_errors[v.base])
-        elif not force and publisher.published_fingerprint(v) == v.fingerprint:
-            records[v.id] = skipped_record(publisher, v, location(v))
-        else:
-            todo.append(v)
-    logger.info("%d variants: %d to build, %d up to date, %d failed early", len(variants), len(todo),
-                sum(r.status == "skipped" for r in records.values()), sum(r.status == "failed" for r in records.values()))
+    for d in p.decisions:
+        if d.action == "fail":
+            records[d.variant.id] = failed_record(d.variant, d.reason)
+        elif d.action == "skip":
+            records[d.variant.id] = skipped_record(publisher, d.variant)
+    logger.info("%s", p.summary())
 
     # 2. Counts once per (tokenizer, language); held-out text once per language.
-    count_keys = {(fp_of[v.base], lang): tok_of[v.base] for v in todo for lang in v.languages}
-    count_futures = {key: count_task.submit(manifest, tok, key[1]) for key, tok in count_keys.items()}
-    heldout_futures = {lang: heldout_task.submit(manifest, lang) for lang in {l for v in todo for l in v.languages}}
+    count_futures = {key: count_task.submit(manifest, str(tok), key.language) for key, tok in p.count_jobs().items()}
+    heldout_futures = {lang: heldout_task.submit(manifest, lang) for lang in p.heldout_languages()}
 
-    def outcome(fut):
+    def outcome(fut) -> Outcome:
         try:
-            return fut.result(), None
+            return Outcome(path=Path(fut.result()))
         except Exception as exc:  # noqa: BLE001
-            return None, str(exc)
+            return Outcome(error=str(exc))
 
     counts = {key: outcome(f) for key, f in count_futures.items()}
     heldout = {lang: outcome(f) for lang, f in heldout_futures.items()}
 
     # 3. One coverage plot per base model.
     plots: dict[str, str] = {}
-    for base_id in {v.base for v in todo}:
-        langs = sorted({l for v in todo if v.base == base_id for l in v.languages})
-        c = {l: counts[(fp_of[base_id], l)][0] for l in langs if counts[(fp_of[base_id], l)][0]}
-        h = {l: heldout[l][0] for l in langs if heldout[l][0]}
+    for base_id, langs in p.plot_languages().items():
+        c = {l: str(counts[p.count_key(base_id, l)].path) for l in langs if counts[p.count_key(base_id, l)].path}
+        h = {l: str(heldout[l].path) for l in langs if heldout[l].path}
         if c and h:
             try:
-                plots[base_id] = plot_task(manifest, base_id, base_dirs[base_id], c, h)
+                plots[base_id] = plot_task(manifest, base_id, str(p.bases[base_id].folder), c, h)
             except Exception as exc:  # noqa: BLE001 - a plot is never worth failing a run
                 logger.warning("coverage plot for %s failed: %s", base_id, exc)
 
     # 4. Fan out one build task per base model x language subset (task mapping): its vocab
     #    multiples share inputs, and Prefect's per-task cost is paid once per group.
-    groups: dict[tuple[str, tuple[str, ...]], list[Variant]] = {}
-    for v in todo:
-        errors = [counts[(fp_of[v.base], l)][1] for l in v.languages] + [heldout[l][1] for l in v.languages]
-        errors = [e for e in errors if e]
-        if errors:
-            records[v.id] = failed_record(v, "; ".join(dict.fromkeys(errors)))
-        else:
-            groups.setdefault((v.base, v.languages), []).append(v)
+    groups, failed = p.groups(counts, heldout)
+    for v, error in failed.values():
+        records[v.id] = failed_record(v, error)
     if groups:
-        keys = list(groups)
-        n_build = sum(len(g) for g in groups.values())
+        n_build = sum(len(g.variants) for g in groups)
         progress = create_progress_artifact(0.0, description=f"variants built of {n_build}")
         futures = build_task.map(
-            unmapped(manifest), [f"{base}-{'-'.join(langs)}" for base, langs in keys],
-            [[v.model_dump() for v in groups[k]] for k in keys], [base_dirs[base] for base, _ in keys],
-            [{l: counts[(fp_of[base], l)][0] for l in langs} for base, langs in keys],
-            [{l: heldout[l][0] for l in langs} for _, langs in keys], [plots.get(base) for base, _ in keys],
+            unmapped(manifest), [g.name for g in groups], [[v.model_dump() for v in g.variants] for g in groups],
+            [str(g.base.folder) for g in groups], [{l: str(c) for l, c in g.counts.items()} for g in groups],
+            [{l: str(h) for l, h in g.heldout.items()} for g in groups], [plots.get(g.base.id) for g in groups],
             unmapped(force))
-        by_future = {id(f): groups[k] for f, k in zip(futures, keys)}
+        by_future = {id(f): g for f, g in zip(futures, groups)}
         report, done = ProgressThrottle(PROGRESS_EVERY_S), 0
         for fut in as_completed(futures):
             group = by_future[id(fut)]
@@ -147,15 +119,15 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
                     record = VariantRecord.model_validate(rec)
                     records[record.variant_id] = record
             except Exception as exc:  # noqa: BLE001 - a crashed task fails its own variants only
-                for v in group:
+                for v in group.variants:
                     records.setdefault(v.id, failed_record(v, f"{type(exc).__name__}: {exc}"))
-            done += len(group)
+            done += len(group.variants)
             if report.due(final=done == n_build):
                 update_progress_artifact(progress, 100.0 * done / n_build)
                 logger.info("progress: %d/%d variants built", done, n_build)
 
     # 5. Catalog of every variant of the manifest, in manifest order.
-    ordered = [records[v.id] for v in variants]
+    ordered = [records[v.id] for v in p.variants]
     parquet, md = write_catalog(ordered, m.output_dir, {b: Path(p) for b, p in plots.items()})
     rows = catalog_rows(ordered)
     create_table_artifact(key="trimworks-catalog", table=[{k: v for k, v in r.items() if k != "fidelity_json"} for r in rows],
@@ -197,8 +169,4 @@ def run_publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only:
     return publish_all.with_options(task_runner=task_runner(dask_address, workers))(manifest=manifest, force=force, only=only)
 
 
-def list_variants(manifest: str) -> list[Variant]:
-    return expand(load_manifest(Path(manifest)))
-
-
-__all__ = ["publish_all", "build_variant", "run_publish_all", "list_variants", "markdown_table"]
+__all__ = ["publish_all", "build_variant", "run_publish_all", "markdown_table"]

@@ -15,8 +15,8 @@ from tasks.pipeline.build import build_and_publish
 from tasks.pipeline.catalog import plot_coverage
 from tasks.pipeline.counts_cache import ensure_counts, ensure_heldout, expected_train_lines, read_heldout
 from tasks.pipeline.manifest import HubTarget, LoadedManifest, Variant, load_manifest
-from tasks.engine.model_folder import load_tokenizer_json
-from tasks.pipeline.publish import HubPublisher, LocalRegistry, Publisher
+from tasks.engine.model_folder import TOKENIZER_JSON, load_tokenizer_json
+from tasks.pipeline.publish import Publisher, publisher_for
 from tasks.pipeline.sources import materialize_base
 from tasks.engine.vocab import analyze_tokenizer
 
@@ -51,13 +51,10 @@ def resolve_hub_token(spec: HubTarget) -> str | None:
     return None
 
 
-def make_publisher(m: LoadedManifest) -> tuple[Publisher, callable]:
-    """The manifest's publish target, and a function giving each variant's location."""
-    if m.spec.publish.target == "hub":
-        hub = HubPublisher(m.spec.publish.hub, resolve_hub_token(m.spec.publish.hub))
-        return hub, lambda v: f"{hub.api.endpoint}/{v.repo_id}"
-    registry = LocalRegistry(m.output_dir)
-    return registry, lambda v: str(registry.target(v))
+def make_publisher(m: LoadedManifest) -> Publisher:
+    """The manifest's publish target, with the Hub token from the environment or a Prefect Secret."""
+    hub = m.spec.publish.hub if m.spec.publish.target == "hub" else None
+    return publisher_for(m, resolve_hub_token(hub) if hub is not None else None)
 
 
 @task(name="materialize-base", cache_policy=NO_CACHE)
@@ -100,7 +97,7 @@ def heldout_task(manifest: str, language: str) -> str:
 @task(name="coverage-plot", cache_policy=NO_CACHE, task_run_name="plot-{base_id}")
 def plot_task(manifest: str, base_id: str, base_dir: str, counts: dict[str, str], heldout: dict[str, str]) -> str:
     m = open_manifest(manifest)
-    tok_json = Path(base_dir) / "tokenizer.json"
+    tok_json = Path(base_dir) / TOKENIZER_JSON
     vocab = analyze_tokenizer(load_tokenizer_json(tok_json))
     out = m.output_dir / "plots" / f"{base_id}-coverage.png"
     plot_coverage(base_id, tok_json, vocab, {k: Path(v) for k, v in counts.items()},
@@ -117,13 +114,13 @@ def build_task(manifest: str, group: str, variants: list[dict], base_dir: str, c
     keeps Prefect's fixed per-task cost off each variant. A failing variant is a failed
     record, never a failed task, so its siblings still publish."""
     m = open_manifest(manifest)
-    publisher, location = make_publisher(m)
+    publisher = make_publisher(m)
     logger = get_run_logger()
     count_paths, heldout_paths = {k: Path(p) for k, p in counts.items()}, {k: Path(p) for k, p in heldout.items()}
     records = []
     for variant in variants:
         v = Variant.model_validate(variant)
-        record = build_and_publish(m, v, Path(base_dir), count_paths, heldout_paths, publisher, location(v),
+        record = build_and_publish(m, v, Path(base_dir), count_paths, heldout_paths, publisher,
                                    Path(plot) if plot else None, force=force)
         if record.status == "failed":
             logger.error("%s failed: %s", v.id, record.error)

@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tasks.engine.errors import OutputExistsError
@@ -52,13 +52,27 @@ def atomic_folder(out_dir: Path, overwrite: bool = False) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        replace_folder(tmp, out_dir, out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_folder(src: Path, dst: Path, trash: Path, between: Callable[[], None] | None = None) -> None:
+    """Put the complete folder `src` at `dst` by rename: readers see the old folder, no
+    folder, or the new one, never a partial one. An existing `dst` is first renamed to
+    `trash` (same filesystem) and removed at the end; `between` runs after that rename
+    (crash tests kill the process there)."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        os.replace(dst, trash)
+    if between is not None:
+        between()
+    try:
+        os.replace(src, dst)
+    except OSError:  # src on another filesystem: copy beside dst, then rename
+        tmp = dst.parent / f".incoming-{uuid.uuid4().hex[:8]}"
+        shutil.copytree(src, tmp)
+        os.replace(tmp, dst)
+        shutil.rmtree(src, ignore_errors=True)
+    shutil.rmtree(trash, ignore_errors=True)

@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +25,7 @@ from tasks.engine.failpoints import failpoint
 from tasks.engine.model_folder import tokenizer_fingerprint
 
 BATCH_LINES = 4096
+T = TypeVar("T")
 META_KEY = b"trimworks"
 
 
@@ -59,7 +61,8 @@ def load_plain_tokenizer(tokenizer_json: Path) -> Tokenizer:
     return tok
 
 
-def batched(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+def batched(lines: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of `size` items (the last may be shorter), streaming."""
     it = iter(lines)
     while batch := list(itertools.islice(it, size)):
         yield batch

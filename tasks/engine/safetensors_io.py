@@ -27,7 +27,6 @@ DTYPE_BYTES: dict[str, int] = {
     "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
 }
 INDEX_NAME = "model.safetensors.index.json"
-SINGLE_NAME = "model.safetensors"
 BLOCK_BYTES = 16 << 20  # read granularity for streaming copies and row selection
 MAX_HEADER_BYTES = 100 << 20
 

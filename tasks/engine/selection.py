@@ -60,6 +60,11 @@ class Selection:
         return int(self.kept_ids.shape[0])
 
 
+def old_to_new_map(kept_ids: np.ndarray) -> dict[int, int]:
+    """Base id -> trimmed id: kept ids are renumbered 0.. in their (ascending) order."""
+    return {int(old): new for new, old in enumerate(kept_ids)}
+
+
 def combined_scores(counts: Sequence[TokenCounts], n: int, weighting: str) -> tuple[np.ndarray, np.ndarray]:
     """(score, max raw count) per id. 'equal': mean of per-language frequencies, so a small
     language is not drowned by a big one; 'proportional': pooled raw counts."""

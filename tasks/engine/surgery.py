@@ -23,6 +23,7 @@ from tasks.engine.atomic import write_text_atomic
 from tasks.engine.errors import DroppedSpecialTokenError, ModelFolderError
 from tasks.engine.failpoints import failpoint
 from tasks.engine.model_folder import ModelFolder
+from tasks.engine.selection import old_to_new_map
 from tasks.engine.safetensors_io import (
     INDEX_NAME,
     LazyCheckpoint,
@@ -153,7 +154,7 @@ def remap_special_ids(config: dict[str, Any], table: dict[int, int], source: str
 
 
 def write_configs(base: ModelFolder, out_dir: Path, kept_ids: np.ndarray) -> None:
-    table = {int(old): new for new, old in enumerate(kept_ids)}
+    table = old_to_new_map(kept_ids)
     config = remap_special_ids(base.config, table, f"{base.path}/config.json")
     old_vocab = base.config["vocab_size"]
     config["vocab_size"] = int(kept_ids.size)

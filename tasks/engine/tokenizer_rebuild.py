@@ -16,16 +16,14 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from tasks.engine.atomic import write_text_atomic
+from tasks.engine.atomic import atomic_file, write_text_atomic
 from tasks.engine.errors import DroppedSpecialTokenError, UnsupportedTokenizerError
+from tasks.engine.model_folder import TOKENIZER_JSON
+from tasks.engine.selection import old_to_new_map
 from tasks.engine.vocab import Vocab, merge_result, parse_merge
 
 SLOW_FILES = ("vocab.txt", "vocab.json", "merges.txt")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", *SLOW_FILES)
-
-
-def old_to_new_map(kept_ids: np.ndarray) -> dict[int, int]:
-    return {int(old): new for new, old in enumerate(kept_ids)}
+TOKENIZER_FILES = (TOKENIZER_JSON, "tokenizer_config.json", *SLOW_FILES)
 
 
 def _remap(old: int, table: dict[int, int], where: str) -> int:
@@ -97,8 +95,8 @@ def write_tokenizer_files(
 ) -> list[str]:
     """Write tokenizer.json plus every slow-tokenizer file the base folder had. Returns names written."""
     base_dir, out_dir = Path(base_dir), Path(out_dir)
-    written = ["tokenizer.json"]
-    write_text_atomic(out_dir / "tokenizer.json", json.dumps(new_tok, ensure_ascii=False, indent=2))
+    written = [TOKENIZER_JSON]
+    write_text_atomic(out_dir / TOKENIZER_JSON, json.dumps(new_tok, ensure_ascii=False, indent=2))
     table = old_to_new_map(kept_ids)
     kept_tokens = [vocab.id_to_token[int(i)] for i in kept_ids]
 
@@ -144,7 +142,6 @@ def _trim_sentencepiece(src: Path, dst: Path, kept_tokens: set[str]) -> bool:
     pieces = [copy.deepcopy(p) for p in proto.pieces if p.piece in kept_tokens or p.type == unknown]
     del proto.pieces[:]
     proto.pieces.extend(pieces)
-    tmp = dst.with_suffix(".model.tmp")
-    tmp.write_bytes(proto.SerializeToString())
-    tmp.replace(dst)
+    with atomic_file(dst) as fh:
+        fh.write(proto.SerializeToString())
     return True

@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 
 from tasks.engine.architectures import auto_class_name
 from tasks.engine.counting import load_plain_tokenizer
+from tasks.engine.model_folder import TOKENIZER_JSON
 
 MAX_MISMATCHES_REPORTED = 10
 # transformers' from_pretrained patches process-global init functions; two threads loading
@@ -163,8 +164,8 @@ def verify_exactness(
     though the function is the same; float64 makes that noise ~1e-13, so a real difference stands out.
     """
     kept_ids = load_kept_ids(trimmed_dir)
-    base_tok = load_plain_tokenizer(Path(base_dir) / "tokenizer.json")
-    trim_tok = load_plain_tokenizer(Path(trimmed_dir) / "tokenizer.json")
+    base_tok = load_plain_tokenizer(Path(base_dir) / TOKENIZER_JSON)
+    trim_tok = load_plain_tokenizer(Path(trimmed_dir) / TOKENIZER_JSON)
     langs, covered = [], {}
     for lang, lines in heldout.items():
         fid, cov = tokenization_fidelity(base_tok, trim_tok, kept_ids, lang, lines)

@@ -17,12 +17,11 @@ from pathlib import Path
 from filelock import FileLock
 
 from tasks.engine.atomic import write_text_atomic
-from tasks.engine.architectures import auto_class_name
-from tasks.pipeline.card import render_card
+from tasks.pipeline.card import variant_card
 from tasks.pipeline.counts_cache import read_heldout
 from tasks.engine.errors import ExactnessError, TrimworksError
 from tasks.pipeline.record import VariantRecord, variant_metrics
-from tasks.pipeline.manifest import GGUFSource, HubSource, LoadedManifest, LocalSource, Variant
+from tasks.pipeline.manifest import LoadedManifest, Variant
 from tasks.pipeline.publish import RECORD_NAME, LocalRegistry, Publisher
 from tasks.engine.trim import apply_selection, select_for_model
 from tasks.engine.verify import verify_exactness
@@ -30,34 +29,18 @@ from tasks.engine.verify import verify_exactness
 log = logging.getLogger("trimworks.build")
 
 
-def _base_link(m: LoadedManifest, base_id: str) -> tuple[str, str]:
-    spec = m.base(base_id)
-    src = spec.source
-    if isinstance(src, HubSource):
-        return src.hub, f"https://huggingface.co/{src.hub}/tree/{src.revision}"
-    name = spec.display_name or base_id
-    if "/" in name:  # a display name like org/model names its Hub page
-        return name, f"https://huggingface.co/{name}"
-    return name, src.local if isinstance(src, LocalSource) else src.gguf if isinstance(src, GGUFSource) else ""
-
-
-def _corpora_lines(m: LoadedManifest, languages: tuple[str, ...]) -> list[str]:
-    out = []
-    for lang in languages:
-        for c in m.spec.languages[lang].corpora:
-            out.append(f"`{lang}`: {json.dumps(c.model_dump(exclude_none=True), sort_keys=True)}")
-    lid = m.spec.lid
-    out.append(f"fastText language-ID filter: {'on' if lid.enabled else 'off'} (min probability {lid.min_prob})")
-    return out
+def record_of(variant: Variant, status: str, **fields) -> VariantRecord:
+    """A variant's record: its identity from the Variant, the rest from `fields`."""
+    return VariantRecord(variant_id=variant.id, base=variant.base, languages=list(variant.languages),
+                         multiple=variant.multiple, repo_id=variant.repo_id, fingerprint=variant.fingerprint,
+                         status=status, **fields)
 
 
 def failed_record(variant: Variant, error: str, seconds: float | None = None) -> VariantRecord:
-    return VariantRecord(variant_id=variant.id, base=variant.base, languages=list(variant.languages),
-                         multiple=variant.multiple, repo_id=variant.repo_id, fingerprint=variant.fingerprint,
-                         status="failed", error=error, seconds=seconds)
+    return record_of(variant, "failed", error=error, seconds=seconds)
 
 
-def skipped_record(publisher: Publisher, variant: Variant, location: str) -> VariantRecord:
+def skipped_record(publisher: Publisher, variant: Variant) -> VariantRecord:
     """A variant already published with this fingerprint: reuse its stored record."""
     if isinstance(publisher, LocalRegistry):
         try:
@@ -65,9 +48,7 @@ def skipped_record(publisher: Publisher, variant: Variant, location: str) -> Var
             return VariantRecord.model_validate({**data, "status": "skipped"})
         except (OSError, ValueError):
             pass
-    return VariantRecord(variant_id=variant.id, base=variant.base, languages=list(variant.languages),
-                         multiple=variant.multiple, repo_id=variant.repo_id, fingerprint=variant.fingerprint,
-                         status="skipped", location=location)
+    return record_of(variant, "skipped", location=publisher.location(variant))
 
 
 def _remove_stale(builds: Path, variant_id: str) -> None:
@@ -84,7 +65,6 @@ def build_and_publish(
     counts: Mapping[str, Path],
     heldout: Mapping[str, Path],
     publisher: Publisher,
-    location: str,
     plot_png: Path | None = None,
     force: bool = False,
 ) -> VariantRecord:
@@ -93,9 +73,9 @@ def build_and_publish(
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock_path)):
         if not force and publisher.published_fingerprint(variant) == variant.fingerprint:
-            return skipped_record(publisher, variant, location)  # another run got here first
+            return skipped_record(publisher, variant)  # another run got here first
         _remove_stale(m.work_dir / "builds", variant.id)
-        return _build_and_publish(m, variant, base_dir, counts, heldout, publisher, location, plot_png)
+        return _build_and_publish(m, variant, base_dir, counts, heldout, publisher, plot_png)
 
 
 def _build_and_publish(
@@ -105,7 +85,6 @@ def _build_and_publish(
     counts: Mapping[str, Path],
     heldout: Mapping[str, Path],
     publisher: Publisher,
-    location: str,
     plot_png: Path | None,
 ) -> VariantRecord:
     start = time.perf_counter()
@@ -120,24 +99,12 @@ def _build_and_publish(
             bad = [(lang.language, lang.mismatches[:2]) for lang in report.languages if lang.mismatches]
             raise ExactnessError(f"{variant.id}: trimmed model is not exact (mismatching lines {bad}, "
                                  f"max abs diff {report.output_max_abs_diff})")
-        record = VariantRecord(
-            variant_id=variant.id, base=variant.base, languages=list(variant.languages), multiple=variant.multiple,
-            repo_id=variant.repo_id, fingerprint=variant.fingerprint, status="published", location=location,
-            **variant_metrics(trim, report),
-        )
+        record = record_of(variant, "published", location=publisher.location(variant), **variant_metrics(trim, report))
         plot_name = None
         if plot_png is not None and Path(plot_png).exists():
             shutil.copy2(plot_png, staging / "coverage.png")
             plot_name = "coverage.png"
-        config = json.loads((base_dir / "config.json").read_text())
-        base_name, base_link = _base_link(m, variant.base)
-        card = render_card(
-            record, base_name=base_name, base_link=base_link, license=m.base(variant.base).license,
-            model_type=config.get("model_type", ""), is_causal=auto_class_name(config) == "AutoModelForCausalLM",
-            policy=m.spec.selection.model_dump_json(exclude_defaults=True) or "{}",
-            corpora=_corpora_lines(m, variant.languages), plot_file=plot_name,
-            model_class=auto_class_name(config),
-        )
+        card = variant_card(m, record, json.loads((base_dir / "config.json").read_text()), plot_name)
         write_text_atomic(staging / "README.md", str(card))
         record.seconds = round(time.perf_counter() - start, 2)
         write_text_atomic(staging / RECORD_NAME, record.model_dump_json(indent=2))

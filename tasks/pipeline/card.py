@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from tasks.engine.architectures import auto_class_name
+from tasks.pipeline.manifest import GGUFSource, HubSource, LoadedManifest, LocalSource
 from tasks.pipeline.record import VariantRecord
 
 PIPELINE_TAGS = {"bert": "feature-extraction", "xlm-roberta": "fill-mask", "t5": "text2text-generation"}
@@ -133,4 +137,39 @@ def render_card(
         corpora="\n".join(f"- {c}" for c in corpora),
         fingerprint=rec.fingerprint,
         model_class=model_class,
+    )
+
+
+def base_link(m: LoadedManifest, base_id: str) -> tuple[str, str]:
+    """(name, link) of the base model the card credits: its Hub page when there is one."""
+    spec = m.base(base_id)
+    src = spec.source
+    if isinstance(src, HubSource):
+        return src.hub, f"https://huggingface.co/{src.hub}/tree/{src.revision}"
+    name = spec.display_name or base_id
+    if "/" in name:  # a display name like org/model names its Hub page
+        return name, f"https://huggingface.co/{name}"
+    return name, src.local if isinstance(src, LocalSource) else src.gguf if isinstance(src, GGUFSource) else ""
+
+
+def corpora_lines(m: LoadedManifest, languages: tuple[str, ...]) -> list[str]:
+    """The card's provenance list: each language's corpus specs and the LID filter."""
+    out = []
+    for lang in languages:
+        for c in m.spec.languages[lang].corpora:
+            out.append(f"`{lang}`: {json.dumps(c.model_dump(exclude_none=True), sort_keys=True)}")
+    lid = m.spec.lid
+    out.append(f"fastText language-ID filter: {'on' if lid.enabled else 'off'} (min probability {lid.min_prob})")
+    return out
+
+
+def variant_card(m: LoadedManifest, rec: VariantRecord, config: dict, plot_file: str | None) -> ModelCard:
+    """The card of a built variant: its record plus what the manifest and base config say."""
+    name, link = base_link(m, rec.base)
+    model_class = auto_class_name(config)
+    return render_card(
+        rec, base_name=name, base_link=link, license=m.base(rec.base).license,
+        model_type=config.get("model_type", ""), is_causal=model_class == "AutoModelForCausalLM",
+        policy=m.spec.selection.model_dump_json(exclude_defaults=True) or "{}",
+        corpora=corpora_lines(m, tuple(rec.languages)), plot_file=plot_file, model_class=model_class,
     )

@@ -125,6 +125,4 @@ def split_lines(m: LoadedManifest, language: str, split: str) -> Iterator[tuple[
     for spec in lang.corpora:
         for line in iter_corpus(spec, language, m):
             if explicit or is_heldout(line, lang.heldout.percent) == want_heldout:
-                if explicit and want_heldout:
-                    continue
                 yield line, lid_applies(spec)

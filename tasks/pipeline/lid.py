@@ -6,11 +6,11 @@ Batches go through fasttext's C++ `predict` in one call (~150 k lines/s on 2 cor
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tasks.engine.counting import batched
 from tasks.engine.errors import CorpusError
 
 BATCH = 8192
@@ -52,8 +52,7 @@ class LanguageFilter:
     def filter(self, lines: Iterable[tuple[str, bool]], language: str, stats: LidStats | None = None) -> Iterator[str]:
         """Yield lines in `language`; items are (line, whether LID applies to it)."""
         stats = stats if stats is not None else LidStats()
-        it = iter(lines)
-        while batch := list(itertools.islice(it, BATCH)):
+        for batch in batched(lines, BATCH):
             checked = [line for line, apply in batch if apply]
             mask, top = self.keep_mask(checked, language) if checked else ([], [])
             verdict = iter(zip(mask, top))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import random
 import shutil
 import threading
@@ -21,9 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from tasks.engine.atomic import replace_folder
 from tasks.engine.errors import PublishError
 from tasks.engine.failpoints import failpoint
-from tasks.pipeline.manifest import HubTarget, Variant
+from tasks.pipeline.manifest import HubTarget, LoadedManifest, Variant
 
 log = logging.getLogger("trimworks.publish")
 RECORD_NAME = "evaluation.json"
@@ -34,7 +34,18 @@ T = TypeVar("T")
 class Publisher(Protocol):
     def published_fingerprint(self, variant: Variant) -> str | None: ...
 
+    def location(self, variant: Variant) -> str:
+        """Where the variant is (or would be) published: a folder or a Hub URL."""
+        ...
+
     def publish(self, folder: Path, variant: Variant) -> str: ...
+
+
+def publisher_for(m: LoadedManifest, token: str | None = None) -> Publisher:
+    """The manifest's publish target (`token`: the Hub token, when the target is the Hub)."""
+    if m.spec.publish.target == "hub":
+        return HubPublisher(m.spec.publish.hub, token)
+    return LocalRegistry(m.output_dir)
 
 
 class LocalRegistry:
@@ -49,6 +60,9 @@ class LocalRegistry:
             raise PublishError(f"{variant.id}: repo id {variant.repo_id!r} would write outside {self.root}")
         return target
 
+    def location(self, variant: Variant) -> str:
+        return str(self.target(variant))
+
     def published_fingerprint(self, variant: Variant) -> str | None:
         record = self.target(variant) / RECORD_NAME
         try:
@@ -61,18 +75,9 @@ class LocalRegistry:
         the old folder, no folder, or the new one — never a partial one."""
         target = self.target(variant)
         target.parent.mkdir(parents=True, exist_ok=True)
+        # The old folder leaves the registry first, beside the staging folder (same filesystem).
         trash = folder.parent / f".{folder.name}.replaced-{uuid.uuid4().hex[:8]}"
-        if target.exists():
-            os.replace(target, trash)  # out of the registry first (same filesystem as staging)
-        failpoint("publishing")
-        try:
-            os.replace(folder, target)
-        except OSError:  # staging on another filesystem: copy beside the target, then rename
-            tmp = self.root / f".incoming-{uuid.uuid4().hex[:8]}"
-            shutil.copytree(folder, tmp)
-            os.replace(tmp, target)
-            shutil.rmtree(folder, ignore_errors=True)
-        shutil.rmtree(trash, ignore_errors=True)
+        replace_folder(folder, target, trash, between=lambda: failpoint("publishing"))
         return str(target)
 
 
@@ -137,6 +142,9 @@ class HubPublisher:
             return None, None
         card = info.card_data.to_dict() if info.card_data is not None else {}
         return info.sha, card.get("trimworks_fingerprint")
+
+    def location(self, variant: Variant) -> str:
+        return f"{self.api.endpoint}/{variant.repo_id}"
 
     def published_fingerprint(self, variant: Variant) -> str | None:
         return with_retries(lambda: self._remote(variant), f"{variant.id} model_info",

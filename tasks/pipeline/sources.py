@@ -11,6 +11,7 @@ from filelock import FileLock
 from tasks.engine.errors import ModelFolderError
 from tasks.engine.gguf import convert_gguf
 from tasks.pipeline.manifest import BaseModelSpec, GGUFSource, HubSource, LoadedManifest, LocalSource
+from tasks.engine.model_folder import TOKENIZER_JSON
 from tasks.engine.safetensors_io import read_header
 
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*/*.json"]
@@ -52,7 +53,7 @@ def materialize_base(m: LoadedManifest, base: BaseModelSpec) -> Path:
 def base_identity(folder: Path) -> str:
     """Cheap, content-based identity of a model folder: configs, tokenizer, tensor headers."""
     h = hashlib.sha256()
-    for name in ("config.json", "tokenizer.json", "generation_config.json"):
+    for name in ("config.json", TOKENIZER_JSON, "generation_config.json"):
         p = folder / name
         if p.exists():
             h.update(name.encode() + p.read_bytes())
