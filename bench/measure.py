@@ -1,8 +1,8 @@
 """Measuring in child processes: wall time of a section and its peak RSS above baseline.
 
-Each measurement runs in a fresh interpreter, so peaks are not inherited (ru_maxrss would
-carry the parent's across exec; VmHWM belongs to the new address space) and caches do not
-leak between the sides of a comparison.
+Each measurement runs in a fresh interpreter (`python -m bench.child module:function`), so
+peaks are not inherited (ru_maxrss would carry the parent's across exec; VmHWM belongs to
+the new address space) and caches do not leak between the sides of a comparison.
 """
 
 from __future__ import annotations
@@ -12,14 +12,11 @@ import os
 import statistics
 import subprocess
 import sys
-import textwrap
 from dataclasses import dataclass, field
+from pathlib import Path
 
-CHILD_PRELUDE = """
-import json, time, sys
-def _hwm():
-    return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) * 1024
-"""
+REPO = Path(__file__).resolve().parents[1]
+RESULT_MARK = "@@"
 
 
 @dataclass
@@ -34,23 +31,24 @@ class Sample:
         return self.peak_bytes - self.baseline_bytes
 
 
-def run_child(setup: str, section: str, env: dict | None = None, timeout: int = 1800) -> Sample:
-    """Run `setup` (imports; counted as baseline), then time `section`; `section` may set `extra`."""
-    code = CHILD_PRELUDE + textwrap.dedent(setup) + textwrap.dedent("""
-        extra = {}
-        _base = _hwm()
-        _t = time.perf_counter()
-    """) + textwrap.dedent(section) + textwrap.dedent("""
-        _dt = time.perf_counter() - _t
-        print("@@" + json.dumps({"seconds": _dt, "peak": _hwm(), "base": _base, "extra": extra}))
-    """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+def run_child(target: str, env: dict | None = None, timeout: int = 1800, **kwargs) -> Sample:
+    """Measure one side of a comparison in a fresh interpreter: `python -m bench.child`.
+
+    `target` ("bench.module:function") names a function that takes `kwargs` (JSON values),
+    does its setup (imports, inputs: counted in the baseline) and returns the section to time;
+    the section may return a dict of extra figures."""
+    proc = subprocess.run([sys.executable, "-m", "bench.child", target, json.dumps(kwargs)], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO)
     if proc.returncode != 0:
-        raise RuntimeError(f"benchmark child failed:\n{proc.stderr[-4000:]}")
-    line = next(l for l in proc.stdout.splitlines()[::-1] if l.startswith("@@"))
-    d = json.loads(line[2:])
-    return Sample(d["seconds"], d["peak"], d["base"], d["extra"])
+        raise RuntimeError(f"benchmark child {target} failed:\n{proc.stderr[-4000:]}")
+    return parse_sample(proc.stdout)
+
+
+def parse_sample(stdout: str) -> Sample:
+    """The child's report: the last line starting with RESULT_MARK."""
+    line = next(l for l in stdout.splitlines()[::-1] if l.startswith(RESULT_MARK))
+    d = json.loads(line[len(RESULT_MARK):])
+    return Sample(d["seconds"], d["peak"], d.get("base", 0), d.get("extra", {}))
 
 
 @dataclass
@@ -83,8 +81,6 @@ def ratios(a: list[Sample], b: list[Sample], key=lambda s: s.seconds) -> Stats:
 
 
 def dump(path, obj) -> None:
-    from pathlib import Path
-
     p = Path(path)
     tmp = p.with_suffix(".tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=str))

@@ -121,6 +121,28 @@ def list_cmd(
         typer.echo(f"{v.id}\t{v.repo_id}")
 
 
+@app.command("plan")
+def plan_cmd(
+    manifest: Annotated[Path, typer.Argument(help="manifest YAML")] = Path("manifests/default.yaml"),
+    show_all: Annotated[bool, typer.Option("--all", help="list up-to-date variants too")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
+) -> None:
+    """What a run would do: each variant up to date / stale (which fingerprint fields changed) /
+    missing / failed last time, and what it would count and build. Starts no Prefect, builds nothing."""
+    import os
+
+    from tasks.pipeline.manifest import load_manifest
+    from tasks.pipeline.plan_report import plan_report
+    from tasks.pipeline.publish import publisher_for
+
+    try:
+        m = load_manifest(manifest)
+        report = plan_report(m, str(manifest), publisher_for(m, os.environ.get("HF_TOKEN")))
+    except TrimworksError as exc:
+        _fail(exc)
+    typer.echo(json.dumps(report.as_json(), indent=2) if as_json else report.render(show_all))
+
+
 @app.command("publish-all")
 def publish_all_cmd(
     manifest: Annotated[Path, typer.Argument(help="manifest YAML")] = Path("manifests/default.yaml"),

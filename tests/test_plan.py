@@ -103,3 +103,72 @@ def test_only_selects_ids_and_refuses_unknown_ones_with_suggestions(setup):
     assert [v.id for v in p.variants] == ["toy-a-en-v8", "toy-b-en-v64"]  # manifest order
     with pytest.raises(ManifestError, match="toy-a-en-v6"):
         plan(m, states, nothing_published, only=["toy-a-en-v6"])
+
+
+# --- `trimworks plan`: the same plan read against what is on disk -------------------------
+def fake_registry(m, states) -> dict[str, str]:
+    """Records for some variants (no model is built): returns variant id -> expected status."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tasks.pipeline.manifest import fingerprint_fields, fingerprint_parts
+    from tasks.pipeline.publish import RECORD_NAME, LocalRegistry
+
+    p = plan(m, states, nothing_published)
+    registry = LocalRegistry(m.output_dir)
+    identity = {s.id: s.identity for s in states}
+    v0, v1, v2, v3 = p.variants[:4]
+
+    def publish(v, fingerprint, parts):
+        target = registry.target(v)
+        target.mkdir(parents=True, exist_ok=True)
+        (target / RECORD_NAME).write_text(json.dumps({"fingerprint": fingerprint, "fingerprint_parts": parts}))
+
+    parts = {v.id: fingerprint_parts(fingerprint_fields(m, m.base(v.base), v.languages, v.multiple, identity[v.base]))
+             for v in (v0, v1)}
+    publish(v0, v0.fingerprint, parts[v0.id])
+    publish(v1, "1" * 64, {**parts[v1.id], "selection": "x", "corpora.en": "y"})
+    publish(v2, "2" * 64, {})
+    pq.write_table(pa.table({"variant_id": [v3.id, v0.id], "status": ["failed", "published"], "error": ["boom: disk full", None]}),
+                   m.output_dir / "catalog.parquet")
+    expected = {v.id: "missing" for v in p.variants}
+    expected.update({v0.id: "up to date", v1.id: "stale", v2.id: "stale", v3.id: "failed last time"})
+    return expected
+
+
+def test_plan_report_names_status_changed_fields_and_work(setup):
+    from tasks.pipeline.plan_report import plan_report
+
+    m, states = setup
+    expected = fake_registry(m, states)
+    report = plan_report(m, "manifest.yaml")
+    got = {s.variant.id: s for s in report.statuses}
+    assert {k: s.status for k, s in got.items()} == expected
+    stale = [s for s in report.statuses if s.status == "stale"]
+    assert stale[0].changed == ("selection", "corpora.en") and "fingerprint fields were recorded" in stale[1].detail
+    assert next(s for s in report.statuses if s.status == "failed last time").detail == "boom: disk full"
+    assert len(report.plan.to_build) == 7
+    assert report.to_count == [("toy-a+toy-b", "en"), ("toy-a+toy-b", "fr")]  # shared tokenizer: counted once
+    assert report.heldout_to_make == ["en", "fr"] and report.bases_to_materialize == []
+    text = report.render()
+    assert text.splitlines()[0] == "manifest.yaml: 8 variants: 1 failed last time, 2 stale, 4 missing, 1 up to date"
+    assert "changed: selection, corpora.en" in text and "up to date" not in "\n".join(text.splitlines()[1:])
+    assert "toy-a-en-v8" in report.render(show_all=True).splitlines()[-1]
+
+
+def test_plan_command_starts_no_prefect(setup):
+    import json
+    import subprocess
+    import sys
+
+    m, _ = setup
+    code = ("import sys; from typer.testing import CliRunner; from flows.cli import app; "
+            f"r = CliRunner().invoke(app, ['plan', {str(m.path)!r}, '--json']); print(r.output); "
+            "assert r.exit_code == 0, r.output; assert 'prefect' not in sys.modules, 'prefect was imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=subjects.REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(proc.stdout)
+    assert data["tally"]["missing"] >= 1 and len(data["variants"]) == 8
+    assert {v["status"] for v in data["variants"]} <= {"up to date", "stale", "missing", "failed last time"}

@@ -21,8 +21,9 @@ from tasks.pipeline.card import variant_card
 from tasks.pipeline.counts_cache import read_heldout
 from tasks.engine.errors import ExactnessError, TrimworksError
 from tasks.pipeline.record import VariantRecord, variant_metrics
-from tasks.pipeline.manifest import LoadedManifest, Variant
+from tasks.pipeline.manifest import LoadedManifest, Variant, fingerprint_fields, fingerprint_parts, spec_hash
 from tasks.pipeline.publish import RECORD_NAME, LocalRegistry, Publisher
+from tasks.pipeline.sources import base_identity
 from tasks.engine.trim import apply_selection, select_for_model
 from tasks.engine.verify import verify_exactness
 
@@ -49,6 +50,12 @@ def skipped_record(publisher: Publisher, variant: Variant) -> VariantRecord:
         except (OSError, ValueError):
             pass
     return record_of(variant, "skipped", location=publisher.location(variant))
+
+
+def _fingerprint_parts(m: LoadedManifest, variant: Variant, base_dir: Path) -> dict[str, str]:
+    """The variant's fingerprint field by field (empty if they do not hash to its fingerprint)."""
+    fields = fingerprint_fields(m, m.base(variant.base), variant.languages, variant.multiple, base_identity(base_dir))
+    return fingerprint_parts(fields) if spec_hash(fields) == variant.fingerprint else {}
 
 
 def _remove_stale(builds: Path, variant_id: str) -> None:
@@ -99,7 +106,8 @@ def _build_and_publish(
             bad = [(lang.language, lang.mismatches[:2]) for lang in report.languages if lang.mismatches]
             raise ExactnessError(f"{variant.id}: trimmed model is not exact (mismatching lines {bad}, "
                                  f"max abs diff {report.output_max_abs_diff})")
-        record = record_of(variant, "published", location=publisher.location(variant), **variant_metrics(trim, report))
+        record = record_of(variant, "published", location=publisher.location(variant),
+                           fingerprint_parts=_fingerprint_parts(m, variant, base_dir), **variant_metrics(trim, report))
         plot_name = None
         if plot_png is not None and Path(plot_png).exists():
             shutil.copy2(plot_png, staging / "coverage.png")

@@ -393,6 +393,27 @@ def corpus_key(m: LoadedManifest, language: str) -> str:
                       "heldout": lang.heldout.model_dump(), "lid": m.spec.lid.model_dump()})
 
 
+def fingerprint_fields(m: LoadedManifest, b: BaseModelSpec, langs: tuple[str, ...], multiple: int,
+                       identity: str | None) -> dict[str, Any]:
+    """What a variant's fingerprint hashes: change any of it and the variant is rebuilt."""
+    return {
+        "base": b.source.model_dump(),
+        "base_identity": identity,
+        "corpora": {lang: corpus_key(m, lang) for lang in langs},
+        "selection": m.spec.selection.model_dump(),
+        "multiple": multiple,
+        "trimworks": __version__,
+    }
+
+
+def fingerprint_parts(fields: dict[str, Any]) -> dict[str, str]:
+    """One hash per fingerprint field (per language for corpora), stored with a published
+    variant so a later plan can say which field changed, not only that one did."""
+    parts = {k: spec_hash(v) for k, v in fields.items() if k != "corpora"}
+    parts |= {f"corpora.{lang}": key for lang, key in fields["corpora"].items()}
+    return parts
+
+
 def expand(m: LoadedManifest, base_identity: dict[str, str] | None = None) -> list[Variant]:
     """Every (base, subset, multiple) as a Variant with a stable id and a fingerprint.
 
@@ -415,14 +436,7 @@ def expand(m: LoadedManifest, base_identity: dict[str, str] | None = None) -> li
                 if vid in seen:
                     raise ManifestError(f"{m.path}: duplicate variant id {vid!r} (check subsets and multiples for repeats)")
                 seen[vid] = True
-                fingerprint = spec_hash({
-                    "base": b.source.model_dump(),
-                    "base_identity": (base_identity or {}).get(b.id),
-                    "corpora": {lang: corpus_key(m, lang) for lang in langs},
-                    "selection": s.selection.model_dump(),
-                    "multiple": multiple,
-                    "trimworks": __version__,
-                })
+                fingerprint = spec_hash(fingerprint_fields(m, b, langs, multiple, (base_identity or {}).get(b.id)))
                 variants.append(Variant(id=vid, base=b.id, languages=langs, multiple=multiple,
                                         repo_id=f"{s.publish.org}/{name}", fingerprint=fingerprint))
     dup = {r for r, n in collections.Counter(v.repo_id for v in variants).items() if n > 1}

@@ -43,6 +43,11 @@ class BaseState:
     def broken(cls, base_id: str, error: str) -> BaseState:
         return cls(base_id, error=error)
 
+    @classmethod
+    def pending(cls, base_id: str) -> BaseState:
+        """Not materialised yet (a Hub download or GGUF conversion a run would do first)."""
+        return cls(base_id)
+
     @property
     def tokenizer_json(self) -> Path:
         assert self.folder is not None, f"base {self.id} has no folder: {self.error}"
@@ -128,6 +133,8 @@ class Plan:
         jobs: dict[CountKey, Path] = {}
         for v in self.to_build:
             base = self.bases[v.base]
+            if base.folder is None:  # not materialised (`trimworks plan`): its tokenizer is unknown yet
+                continue
             for lang in v.languages:
                 jobs[CountKey(base.tokenizer, lang)] = base.tokenizer_json
         return jobs
@@ -192,6 +199,8 @@ def decide(variant: Variant, base: BaseState, published: Callable[[Variant], str
     (only when the answer matters: a Hub target costs a request)."""
     if base.error is not None:
         return Decision(variant, "fail", base.error)
+    if base.folder is None:  # only `trimworks plan` knows such bases: it downloads/converts nothing
+        return Decision(variant, "build", "base not materialized yet", published(variant))
     if force:
         return Decision(variant, "build", "forced")
     current = published(variant)

@@ -45,6 +45,7 @@ class VariantRecord(BaseModel):
     loss_after: float | None = None
     location: str | None = None
     seconds: float | None = None
+    fingerprint_parts: dict[str, str] = {}  # one hash per fingerprint field: `trimworks plan` names what changed
 
 
 def variant_metrics(trim: TrimResult, report: ExactnessReport) -> dict:

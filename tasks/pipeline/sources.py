@@ -25,29 +25,38 @@ def _file_sha(path: Path) -> str:
     return h.hexdigest()
 
 
-def materialize_base(m: LoadedManifest, base: BaseModelSpec) -> Path:
-    """Local folder as is; GGUF converted once into the work dir; hub repos downloaded once."""
+def base_folder(m: LoadedManifest, base: BaseModelSpec) -> Path:
+    """Where the base's local folder is, or will be once materialised (nothing is fetched)."""
     src = base.source
     if isinstance(src, LocalSource):
         return m.resolve(src.local)
     cache = m.work_dir / "bases"
-    cache.mkdir(parents=True, exist_ok=True)
     if isinstance(src, GGUFSource):
         gguf = m.resolve(src.gguf)
         if not gguf.is_file():
             raise ModelFolderError(f"base_models[{base.id}].source.gguf: {gguf} not found")
-        out = cache / f"{base.id}-gguf-{_file_sha(gguf)[:16]}"
-        with FileLock(str(out) + ".lock"):
-            return convert_gguf(gguf, out)
+        return cache / f"{base.id}-gguf-{_file_sha(gguf)[:16]}"
     if isinstance(src, HubSource):
-        from huggingface_hub import snapshot_download
-
-        out = cache / f"{base.id}-hub-{src.revision[:16]}"
-        with FileLock(str(out) + ".lock"):
-            if not (out / "config.json").exists():
-                snapshot_download(src.hub, revision=src.revision, local_dir=str(out), allow_patterns=HUB_PATTERNS)
-        return out
+        return cache / f"{base.id}-hub-{src.revision[:16]}"
     raise ModelFolderError(f"base model {base.id}: unknown source {src!r}")  # pragma: no cover
+
+
+def materialize_base(m: LoadedManifest, base: BaseModelSpec) -> Path:
+    """Local folder as is; GGUF converted once into the work dir; hub repos downloaded once."""
+    src = base.source
+    out = base_folder(m, base)
+    if isinstance(src, LocalSource):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(src, GGUFSource):
+        with FileLock(str(out) + ".lock"):
+            return convert_gguf(m.resolve(src.gguf), out)
+    from huggingface_hub import snapshot_download
+
+    with FileLock(str(out) + ".lock"):
+        if not (out / "config.json").exists():
+            snapshot_download(src.hub, revision=src.revision, local_dir=str(out), allow_patterns=HUB_PATTERNS)
+    return out
 
 
 def base_identity(folder: Path) -> str:

@@ -1,0 +1,47 @@
+"""Row 6: whole publish-all runs (counts amortised) on the default manifest and on an
+XLM-R-base-shaped subject."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from bench.measure import REPO, run_child
+from bench.report import WORK
+
+
+def e2e_manifest(name: str, data: dict) -> Path:
+    path = WORK / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def bench_end_to_end(xlmr: Path, smoke: bool) -> list[dict]:
+    rows = []
+    home = str(WORK / "prefect-home")
+    default = yaml.safe_load((REPO / "manifests" / "default.yaml").read_text())
+    default.update(work_dir=str(WORK / "e2e-default-work"), output_dir=str(WORK / "e2e-default-published"))
+    if smoke:
+        default.update(subsets=[["en"]], multiples=[64], base_models=default["base_models"][:1])
+        for lang in default["languages"].values():  # a few thousand lines: the smoke run counts each time
+            lang["corpora"] = [{"wordfreq": {"lines": 2000, "words": 4000}}]
+    cases = [("default manifest" if not smoke else "default manifest (smoke: MiniLM, en, v64)",
+              e2e_manifest("e2e-default", default))]
+    langs = ["en", "fr", "de", "es", "it", "pt", "nl", "pl"]
+    xl = {"work_dir": str(WORK / "e2e-xlmr-work"), "output_dir": str(WORK / "e2e-xlmr-published"),
+          "base_models": [{"id": "xlmr-base-shaped", "source": {"local": str(xlmr)}, "license": "mit"}],
+          "languages": {l: {"corpora": [{"wordfreq": {"lines": 20000 if not smoke else 500, "words": 20000}}]} for l in langs},
+          "subsets": [[l] for l in langs] if not smoke else [["en"]], "multiples": [8, 64] if not smoke else [64],
+          "selection": {"min_count": 2}, "verify_sample_lines": 4}
+    cases.append(("XLM-R-base-shaped x 8 subsets x 2 multiples" if not smoke else "XLM-R (smoke)", e2e_manifest("e2e-xlmr", xl)))
+    for label, manifest in cases:
+        if not smoke:  # the first run counts; the measured one reuses the counts
+            run_child("bench.orchestration:flow_side", manifest=str(manifest), home=home, workers=2)
+        s = run_child("bench.orchestration:flow_side", manifest=str(manifest), home=home, workers=2)
+        n = s.extra["n"]
+        rows.append({"row": f"6. end to end: {label} (counts amortised)" if not smoke else f"6. end to end: {label}",
+                     "ratio": None, "target": "report", "met": None,
+                     "variants": n, "seconds": s.seconds, "variants_per_hour": 3600 * n / s.seconds,
+                     "seconds_per_variant": s.seconds / n, "peak_rss_bytes": s.peak_bytes})
+    return rows

@@ -1,0 +1,159 @@
+"""Row 5: the Prefect flow against a plain loop doing the same work. Both sides plan with
+`tasks.pipeline.plan` and call the same pipeline and engine functions; the loop simply runs
+what the plan names in order, in one process, without Prefect."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import subjects
+from bench.measure import Stats, interleaved, ratios, run_child
+from bench.report import WORK, row
+
+
+def _prefect_ready(home: str) -> None:
+    """A Prefect home of the bench's own, and the temporary server up before timing starts."""
+    os.environ["PREFECT_HOME"] = home
+    from flows import runtime  # noqa: F401 - process defaults before prefect is imported
+    from prefect import flow
+
+    @flow
+    def warm() -> int:
+        return 1
+
+    warm()
+
+
+def flow_side(manifest: str, home: str, workers: int = 1) -> Callable[[], dict]:
+    """`publish_all` (forced) on the temporary Prefect server."""
+    _prefect_ready(home)
+    from flows.publish_all import run_publish_all
+
+    def section() -> dict:
+        summary = run_publish_all(manifest, force=True, workers=workers)
+        assert not summary["failed"], summary["failed"]
+        return {"n": len(summary["published"])}
+
+    return section
+
+
+def run_plain(manifest: str, force: bool = True) -> list:
+    """The run without an orchestrator: materialise, plan, count, plot, build every group, catalog.
+
+    The same outputs as the flow (plots, every variant, the catalog); no retries, no
+    concurrency, no record of runs."""
+    from tasks.engine.model_folder import load_tokenizer_json
+    from tasks.engine.vocab import analyze_tokenizer
+    from tasks.pipeline.build import build_and_publish, failed_record, skipped_record
+    from tasks.pipeline.catalog import plot_coverage, write_catalog
+    from tasks.pipeline.counts_cache import ensure_counts, ensure_heldout, read_heldout
+    from tasks.pipeline.manifest import load_manifest
+    from tasks.pipeline.plan import BaseState, Outcome, plan
+    from tasks.pipeline.publish import publisher_for
+    from tasks.pipeline.sources import materialize_base
+
+    m = load_manifest(Path(manifest))
+    bases = [BaseState.ready(b.id, materialize_base(m, b)) for b in m.spec.base_models]
+    publisher = publisher_for(m)
+    p = plan(m, bases, publisher.published_fingerprint, force=force)
+    records = {d.variant.id: skipped_record(publisher, d.variant) for d in p.decisions if d.action == "skip"}
+    records |= {d.variant.id: failed_record(d.variant, d.reason) for d in p.decisions if d.action == "fail"}
+    counts = {key: Outcome(ensure_counts(m, tok, key.language)) for key, tok in p.count_jobs().items()}
+    held = {lang: Outcome(ensure_heldout(m, lang)) for lang in p.heldout_languages()}
+    plots = {}
+    for base_id, langs in p.plot_languages().items():
+        tok = p.bases[base_id].tokenizer_json
+        plots[base_id] = m.output_dir / "plots" / f"{base_id}-coverage.png"
+        plot_coverage(base_id, tok, analyze_tokenizer(load_tokenizer_json(tok)),
+                      {l: counts[p.count_key(base_id, l)].path for l in langs},
+                      {l: read_heldout(held[l].path) for l in langs}, plots[base_id])
+    groups, failed = p.groups(counts, held)
+    records |= {vid: failed_record(v, error) for vid, (v, error) in failed.items()}
+    for g in groups:
+        for v in g.variants:
+            records[v.id] = build_and_publish(m, v, g.base.folder, g.counts, g.heldout, publisher, plots.get(g.base.id),
+                                              force=force)
+    ordered = [records[v.id] for v in p.variants]
+    write_catalog(ordered, m.output_dir, plots)
+    return ordered
+
+
+def loop_side(manifest: str, home: str) -> Callable[[], dict]:
+    """The plain loop, forced like the flow side, after the same setup (the idle server too)."""
+    _prefect_ready(home)
+
+    def section() -> dict:
+        records = run_plain(manifest, force=True)
+        bad = {r.variant_id: r.error for r in records if r.status != "published"}
+        assert not bad, bad
+        return {"n": len(records)}
+
+    return section
+
+
+def orchestration_manifest(n: int) -> Path:
+    import yaml
+
+    from tests.subjects import toy_bytelevel_model, wordfreq_sentences
+
+    toy = subjects.CACHE / "toy-model"
+    if not (toy / "config.json").exists():
+        toy_bytelevel_model(toy, wordfreq_sentences("en", 3000))
+    langs = ["en", "fr", "de", "es", "it", "pt", "nl", "pl", "sv", "da"]
+    multiples = [8, 16, 32, 64]
+    subsets = [[l] for l in langs] + [list(p) for p in itertools.combinations(langs, 2)]
+    subsets = subsets[: max(1, n // len(multiples))]
+    data = {
+        "work_dir": str(WORK / "orch-work"), "output_dir": str(WORK / "orch-published"),
+        "base_models": [{"id": "toy", "source": {"local": str(toy)}, "license": "mit"}],
+        "languages": {l: {"corpora": [{"wordfreq": {"lines": 400, "words": 800}}]} for l in langs},
+        "subsets": subsets, "multiples": multiples, "selection": {"min_count": 1}, "verify_sample_lines": 0,
+    }
+    path = WORK / f"orchestration-{n}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def bench_orchestration(n: int, reps: int, expansion_n: int = 5000) -> list[dict]:
+    manifest = str(orchestration_manifest(n))
+    home = str(WORK / "prefect-home")
+    run_child("bench.orchestration:loop_side", manifest=manifest, home=home)  # warm the counts cache, as in production
+    res = interleaved(reps, flow=lambda: run_child("bench.orchestration:flow_side", manifest=manifest, home=home),
+                      loop=lambda: run_child("bench.orchestration:loop_side", manifest=manifest, home=home))
+    n_built = res["flow"][0].extra["n"]
+    assert res["loop"][0].extra["n"] == n_built, (res["loop"][0].extra, n_built)
+    r = ratios(res["flow"], res["loop"])
+    per_variant_ms = Stats.of([(f.seconds - lp.seconds) / n_built * 1000 for f, lp in zip(res["flow"], res["loop"])])
+    expand_s = expansion_seconds(expansion_n)
+    return [row(f"5. publish_all over {n_built} variants / plain loop (same engine calls)", r, "<= 1.30x", r.median <= 1.3,
+                per_variant_overhead_ms=per_variant_ms.__dict__,
+                extrapolated_5000_overhead_s=per_variant_ms.median * 5000 / 1000 + expand_s * 5000 / expansion_n,
+                expansion_of_5000_variants_s=expand_s * 5000 / expansion_n,
+                flow_seconds=Stats.of([s.seconds for s in res["flow"]]).__dict__,
+                loop_seconds=Stats.of([s.seconds for s in res["loop"]]).__dict__)]
+
+
+def expansion_seconds(n: int) -> float:
+    """Validate + expand a manifest of n variants (10 bases x subsets x 4 multiples)."""
+    import yaml
+
+    from tasks.pipeline.manifest import expand, load_manifest
+
+    toy = subjects.CACHE / "toy-model"
+    langs = ["en", "fr", "de", "es", "it", "pt", "nl", "pl", "sv", "da", "fi", "cs", "hu", "ro", "bg"]
+    subsets = [list(c) for k in (1, 2, 3) for c in itertools.combinations(langs, k)][: n // 40]
+    data = {"base_models": [{"id": f"b{i}", "source": {"local": str(toy)}, "license": "mit"} for i in range(10)],
+            "languages": {l: {"corpora": [{"wordfreq": {}}]} for l in langs}, "subsets": subsets,
+            "multiples": [8, 16, 32, 64], "lid": {"enabled": False}}
+    path = WORK / "expansion.yaml"
+    path.write_text(yaml.safe_dump(data))
+    t = time.perf_counter()
+    variants = expand(load_manifest(path))
+    dt = time.perf_counter() - t
+    assert len(variants) == len(subsets) * 40
+    return dt
