@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import subjects
-from bench.measure import Stats, interleaved, ratios, run_child
+from bench.measure import REPO, Stats, interleaved, ratios, run_child
 from bench.report import WORK, row
 
 
@@ -119,10 +119,13 @@ def orchestration_manifest(n: int) -> Path:
     return path
 
 
-def bench_orchestration(n: int, reps: int, expansion_n: int = 5000) -> list[dict]:
+def bench_orchestration(n: int, reps: int, expansion_n: int = 5000, warm: bool = True) -> list[dict]:
+    """`warm`: one loop run first, so counting is amortised as in production (smoke mode
+    skips it: its counts are tiny, and every child process starts a Prefect server)."""
     manifest = str(orchestration_manifest(n))
     home = str(WORK / "prefect-home")
-    run_child("bench.orchestration:loop_side", manifest=manifest, home=home)  # warm the counts cache, as in production
+    if warm:
+        run_child("bench.orchestration:loop_side", manifest=manifest, home=home)
     res = interleaved(reps, flow=lambda: run_child("bench.orchestration:flow_side", manifest=manifest, home=home),
                       loop=lambda: run_child("bench.orchestration:loop_side", manifest=manifest, home=home))
     n_built = res["flow"][0].extra["n"]
@@ -130,10 +133,12 @@ def bench_orchestration(n: int, reps: int, expansion_n: int = 5000) -> list[dict
     r = ratios(res["flow"], res["loop"])
     per_variant_ms = Stats.of([(f.seconds - lp.seconds) / n_built * 1000 for f, lp in zip(res["flow"], res["loop"])])
     expand_s = expansion_seconds(expansion_n)
+    plan_cmd = plan_command_seconds(expansion_n)
     return [row(f"5. publish_all over {n_built} variants / plain loop (same engine calls)", r, "<= 1.30x", r.median <= 1.3,
                 per_variant_overhead_ms=per_variant_ms.__dict__,
                 extrapolated_5000_overhead_s=per_variant_ms.median * 5000 / 1000 + expand_s * 5000 / expansion_n,
                 expansion_of_5000_variants_s=expand_s * 5000 / expansion_n,
+                plan_command=plan_cmd,
                 flow_seconds=Stats.of([s.seconds for s in res["flow"]]).__dict__,
                 loop_seconds=Stats.of([s.seconds for s in res["loop"]]).__dict__)]
 
@@ -157,3 +162,53 @@ def expansion_seconds(n: int) -> float:
     dt = time.perf_counter() - t
     assert len(variants) == len(subsets) * 40
     return dt
+
+
+def plan_command_seconds(n: int) -> dict:
+    """`trimworks plan` on a manifest of n variants (10 bases x subsets x 4 multiples) whose
+    registry holds every variant: half up to date, half stale. In-process and as a command."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tasks.pipeline.manifest import fingerprint_fields, fingerprint_parts, load_manifest
+    from tasks.pipeline.plan_report import local_bases, plan_report
+    from tasks.pipeline.plan import plan
+    from tasks.pipeline.publish import RECORD_NAME, LocalRegistry
+
+    toy = subjects.CACHE / "toy-model"
+    if not (toy / "config.json").exists():
+        orchestration_manifest(8)
+    langs = ["en", "fr", "de", "es", "it", "pt", "nl", "pl", "sv", "da", "fi", "cs", "hu", "ro", "bg"]
+    subsets = [list(c) for k in (1, 2, 3) for c in itertools.combinations(langs, k)][: n // 40]
+    root = WORK / f"plan-{n}"
+    data = {"work_dir": str(root / "work"), "output_dir": str(root / "published"),
+            "base_models": [{"id": f"b{i}", "source": {"local": str(toy)}, "license": "mit"} for i in range(10)],
+            "languages": {l: {"corpora": [{"wordfreq": {}}]} for l in langs}, "subsets": subsets,
+            "multiples": [8, 16, 32, 64], "lid": {"enabled": False}}
+    path = root / "manifest.yaml"
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    m = load_manifest(path)
+    bases = local_bases(m)
+    registry = LocalRegistry(m.output_dir)
+    p = plan(m, bases, lambda v: None)
+    assert len(p.variants) == len(subsets) * 40
+    for i, v in enumerate(p.variants):
+        target = registry.target(v)
+        target.mkdir(parents=True, exist_ok=True)
+        parts = fingerprint_parts(fingerprint_fields(m, m.base(v.base), v.languages, v.multiple, p.bases[v.base].identity))
+        fp = v.fingerprint if i % 2 else "0" * 64
+        (target / RECORD_NAME).write_text(json.dumps({"fingerprint": fp, "fingerprint_parts": parts if i % 2 else
+                                                      {**parts, "selection": "old"}}))
+    t = time.perf_counter()
+    report = plan_report(load_manifest(path), str(path))
+    in_process = time.perf_counter() - t
+    assert report.tally() == {"up to date": len(p.variants) // 2, "stale": len(p.variants) - len(p.variants) // 2}
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "from flows.cli import main; main()", "plan", str(path)], check=True,
+                   capture_output=True, cwd=REPO)
+    command = time.perf_counter() - t
+    return {"variants": len(p.variants), "plan_in_process_s": in_process, "plan_command_s": command}

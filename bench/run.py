@@ -73,7 +73,7 @@ def main() -> int:
         rows += bench_existing_tools(xlmr, text, reps, n_lines=5_000 if smoke else 200_000, install=not smoke)
         save()
     if "5" in args.only:
-        rows += bench_orchestration(8 if smoke else 200, reps, expansion_n=400 if smoke else 5000)
+        rows += bench_orchestration(8 if smoke else 200, reps, expansion_n=400 if smoke else 5000, warm=not smoke)
         save()
     if "6" in args.only:
         e2e = bench_end_to_end(xlmr, smoke)

@@ -394,12 +394,13 @@ def corpus_key(m: LoadedManifest, language: str) -> str:
 
 
 def fingerprint_fields(m: LoadedManifest, b: BaseModelSpec, langs: tuple[str, ...], multiple: int,
-                       identity: str | None) -> dict[str, Any]:
-    """What a variant's fingerprint hashes: change any of it and the variant is rebuilt."""
+                       identity: str | None, corpus_keys: dict[str, str] | None = None) -> dict[str, Any]:
+    """What a variant's fingerprint hashes: change any of it and the variant is rebuilt.
+    (`corpus_keys`: each language's corpus_key, computed once for many variants.)"""
     return {
         "base": b.source.model_dump(),
         "base_identity": identity,
-        "corpora": {lang: corpus_key(m, lang) for lang in langs},
+        "corpora": {lang: corpus_keys[lang] if corpus_keys else corpus_key(m, lang) for lang in langs},
         "selection": m.spec.selection.model_dump(),
         "multiple": multiple,
         "trimworks": __version__,
@@ -422,6 +423,7 @@ def expand(m: LoadedManifest, base_identity: dict[str, str] | None = None) -> li
     """
     s = m.spec
     variants, seen = [], {}
+    keys = {lang: corpus_key(m, lang) for lang in s.languages}
     for b in s.base_models:
         for subset in s.subsets:
             langs = tuple(sorted(subset))
@@ -436,7 +438,7 @@ def expand(m: LoadedManifest, base_identity: dict[str, str] | None = None) -> li
                 if vid in seen:
                     raise ManifestError(f"{m.path}: duplicate variant id {vid!r} (check subsets and multiples for repeats)")
                 seen[vid] = True
-                fingerprint = spec_hash(fingerprint_fields(m, b, langs, multiple, (base_identity or {}).get(b.id)))
+                fingerprint = spec_hash(fingerprint_fields(m, b, langs, multiple, (base_identity or {}).get(b.id), keys))
                 variants.append(Variant(id=vid, base=b.id, languages=langs, multiple=multiple,
                                         repo_id=f"{s.publish.org}/{name}", fingerprint=fingerprint))
     dup = {r for r, n in collections.Counter(v.repo_id for v in variants).items() if n > 1}

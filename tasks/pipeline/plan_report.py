@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.pipeline.counts_cache import counts_path, heldout_path
-from tasks.pipeline.manifest import LoadedManifest, Variant, fingerprint_fields, fingerprint_parts
+from tasks.pipeline.manifest import LoadedManifest, Variant, corpus_key, fingerprint_fields, fingerprint_parts
 from tasks.pipeline.plan import BaseState, Plan, plan
 from tasks.pipeline.publish import RECORD_NAME, LocalRegistry, Publisher, publisher_for
 from tasks.pipeline.sources import base_folder
@@ -107,12 +107,14 @@ class _Published:
 
     def __init__(self, publisher: Publisher):
         self.publisher, self.records = publisher, {}
+        self.root = str(publisher.root) if isinstance(publisher, LocalRegistry) else ""
 
     def record(self, v: Variant) -> dict:
         if v.id not in self.records:
             if isinstance(self.publisher, LocalRegistry):
-                try:
-                    self.records[v.id] = json.loads((self.publisher.target(v) / RECORD_NAME).read_text())
+                try:  # repo ids are validated safe names: no need to resolve the path to read it
+                    with open(f"{self.root}/{v.repo_id}/{RECORD_NAME}", encoding="utf-8") as fh:
+                        self.records[v.id] = json.load(fh)
                 except (OSError, ValueError):
                     self.records[v.id] = {}
             else:
@@ -129,6 +131,14 @@ def plan_report(m: LoadedManifest, manifest: str, publisher: Publisher | None = 
     published = _Published(publisher or publisher_for(m))
     p = plan(m, bases, published.fingerprint)
     failures = last_failures(m)
+    keys = {lang: corpus_key(m, lang) for lang in m.spec.languages}
+    common: dict[tuple[str, int], dict[str, str]] = {}  # the parts shared by a base x multiple
+
+    def parts_now(v: Variant, identity: str | None) -> dict[str, str]:
+        if (v.base, v.multiple) not in common:
+            common[v.base, v.multiple] = fingerprint_parts(fingerprint_fields(m, m.base(v.base), (), v.multiple, identity))
+        return {**common[v.base, v.multiple], **{f"corpora.{lang}": keys[lang] for lang in v.languages}}
+
     statuses = []
     for d in p.decisions:
         v, base = d.variant, p.bases[d.variant.base]
@@ -147,7 +157,7 @@ def plan_report(m: LoadedManifest, manifest: str, publisher: Publisher | None = 
             if not before:
                 statuses.append(VariantStatus(v, STALE, detail="published before fingerprint fields were recorded"))
                 continue
-            now = fingerprint_parts(fingerprint_fields(m, m.base(v.base), v.languages, v.multiple, base.identity))
+            now = parts_now(v, base.identity)
             changed = tuple(k for k in dict.fromkeys([*now, *before]) if now.get(k) != before.get(k))
             statuses.append(VariantStatus(v, STALE, changed))
     report = PlanReport(manifest, statuses, p)
