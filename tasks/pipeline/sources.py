@@ -35,9 +35,9 @@ def materialize_base(m: LoadedManifest, base: BaseModelSpec) -> Path:
         gguf = m.resolve(src.gguf)
         if not gguf.is_file():
             raise ModelFolderError(f"base_models[{base.id}].source.gguf: {gguf} not found")
-        out = cache / f"{base.id}-gguf-{_file_sha(gguf)[:16]}"
+        out = cache / f"{base.id}-gguf-{_file_sha(gguf)[:16]}-{src.dtype}"
         with FileLock(str(out) + ".lock"):
-            return convert_gguf(gguf, out)
+            return convert_gguf(gguf, out, dtype=src.dtype)
     if isinstance(src, HubSource):
         from huggingface_hub import snapshot_download
 
