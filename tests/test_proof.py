@@ -191,3 +191,21 @@ def test_kept_ids_must_match_the_rows(bf16_pair):
     shifted[-1] = kept[-1] - 1 if kept[-1] - 1 not in set(kept.tolist()) else kept[-1] + 1
     failed = _failed(prove_variant(base, trimmed, None, kept_ids=np.sort(shifted)))
     assert "kept_rows_identical" in failed
+
+
+def test_prove_command(bf16_pair, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    base, trimmed, texts = _copy(bf16_pair, tmp_path)
+    held = tmp_path / "en.txt"
+    held.write_text("\n".join(texts["en"]) + "\n")
+    ok = CliRunner().invoke(app, ["prove", str(base), str(trimmed), "--text", str(held)])
+    assert ok.exit_code == 0, ok.output
+    assert "ok   kept_rows_identical" in ok.output and "ok   tokenization:en" in ok.output
+    cfg = json.loads((trimmed / "config.json").read_text())
+    cfg["vocab_size"] += 1
+    (trimmed / "config.json").write_text(json.dumps(cfg))
+    bad = CliRunner().invoke(app, ["prove", str(base), str(trimmed)])
+    assert bad.exit_code == 1 and "FAIL config" in bad.output and "vocab_size=" in bad.output
