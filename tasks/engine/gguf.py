@@ -76,8 +76,9 @@ def convert_gguf(gguf_file: Path, out_dir: Path, dtype: str = "bfloat16") -> Pat
     with atomic_folder(out_dir) as tmp:
         tok = AutoTokenizer.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
         tok.save_pretrained(str(tmp))
-        model = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name, dtype=getattr(torch, dtype))
-        model = model.to(getattr(torch, dtype))  # every tensor, whatever the loader left in float32
+        # Dequantize in float32 (the loader's fast path), then round once to the target dtype.
+        model = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name, dtype=torch.float32)
+        model = model.to(getattr(torch, dtype))
         model.hf_quantizer = None
         model.is_quantized = False
         if hasattr(model.config, "quantization_config"):
