@@ -42,7 +42,7 @@ the next most frequent tokens to round the vocabulary up to a multiple of {{ mul
 {{ fidelity_rows }}
 
 {% if output_compared %}Output equivalence on a sample of covered lines: max abs difference of {{ output_kind }}
-= **{{ max_diff }}** (computed in float64).{{ loss_line }}{% else %}Outputs were not compared for this variant ({{ output_why }}).{% endif %}
+= **{{ max_diff }}** (computed in float64).{{ loss_line }}{% else %}Outputs were not compared for this variant: {{ output_why }}.{% endif %}
 
 {{ proof_section }}
 
@@ -138,7 +138,7 @@ def render_card(
         model_class=model_class,
         source_line=source_line(rec),
         output_compared="outputs" in rec.checks or not rec.checks,
-        output_why=rec.output_check or "",
+        output_why=(rec.output_check or "").removeprefix("not compared: "),
         proof_section=proof_section(rec),
     )
 

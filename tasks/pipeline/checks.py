@@ -52,9 +52,9 @@ def sampled(fingerprint: str, share: float) -> bool:
 def output_check(spec: VerifySpec, variant: Variant, base_dir: Path, sample_lines: int) -> tuple[bool, str]:
     """(compare outputs?, why) for one variant about to be built."""
     if spec.outputs == "never":
-        return False, "not compared (verify.outputs: never)"
+        return False, "not compared: verify.outputs is never"
     if sample_lines <= 0:
-        return False, "not compared (verify_sample_lines: 0)"
+        return False, "not compared: verify_sample_lines is 0"
     if spec.outputs == "always":
         return True, "compared (verify.outputs: always)"
     base = Path(base_dir).resolve()
