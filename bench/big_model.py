@@ -200,14 +200,11 @@ def _dir_bytes(p: Path) -> int:
     return sum(f.stat().st_size for f in p.iterdir() if f.is_file())
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--reps", type=int, default=1)
-    ap.add_argument("--tiny", action="store_true", help="Qwen2's vocab, 2 tiny layers: checks the code path in a minute")
-    ap.add_argument("--no-kernel-copy", action="store_true", help="skip the reference copy_file_range baseline")
-    args = ap.parse_args()
+def bench_big_model(reps: int = 1, kernel_copy: bool = True, tiny: bool = False) -> list[dict]:
+    """Row 7's rows (the bench table's format: row, ratio, target, met, details); [] when skipped.
+    Also writes bench/results-big-model.json. Each side runs in fresh child processes."""
     global SUBJECT, WORK, RESULTS, HIDDEN, INTER, LAYERS, HEADS, KV_HEADS
-    if args.tiny:
+    if tiny:
         SUBJECT, WORK = subjects.CACHE / "qwen2-vocab-tiny", subjects.CACHE / "big-model-work-tiny"
         RESULTS = RESULTS.with_name("results-big-model-tiny.json")
         HIDDEN, INTER, LAYERS, HEADS, KV_HEADS = 64, 128, 2, 4, 2
@@ -222,10 +219,10 @@ def main() -> int:
         print(msg)
         dump(RESULTS, {"date": str(date.today()), "rows": [{"row": "7. Qwen2-7B-shaped trim + proof", "ratio": None,
                                                            "target": "≤ 1.50", "met": None, "skipped": msg}]})
-        return 0
+        return []
     if subjects.qwen2_tokenizer() is None:
         print("row 7 skipped: ../shared/data/tokenizers/gguf (the Qwen2 tokenizer) is absent")
-        return 0
+        return []
     t0 = time.perf_counter()
     build_subject()
     print(f"subject {SUBJECT} ready ({subject_bytes() / GB:.1f} GB) in {time.perf_counter() - t0:.0f}s")
@@ -233,12 +230,12 @@ def main() -> int:
     out, copy = WORK / "trimmed", WORK / "copy"
     trims, plains, kernels = [], [], []
     try:
-        for _ in range(args.reps):
+        for _ in range(reps):
             shutil.rmtree(out, ignore_errors=True)
             trims.append(run_child("", TRIM.format(base=str(SUBJECT), counts=str(counts), heldout=str(heldout), keep=KEEP,
                                                    out=str(out)), timeout=3600))
             for kernel, into in ((False, plains), (True, kernels)):
-                if kernel and args.no_kernel_copy:
+                if kernel and not kernel_copy:
                     continue
                 shutil.rmtree(copy, ignore_errors=True)
                 into.append(run_child("", COPY.format(src=str(out), dst=str(copy), kernel=kernel), timeout=3600))
@@ -267,7 +264,7 @@ def main() -> int:
                      "kernel_copy_s": Stats.of([s.seconds for s in kernels]).__dict__})
     dump(RESULTS, {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                    f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / GB:.0f} GB RAM, Python {platform.python_version()}",
-                   "reps": args.reps, "rows": rows})
+                   "reps": reps, "rows": rows})
     for r in rows:
         print(f"{r['row']}: {r['ratio']['median']:.2f} [{r['ratio']['lo']:.2f}–{r['ratio']['hi']:.2f}]  target {r['target']}"
               f"  {'' if r['met'] is None else ('met' if r['met'] else 'NOT met')}")
@@ -275,6 +272,16 @@ def main() -> int:
           f"{t['proof_bytes_read'] / GB:.1f} GB, sync {t['sync_s']:.1f}s); plain copy {plains[-1].seconds:.1f}s of "
           f"{out_bytes / GB:.1f} GB; proof of a second variant (base digests remembered) {t['proof_again_s']:.1f}s")
     print(f"wrote {RESULTS}")
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--tiny", action="store_true", help="Qwen2's vocab, 2 tiny layers: checks the code path in a minute")
+    ap.add_argument("--no-kernel-copy", action="store_true", help="skip the reference copy_file_range baseline")
+    args = ap.parse_args()
+    bench_big_model(args.reps, kernel_copy=not args.no_kernel_copy, tiny=args.tiny)
     return 0
 
 
