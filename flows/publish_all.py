@@ -17,6 +17,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.steps import build_task, count_task, heldout_task, make_publisher, materialize_base_task, plot_task
 from tasks.pipeline.build import failed_record, skipped_record
+from tasks.pipeline.checks import start_run
 from tasks.pipeline.catalog import catalog_rows, markdown_table, write_catalog
 from tasks.pipeline.plan import BaseState, Outcome, plan
 from tasks.pipeline.record import VariantRecord
@@ -50,6 +51,7 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
     and collects the results."""
     logger = get_run_logger()
     m = load_manifest(Path(manifest))
+    start_run()  # output comparison: once per base model and architecture per run
     logger.info("manifest %s: %d base models, %d subsets, multiples %s", manifest, len(m.spec.base_models),
                 len(m.spec.subsets), m.spec.multiples)
 

@@ -150,6 +150,7 @@ def make_manifest(tmp: Path, bases, **over) -> Path:
         "multiples": [8, 64],
         "selection": {"min_count": 1},
         "verify_sample_lines": 2,
+        "verify": {"outputs": "always"},  # these tests read every variant's output diff; tests/test_checks.py samples
     }
     data.update(over)
     path = tmp / "manifest.yaml"

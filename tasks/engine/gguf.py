@@ -1,35 +1,88 @@
 """GGUF -> safetensors, once: the engine trims safetensors folders only.
 
-transformers dequantizes a GGUF checkpoint to fp32 on load but then refuses
-`save_pretrained` ("quantized with gguf and is not serializable"); the weights are plain
-fp32 tensors by then, so clearing the quantizer flag saves them faithfully.
+transformers dequantizes a GGUF checkpoint on load but then refuses `save_pretrained`
+("quantized with gguf and is not serializable"); the weights are plain tensors by then, so
+clearing the quantizer flag saves them faithfully.
+
+The weights are stored in a chosen dtype (default bfloat16, what published base models
+use), not float32: a 4-bit GGUF dequantized to float32 would make every variant twice the
+size of the published base, and size reductions would be measured against an inflated
+copy. `trimworks_source.json` in the folder names the GGUF file and its quantization, so
+cards can say where the weights came from.
 """
 
 from __future__ import annotations
 
+import collections
+import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 from tasks.engine.atomic import atomic_folder
 from tasks.engine.errors import ModelFolderError
 
+SOURCE_INFO_NAME = "trimworks_source.json"
+GGUF_DTYPES = ("bfloat16", "float16", "float32")
 
-def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
-    """Write a safetensors model folder for `gguf_file` into `out_dir` (reused if complete)."""
+
+def gguf_quantization(gguf_file: Path) -> dict[str, Any]:
+    """The file's declared type (e.g. MOSTLY_Q4_1 -> Q4_1) and how many tensors use each type."""
+    from gguf import GGUFReader, LlamaFileType
+
+    reader = GGUFReader(str(gguf_file))
+    counts = collections.Counter(t.tensor_type.name for t in reader.tensors)
+    field = reader.fields.get("general.file_type")
+    file_type = None
+    if field is not None:
+        try:
+            file_type = LlamaFileType(int(field.parts[field.data[0]][0])).name.removeprefix("MOSTLY_")
+        except (ValueError, IndexError):
+            file_type = None
+    return {"quantization": file_type or counts.most_common(1)[0][0], "tensor_types": dict(sorted(counts.items()))}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_source_info(folder: Path) -> dict[str, Any] | None:
+    """What a converted folder was made from (None for an ordinary model folder)."""
+    p = Path(folder) / SOURCE_INFO_NAME
+    try:
+        return json.loads(p.read_text()) if p.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def convert_gguf(gguf_file: Path, out_dir: Path, dtype: str = "bfloat16") -> Path:
+    """Write a safetensors model folder for `gguf_file` into `out_dir`, weights in `dtype` (reused if complete)."""
     gguf_file, out_dir = Path(gguf_file), Path(out_dir)
     if (out_dir / "config.json").exists():
         return out_dir
+    if dtype not in GGUF_DTYPES:
+        raise ModelFolderError(f"{gguf_file}: cannot convert to dtype {dtype!r}; use one of {', '.join(GGUF_DTYPES)}")
     if not gguf_file.is_file():
         raise ModelFolderError(f"{gguf_file}: GGUF file not found")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    info = {"format": "gguf", "file": gguf_file.name, "sha256": _sha256(gguf_file), **gguf_quantization(gguf_file),
+            "dtype": dtype}
     with atomic_folder(out_dir) as tmp:
         tok = AutoTokenizer.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
         tok.save_pretrained(str(tmp))
+        # Dequantize in float32 (the loader's fast path), then round once to the target dtype.
         model = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name, dtype=torch.float32)
+        model = model.to(getattr(torch, dtype))
         model.hf_quantizer = None
         model.is_quantized = False
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(str(tmp))
+        (tmp / SOURCE_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
     return out_dir

@@ -121,12 +121,14 @@ class _KeptSet:
 
     def fill(self, order: np.ndarray, target: int) -> None:
         """Add tokens in `order` (with closure) without overshooting `target`."""
+        size = self.size  # counted as we go: a mask.sum() per token was O(vocab^2) (16 s for Qwen2's 152 k)
         for i in order:
-            if self.size >= target:
+            if size >= target:
                 return
             new = self.missing_closure(int(i))
-            if new and len(new) <= target - self.size:
+            if new and len(new) <= target - size:
                 self.mask[new] = True
+                size += len(new)
 
 
 def select_kept_ids(

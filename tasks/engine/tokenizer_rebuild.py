@@ -52,8 +52,10 @@ def rebuild_tokenizer_json(tok: dict[str, Any], vocab: Vocab, kept_ids: np.ndarr
     """Return the trimmed tokenizer.json (validated by loading it with `tokenizers`)."""
     table = old_to_new_map(kept_ids)
     kept_tokens = {vocab.id_to_token[int(i)] for i in kept_ids}
-    new = copy.deepcopy(tok)
-    model = new["model"]
+    # Copy all but the vocab and merges, which are rebuilt below (deep-copying them was 80 % of a
+    # Qwen2 rebuild).
+    new = {k: (v if k == "model" else copy.deepcopy(v)) for k, v in tok.items()}
+    new["model"] = model = {k: (v if k in ("vocab", "merges") else copy.deepcopy(v)) for k, v in tok["model"].items()}
     if vocab.kind in ("BPE", "WordPiece"):
         model["vocab"] = {t: table[i] for t, i in tok["model"]["vocab"].items() if i in table}
         if vocab.kind == "BPE":

@@ -25,7 +25,9 @@ from tasks.pipeline.manifest import LoadedManifest, Variant, fingerprint_fields,
 from tasks.pipeline.publish import RECORD_NAME, LocalRegistry, Publisher
 from tasks.pipeline.sources import base_identity
 from tasks.engine.trim import apply_selection, select_for_model
-from tasks.engine.verify import verify_exactness
+from tasks.engine.proof import prove_variant
+from tasks.engine.verify import ExactnessReport, verify_exactness
+from tasks.pipeline.checks import base_weight_fields, output_check, proof_fields
 
 log = logging.getLogger("trimworks.build")
 
@@ -100,14 +102,20 @@ def _build_and_publish(
         selection = select_for_model(base_dir, [counts[lang] for lang in variant.languages], m.spec.selection, variant.multiple)
         trim = apply_selection(base_dir, selection, staging, overwrite=True,
                                provenance={"base_model": variant.base, "variant": variant.id, "fingerprint": variant.fingerprint})
-        report = verify_exactness(base_dir, staging, {lang: read_heldout(heldout[lang]) for lang in variant.languages},
-                                  sample_lines=m.spec.verify_sample_lines)
+        texts = {lang: read_heldout(heldout[lang]) for lang in variant.languages}
+        proof = prove_variant(base_dir, staging, texts)  # every variant, constant memory; kept ids from trimworks.json
+        if not proof.passed:
+            raise ExactnessError(f"{variant.id}: the structural proof failed: {proof.failures()[:3]}")
+        compare, why = output_check(m.spec.verify, variant, base_dir, m.spec.verify_sample_lines)
+        report = (verify_exactness(base_dir, staging, texts, sample_lines=m.spec.verify_sample_lines) if compare
+                  else ExactnessReport(languages=proof.languages))
         if not report.exact:
             bad = [(lang.language, lang.mismatches[:2]) for lang in report.languages if lang.mismatches]
             raise ExactnessError(f"{variant.id}: trimmed model is not exact (mismatching lines {bad}, "
                                  f"max abs diff {report.output_max_abs_diff})")
         record = record_of(variant, "published", location=publisher.location(variant),
-                           fingerprint_parts=_fingerprint_parts(m, variant, base_dir), **variant_metrics(trim, report))
+                           fingerprint_parts=_fingerprint_parts(m, variant, base_dir), **variant_metrics(trim, report),
+                           **proof_fields(proof, compare, why), **base_weight_fields(base_dir))
         plot_name = None
         if plot_png is not None and Path(plot_png).exists():
             shutil.copy2(plot_png, staging / "coverage.png")

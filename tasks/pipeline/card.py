@@ -37,6 +37,7 @@ Size reduction: **{{ reduction }} %**. The kept set holds every token seen in th
 corpora (selection policy: `{{ policy }}`), all special and added tokens, what keeps every
 string encodable (byte alphabet / byte fallback / unknown token), BPE merge parents, and
 the next most frequent tokens to round the vocabulary up to a multiple of {{ multiple }}.
+{{ source_line }}
 
 ## Fidelity on held-out text
 
@@ -44,8 +45,10 @@ the next most frequent tokens to round the vocabulary up to a multiple of {{ mul
 |---|---:|---:|---:|---:|---:|
 {{ fidelity_rows }}
 
-Output equivalence on a sample of covered lines: max abs difference of {{ output_kind }}
-= **{{ max_diff }}** (computed in float64).{{ loss_line }}
+{% if output_compared %}Output equivalence on a sample of covered lines: max abs difference of {{ output_kind }}
+= **{{ max_diff }}** (computed in float64).{{ loss_line }}{% else %}Outputs were not compared for this variant: {{ output_why }}.{% endif %}
+
+{{ proof_section }}
 
 {{ plot_line }}
 
@@ -137,6 +140,10 @@ def render_card(
         corpora="\n".join(f"- {c}" for c in corpora),
         fingerprint=rec.fingerprint,
         model_class=model_class,
+        source_line=source_line(rec),
+        output_compared="outputs" in rec.checks or not rec.checks,
+        output_why=(rec.output_check or "").removeprefix("not compared: "),
+        proof_section=proof_section(rec),
     )
 
 
@@ -173,3 +180,35 @@ def variant_card(m: LoadedManifest, rec: VariantRecord, config: dict, plot_file:
         policy=m.spec.selection.model_dump_json(exclude_defaults=True) or "{}",
         corpora=corpora_lines(m, tuple(rec.languages)), plot_file=plot_file, model_class=model_class,
     )
+
+
+def source_line(rec: VariantRecord) -> str:
+    """Where the base weights came from, and the dtype the sizes above are measured in."""
+    if rec.source_file:
+        return (f"\nThe base weights come from the GGUF file `{rec.source_file}` (quantization "
+                f"{rec.source_quantization or 'unknown'}), dequantized and stored in {rec.dtype or 'its dtype'}; both "
+                f"columns above are in {rec.dtype or 'that dtype'}, so the reduction compares like with like. Exactness "
+                "holds against that dequantized base, not against an unquantized original.")
+    if rec.dtype:
+        return f"\nWeights keep the base's dtype ({rec.dtype}); both columns above are in it."
+    return ""
+
+
+def proof_section(rec: VariantRecord) -> str:
+    """The card's "Proof" section: which checks ran on this variant, and their results."""
+    if not rec.proof:
+        return ""
+    lines = ["## Proof", "",
+             "A streamed structural check of the published files against the base's, in constant memory: "
+             "tensors that are not vocab-sized are byte-identical (xxh3-128 digests), each kept row of each "
+             "vocab-sized tensor equals the base's row at its old id, the configs differ only in the remapped "
+             "fields, and covered held-out lines tokenize identically. Together with the architecture (a token "
+             "reaches the model only through its embedding row, and leaves it only through its head row) this "
+             "means equal outputs on covered text.", "",
+             "| check | result | items | detail |", "|---|---|---:|---|"]
+    for c in rec.proof:
+        detail = c.detail + (f" (first: {c.failures[0]})" if c.failures else "")
+        lines.append(f"| {c.name} | {'passed' if c.passed else 'FAILED'} | {c.items:,} | {detail.replace('|', '/')} |")
+    if rec.proof_seconds is not None:
+        lines += ["", f"Proof time: {rec.proof_seconds:.2f} s. Checks on this variant: {', '.join(rec.checks)}."]
+    return "\n".join(lines)

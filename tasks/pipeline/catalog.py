@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from tasks.engine.atomic import atomic_file, write_text_atomic
 from tasks.engine.counting import load_plain_tokenizer, read_counts
+from tasks.pipeline.checks import checks_section
 from tasks.pipeline.record import VariantRecord
 from tasks.engine.vocab import Vocab
 
@@ -33,6 +34,8 @@ def catalog_rows(records: Sequence[VariantRecord]) -> list[dict]:
             "output_max_abs_diff": r.output_max_abs_diff, "loss_before": r.loss_before, "loss_after": r.loss_after,
             "location": r.location, "error": r.error, "fingerprint": r.fingerprint,
             "fidelity_json": json.dumps({k: v.model_dump() for k, v in r.fidelity.items()}),
+            "checks": ",".join(r.checks), "proof_passed": r.proof_passed, "output_check": r.output_check,
+            "dtype": r.dtype, "source_file": r.source_file, "source_quantization": r.source_quantization,
         })
     return rows
 
@@ -68,6 +71,7 @@ def write_catalog(records: Sequence[VariantRecord], out_dir: Path, plots: Mappin
           markdown_table(rows)]
     if failed:
         md += ["## Failures", ""] + [f"- **{r.variant_id}**: {r.error}" for r in failed] + [""]
+    md += checks_section(records)
     if plots:
         md += ["## Held-out coverage against kept vocabulary size", ""]
         md += [f"![{base}]({Path(p).relative_to(out_dir) if Path(p).is_relative_to(out_dir) else p})" for base, p in plots.items()]

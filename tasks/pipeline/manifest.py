@@ -61,6 +61,8 @@ class HubSource(_Strict):
 
 class GGUFSource(_Strict):
     gguf: str = Field(description="GGUF file; converted once to a cached safetensors folder")
+    dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        default="bfloat16", description="dtype the dequantized weights are stored in (the published base's, usually bf16)")
 
 
 def _tag_by_key(*keys: str):
@@ -175,6 +177,16 @@ class PublishSpec(_Strict):
         return v
 
 
+class VerifySpec(_Strict):
+    """Which variants compare model outputs; every variant gets the streamed structural proof."""
+
+    outputs: Literal["auto", "always", "never"] = Field(
+        default="auto", description="auto: once per base model and architecture per run, plus a sample, "
+        "for bases up to outputs_max_params; always: every variant; never: the proof only")
+    outputs_max_params: int = Field(default=1_000_000_000, ge=0, description="auto skips output comparison above this")
+    outputs_sample: float = Field(default=0.1, ge=0, le=1, description="auto: share of further variants that compare outputs")
+
+
 class Manifest(_Strict):
     version: Literal[1] = 1
     work_dir: str = ".trimworks"
@@ -187,6 +199,7 @@ class Manifest(_Strict):
     lid: LidSpec = LidSpec()
     publish: PublishSpec = PublishSpec()
     verify_sample_lines: int = Field(default=8, ge=0)
+    verify: VerifySpec = VerifySpec()
 
     @field_validator("languages")
     @classmethod

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from tasks.engine.proof import ProofCheck
 from tasks.engine.trim import TrimResult
 from tasks.engine.verify import ExactnessReport
 
@@ -46,6 +47,16 @@ class VariantRecord(BaseModel):
     location: str | None = None
     seconds: float | None = None
     fingerprint_parts: dict[str, str] = {}  # one hash per fingerprint field: `trimworks plan` names what changed
+    # Which checks this variant carried (issue 13): the structural proof, and outputs when sampled.
+    checks: list[str] = []
+    proof: list[ProofCheck] = []
+    proof_passed: bool | None = None
+    proof_seconds: float | None = None
+    output_check: str | None = None
+    # Where the base weights came from and in which dtype they (and the sizes above) are.
+    dtype: str | None = None
+    source_file: str | None = None
+    source_quantization: str | None = None
 
 
 def variant_metrics(trim: TrimResult, report: ExactnessReport) -> dict:

@@ -35,7 +35,7 @@ def base_folder(m: LoadedManifest, base: BaseModelSpec) -> Path:
         gguf = m.resolve(src.gguf)
         if not gguf.is_file():
             raise ModelFolderError(f"base_models[{base.id}].source.gguf: {gguf} not found")
-        return cache / f"{base.id}-gguf-{_file_sha(gguf)[:16]}"
+        return cache / f"{base.id}-gguf-{_file_sha(gguf)[:16]}-{src.dtype}"
     if isinstance(src, HubSource):
         return cache / f"{base.id}-hub-{src.revision[:16]}"
     raise ModelFolderError(f"base model {base.id}: unknown source {src!r}")  # pragma: no cover
@@ -50,7 +50,7 @@ def materialize_base(m: LoadedManifest, base: BaseModelSpec) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(src, GGUFSource):
         with FileLock(str(out) + ".lock"):
-            return convert_gguf(m.resolve(src.gguf), out)
+            return convert_gguf(m.resolve(src.gguf), out, dtype=src.dtype)
     from huggingface_hub import snapshot_download
 
     with FileLock(str(out) + ".lock"):

@@ -1,0 +1,211 @@
+"""The streamed structural proof: it passes on a real trim, and catches each way a trimmed
+folder can be wrong without changing its shapes (a flipped byte, swapped rows, a stale
+config id, a relabelled dtype, a changed tokenizer)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+
+import numpy as np
+import pytest
+import torch
+import transformers as T
+
+from tasks.engine.counting import count_tokens, write_counts
+from tasks.engine import proof
+from tasks.engine.proof import prove_variant
+from tasks.engine.safetensors_io import LazyCheckpoint, read_header
+from tasks.engine.selection import SelectionPolicy
+from tasks.engine.trim import trim_model
+from tasks.engine.verify import verify_exactness
+from tests import subjects
+
+
+@pytest.fixture(scope="module")
+def bf16_pair(tmp_path_factory, toy_model_session, toy_lines):
+    """A tiny untied Llama in bf16 (2 shards, generation config, a high pad id) and its trim."""
+    root = tmp_path_factory.mktemp("proof")
+    base = root / "base"
+    base.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(toy_model_session / name, base / name)
+    vocab = json.loads((base / "tokenizer.json").read_text())
+    n = len(vocab["model"]["vocab"]) + len(vocab.get("added_tokens", []))
+    cfg = T.LlamaConfig(vocab_size=n, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        num_key_value_heads=1, tie_word_embeddings=False, bos_token_id=0, eos_token_id=0, pad_token_id=n - 7)
+    torch.manual_seed(0)
+    model = T.LlamaForCausalLM(cfg).to(torch.bfloat16)
+    model.generation_config = T.GenerationConfig(bos_token_id=0, eos_token_id=[0, n - 7], pad_token_id=n - 7)
+    model.save_pretrained(str(base), max_shard_size="60KB")
+    counts = write_counts(count_tokens(base / "tokenizer.json", toy_lines[:300], "toy"), base / "tokenizer.json", root / "c.parquet")
+    out = root / "trimmed"
+    trim_model(base, [counts], SelectionPolicy(), 8, out)
+    return base, out, {"en": toy_lines[2000:2300]}
+
+
+def _copy(pair, tmp_path):
+    base, trimmed, texts = pair
+    dst = tmp_path / "trimmed"
+    shutil.copytree(trimmed, dst)
+    return base, dst, texts
+
+
+def _failed(report) -> dict[str, list[str]]:
+    return {c.name: c.failures for c in report.checks if not c.passed}
+
+
+def test_proof_passes_and_bf16_stays_bf16(bf16_pair):
+    base, trimmed, texts = bf16_pair
+    ckpt = LazyCheckpoint(trimmed)
+    assert len(ckpt.shards) >= 2
+    assert {t.dtype for t in ckpt.tensors.values()} == {"BF16"}  # surgery keeps the base's dtype
+    report = prove_variant(base, trimmed, texts)
+    assert report.passed, report.failures()
+    names = {c.name for c in report.checks}
+    assert {"tensor_set", "dtypes", "non_vocab_tensors_identical", "kept_rows_identical", "config",
+            "generation_config", "tokenization:en"} <= names
+    rows = next(c for c in report.checks if c.name == "kept_rows_identical")
+    kept = json.loads((trimmed / "trimworks.json").read_text())["kept_ids"]
+    assert rows.items == 2 * len(kept)  # embed_tokens and the untied lm_head
+    assert report.languages[0].covered_lines > 0
+    # The verification path reads bf16 and compares in float64: exact.
+    exact = verify_exactness(base, trimmed, texts, sample_lines=2)
+    assert exact.exact and exact.output_max_abs_diff == 0.0
+
+
+def test_base_digests_are_read_once_per_process(bf16_pair):
+    base, trimmed, texts = bf16_pair
+    proof._DIGESTS.clear()
+    first = prove_variant(base, trimmed)
+    second = prove_variant(base, trimmed)
+    assert first.passed and second.passed
+    copied = sum(t.nbytes for t in LazyCheckpoint(base).tensors.values() if "embed" not in t.name and "lm_head" not in t.name)
+    assert first.bytes_read - second.bytes_read == copied  # the base's copied tensors, read once
+
+
+def _tensor(folder, name):
+    return LazyCheckpoint(folder).tensors[name]
+
+
+def test_one_changed_byte_in_a_non_vocab_tensor(bf16_pair, tmp_path):
+    base, trimmed, texts = _copy(bf16_pair, tmp_path)
+    info = _tensor(trimmed, "model.layers.1.mlp.down_proj.weight")
+    with info.file.open("r+b") as fh:
+        fh.seek(info.start + info.nbytes // 2)
+        b = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([b[0] ^ 0x01]))
+    failed = _failed(prove_variant(base, trimmed, texts))
+    assert list(failed) == ["non_vocab_tensors_identical"]
+    assert "model.layers.1.mlp.down_proj.weight" in failed["non_vocab_tensors_identical"][0]
+
+
+@pytest.mark.parametrize("name", ["model.embed_tokens.weight", "lm_head.weight"])
+def test_two_swapped_kept_rows(bf16_pair, tmp_path, name):
+    base, trimmed, texts = _copy(bf16_pair, tmp_path)
+    info = _tensor(trimmed, name)
+    row = info.nbytes // info.shape[0]
+    with info.file.open("r+b") as fh:
+        fh.seek(info.start + 5 * row)
+        a = fh.read(row)
+        b = fh.read(row)
+        assert a != b
+        fh.seek(info.start + 5 * row)
+        fh.write(b + a)
+    failed = _failed(prove_variant(base, trimmed, texts))
+    assert list(failed) == ["kept_rows_identical"]
+    assert f"{name}: row 5 differs" in failed["kept_rows_identical"][0]
+
+
+def test_stale_config_fields(bf16_pair, tmp_path):
+    base, trimmed, texts = _copy(bf16_pair, tmp_path)
+    base_cfg = json.loads((base / "config.json").read_text())
+    cfg = json.loads((trimmed / "config.json").read_text())
+    assert cfg["pad_token_id"] != base_cfg["pad_token_id"]  # the subject really remaps an id
+    cfg["pad_token_id"] = base_cfg["pad_token_id"]  # stale: the base's id
+    (trimmed / "config.json").write_text(json.dumps(cfg))
+    gen = json.loads((trimmed / "generation_config.json").read_text())
+    gen["eos_token_id"] = json.loads((base / "generation_config.json").read_text())["eos_token_id"]
+    (trimmed / "generation_config.json").write_text(json.dumps(gen))
+    failed = _failed(prove_variant(base, trimmed, texts))
+    assert set(failed) == {"config", "generation_config"}
+    assert failed["config"][0].startswith("pad_token_id=")
+    assert failed["generation_config"][0].startswith("eos_token_id=")
+
+
+def test_stale_vocab_size_and_an_unrelated_change(bf16_pair, tmp_path):
+    base, trimmed, texts = _copy(bf16_pair, tmp_path)
+    cfg = json.loads((trimmed / "config.json").read_text())
+    base_cfg = json.loads((base / "config.json").read_text())
+    cfg["vocab_size"] = base_cfg["vocab_size"]
+    cfg["rms_norm_eps"] = 1e-3
+    (trimmed / "config.json").write_text(json.dumps(cfg))
+    failed = _failed(prove_variant(base, trimmed, texts))
+    assert list(failed) == ["config"]
+    assert any(f.startswith("vocab_size=") for f in failed["config"])
+    assert any(f.startswith("rms_norm_eps") for f in failed["config"])
+
+
+def _relabel_dtype(path, name: str, new: str) -> None:
+    """Rewrite one tensor's dtype in a shard header, keeping the header length (bytes unchanged)."""
+    raw = path.read_bytes()
+    (hlen,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + hlen])
+    header[name]["dtype"] = new
+    text = json.dumps(header, separators=(",", ":")).encode()
+    assert len(text) <= hlen
+    path.write_bytes(raw[:8] + text + b" " * (hlen - len(text)) + raw[8 + hlen :])
+
+
+def test_wrong_dtype(bf16_pair, tmp_path):
+    base, trimmed, texts = _copy(bf16_pair, tmp_path)
+    info = _tensor(trimmed, "model.norm.weight")
+    _relabel_dtype(info.file, "model.norm.weight", "F16")  # same size, other meaning
+    assert {t.dtype for t in read_header(info.file)[0] if t.name == "model.norm.weight"} == {"F16"}
+    failed = _failed(prove_variant(base, trimmed, texts))
+    assert list(failed) == ["dtypes"]
+    assert "model.norm.weight: dtype F16, base BF16" in failed["dtypes"][0]
+
+
+def test_changed_tokenizer(bf16_pair, tmp_path):
+    base, trimmed, texts = _copy(bf16_pair, tmp_path)
+    tok = json.loads((trimmed / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    # swap the ids of two frequent kept tokens: shapes and weights untouched
+    a, b = "Ġthe", "Ġof"
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (trimmed / "tokenizer.json").write_text(json.dumps(tok))
+    report = prove_variant(base, trimmed, texts)
+    failed = _failed(report)
+    assert list(failed) == ["tokenization:en"]
+    assert report.languages[0].identical_covered_lines < report.languages[0].covered_lines
+
+
+def test_kept_ids_must_match_the_rows(bf16_pair):
+    """The proof reads kept ids from trimworks.json; proving against other ids fails (b)."""
+    base, trimmed, texts = bf16_pair
+    kept = np.asarray(json.loads((trimmed / "trimworks.json").read_text())["kept_ids"])
+    shifted = kept.copy()
+    shifted[-1] = kept[-1] - 1 if kept[-1] - 1 not in set(kept.tolist()) else kept[-1] + 1
+    failed = _failed(prove_variant(base, trimmed, None, kept_ids=np.sort(shifted)))
+    assert "kept_rows_identical" in failed
+
+
+def test_prove_command(bf16_pair, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    base, trimmed, texts = _copy(bf16_pair, tmp_path)
+    held = tmp_path / "en.txt"
+    held.write_text("\n".join(texts["en"]) + "\n")
+    ok = CliRunner().invoke(app, ["prove", str(base), str(trimmed), "--text", str(held)])
+    assert ok.exit_code == 0, ok.output
+    assert "ok   kept_rows_identical" in ok.output and "ok   tokenization:en" in ok.output
+    cfg = json.loads((trimmed / "config.json").read_text())
+    cfg["vocab_size"] += 1
+    (trimmed / "config.json").write_text(json.dumps(cfg))
+    bad = CliRunner().invoke(app, ["prove", str(base), str(trimmed)])
+    assert bad.exit_code == 1 and "FAIL config" in bad.output and "vocab_size=" in bad.output
