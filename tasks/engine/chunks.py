@@ -161,7 +161,7 @@ def count_chunks(
     it = iter(lines)
     while batch := list(itertools.islice(it, batch_lines)):
         sampler.add(batch)
-        arr = pa.array(batch, pa.string())
+        arr = pa.array(batch, pa.large_string())  # 64-bit offsets: a batch of long lines may pass 2 GiB
         n_lines += len(batch)
         n_bytes += int(pc.sum(pc.binary_length(arr)).as_py() or 0)
         odd = pc.match_substring(arr, _SENTINEL)
@@ -169,7 +169,7 @@ def count_chunks(
             odd_lines = arr.filter(odd).to_pylist()
             arr = arr.filter(pc.invert(odd))
             c = Counter(ch for line in odd_lines for ch in chunk_line(line))
-            parts.append(pa.table({"chunk": pa.array(list(c), pa.string()), "count": pa.array(list(c.values()), pa.int64())}))
+            parts.append(pa.table({"chunk": pa.array(list(c), pa.large_string()), "count": pa.array(list(c.values()), pa.int64())}))
         flat = chunk_array(arr).flatten()
         vc = pc.value_counts(flat)
         parts.append(pa.table({"chunk": vc.field("values"), "count": vc.field("counts").cast(pa.int64())}))
@@ -184,7 +184,7 @@ def count_chunks(
         table = table.filter(pc.not_equal(table["chunk"], ""))
         table = table.sort_by([("count", "descending"), ("chunk", "ascending")])
     else:
-        table = pa.table({"chunk": pa.array([], pa.string()), "count": pa.array([], pa.int64())})
+        table = pa.table({"chunk": pa.array([], pa.large_string()), "count": pa.array([], pa.int64())})
     total = int(pc.sum(table["count"]).as_py() or 0)
     return ChunkCounts(table, n_lines, total, n_bytes, sampler.lines)
 

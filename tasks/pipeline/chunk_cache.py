@@ -30,8 +30,10 @@ def corpus_label(m: LoadedManifest, language: str) -> str:
     return f"{language}:{corpus_key(m, language)[:16]}"
 
 
-def ensure_chunk_counts(m: LoadedManifest, language: str, on_progress: Callable[[int], None] | None = None) -> Path:
-    """The language's chunk table, computed once (one corpus pass, LID included) if missing."""
+def ensure_chunk_counts(m: LoadedManifest, language: str, on_progress: Callable[[int], None] | None = None,
+                        stats: LidStats | None = None) -> Path:
+    """The language's chunk table, computed once (one corpus pass, LID included) if missing;
+    `stats` (if given) follows the LID filter while this pass reads."""
     from tasks.pipeline.counts_cache import train_stream
 
     path = chunks_path(m, language)
@@ -41,7 +43,7 @@ def ensure_chunk_counts(m: LoadedManifest, language: str, on_progress: Callable[
     with FileLock(str(path) + ".lock"):
         if path.exists():
             return path
-        stats = LidStats()
+        stats = stats if stats is not None else LidStats()
         cc = count_chunks(train_stream(m, language, stats), sample_lines=m.spec.counting.proof_lines, progress=on_progress)
         cc.meta.update(lid_seen=stats.seen, lid_kept=stats.kept)
         log.info("chunked %s: %d lines (%d read, LID kept %.1f%%), %d chunks, %d distinct (%.1f%%)", language, cc.lines,
@@ -61,7 +63,7 @@ def count_language(
     label = corpus_label(m, language)
     prov = {"method": "direct", "fallback": "counting.method is direct in the manifest"}
     if m.spec.counting.method == "chunks":
-        cc: ChunkCounts = read_chunk_counts(ensure_chunk_counts(m, language, on_progress))
+        cc: ChunkCounts = read_chunk_counts(ensure_chunk_counts(m, language, on_progress, stats))
         stats.seen, stats.kept = int(cc.meta.get("lid_seen", cc.lines)), int(cc.meta.get("lid_kept", cc.lines))
         counts, prov = tokens_from_chunk_counts(tokenizer_json, cc, label)
         if counts is not None:
