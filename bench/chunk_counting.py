@@ -164,6 +164,23 @@ def print_result(r: dict) -> None:
     print(f"  all {a['n']} tokenizers: {a['ratio']:.2f}x  raw {a['raw_s']:.1f} s, chunks {a['chunks_s']:.1f} s  identical={a['identical']}")
 
 
+def table_rows(results: list[dict]) -> list[dict]:
+    """The results as bench/run.py table rows ({row, ratio: {median, lo, hi, n}, target, met, ...}),
+    for wiring this comparison into `make bench`'s table."""
+    out = []
+    for r in results:
+        for name, o in r["one_tokenizer"].items():
+            out.append({"row": f"1. counting from chunk counts, one tokenizer ({name}, chunk pass included), {r['corpus']}",
+                        "ratio": {"median": o["ratio"], "lo": o["ratio"], "hi": o["ratio"], "n": 1},
+                        "target": ">= 3x raw encode_batch, counts identical", "met": o["ratio"] >= 3 and o["identical"],
+                        "raw_tokens_per_s": o["raw_tokens_per_s"], "chunk_tokens_per_s": o["chunk_tokens_per_s"]})
+        a = r["all_tokenizers"]
+        out.append({"row": f"1. counting from chunk counts, {a['n']} tokenizers of one language, {r['corpus']}",
+                    "ratio": {"median": a["ratio"], "lo": a["ratio"], "hi": a["ratio"], "n": 1},
+                    "target": ">= 8x raw encode_batch, counts identical", "met": a["ratio"] >= 8 and a["identical"]})
+    return out
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--megabytes", type=float, default=100.0)
@@ -187,7 +204,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
            "python": platform.python_version(), "cores": args.cores, "load_average_at_end": os.getloadavg(),
            "wall_s": time.time() - t0,
            "note": "one repetition per side; the machine was shared with other jobs (see load average)"}
-    RESULTS.write_text(json.dumps({"env": env, "results": results}, indent=2))
+    RESULTS.write_text(json.dumps({"env": env, "results": results, "rows": table_rows(results)}, indent=2))
     print(f"\nwrote {RESULTS}")
     return results
 

@@ -23,6 +23,7 @@ per line, never per chunk (`special_ids_per_line`).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import re
@@ -479,13 +480,20 @@ def read_chunk_counts(path: Path) -> ChunkCounts:
                        int(meta["text_bytes"]), sample, meta)
 
 
+@functools.lru_cache(maxsize=8)
+def _tokenizer_and_locality(path: str, fingerprint: str) -> tuple[Tokenizer, Locality]:
+    """Loaded once per process per tokenizer content, not once per language (a 150 k-vocab
+    tokenizer.json takes seconds to parse twice); encoding from several threads is safe."""
+    return load_plain_tokenizer(Path(path)), analyze_locality(load_tokenizer_json(Path(path)))
+
+
 def tokens_from_chunk_counts(
     tokenizer_json: Path, cc: ChunkCounts, corpus: str, add_special_tokens: bool = False
 ) -> tuple[TokenCounts | None, dict[str, Any]]:
     """Token counts from chunk counts when the tokenizer is chunk-local (structure, then proof
     on the sample), else (None, provenance saying why: the caller counts directly)."""
-    tok = load_plain_tokenizer(tokenizer_json)
-    loc = analyze_locality(load_tokenizer_json(tokenizer_json))
+    fingerprint = tokenizer_fingerprint(tokenizer_json)
+    tok, loc = _tokenizer_and_locality(str(tokenizer_json), fingerprint)
     prov: dict[str, Any] = {"chunking": CHUNKING, "structure": loc.summary()}
     if not loc.local:
         return None, {**prov, "method": "direct", "fallback": "not chunk-local: " + "; ".join(loc.reasons)}
@@ -507,4 +515,4 @@ def tokens_from_chunk_counts(
     prov.update(method="chunks", distinct_chunks=cc.distinct, chunks=cc.chunks,
                 detail=f"{cc.distinct} distinct chunks encoded once each, weighted by frequency; "
                        f"identical to direct counting on {proof.lines} sample lines ({proof.tokens} tokens)")
-    return TokenCounts(counts, tokenizer_fingerprint(tokenizer_json), corpus, cc.lines, int(counts.sum()), prov), prov
+    return TokenCounts(counts, fingerprint, corpus, cc.lines, int(counts.sum()), prov), prov
