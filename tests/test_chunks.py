@@ -157,7 +157,7 @@ def test_unigram_metaspace_xlmr_like_counts_identically(xlmr_like, real_lines):
     spec = json.loads(xlmr_like.read_text())
     assert "Metaspace" in json.dumps(spec["pre_tokenizer"]) and spec["model"]["type"] == "Unigram"
     loc = ch.analyze_locality(spec)
-    assert loc.local, loc
+    assert loc.local and not loc.risky_added_tokens, loc
     cc, counts, prov = _counts_via_chunks(xlmr_like, real_lines)
     assert counts is not None, prov
     assert _same(counts.counts, _direct(xlmr_like, real_lines))
@@ -165,20 +165,33 @@ def test_unigram_metaspace_xlmr_like_counts_identically(xlmr_like, real_lines):
     assert _same(counts2.counts, _direct(xlmr_like, real_lines, special=True))
 
 
-def test_whitespace_stripping_added_token_in_the_corpus_falls_back(xlmr_like, real_lines):
-    """<mask> (lstrip) eats the whitespace before it, which may belong to the previous chunk:
-    when a chunk holds it, counting is direct (and still exact)."""
-    loc = ch.analyze_locality(json.loads(xlmr_like.read_text()))
-    if not loc.risky_added_tokens:
-        pytest.skip("this schema's <mask> does not strip whitespace")
-    assert loc.risky_added_tokens == ["<mask>"]
-    lines = real_lines + ["Ein\t <mask> Test", "word <mask>"]
+def test_lstrip_added_token_in_the_corpus_is_chunk_local(xlmr_like, real_lines):
+    """<mask> (lstrip on the Hub) eats the whitespace on its left: all of it lies in its own
+    chunk, since a cut never follows whitespace."""
+    lines = real_lines + ["Ein\t <mask> Test", "word  <mask>. <mask>"]
     cc = ch.count_chunks(lines, sample_lines=300)
     counts, prov = ch.tokens_from_chunk_counts(xlmr_like, cc, "test")
-    assert counts is None and prov["method"] == "direct" and "<mask>" in prov["fallback"]
-    # Summing chunk tokens would be wrong here: "\t <mask>" loses its tab and space to <mask>.
-    wrong = ch.counts_from_chunks(load_plain_tokenizer(xlmr_like), ch.iter_chunk_batches(cc.table), cc.lines)
-    assert not _same(wrong, _direct(xlmr_like, lines))
+    assert counts is not None, prov
+    assert _same(counts.counts, _direct(xlmr_like, lines))
+
+
+def test_rstrip_added_token_in_the_corpus_falls_back(gguf_tokenizers, real_lines, tmp_path):
+    """An added token with rstrip eats the next chunk's leading space (GPT-2 then encodes
+    'Test', not 'ĠTest'): when a chunk holds it, counting is direct, and still exact."""
+    spec = json.loads((gguf_tokenizers("gpt-2") / "tokenizer.json").read_text())
+    spec["added_tokens"].append({"id": len(spec["model"]["vocab"]), "content": "<|x|>", "single_word": False, "lstrip": False,
+                                 "rstrip": True, "normalized": False, "special": True})
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False))
+    tok_json = tmp_path / "tokenizer.json"
+    assert ch.analyze_locality(spec).risky_added_tokens == ["<|x|>"]
+    cc, counts, prov = _counts_via_chunks(tok_json, real_lines)  # not in the corpus: chunks
+    assert counts is not None and _same(counts.counts, _direct(tok_json, real_lines)), prov
+    lines = real_lines + ["A <|x|> Test"]
+    cc = ch.count_chunks(lines, sample_lines=300)
+    counts, prov = ch.tokens_from_chunk_counts(tok_json, cc, "test")
+    assert counts is None and prov["method"] == "direct" and "<|x|>" in prov["fallback"]
+    wrong = ch.counts_from_chunks(load_plain_tokenizer(tok_json), ch.iter_chunk_batches(cc.table), cc.lines)
+    assert not _same(wrong, _direct(tok_json, lines))
 
 
 def _legacy_llama2(src: Path, dst: Path) -> Path:

@@ -332,7 +332,9 @@ def analyze_locality(tok_json: dict) -> Locality:
     risky = []
     for a in tok_json.get("added_tokens", []):
         content = a.get("content", "")
-        if a.get("rstrip") or a.get("lstrip") or any(ch.isspace() for ch in content) or (space != " " and space in content):
+        # lstrip is safe: a chunk's leading spaces are all the whitespace left of it (a cut never
+        # follows whitespace); rstrip would eat the next chunk's leading space.
+        if a.get("rstrip") or any(ch.isspace() for ch in content) or (space != " " and space in content):
             if a.get("normalized") and tok_json.get("normalizer") is not None:
                 reasons.append(f"added token {content!r} strips or holds whitespace and is matched after normalization")
             elif any(ch.isspace() for ch in content):
@@ -340,7 +342,7 @@ def analyze_locality(tok_json: dict) -> Locality:
             else:
                 risky.append(content)
     if risky:
-        notes.append(f"{len(risky)} added tokens strip whitespace; counted from chunks only when no chunk contains them")
+        notes.append(f"{len(risky)} added tokens strip whitespace on their right; counted from chunks only when no chunk contains them")
     if not reasons:
         notes.insert(0, "normalizer and pre-tokenizer are chunk-local")
     return Locality(not reasons, reasons, notes, risky, collapses)
