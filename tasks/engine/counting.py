@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,6 +38,8 @@ class TokenCounts:
     corpus: str
     lines: int
     tokens: int
+    # How the counts were made (method "direct" or "chunks", and why); written to the table.
+    provenance: dict = field(default_factory=dict)
 
     @property
     def vocab_size(self) -> int:
@@ -95,7 +97,8 @@ def count_tokens(
         failpoint("counting")
         if progress is not None:
             progress(n_lines)
-    return TokenCounts(counts, tokenizer_fingerprint(tokenizer_json), corpus, n_lines, int(counts.sum()))
+    return TokenCounts(counts, tokenizer_fingerprint(tokenizer_json), corpus, n_lines, int(counts.sum()),
+                       {"method": "direct", "detail": "every line encoded by the tokenizer"})
 
 
 def iter_text_file(path: Path) -> Iterator[str]:
@@ -135,6 +138,7 @@ def write_counts(counts: TokenCounts, tokenizer_json: Path, path: Path) -> Path:
         "lines": counts.lines,
         "tokens": counts.tokens,
         "vocab_size": counts.vocab_size,
+        "counting": counts.provenance or {"method": "unknown"},
     }
     table = table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
     with atomic_file(Path(path)) as fh:
@@ -151,7 +155,8 @@ def read_counts(path: Path) -> TokenCounts:
         raise CorpusError(f"{path}: not a trimworks counts table ({exc})") from exc
     counts = np.zeros(int(meta["vocab_size"]), dtype=np.int64)
     counts[table.column("token_id").to_numpy()] = table.column("count").to_numpy()
-    return TokenCounts(counts, meta["tokenizer_fingerprint"], meta["corpus"], int(meta["lines"]), int(meta["tokens"]))
+    return TokenCounts(counts, meta["tokenizer_fingerprint"], meta["corpus"], int(meta["lines"]), int(meta["tokens"]),
+                       meta.get("counting", {}))
 
 
 def check_counts_match(counts: TokenCounts, source: str, fingerprint: str, tokenizer_json: Path) -> None:

@@ -108,14 +108,16 @@ def ensure_counts(
                          100 * stats.kept_share, stats.seen)
                 step[0] += PROGRESS_EVERY
 
-        counts = count_tokens(tokenizer_json, train_stream(m, language, stats), f"{language}:{corpus_key(m, language)[:16]}",
-                              progress=progress)
+        # Chunk counts shared by every tokenizer by default; direct counting when not chunk-local.
+        from tasks.pipeline.chunk_cache import count_language
+
+        counts = count_language(m, tokenizer_json, language, stats, progress)
         if counts.tokens == 0:
             raise CorpusError(
                 f"{m.path}: languages.{language}: no text left to count "
                 f"({stats.seen} lines read, {stats.kept} kept by the LID filter); check its corpora"
             )
-        log.info("counted %s: %d lines (%d read, LID kept %.1f%%), %d tokens", language, counts.lines,
-                 stats.seen, 100 * stats.kept_share, counts.tokens)
+        log.info("counted %s: %d lines (%d read, LID kept %.1f%%), %d tokens (%s)", language, counts.lines,
+                 stats.seen, 100 * stats.kept_share, counts.tokens, counts.provenance.get("method"))
         write_counts(counts, tokenizer_json, path)
     return path

@@ -151,6 +151,15 @@ class LidSpec(_Strict):
     min_prob: float = Field(default=0.5, ge=0, le=1)
 
 
+class CountingSpec(_Strict):
+    """How token counts are made; both ways give identical counts (chunks are proven exact
+    per tokenizer on a sample, else counting falls back to direct), so neither is in any key."""
+
+    method: Literal["chunks", "direct"] = Field(
+        default="chunks", description="chunks: count distinct chunks once per language, encode each once per tokenizer")
+    proof_lines: int = Field(default=20_000, ge=1, description="corpus lines on which chunk-locality is proven")
+
+
 class HubTarget(_Strict):
     endpoint: str | None = Field(default=None, description="Hub API URL; default huggingface.co")
     private: bool = False
@@ -200,6 +209,7 @@ class Manifest(_Strict):
     publish: PublishSpec = PublishSpec()
     verify_sample_lines: int = Field(default=8, ge=0)
     verify: VerifySpec = VerifySpec()
+    counting: CountingSpec = CountingSpec()
 
     @field_validator("languages")
     @classmethod
