@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import time
 from pathlib import Path
@@ -23,7 +24,12 @@ from tasks.engine.errors import ManifestError
 from tasks.pipeline.record import VariantRecord
 from tasks.pipeline.manifest import Variant, expand, load_manifest
 from tasks.engine.model_folder import tokenizer_fingerprint
-from tasks.pipeline.sources import base_identity
+from tasks.pipeline.sources import DIGEST_CACHE, base_identity
+from tasks.engine.redact import redact
+from tasks.pipeline.corpus_identity import corpus_content_key
+from tasks.pipeline.preflight import output_error_message, output_problem, weights_bytes
+from tasks.pipeline.publish import LocalRegistry
+from flows.orphans import guard_temporary_server, hold_lease, mark_crashed_runs, release_lease
 
 DEFAULT_MANIFEST = "manifests/default.yaml"
 # Progress is reported at most this often: one API call per finished variant cost a tiny
@@ -63,6 +69,30 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
     m = load_manifest(Path(manifest))
     logger.info("manifest %s: %d base models, %d subsets, multiples %s", manifest, len(m.spec.base_models),
                 len(m.spec.subsets), m.spec.multiples)
+    lease = start_run_housekeeping(m, logger)
+    try:
+        return _publish_all(m, manifest, force, only, logger)
+    finally:
+        release_lease(lease)
+
+
+def start_run_housekeeping(m, logger) -> Path | None:
+    """Mark flow runs of killed runs crashed, clear their stale temp folders, hold a lease."""
+    from prefect.runtime import flow_run
+
+    with contextlib.suppress(Exception):
+        mark_crashed_runs(m.work_dir)
+    if m.spec.publish.target == "local":
+        with contextlib.suppress(OSError):
+            for p in LocalRegistry(m.output_dir).clean_stale(m.work_dir / "locks"):
+                logger.info("removed a stale temp folder of an earlier run: %s", p)
+    try:
+        return hold_lease(m.work_dir, str(flow_run.id)) if flow_run.id else None
+    except OSError:
+        return None
+
+
+def _publish_all(m, manifest: str, force: bool, only: list[str] | None, logger) -> dict:
 
     # 1. Base models as local safetensors folders (GGUF converted / hub downloaded once).
     base_futures = {b.id: materialize_base_task.submit(manifest, b.id) for b in m.spec.base_models}
@@ -70,14 +100,20 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
     for base_id, fut in base_futures.items():
         try:
             folder = Path(fut.result())
-            identities[base_id] = base_identity(folder)
+            identities[base_id] = base_identity(folder, m.work_dir / DIGEST_CACHE)
             fp_of[base_id] = tokenizer_fingerprint(folder / "tokenizer.json")
             tok_of[base_id] = str(folder / "tokenizer.json")
             base_dirs[base_id] = str(folder)
         except Exception as exc:  # noqa: BLE001 - a broken base fails its variants, not the run
-            base_errors[base_id] = f"base model {base_id}: {exc}"
+            base_errors[base_id] = redact(f"base model {base_id}: {exc}")
             logger.error("%s", base_errors[base_id])
-    variants = select_variants(expand(m, identities), only, manifest)
+    corpus_ids = {}
+    for lang in m.spec.languages:
+        try:
+            corpus_ids[lang] = corpus_content_key(m, lang)
+        except Exception as exc:  # noqa: BLE001 - counting reports it, located, for the variants
+            logger.warning("corpus of %s: %s", lang, redact(exc))
+    variants = select_variants(expand(m, identities, corpus_ids), only, manifest)
 
     publisher, location = make_publisher(m)
     records: dict[str, VariantRecord] = {}
@@ -85,10 +121,24 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
     for v in variants:
         if v.base in base_errors:
             records[v.id] = failed_record(v, base_errors[v.base])
-        elif not force and publisher.published_fingerprint(v) == v.fingerprint:
+            continue
+        try:  # per variant: an unreachable Hub fails these variants, not the run
+            up_to_date = not force and publisher.published_fingerprint(v) == v.fingerprint
+        except Exception as exc:  # noqa: BLE001
+            records[v.id] = failed_record(v, f"{v.id}: cannot read the published state ({type(exc).__name__}: {exc})")
+            continue
+        if up_to_date:
             records[v.id] = skipped_record(publisher, v, location(v))
         else:
             todo.append(v)
+    if todo and m.spec.publish.target == "local":  # one clear, early message for an unwritable/full output
+        need = max(weights_bytes(Path(base_dirs[v.base])) for v in todo)
+        problem = output_problem(m.output_dir, need)
+        if problem:
+            logger.error("%s", problem)
+            for v in todo:
+                records[v.id] = failed_record(v, problem)
+            todo = []
     logger.info("%d variants: %d to build, %d up to date, %d failed early", len(variants), len(todo),
                 sum(r.status == "skipped" for r in records.values()), sum(r.status == "failed" for r in records.values()))
 
@@ -101,7 +151,7 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
         try:
             return fut.result(), None
         except Exception as exc:  # noqa: BLE001
-            return None, str(exc)
+            return None, redact(exc)
 
     counts = {key: outcome(f) for key, f in count_futures.items()}
     heldout = {lang: outcome(f) for lang, f in heldout_futures.items()}
@@ -156,11 +206,11 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
 
     # 5. Catalog of every variant of the manifest, in manifest order.
     ordered = [records[v.id] for v in variants]
-    parquet, md = write_catalog(ordered, m.output_dir, {b: Path(p) for b, p in plots.items()})
+    parquet, md = write_catalog_anywhere(ordered, m, {b: Path(p) for b, p in plots.items()}, logger)
     rows = catalog_rows(ordered)
     create_table_artifact(key="trimworks-catalog", table=[{k: v for k, v in r.items() if k != "fidelity_json"} for r in rows],
                           description=f"catalog of {manifest}")
-    create_markdown_artifact(key="trimworks-summary", markdown=md.read_text())
+    create_markdown_artifact(key="trimworks-summary", markdown=md.read_text() if md else markdown_table(rows))
     failed = [r for r in ordered if r.status == "failed"]
     for r in failed:
         logger.error("FAILED %s: %s", r.variant_id, r.error)
@@ -169,12 +219,26 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
         "published": [r.variant_id for r in ordered if r.status == "published"],
         "skipped": [r.variant_id for r in ordered if r.status == "skipped"],
         "failed": {r.variant_id: r.error for r in failed},
-        "catalog": str(parquet),
-        "summary": str(md),
+        "catalog": str(parquet) if parquet else None,
+        "summary": str(md) if md else None,
     }
     logger.info("done: %d published, %d up to date, %d failed; catalog %s", len(summary["published"]),
                 len(summary["skipped"]), len(failed), md)
     return summary
+
+
+def write_catalog_anywhere(records, m, plots, logger) -> tuple[Path | None, Path | None]:
+    """The catalog is always written: into the output folder, else (read-only, full) into
+    work_dir, else the run's summary and artifacts still list every variant."""
+    for folder in (m.output_dir, m.work_dir / "catalog"):
+        try:
+            paths = write_catalog(records, folder, plots if folder == m.output_dir else {})
+            if folder != m.output_dir:
+                logger.error("the catalog could not be written to %s; it is at %s", m.output_dir, paths[1])
+            return paths
+        except OSError as exc:
+            logger.error("cannot write the catalog to %s: %s", folder, output_error_message(exc, folder))
+    return None, None
 
 
 @flow(name="build-variant", task_runner=ThreadPoolTaskRunner(max_workers=2))
@@ -194,6 +258,7 @@ def task_runner(dask_address: str | None = None, workers: int = 2):
 
 def run_publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: list[str] | None = None,
                     dask_address: str | None = None, workers: int = 2) -> dict:
+    guard_temporary_server()  # before the first client call starts the temporary server
     return publish_all.with_options(task_runner=task_runner(dask_address, workers))(manifest=manifest, force=force, only=only)
 
 

@@ -1,4 +1,7 @@
-"""Atomic writes: a reader sees the old state or the complete new one, never a partial file."""
+"""Atomic, durable writes: a reader sees the old state or the complete new one, never a
+partial file — after a crash, and after a power loss too: every file is fsynced before the
+rename that publishes it, and the parent folder after the rename (the rename itself lives in
+the folder's data, which the page cache holds until then)."""
 
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -52,6 +56,7 @@ def atomic_folder(out_dir: Path, overwrite: bool = False) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        fsync_tree(tmp)  # every byte on disk before the folder can be seen under its name
         if out_dir.exists():
             old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(out_dir, old)
@@ -62,3 +67,33 @@ def atomic_folder(out_dir: Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    fsync_dir(out_dir.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a folder: makes the renames and creations inside it durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """fsync every file under `folder`, then every folder bottom-up (cheap for files already
+    synced: only dirty pages are written)."""
+    folder = Path(folder)
+    dirs = []
+    for root, _, files in os.walk(folder):
+        dirs.append(root)
+        for name in files:
+            p = os.path.join(root, name)
+            if os.path.islink(p):
+                continue
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    for d in reversed(dirs):
+        fsync_dir(Path(d))

@@ -6,6 +6,7 @@ VariantRecord with a located error, so one bad variant never stops the batch.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
@@ -20,7 +21,11 @@ from tasks.engine.atomic import write_text_atomic
 from tasks.engine.architectures import auto_class_name
 from tasks.pipeline.card import render_card
 from tasks.pipeline.counts_cache import read_heldout
-from tasks.engine.errors import ExactnessError, TrimworksError
+from tasks.engine.errors import ExactnessError, SelectionError, TrimworksError
+from tasks.engine.integrity import check_tensor_names
+from tasks.engine.redact import redact
+from tasks.pipeline.preflight import output_error_message
+from tasks.pipeline.sources import hub_commit_of
 from tasks.pipeline.record import VariantRecord, variant_metrics
 from tasks.pipeline.manifest import GGUFSource, HubSource, LoadedManifest, LocalSource, Variant
 from tasks.pipeline.publish import RECORD_NAME, LocalRegistry, Publisher
@@ -30,11 +35,12 @@ from tasks.engine.verify import verify_exactness
 log = logging.getLogger("trimworks.build")
 
 
-def _base_link(m: LoadedManifest, base_id: str) -> tuple[str, str]:
+def _base_link(m: LoadedManifest, base_id: str, base_dir: Path | None = None) -> tuple[str, str]:
     spec = m.base(base_id)
     src = spec.source
-    if isinstance(src, HubSource):
-        return src.hub, f"https://huggingface.co/{src.hub}/tree/{src.revision}"
+    if isinstance(src, HubSource):  # the commit a tag resolved to, when the download recorded it
+        commit = (hub_commit_of(base_dir) if base_dir is not None else None) or src.revision
+        return src.hub, f"https://huggingface.co/{src.hub}/tree/{commit}"
     name = spec.display_name or base_id
     if "/" in name:  # a display name like org/model names its Hub page
         return name, f"https://huggingface.co/{name}"
@@ -54,7 +60,7 @@ def _corpora_lines(m: LoadedManifest, languages: tuple[str, ...]) -> list[str]:
 def failed_record(variant: Variant, error: str, seconds: float | None = None) -> VariantRecord:
     return VariantRecord(variant_id=variant.id, base=variant.base, languages=list(variant.languages),
                          multiple=variant.multiple, repo_id=variant.repo_id, fingerprint=variant.fingerprint,
-                         status="failed", error=error, seconds=seconds)
+                         status="failed", error=redact(error), seconds=seconds)
 
 
 def skipped_record(publisher: Publisher, variant: Variant, location: str) -> VariantRecord:
@@ -68,6 +74,23 @@ def skipped_record(publisher: Publisher, variant: Variant, location: str) -> Var
     return VariantRecord(variant_id=variant.id, base=variant.base, languages=list(variant.languages),
                          multiple=variant.multiple, repo_id=variant.repo_id, fingerprint=variant.fingerprint,
                          status="skipped", location=location)
+
+
+def staging_root(m: LoadedManifest, publisher: Publisher) -> Path:
+    """Where a variant is built: on the output's filesystem, so publishing is one rename."""
+    builds = m.work_dir / "builds"
+    return publisher.staging_root(builds) if isinstance(publisher, LocalRegistry) else builds
+
+
+def check_trims(selection, variant: Variant) -> None:
+    """A multiple that rounds the kept set up to the whole vocabulary would publish an
+    untrimmed copy under a trimmed name: an error naming the base."""
+    size, base_vocab = selection.size, selection.base_vocab_size
+    if size >= base_vocab and (selection.n_rounding > 0 or variant.multiple >= base_vocab):
+        raise SelectionError(
+            f"{variant.id}: multiple {variant.multiple} rounds the kept vocabulary up to {size:,}, not below base model "
+            f"{variant.base!r}'s {base_vocab:,} tokens: it would not trim. Use a multiple well below {base_vocab:,} (e.g. 8 or 64)"
+        )
 
 
 def _remove_stale(builds: Path, variant_id: str) -> None:
@@ -94,7 +117,7 @@ def build_and_publish(
     with FileLock(str(lock_path)):
         if not force and publisher.published_fingerprint(variant) == variant.fingerprint:
             return skipped_record(publisher, variant, location)  # another run got here first
-        _remove_stale(m.work_dir / "builds", variant.id)
+        _remove_stale(staging_root(m, publisher), variant.id)
         return _build_and_publish(m, variant, base_dir, counts, heldout, publisher, location, plot_png)
 
 
@@ -109,9 +132,11 @@ def _build_and_publish(
     plot_png: Path | None,
 ) -> VariantRecord:
     start = time.perf_counter()
-    staging = m.work_dir / "builds" / variant.id
+    staging = staging_root(m, publisher) / variant.id
     try:
+        check_tensor_names(base_dir)
         selection = select_for_model(base_dir, [counts[lang] for lang in variant.languages], m.spec.selection, variant.multiple)
+        check_trims(selection, variant)
         trim = apply_selection(base_dir, selection, staging, overwrite=True,
                                provenance={"base_model": variant.base, "variant": variant.id, "fingerprint": variant.fingerprint})
         report = verify_exactness(base_dir, staging, {lang: read_heldout(heldout[lang]) for lang in variant.languages},
@@ -130,7 +155,7 @@ def _build_and_publish(
             shutil.copy2(plot_png, staging / "coverage.png")
             plot_name = "coverage.png"
         config = json.loads((base_dir / "config.json").read_text())
-        base_name, base_link = _base_link(m, variant.base)
+        base_name, base_link = _base_link(m, variant.base, base_dir)
         card = render_card(
             record, base_name=base_name, base_link=base_link, license=m.base(variant.base).license,
             model_type=config.get("model_type", ""), is_causal=auto_class_name(config) == "AutoModelForCausalLM",
@@ -146,7 +171,9 @@ def _build_and_publish(
         return record
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, the batch goes on
         shutil.rmtree(staging, ignore_errors=True)
-        detail = str(exc) if isinstance(exc, TrimworksError) else f"{type(exc).__name__}: {exc}"
+        detail = redact(str(exc) if isinstance(exc, TrimworksError) else f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES):
+            detail = output_error_message(exc, staging)
         log.error("variant %s failed: %s", variant.id, detail)
         log.debug("%s", traceback.format_exc())
         return failed_record(variant, detail, round(time.perf_counter() - start, 2))
