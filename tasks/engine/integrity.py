@@ -29,6 +29,9 @@ def nonfinite_rows(data: bytes | memoryview, dtype: str, row_bytes: int) -> np.n
     n_rows = raw.size // row_bytes
     if dtype in ("F64", "F32", "F16"):
         vals = raw[: n_rows * row_bytes].view({"F64": np.float64, "F32": np.float32, "F16": np.float16}[dtype])
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(vals.sum(dtype=np.float64 if dtype == "F64" else np.float32)):
+                return np.empty(0, dtype=np.int64)  # fast path: NaN/Inf anywhere make the sum non-finite
         bad = ~np.isfinite(vals)
     elif dtype == "BF16":
         bits = raw[: n_rows * row_bytes].view(np.uint16)
