@@ -19,9 +19,9 @@ _LOCK = threading.Lock()
 _PATTERNS = [
     re.compile(r"\bhf_[A-Za-z0-9_\-]{6,}"),
     # Authorization: Bearer xxx / 'authorization': 'Bearer xxx' / Authorization=xxx
-    re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?\s*(?:bearer|basic|token)?\s*)[^\s'\",}\]]+"),
-    re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=\-]{6,}"),
-    re.compile(r"(?i)((?:hf_|hub_|access_|api_)?token['\"]?\s*[:=]\s*['\"]?)(?!\[REDACTED\])[^\s'\",}\]]{6,}"),
+    re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?\s*(?:bearer|basic|token)?\s*)(?!\[REDACTED\])[^\s'\",}\]]+"),
+    re.compile(r"(?i)\b(bearer\s+)(?!\[REDACTED\])[A-Za-z0-9._~+/=\-]{6,}"),
+    re.compile(r"(?i)(?<![A-Za-z0-9_])((?:hf_|hub_|access_|api_)?token['\"]?\s*[:=]\s*['\"]?)(?!\[REDACTED\])[^\s'\",}\]]{6,}"),
 ]
 
 
@@ -57,7 +57,7 @@ class _RedactingFactory:
         except Exception:  # noqa: BLE001 - a bad format string is the caller's bug; keep it visible
             message = str(record.msg)
         clean = redact(message)
-        if clean != message or record.args:
+        if clean != message:  # args stay as they are otherwise (some formatters read them)
             record.msg, record.args = clean, ()
         if record.exc_info and record.exc_info[1] is not None:
             import traceback
