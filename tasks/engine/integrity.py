@@ -126,7 +126,7 @@ def check_tensor_names(folder: Path) -> None:
     """Every tensor name in the shards belongs to the model's architecture (cached per folder
     state: shard names, sizes and mtimes)."""
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
+    if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
         return  # reported by the folder checks
     stamp = tuple(sorted((p.name, os.stat(p).st_size, os.stat(p).st_mtime_ns)
                          for p in folder.glob("*.safetensors"))) + ((folder / "config.json").stat().st_mtime_ns,)

@@ -134,9 +134,9 @@ def _build_and_publish(
     start = time.perf_counter()
     staging = staging_root(m, publisher) / variant.id
     try:
-        check_tensor_names(base_dir)
         selection = select_for_model(base_dir, [counts[lang] for lang in variant.languages], m.spec.selection, variant.multiple)
         check_trims(selection, variant)
+        check_tensor_names(base_dir)  # after the folder checks (pickles, remote code) in select_for_model
         trim = apply_selection(base_dir, selection, staging, overwrite=True,
                                provenance={"base_model": variant.base, "variant": variant.id, "fingerprint": variant.fingerprint})
         report = verify_exactness(base_dir, staging, {lang: read_heldout(heldout[lang]) for lang in variant.languages},
