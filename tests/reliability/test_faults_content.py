@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 
-import numpy as np
 import pytest
 
 from tasks.engine import content_id
