@@ -16,7 +16,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Exact vocabu
 
 
 def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    from tasks.engine.redact import redact
+
+    typer.secho(f"error: {redact(exc)}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
 
 
@@ -230,6 +232,7 @@ def nightly_now() -> None:
 
 
 def _run_flow(manifest: Path, force: bool, only: list[str] | None, dask_address: str | None, workers: int) -> None:
+    from tasks.engine.redact import redact
     from tasks.pipeline.manifest import load_manifest
 
     try:
@@ -240,13 +243,21 @@ def _run_flow(manifest: Path, force: bool, only: list[str] | None, dask_address:
 
     summary = run_publish_all(str(manifest), force=force, only=only, dask_address=dask_address, workers=workers)
     typer.echo(f"published {len(summary['published'])}, up to date {len(summary['skipped'])}, failed {len(summary['failed'])}")
-    typer.echo(f"catalog: {summary['summary']}")
+    typer.echo(f"catalog: {summary['summary'] or 'not written (see the errors above)'}")
+    by_error: dict[str, list[str]] = {}
     for vid, err in summary["failed"].items():
-        typer.secho(f"FAILED {vid}: {err}", fg=typer.colors.RED, err=True)
+        by_error.setdefault(redact(err), []).append(vid)
+    for err, vids in by_error.items():  # one message for a cause shared by many variants
+        typer.secho(f"FAILED {vids[0]}: {err}", fg=typer.colors.RED, err=True)
+        for vid in vids[1:]:
+            typer.secho(f"FAILED {vid}: (same error as {vids[0]})", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=1 if summary["failed"] else 0)
 
 
 def main() -> None:  # pragma: no cover - console entry
+    from tasks.engine.redact import install_log_redaction
+
+    install_log_redaction()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

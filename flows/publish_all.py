@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -22,6 +23,12 @@ from tasks.pipeline.catalog import catalog_rows, markdown_table, write_catalog
 from tasks.pipeline.plan import BaseState, Outcome, plan
 from tasks.pipeline.record import VariantRecord
 from tasks.pipeline.manifest import load_manifest
+from tasks.pipeline.sources import DIGEST_CACHE
+from tasks.engine.redact import redact
+from tasks.pipeline.corpus_identity import corpus_content_key
+from tasks.pipeline.preflight import output_error_message, output_problem, weights_bytes
+from tasks.pipeline.publish import LocalRegistry
+from flows.orphans import guard_temporary_server, hold_lease, mark_crashed_runs, release_lease
 
 DEFAULT_MANIFEST = "manifests/default.yaml"
 # Progress is reported at most this often: one API call per finished variant cost a tiny
@@ -54,20 +61,56 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
     start_run()  # output comparison: once per base model and architecture per run
     logger.info("manifest %s: %d base models, %d subsets, multiples %s", manifest, len(m.spec.base_models),
                 len(m.spec.subsets), m.spec.multiples)
+    lease = start_run_housekeeping(m, logger)
+    try:
+        return _publish_all(m, manifest, force, only, logger)
+    finally:
+        release_lease(lease)
+
+
+def start_run_housekeeping(m, logger) -> Path | None:
+    """Mark flow runs of killed runs crashed, clear their stale temp folders, hold a lease."""
+    from prefect.runtime import flow_run
+
+    with contextlib.suppress(Exception):
+        mark_crashed_runs(m.work_dir)
+    if m.spec.publish.target == "local":
+        with contextlib.suppress(OSError):
+            for p in LocalRegistry(m.output_dir).clean_stale(m.work_dir / "locks"):
+                logger.info("removed a stale temp folder of an earlier run: %s", p)
+    try:
+        return hold_lease(m.work_dir, str(flow_run.id)) if flow_run.id else None
+    except OSError:
+        return None
+
+
+def _publish_all(m, manifest: str, force: bool, only: list[str] | None, logger) -> dict:
 
     # 1. Base models as local safetensors folders (GGUF converted / hub downloaded once).
     base_futures = {b.id: materialize_base_task.submit(manifest, b.id) for b in m.spec.base_models}
     bases: list[BaseState] = []
     for base_id, fut in base_futures.items():
         try:
-            bases.append(BaseState.ready(base_id, Path(fut.result())))
+            bases.append(BaseState.ready(base_id, Path(fut.result()), m.work_dir / DIGEST_CACHE))
         except Exception as exc:  # noqa: BLE001 - a broken base fails its variants, not the run
-            bases.append(BaseState.broken(base_id, f"base model {base_id}: {exc}"))
+            bases.append(BaseState.broken(base_id, redact(f"base model {base_id}: {exc}")))
             logger.error("%s", bases[-1].error)
+    corpus_ids = {}
+    for lang in m.spec.languages:
+        try:
+            corpus_ids[lang] = corpus_content_key(m, lang)
+        except Exception as exc:  # noqa: BLE001 - counting reports it, located, for the variants
+            logger.warning("corpus of %s: %s", lang, redact(exc))
 
     publisher = make_publisher(m)
-    p = plan(m, bases, publisher.published_fingerprint, force=force, only=only)
+    p = plan(m, bases, publisher.published_fingerprint, force=force, only=only, corpus_identity=corpus_ids)
     records: dict[str, VariantRecord] = {}
+    if p.to_build and m.spec.publish.target == "local":  # one clear, early message for an unwritable/full output
+        need = max(weights_bytes(p.bases[v.base].folder) for v in p.to_build)
+        problem = output_problem(m.output_dir, need)
+        if problem:
+            logger.error("%s", problem)
+            p.fail_builds(problem)
     for d in p.decisions:
         if d.action == "fail":
             records[d.variant.id] = failed_record(d.variant, d.reason)
@@ -83,7 +126,7 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
         try:
             return Outcome(path=Path(fut.result()))
         except Exception as exc:  # noqa: BLE001
-            return Outcome(error=str(exc))
+            return Outcome(error=redact(exc))
 
     counts = {key: outcome(f) for key, f in count_futures.items()}
     heldout = {lang: outcome(f) for lang, f in heldout_futures.items()}
@@ -130,11 +173,11 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
 
     # 5. Catalog of every variant of the manifest, in manifest order.
     ordered = [records[v.id] for v in p.variants]
-    parquet, md = write_catalog(ordered, m.output_dir, {b: Path(p) for b, p in plots.items()})
+    parquet, md = write_catalog_anywhere(ordered, m, {b: Path(p) for b, p in plots.items()}, logger)
     rows = catalog_rows(ordered)
     create_table_artifact(key="trimworks-catalog", table=[{k: v for k, v in r.items() if k != "fidelity_json"} for r in rows],
                           description=f"catalog of {manifest}")
-    create_markdown_artifact(key="trimworks-summary", markdown=md.read_text())
+    create_markdown_artifact(key="trimworks-summary", markdown=md.read_text() if md else markdown_table(rows))
     failed = [r for r in ordered if r.status == "failed"]
     for r in failed:
         logger.error("FAILED %s: %s", r.variant_id, r.error)
@@ -143,12 +186,26 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
         "published": [r.variant_id for r in ordered if r.status == "published"],
         "skipped": [r.variant_id for r in ordered if r.status == "skipped"],
         "failed": {r.variant_id: r.error for r in failed},
-        "catalog": str(parquet),
-        "summary": str(md),
+        "catalog": str(parquet) if parquet else None,
+        "summary": str(md) if md else None,
     }
     logger.info("done: %d published, %d up to date, %d failed; catalog %s", len(summary["published"]),
                 len(summary["skipped"]), len(failed), md)
     return summary
+
+
+def write_catalog_anywhere(records, m, plots, logger) -> tuple[Path | None, Path | None]:
+    """The catalog is always written: into the output folder, else (read-only, full) into
+    work_dir, else the run's summary and artifacts still list every variant."""
+    for folder in (m.output_dir, m.work_dir / "catalog"):
+        try:
+            paths = write_catalog(records, folder, plots if folder == m.output_dir else {})
+            if folder != m.output_dir:
+                logger.error("the catalog could not be written to %s; it is at %s", m.output_dir, paths[1])
+            return paths
+        except OSError as exc:
+            logger.error("cannot write the catalog to %s: %s", folder, output_error_message(exc, folder))
+    return None, None
 
 
 @flow(name="build-variant", task_runner=ThreadPoolTaskRunner(max_workers=2))
@@ -168,6 +225,7 @@ def task_runner(dask_address: str | None = None, workers: int = 2):
 
 def run_publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: list[str] | None = None,
                     dask_address: str | None = None, workers: int = 2) -> dict:
+    guard_temporary_server()  # before the first client call starts the temporary server
     return publish_all.with_options(task_runner=task_runner(dask_address, workers))(manifest=manifest, force=force, only=only)
 
 

@@ -23,3 +23,9 @@ _DEFAULTS = {
 }
 for key, value in _DEFAULTS.items():
     os.environ.setdefault(key, value)
+
+# Every log record of the process (stderr, Prefect's API log handler) is redacted: no Hub
+# token or Authorization value leaves through a log line or a traceback.
+from tasks.engine.redact import install_log_redaction  # noqa: E402
+
+install_log_redaction()

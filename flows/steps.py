@@ -11,6 +11,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
+from tasks.engine.errors import TrimworksError
+from tasks.engine.redact import redact, register_secret
 from tasks.pipeline.build import build_and_publish
 from tasks.pipeline.catalog import plot_coverage
 from tasks.pipeline.counts_cache import ensure_counts, ensure_heldout, expected_train_lines, read_heldout
@@ -43,11 +45,14 @@ def resolve_hub_token(spec: HubTarget) -> str | None:
     """HF_TOKEN from the environment, else a Prefect Secret block named in the manifest."""
     token = os.environ.get("HF_TOKEN")
     if token:
+        register_secret(token)
         return token
     if spec.token_secret_block:
         from prefect.blocks.system import Secret
 
-        return Secret.load(spec.token_secret_block).get()
+        token = Secret.load(spec.token_secret_block).get()
+        register_secret(token)
+        return token
     return None
 
 
@@ -60,7 +65,10 @@ def make_publisher(m: LoadedManifest) -> Publisher:
 @task(name="materialize-base", cache_policy=NO_CACHE)
 def materialize_base_task(manifest: str, base_id: str) -> str:
     m = open_manifest(manifest)
-    folder = materialize_base(m, m.base(base_id))
+    try:
+        folder = materialize_base(m, m.base(base_id))
+    except Exception as exc:  # noqa: BLE001 - the task's failed state and logs carry a redacted text
+        raise TrimworksError(redact(f"{type(exc).__name__}: {exc}" if not isinstance(exc, TrimworksError) else exc)) from None
     get_run_logger().info("base %s ready at %s", base_id, folder)
     return str(folder)
 

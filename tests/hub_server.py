@@ -24,6 +24,7 @@ class Fault:
     retry_after: str | None = None
     drop_connection: bool = False
     after_commit: bool = False  # apply the commit, then drop the connection (the reply is lost)
+    echo_headers: bool = False  # a careless server: the error body repeats the request headers
 
 
 @dataclass
@@ -73,7 +74,10 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)
             return True
-        self._send(f.status, {"error": "injected fault"}, {"Retry-After": f.retry_after} if f.retry_after else None)
+        error = "injected fault"
+        if f.echo_headers:
+            error += f"; request headers were {dict(self.headers)}"
+        self._send(f.status, {"error": error}, {"Retry-After": f.retry_after} if f.retry_after else None)
         return True
 
     def _body(self) -> bytes:

@@ -1,4 +1,7 @@
-"""Atomic writes: a reader sees the old state or the complete new one, never a partial file."""
+"""Atomic, durable writes: a reader sees the old state or the complete new one, never a
+partial file — after a crash, and after a power loss too: every file is fsynced before the
+rename that publishes it, and the parent folder after the rename (the rename itself lives in
+the folder's data, which the page cache holds until then)."""
 
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -52,10 +56,12 @@ def atomic_folder(out_dir: Path, overwrite: bool = False) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        fsync_tree(tmp)  # every byte on disk before the folder can be seen under its name
         replace_folder(tmp, out_dir, out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    fsync_dir(out_dir.parent)
 
 
 def replace_folder(src: Path, dst: Path, trash: Path, between: Callable[[], None] | None = None) -> None:
@@ -68,11 +74,34 @@ def replace_folder(src: Path, dst: Path, trash: Path, between: Callable[[], None
         os.replace(dst, trash)
     if between is not None:
         between()
-    try:
-        os.replace(src, dst)
-    except OSError:  # src on another filesystem: copy beside dst, then rename
-        tmp = dst.parent / f".incoming-{uuid.uuid4().hex[:8]}"
-        shutil.copytree(src, tmp)
-        os.replace(tmp, dst)
-        shutil.rmtree(src, ignore_errors=True)
+    os.replace(src, dst)  # same filesystem by construction (callers stage beside `dst`)
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a folder: makes the renames and creations inside it durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """fsync every file under `folder`, then every folder bottom-up (cheap for files already
+    synced: only dirty pages are written)."""
+    folder = Path(folder)
+    dirs = []
+    for root, _, files in os.walk(folder):
+        dirs.append(root)
+        for name in files:
+            p = os.path.join(root, name)
+            if os.path.islink(p):
+                continue
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    for d in reversed(dirs):
+        fsync_dir(Path(d))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,15 +102,32 @@ def count_tokens(
                        {"method": "direct", "detail": "every line encoded by the tokenizer"})
 
 
-def iter_text_file(path: Path) -> Iterator[str]:
-    """Non-empty stripped lines of a UTF-8 text file; a bad byte is a located error."""
+MAX_LINE_BYTES = 1 << 20  # longer lines are skipped (counted, warned): memory stays bounded
+log = logging.getLogger("trimworks.counting")
+
+
+def iter_text_file(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[str]:
+    """Non-empty stripped lines of a UTF-8 text file; a bad byte is a located error.
+
+    Lines are read at most `max_line_bytes` at a time: a longer line (one 200 MB line with
+    no newline, say) is skipped without ever being held in memory, with a counted warning."""
     path = Path(path)
     try:
         fh = path.open("rb")
     except OSError as exc:
         raise CorpusError(f"{path}: cannot open corpus file ({exc.strerror})") from exc
+    skipped = 0
     with fh:
-        for lineno, raw in enumerate(fh, 1):
+        lineno = 0
+        while raw := fh.readline(max_line_bytes + 1):
+            lineno += 1
+            if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+                while (rest := fh.readline(max_line_bytes + 1)) and not rest.endswith(b"\n"):
+                    pass  # drain the long line in bounded chunks
+                skipped += 1
+                log.warning("%s:%d: skipped a line longer than %d bytes (max_line_bytes); %d line(s) skipped in this file so far",
+                            path, lineno, max_line_bytes, skipped)
+                continue
             try:
                 line = raw.decode("utf-8").strip()
             except UnicodeDecodeError as exc:
@@ -119,6 +137,8 @@ def iter_text_file(path: Path) -> Iterator[str]:
                 ) from exc
             if line:
                 yield line
+    if skipped:
+        log.warning("%s: %d line(s) longer than %d bytes were skipped", path, skipped, max_line_bytes)
 
 
 def write_counts(counts: TokenCounts, tokenizer_json: Path, path: Path) -> Path:

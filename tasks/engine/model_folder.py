@@ -29,8 +29,9 @@ class ModelFolder:
         return int(self.config["vocab_size"])
 
 
-def _check_no_escaping_symlinks(folder: Path) -> None:
-    root = folder.resolve()
+def check_no_escaping_symlinks(folder: Path) -> None:
+    """Refuse symlinks leading out of the folder, before any file of it is read."""
+    root = Path(folder).resolve()
     for p in folder.rglob("*"):
         if p.is_symlink():
             target = p.resolve()
@@ -46,7 +47,7 @@ def inspect_model_folder(folder: Path) -> ModelFolder:
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelFolderError(f"{folder}: model folder does not exist")
-    _check_no_escaping_symlinks(folder)
+    check_no_escaping_symlinks(folder)
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise ModelFolderError(f"{folder}: no config.json; is this a Hugging Face model folder?")
@@ -127,3 +128,6 @@ def convert_pickle_checkpoint(folder: Path, out_dir: Path) -> Path:
             unique[k] = v.contiguous()
         save_file(unique, tmp / "model.safetensors", metadata={"format": "pt"})
     return Path(out_dir)
+
+
+_check_no_escaping_symlinks = check_no_escaping_symlinks  # the old private name

@@ -21,6 +21,7 @@ from typing import BinaryIO
 import numpy as np
 
 from tasks.engine.errors import ModelFolderError
+from tasks.engine.integrity import check_finite_rows
 
 DTYPE_BYTES: dict[str, int] = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
@@ -118,6 +119,26 @@ class LazyCheckpoint:
                 if info.name in self.tensors:
                     raise ModelFolderError(f"{path}: tensor {info.name!r} also appears in {self.tensors[info.name].file}")
                 self.tensors[info.name] = info
+        if index.exists():
+            self._check_index(index, weight_map)
+
+    def _check_index(self, index: Path, weight_map: dict[str, str]) -> None:
+        """The index and the shard headers must name the same tensors in the same shards."""
+        for tensor, shard in weight_map.items():
+            info = self.tensors.get(tensor)
+            if info is None:
+                raise ModelFolderError(
+                    f"{self.folder / shard}: tensor {tensor!r} listed in {index.name} is not in the shard's header; "
+                    "the shard header was altered or belongs to another checkpoint"
+                )
+            if info.file.name != shard:
+                raise ModelFolderError(f"{info.file}: holds tensor {tensor!r} which {index.name} places in {shard}")
+        extra = [n for n in self.tensors if n not in weight_map]
+        if extra:
+            raise ModelFolderError(
+                f"{self.tensors[extra[0]].file}: tensor {extra[0]!r} in the shard header is not listed in {index.name}; "
+                "the shard header was altered or belongs to another checkpoint"
+            )
 
     @property
     def sharded(self) -> bool:
@@ -191,21 +212,30 @@ def write_rows(info: TensorInfo, rows: np.ndarray, out: BinaryIO) -> None:
     row_bytes = info.nbytes // n_rows if n_rows else 0
     if rows.size and (rows[0] < 0 or rows[-1] >= n_rows):
         raise ModelFolderError(f"{info.file}: tensor {info.name!r} has {n_rows} rows; kept id {rows[-1]} is out of range")
-    buf = memoryview(bytearray(max(row_bytes, min(BLOCK_BYTES, rows.size * row_bytes))))
-    fill = 0
+    # Whole rows per buffer, so each flush can be checked for NaN/Inf row by row.
+    per_buf = max(1, min(BLOCK_BYTES, rows.size * row_bytes) // row_bytes) if row_bytes else 1
+    buf = memoryview(bytearray(max(row_bytes, per_buf * row_bytes)))
+    fill = done = 0
+
+    def flush() -> None:
+        nonlocal fill, done
+        n = fill // row_bytes if row_bytes else 0
+        check_finite_rows(buf[:fill], info.dtype, row_bytes, rows[done : done + n], info.name, info.file)
+        out.write(buf[:fill])
+        done, fill = done + n, 0
+
     fd = os.open(info.file, os.O_RDONLY)
     try:
         for first, length in row_runs(rows).tolist():
             offset, left = info.start + first * row_bytes, length * row_bytes
             while left:
                 if fill == len(buf):
-                    out.write(buf[:fill])
-                    fill = 0
+                    flush()
                 n = min(left, len(buf) - fill)
                 if os.preadv(fd, [buf[fill : fill + n]], offset) != n:
                     raise ModelFolderError(f"{info.file}: unexpected end of file in tensor {info.name!r}")
                 fill, offset, left = fill + n, offset + n, left - n
-        out.write(buf[:fill])
+        flush()
     finally:
         os.close(fd)
 

@@ -22,6 +22,7 @@ from tasks.engine.architectures import SPECIAL_ID_KEYS, vocab_rule_for
 from tasks.engine.atomic import write_text_atomic
 from tasks.engine.errors import DroppedSpecialTokenError, ModelFolderError
 from tasks.engine.failpoints import failpoint
+from tasks.engine.integrity import check_finite_rows
 from tasks.engine.model_folder import ModelFolder
 from tasks.engine.selection import old_to_new_map
 from tasks.engine.safetensors_io import (
@@ -51,7 +52,10 @@ class SurgeryStats:
 
 
 def _take_axis(info: TensorInfo, rows: np.ndarray, axis: int, ckpt: LazyCheckpoint, out) -> None:
-    out.write(np.ascontiguousarray(np.take(ckpt.load_numpy(info.name), rows, axis=axis)).tobytes())
+    kept = np.ascontiguousarray(np.moveaxis(np.take(ckpt.load_numpy(info.name), rows, axis=axis), axis, 0))
+    row_bytes = kept.nbytes // kept.shape[0] if kept.shape[0] else 0
+    check_finite_rows(kept.tobytes(), info.dtype, row_bytes, rows, info.name, info.file)  # per kept token id
+    out.write(np.ascontiguousarray(np.moveaxis(kept, 0, axis)).tobytes())
 
 
 def trim_weights(base: ModelFolder, out_dir: Path, kept_ids: np.ndarray) -> SurgeryStats:

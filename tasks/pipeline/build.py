@@ -6,6 +6,7 @@ VariantRecord with a located error, so one bad variant never stops the batch.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
@@ -19,11 +20,15 @@ from filelock import FileLock
 from tasks.engine.atomic import write_text_atomic
 from tasks.pipeline.card import variant_card
 from tasks.pipeline.counts_cache import read_heldout
-from tasks.engine.errors import ExactnessError, TrimworksError
+from tasks.engine.errors import ExactnessError, SelectionError, TrimworksError
+from tasks.engine.integrity import check_tensor_names
+from tasks.engine.redact import redact
+from tasks.pipeline.preflight import output_error_message
 from tasks.pipeline.record import VariantRecord, variant_metrics
 from tasks.pipeline.manifest import LoadedManifest, Variant, fingerprint_fields, fingerprint_parts, spec_hash
 from tasks.pipeline.publish import RECORD_NAME, LocalRegistry, Publisher
-from tasks.pipeline.sources import base_identity
+from tasks.pipeline.sources import DIGEST_CACHE, base_identity
+from tasks.pipeline.corpus_identity import corpus_content_key
 from tasks.engine.trim import apply_selection, select_for_model
 from tasks.engine.proof import prove_variant
 from tasks.engine.verify import ExactnessReport, verify_exactness
@@ -40,7 +45,7 @@ def record_of(variant: Variant, status: str, **fields) -> VariantRecord:
 
 
 def failed_record(variant: Variant, error: str, seconds: float | None = None) -> VariantRecord:
-    return record_of(variant, "failed", error=error, seconds=seconds)
+    return record_of(variant, "failed", error=redact(error), seconds=seconds)
 
 
 def skipped_record(publisher: Publisher, variant: Variant) -> VariantRecord:
@@ -56,8 +61,27 @@ def skipped_record(publisher: Publisher, variant: Variant) -> VariantRecord:
 
 def _fingerprint_parts(m: LoadedManifest, variant: Variant, base_dir: Path) -> dict[str, str]:
     """The variant's fingerprint field by field (empty if they do not hash to its fingerprint)."""
-    fields = fingerprint_fields(m, m.base(variant.base), variant.languages, variant.multiple, base_identity(base_dir))
+    corpus_content = {lang: corpus_content_key(m, lang) for lang in variant.languages}
+    fields = fingerprint_fields(m, m.base(variant.base), variant.languages, variant.multiple,
+                                base_identity(base_dir, m.work_dir / DIGEST_CACHE), corpus_content=corpus_content)
     return fingerprint_parts(fields) if spec_hash(fields) == variant.fingerprint else {}
+
+
+def staging_root(m: LoadedManifest, publisher: Publisher) -> Path:
+    """Where a variant is built: on the output's filesystem, so publishing is one rename."""
+    builds = m.work_dir / "builds"
+    return publisher.staging_root(builds) if isinstance(publisher, LocalRegistry) else builds
+
+
+def check_trims(selection, variant: Variant) -> None:
+    """A multiple that rounds the kept set up to the whole vocabulary would publish an
+    untrimmed copy under a trimmed name: an error naming the base."""
+    size, base_vocab = selection.size, selection.base_vocab_size
+    if size >= base_vocab and (selection.n_rounding > 0 or variant.multiple >= base_vocab):
+        raise SelectionError(
+            f"{variant.id}: multiple {variant.multiple} rounds the kept vocabulary up to {size:,}, not below base model "
+            f"{variant.base!r}'s {base_vocab:,} tokens: it would not trim. Use a multiple well below {base_vocab:,} (e.g. 8 or 64)"
+        )
 
 
 def _remove_stale(builds: Path, variant_id: str) -> None:
@@ -83,7 +107,7 @@ def build_and_publish(
     with FileLock(str(lock_path)):
         if not force and publisher.published_fingerprint(variant) == variant.fingerprint:
             return skipped_record(publisher, variant)  # another run got here first
-        _remove_stale(m.work_dir / "builds", variant.id)
+        _remove_stale(staging_root(m, publisher), variant.id)
         return _build_and_publish(m, variant, base_dir, counts, heldout, publisher, plot_png)
 
 
@@ -97,9 +121,11 @@ def _build_and_publish(
     plot_png: Path | None,
 ) -> VariantRecord:
     start = time.perf_counter()
-    staging = m.work_dir / "builds" / variant.id
+    staging = staging_root(m, publisher) / variant.id
     try:
         selection = select_for_model(base_dir, [counts[lang] for lang in variant.languages], m.spec.selection, variant.multiple)
+        check_trims(selection, variant)
+        check_tensor_names(base_dir)  # after the folder checks (pickles, remote code) in select_for_model
         trim = apply_selection(base_dir, selection, staging, overwrite=True,
                                provenance={"base_model": variant.base, "variant": variant.id, "fingerprint": variant.fingerprint})
         texts = {lang: read_heldout(heldout[lang]) for lang in variant.languages}
@@ -120,7 +146,7 @@ def _build_and_publish(
         if plot_png is not None and Path(plot_png).exists():
             shutil.copy2(plot_png, staging / "coverage.png")
             plot_name = "coverage.png"
-        card = variant_card(m, record, json.loads((base_dir / "config.json").read_text()), plot_name)
+        card = variant_card(m, record, json.loads((base_dir / "config.json").read_text()), plot_name, base_dir)
         write_text_atomic(staging / "README.md", str(card))
         record.seconds = round(time.perf_counter() - start, 2)
         write_text_atomic(staging / RECORD_NAME, record.model_dump_json(indent=2))
@@ -129,7 +155,9 @@ def _build_and_publish(
         return record
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, the batch goes on
         shutil.rmtree(staging, ignore_errors=True)
-        detail = str(exc) if isinstance(exc, TrimworksError) else f"{type(exc).__name__}: {exc}"
+        detail = redact(str(exc) if isinstance(exc, TrimworksError) else f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+            detail = output_error_message(exc, staging)
         log.error("variant %s failed: %s", variant.id, detail)
         log.debug("%s", traceback.format_exc())
         return failed_record(variant, detail, round(time.perf_counter() - start, 2))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from tasks.engine.architectures import auto_class_name
 from tasks.pipeline.manifest import GGUFSource, HubSource, LoadedManifest, LocalSource
 from tasks.pipeline.record import VariantRecord
+from tasks.pipeline.sources import hub_commit_of
 
 PIPELINE_TAGS = {"bert": "feature-extraction", "xlm-roberta": "fill-mask", "t5": "text2text-generation"}
 
@@ -147,12 +149,14 @@ def render_card(
     )
 
 
-def base_link(m: LoadedManifest, base_id: str) -> tuple[str, str]:
-    """(name, link) of the base model the card credits: its Hub page when there is one."""
+def base_link(m: LoadedManifest, base_id: str, base_dir: Path | None = None) -> tuple[str, str]:
+    """(name, link) of the base model the card credits: its Hub page when there is one, at
+    the commit a tag resolved to when the download recorded it."""
     spec = m.base(base_id)
     src = spec.source
     if isinstance(src, HubSource):
-        return src.hub, f"https://huggingface.co/{src.hub}/tree/{src.revision}"
+        commit = (hub_commit_of(base_dir) if base_dir is not None else None) or src.revision
+        return src.hub, f"https://huggingface.co/{src.hub}/tree/{commit}"
     name = spec.display_name or base_id
     if "/" in name:  # a display name like org/model names its Hub page
         return name, f"https://huggingface.co/{name}"
@@ -170,9 +174,10 @@ def corpora_lines(m: LoadedManifest, languages: tuple[str, ...]) -> list[str]:
     return out
 
 
-def variant_card(m: LoadedManifest, rec: VariantRecord, config: dict, plot_file: str | None) -> ModelCard:
+def variant_card(m: LoadedManifest, rec: VariantRecord, config: dict, plot_file: str | None,
+                 base_dir: Path | None = None) -> ModelCard:
     """The card of a built variant: its record plus what the manifest and base config say."""
-    name, link = base_link(m, rec.base)
+    name, link = base_link(m, rec.base, base_dir)
     model_class = auto_class_name(config)
     return render_card(
         rec, base_name=name, base_link=link, license=m.base(rec.base).license,

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from tasks.engine.atomic import atomic_file, write_text_atomic
 from tasks.engine.counting import load_plain_tokenizer, read_counts
 from tasks.pipeline.checks import checks_section
+from tasks.engine.redact import redact
 from tasks.pipeline.record import VariantRecord
 from tasks.engine.vocab import Vocab
 
@@ -32,7 +33,7 @@ def catalog_rows(records: Sequence[VariantRecord]) -> list[dict]:
             "min_coverage": min((f.coverage for f in fid), default=None),
             "min_identity": min((f.identity for f in fid), default=None),
             "output_max_abs_diff": r.output_max_abs_diff, "loss_before": r.loss_before, "loss_after": r.loss_after,
-            "location": r.location, "error": r.error, "fingerprint": r.fingerprint,
+            "location": r.location, "error": redact(r.error) if r.error else r.error, "fingerprint": r.fingerprint,
             "fidelity_json": json.dumps({k: v.model_dump() for k, v in r.fidelity.items()}),
             "checks": ",".join(r.checks), "proof_passed": r.proof_passed, "output_check": r.output_check,
             "dtype": r.dtype, "source_file": r.source_file, "source_quantization": r.source_quantization,
@@ -70,7 +71,7 @@ def write_catalog(records: Sequence[VariantRecord], out_dir: Path, plots: Mappin
           f"{sum(r.status == 'skipped' for r in records)} already up to date, {len(failed)} failed.", "",
           markdown_table(rows)]
     if failed:
-        md += ["## Failures", ""] + [f"- **{r.variant_id}**: {r.error}" for r in failed] + [""]
+        md += ["## Failures", ""] + [f"- **{r.variant_id}**: {redact(r.error or '')}" for r in failed] + [""]
     md += checks_section(records)
     if plots:
         md += ["## Held-out coverage against kept vocabulary size", ""]

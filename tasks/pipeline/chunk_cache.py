@@ -17,13 +17,15 @@ from filelock import FileLock
 from tasks.engine.chunks import CHUNKING, ChunkCounts, count_chunks, read_chunk_counts, tokens_from_chunk_counts, write_chunk_counts
 from tasks.engine.counting import TokenCounts, count_tokens
 from tasks.pipeline.lid import LidStats
+from tasks.pipeline.corpus_identity import check_snapshot, corpus_content_key, corpus_snapshot
 from tasks.pipeline.manifest import LoadedManifest, corpus_key
 
 log = logging.getLogger("trimworks.counts")
 
 
 def chunks_path(m: LoadedManifest, language: str) -> Path:
-    return m.work_dir / "chunks" / f"{language}-{corpus_key(m, language)[:16]}-{CHUNKING}.parquet"
+    # Keyed on the corpus content (spec, LID settings and file digests), like the counts tables.
+    return m.work_dir / "chunks" / f"{language}-{corpus_content_key(m, language)[:16]}-{CHUNKING}.parquet"
 
 
 def corpus_label(m: LoadedManifest, language: str) -> str:
@@ -36,6 +38,7 @@ def ensure_chunk_counts(m: LoadedManifest, language: str, on_progress: Callable[
     `stats` (if given) follows the LID filter while this pass reads."""
     from tasks.pipeline.counts_cache import train_stream
 
+    snapshot = corpus_snapshot(m, language)  # before the key's digests: any later change shows
     path = chunks_path(m, language)
     if path.exists():
         return path
@@ -45,6 +48,7 @@ def ensure_chunk_counts(m: LoadedManifest, language: str, on_progress: Callable[
             return path
         stats = stats if stats is not None else LidStats()
         cc = count_chunks(train_stream(m, language, stats), sample_lines=m.spec.counting.proof_lines, progress=on_progress)
+        check_snapshot(snapshot, language)  # truncated or rewritten while read: no table of mixed bytes
         cc.meta.update(lid_seen=stats.seen, lid_kept=stats.kept)
         log.info("chunked %s: %d lines (%d read, LID kept %.1f%%), %d chunks, %d distinct (%.1f%%)", language, cc.lines,
                  stats.seen, 100 * stats.kept_share, cc.chunks, cc.distinct, 100 * cc.distinct / max(cc.chunks, 1))

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import random
 from collections.abc import Iterator
 from pathlib import Path
 
-from tasks.engine.counting import iter_text_file
+from tasks.engine.counting import MAX_LINE_BYTES, iter_text_file
 from tasks.engine.errors import CorpusError
 from tasks.pipeline.manifest import (
     CorpusSpec,
@@ -24,6 +25,8 @@ from tasks.pipeline.manifest import (
     WordfreqCorpus,
     expand_globs,
 )
+
+log = logging.getLogger("trimworks.corpora")
 
 
 def wordfreq_sentences(lang: str, n_lines: int, words: int = 5000, seed: int = 0) -> list[str]:
@@ -53,18 +56,31 @@ def is_heldout(line: str, percent: float) -> bool:
 def iter_corpus(spec: CorpusSpec, language: str, m: LoadedManifest) -> Iterator[str]:
     """Non-empty stripped lines of one corpus spec, capped at `max_lines`."""
     lines: Iterator[str]
+    limit = spec.max_line_bytes or MAX_LINE_BYTES
     if isinstance(spec, TextCorpus):
-        lines = (line for p in expand_globs(spec.text, m.base_dir) for line in iter_text_file(p))
+        lines = (line for p in expand_globs(spec.text, m.base_dir) for line in iter_text_file(p, limit))
     elif isinstance(spec, ParquetCorpus):
-        lines = _iter_parquet(expand_globs(spec.parquet, m.base_dir), spec.column)
+        lines = _skip_long(_iter_parquet(expand_globs(spec.parquet, m.base_dir), spec.column), limit, f"{spec.parquet}")
     elif isinstance(spec, DatasetsCorpus):
-        lines = _iter_datasets(spec, m)
+        lines = _skip_long(_iter_datasets(spec, m), limit, spec.datasets)
     elif isinstance(spec, WordfreqCorpus):
         w = spec.wordfreq
         lines = iter(wordfreq_sentences(language, w.lines, w.words, w.seed))
     else:  # pragma: no cover - the manifest union is closed
         raise CorpusError(f"unknown corpus spec {spec!r}")
     return itertools.islice(lines, spec.max_lines) if spec.max_lines else lines
+
+
+def _skip_long(lines: Iterator[str], limit: int, source: str) -> Iterator[str]:
+    """Rows longer than `limit` bytes are skipped with a counted warning (the tokenizer would
+    need many times their size in memory)."""
+    skipped = 0
+    for line in lines:
+        if len(line) * 4 > limit and len(line.encode("utf-8")) > limit:
+            skipped += 1
+            log.warning("%s: skipped a row longer than %d bytes (max_line_bytes); %d skipped so far", source, limit, skipped)
+            continue
+        yield line
 
 
 def _iter_parquet(paths: list[Path], column: str) -> Iterator[str]:

@@ -17,6 +17,7 @@ from tasks.engine.atomic import write_text_atomic
 from tasks.pipeline.corpora import split_lines
 from tasks.engine.counting import count_tokens, write_counts
 from tasks.engine.errors import CorpusError
+from tasks.pipeline.corpus_identity import check_snapshot, corpus_content_key, corpus_snapshot
 from tasks.pipeline.lid import LanguageFilter, LidStats
 from tasks.pipeline.manifest import LoadedManifest, WordfreqCorpus, corpus_key
 from tasks.engine.model_folder import tokenizer_fingerprint
@@ -27,7 +28,7 @@ PROGRESS_EVERY = 100_000  # lines between progress log lines
 
 def counts_path(m: LoadedManifest, tokenizer_json: Path, language: str) -> Path:
     fp = tokenizer_fingerprint(tokenizer_json)
-    return m.work_dir / "counts" / fp[:16] / f"{language}-{corpus_key(m, language)[:16]}.parquet"
+    return m.work_dir / "counts" / fp[:16] / f"{language}-{corpus_content_key(m, language)[:16]}.parquet"
 
 
 def train_stream(m: LoadedManifest, language: str, stats: LidStats | None = None):
@@ -39,14 +40,16 @@ def train_stream(m: LoadedManifest, language: str, stats: LidStats | None = None
 
 
 def heldout_path(m: LoadedManifest, language: str) -> Path:
-    return m.work_dir / "heldout" / f"{language}-{corpus_key(m, language)[:16]}.txt"
+    return m.work_dir / "heldout" / f"{language}-{corpus_content_key(m, language)[:16]}.txt"
 
 
 def ensure_heldout(m: LoadedManifest, language: str) -> Path:
     """The language's held-out lines (after LID), saved once as text for every variant to reuse."""
+    snapshot = corpus_snapshot(m, language)
     path = heldout_path(m, language)
     if not path.exists():
         lines = heldout_lines(m, language)
+        check_snapshot(snapshot, language)  # a corpus changed while read is an error
         if not lines:
             raise CorpusError(f"{m.path}: languages.{language}: no held-out lines; add text or heldout.corpora")
         write_text_atomic(path, "\n".join(lines) + "\n")
@@ -90,6 +93,7 @@ def ensure_counts(
 ) -> Path:
     """Return the cached counts table, computing it (once, under a lock) if missing.
     `on_progress(lines)` is called after every batch (e.g. to update a progress artifact)."""
+    snapshot = corpus_snapshot(m, language)  # before the key's digests: any later change shows
     path = counts_path(m, tokenizer_json, language)
     if path.exists():
         return path
@@ -112,6 +116,7 @@ def ensure_counts(
         from tasks.pipeline.chunk_cache import count_language
 
         counts = count_language(m, tokenizer_json, language, stats, progress)
+        check_snapshot(snapshot, language)  # truncated or rewritten while counted: not a partial table
         if counts.tokens == 0:
             raise CorpusError(
                 f"{m.path}: languages.{language}: no text left to count "

