@@ -116,7 +116,10 @@ def fake_registry(m, states) -> dict[str, str]:
     from tasks.pipeline.manifest import fingerprint_fields, fingerprint_parts
     from tasks.pipeline.publish import RECORD_NAME, LocalRegistry
 
-    p = plan(m, states, nothing_published)
+    from tasks.pipeline.plan_report import corpus_identities
+
+    content = corpus_identities(m)  # as a run computes them: fingerprints follow corpus content
+    p = plan(m, states, nothing_published, corpus_identity=content)
     registry = LocalRegistry(m.output_dir)
     identity = {s.id: s.identity for s in states}
     v0, v1, v2, v3 = p.variants[:4]
@@ -126,7 +129,8 @@ def fake_registry(m, states) -> dict[str, str]:
         target.mkdir(parents=True, exist_ok=True)
         (target / RECORD_NAME).write_text(json.dumps({"fingerprint": fingerprint, "fingerprint_parts": parts}))
 
-    parts = {v.id: fingerprint_parts(fingerprint_fields(m, m.base(v.base), v.languages, v.multiple, identity[v.base]))
+    parts = {v.id: fingerprint_parts(fingerprint_fields(m, m.base(v.base), v.languages, v.multiple, identity[v.base],
+                                                     corpus_content=content))
              for v in (v0, v1)}
     publish(v0, v0.fingerprint, parts[v0.id])
     publish(v1, "1" * 64, {**parts[v1.id], "selection": "x", "corpora.en": "y"})
