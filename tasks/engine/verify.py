@@ -54,10 +54,14 @@ class ExactnessReport(BaseModel):
     loss_after: float | None = None
     tolerance: float = 1e-5
     compute_dtype: str = "float64"
+    chat_prompts: int | None = None  # chat check (chat.py); None when the base has no chat template
+    chat_identical: int | None = None
+    chat_mismatches: list[str] = []
 
     @property
     def tokenization_exact(self) -> bool:
-        return all(lang.identical_covered_lines == lang.covered_lines for lang in self.languages)
+        chat_ok = self.chat_prompts is None or self.chat_identical == self.chat_prompts
+        return chat_ok and all(lang.identical_covered_lines == lang.covered_lines for lang in self.languages)
 
     @property
     def exact(self) -> bool:
@@ -171,6 +175,11 @@ def verify_exactness(
         langs.append(fid)
         covered[lang] = cov
     report = ExactnessReport(languages=langs, tolerance=tolerance, compute_dtype=compute_dtype)
+    from tasks.engine.chat import chat_fidelity
+
+    chat = chat_fidelity(Path(base_dir), Path(trimmed_dir), kept_ids, _round_robin(covered, 20))
+    if chat is not None:
+        report.chat_prompts, report.chat_identical, report.chat_mismatches = chat.prompts, chat.identical, chat.mismatches
     sample = _round_robin(covered, sample_lines)
     if not sample_lines or not sample:
         return report
