@@ -56,7 +56,7 @@ def rebuild_tokenizer_json(tok: dict[str, Any], vocab: Vocab, kept_ids: np.ndarr
     kept_tokens = {vocab.id_to_token[int(i)] for i in kept_ids}
     new = copy.deepcopy(tok)
     model = new["model"]
-    if vocab.kind in ("BPE", "WordPiece"):
+    if vocab.kind in ("BPE", "WordPiece", "WordLevel"):  # WordLevel: a word maps to one id or to unk
         model["vocab"] = {t: table[i] for t, i in tok["model"]["vocab"].items() if i in table}
         if vocab.kind == "BPE":
             prefix = model.get("continuing_subword_prefix")

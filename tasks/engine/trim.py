@@ -89,7 +89,8 @@ def select_for_model(
         check_counts_match(table, str(c) if not isinstance(c, TokenCounts) else c.corpus, fingerprint, base.tokenizer_json)
         tables.append(table)
     vocab = analyze_tokenizer(load_tokenizer_json(base.tokenizer_json), str(base.tokenizer_json))
-    texts = list(keep_texts) + (chat_markup_texts(base.path) if chat_template else [])
+    inline = [t for t in policy.keep_texts if isinstance(t, str)]  # {file: ...} entries arrive resolved in keep_texts
+    texts = inline + list(keep_texts) + (chat_markup_texts(base.path) if chat_template else [])
     extra = model_required_ids(base, rules) + ids_to_encode(base.tokenizer_json, texts)
     return select_kept_ids(vocab, tables, policy, multiple, extra, merge_closure)
 

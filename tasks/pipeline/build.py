@@ -22,7 +22,8 @@ from tasks.pipeline.card import render_card
 from tasks.pipeline.counts_cache import read_heldout
 from tasks.engine.errors import ExactnessError, TrimworksError
 from tasks.pipeline.record import VariantRecord, variant_metrics
-from tasks.pipeline.manifest import GGUFSource, HubSource, LoadedManifest, LocalSource, Variant
+from tasks.pipeline.manifest import GGUFSource, HubSource, LoadedManifest, LocalSource, Variant, resolved_keep_texts
+from tasks.engine.architectures import load_rules
 from tasks.pipeline.publish import RECORD_NAME, LocalRegistry, Publisher
 from tasks.engine.trim import apply_selection, select_for_model
 from tasks.engine.verify import verify_exactness
@@ -111,9 +112,12 @@ def _build_and_publish(
     start = time.perf_counter()
     staging = m.work_dir / "builds" / variant.id
     try:
-        selection = select_for_model(base_dir, [counts[lang] for lang in variant.languages], m.spec.selection, variant.multiple)
+        rules = load_rules([m.spec.architectures] if m.spec.architectures else [])
+        selection = select_for_model(base_dir, [counts[lang] for lang in variant.languages], m.spec.selection, variant.multiple,
+                                     rules=rules, keep_texts=resolved_keep_texts(m))
         trim = apply_selection(base_dir, selection, staging, overwrite=True,
-                               provenance={"base_model": variant.base, "variant": variant.id, "fingerprint": variant.fingerprint})
+                               provenance={"base_model": variant.base, "variant": variant.id, "fingerprint": variant.fingerprint},
+                               rules=rules)
         report = verify_exactness(base_dir, staging, {lang: read_heldout(heldout[lang]) for lang in variant.languages},
                                   sample_lines=m.spec.verify_sample_lines)
         if not report.exact:

@@ -21,6 +21,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from tasks import __version__
+from tasks.engine.architectures import ArchitectureData
 from tasks.engine.errors import ManifestError
 from tasks.engine.selection import SelectionPolicy
 
@@ -187,6 +188,8 @@ class Manifest(_Strict):
     lid: LidSpec = LidSpec()
     publish: PublishSpec = PublishSpec()
     verify_sample_lines: int = Field(default=8, ge=0)
+    architectures: ArchitectureData | None = Field(
+        default=None, description="extra vocab-sized tensor rules, same schema as tasks/engine/data/architectures.json")
 
     @field_validator("languages")
     @classmethod
@@ -296,6 +299,32 @@ class LoadedManifest:
         return next(b for b in self.spec.base_models if b.id == base_id)
 
 
+def resolved_keep_texts(m: LoadedManifest) -> list[str]:
+    """`selection.keep_texts` files read (relative to the manifest); inline texts stay in the policy."""
+    from tasks.engine.keep_texts import read_keep_text_files
+    from tasks.engine.selection import KeepTextFile
+
+    out: list[str] = []
+    for i, entry in enumerate(m.spec.selection.keep_texts):
+        if isinstance(entry, KeepTextFile):
+            path = m.resolve(entry.file)
+            if not path.is_file():
+                raise ManifestError(f"{m.path}: selection.keep_texts[{i}]: file {path} does not exist")
+            out.extend(read_keep_text_files([path]))
+    return out
+
+
+def _extra_fingerprint(m: LoadedManifest) -> dict[str, Any]:
+    """Only present when used, so manifests without them keep their fingerprints."""
+    extra: dict[str, Any] = {}
+    if m.spec.architectures is not None:
+        extra["architectures"] = m.spec.architectures.model_dump(mode="json")
+    texts = resolved_keep_texts(m)
+    if texts:
+        extra["keep_text_files"] = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
+    return extra
+
+
 # libyaml's safe loader when present: 10x faster than the pure-Python one, same safety.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -401,6 +430,7 @@ def expand(m: LoadedManifest, base_identity: dict[str, str] | None = None) -> li
     """
     s = m.spec
     variants, seen = [], {}
+    extra_fp = _extra_fingerprint(m)
     for b in s.base_models:
         for subset in s.subsets:
             langs = tuple(sorted(subset))
@@ -422,6 +452,7 @@ def expand(m: LoadedManifest, base_identity: dict[str, str] | None = None) -> li
                     "selection": s.selection.model_dump(),
                     "multiple": multiple,
                     "trimworks": __version__,
+                    **extra_fp,
                 })
                 variants.append(Variant(id=vid, base=b.id, languages=langs, multiple=multiple,
                                         repo_id=f"{s.publish.org}/{name}", fingerprint=fingerprint))
