@@ -11,6 +11,7 @@ rendered text outside the contents; selection keeps every token needed to encode
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,9 +42,25 @@ def _conversations(contents: Sequence[str]) -> list[tuple[list[dict], bool, bool
             (multi, False, False), (user, True, True), (system, True, True)]
 
 
+def has_chat_template(folder: Path) -> bool:
+    """Cheap look before loading a tokenizer: where transformers keeps chat templates."""
+    folder = Path(folder)
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file() \
+            or (folder / "additional_chat_templates").is_dir():
+        return True
+    cfg = folder / "tokenizer_config.json"
+    try:
+        return bool(cfg.is_file() and json.loads(cfg.read_text(encoding="utf-8")).get("chat_template"))
+    except (ValueError, OSError):
+        return False
+
+
 def load_chat_tokenizer(folder: Path):
     """The folder's transformers tokenizer if it has a chat template, else None."""
     from transformers import AutoTokenizer
+
+    if not has_chat_template(folder):
+        return None
 
     try:
         tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)

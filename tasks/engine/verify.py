@@ -136,7 +136,8 @@ def _outputs(model_dir: Path, tok: Tokenizer, lines: Sequence[str], max_length: 
             ids = torch.tensor([tok.encode(line, add_special_tokens=True).ids[:max_length]])
             kwargs = {"input_ids": ids}
             if is_seq2seq:
-                start = config.get("decoder_start_token_id", config.get("pad_token_id", 0))
+                start = config.get("decoder_start_token_id")
+                start = start if start is not None else config.get("pad_token_id") or 0  # mBART: none set
                 kwargs["decoder_input_ids"] = torch.cat([torch.tensor([[start]]), ids[:, :-1]], dim=1)
             out = model(**kwargs)
             if getattr(out, "logits", None) is not None:

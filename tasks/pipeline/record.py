@@ -45,6 +45,8 @@ class VariantRecord(BaseModel):
     loss_after: float | None = None
     location: str | None = None
     seconds: float | None = None
+    chat_prompts: int | None = None  # chat check: prompts compared (None: base has no chat template)
+    chat_identical: int | None = None  # ... of which tokenized identically (must equal chat_prompts)
 
 
 def variant_metrics(trim: TrimResult, report: ExactnessReport) -> dict:
@@ -65,4 +67,6 @@ def variant_metrics(trim: TrimResult, report: ExactnessReport) -> dict:
         "output_max_abs_diff": report.output_max_abs_diff,
         "loss_before": report.loss_before,
         "loss_after": report.loss_after,
+        "chat_prompts": report.chat_prompts,
+        "chat_identical": report.chat_identical,
     }
