@@ -50,7 +50,7 @@ def smollm2_chat(tmp_path_factory):
 
 
 def _counts(base: Path, tmp: Path, langs=LANGS) -> list[Path]:
-    return [write_counts(count_tokens(base / "tokenizer.json", subjects.gettext_lines(lang, "train", 6000), lang),
+    return [write_counts(count_tokens(base / "tokenizer.json", subjects.gettext_lines(lang, "train", 3000), lang),
                          base / "tokenizer.json", tmp / f"{lang}.parquet") for lang in langs]
 
 
@@ -75,7 +75,9 @@ def test_chat_prompts_tokenize_identically(subject, request, tmp_path, shared):
     msgs = [{"role": "user", "content": _heldout()["ja"][0]}]
     ids_b = tok_b.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
     ids_t = tok_t.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
-    assert tok_t.convert_ids_to_tokens(ids_t[-2:]) == ["assistant", "Ċ"]
+    assert tok_t.convert_ids_to_tokens(ids_t) == tok_b.convert_ids_to_tokens(ids_b)
+    if subject == "qwen2_chat":  # the case: the prompt ended `<|im_start|> ass ist ant`
+        assert tok_t.convert_ids_to_tokens(ids_t[-3:]) == ["<|im_start|>", "assistant", "Ċ"]
     assert load_kept_ids(out)[ids_t].tolist() == ids_b  # default system prompt included: same length, same tokens
 
     # Without the chat rule the same selection breaks chat prompts: the rule is what makes them exact.
