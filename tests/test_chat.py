@@ -137,3 +137,17 @@ def test_cli_keep_text_and_architectures(toy_model, tmp_path, toy_lines):
     tb, tt = (Tokenizer.from_file(str(f / "tokenizer.json")) for f in (toy_model, tmp_path / "b"))
     for text in ("Zyxwv qjkx\n", "Zyxwv qjkx"):
         assert kept[tt.encode(text).ids].tolist() == tb.encode(text).ids
+
+
+def test_card_and_record_show_the_chat_check():
+    from tasks.pipeline.card import render_card
+    from tasks.pipeline.record import VariantRecord
+
+    def card(**kw):
+        rec = VariantRecord(variant_id="v", base="b", languages=["ja"], multiple=8, repo_id="o/v", fingerprint="f",
+                            status="published", **kw)
+        return str(render_card(rec, base_name="b", base_link="x", license="mit", model_type="qwen2", is_causal=True,
+                               policy="{}", corpora=["c"], plot_file=None, model_class="AutoModelForCausalLM"))
+
+    assert "**140 of 140** chat prompts (100%)" in card(chat_prompts=140, chat_identical=140)
+    assert "Chat template" not in card()  # a base without a chat template

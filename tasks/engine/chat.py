@@ -57,10 +57,9 @@ def has_chat_template(folder: Path) -> bool:
 
 def load_chat_tokenizer(folder: Path):
     """The folder's transformers tokenizer if it has a chat template, else None."""
-    from transformers import AutoTokenizer
-
     if not has_chat_template(folder):
         return None
+    from transformers import AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
