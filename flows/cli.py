@@ -54,14 +54,22 @@ def trim(
     top_k: Annotated[Optional[int], typer.Option(help="exact final vocabulary size")] = None,
     keep: Annotated[Optional[list[str]], typer.Option(help="token to always keep (repeatable)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing output folder")] = False,
+    keep_text: Annotated[Optional[list[Path]], typer.Option(
+        "--keep-text", help="UTF-8 file of texts to encode exactly (whole file and each line; repeatable)")] = None,
+    architectures: Annotated[Optional[list[Path]], typer.Option(
+        "--architectures", help="JSON/YAML file extending the vocab-sized tensor rules (repeatable)")] = None,
 ) -> None:
     """Trim a model to the tokens its counts show are used."""
+    from tasks.engine.architectures import load_rules
+    from tasks.engine.keep_texts import read_keep_text_files
     from tasks.engine.selection import SelectionPolicy
     from tasks.engine.trim import trim_model
 
     try:
         policy = SelectionPolicy(min_count=min_count, coverage=coverage, top_k=top_k, keep=tuple(keep or ()))
-        result = trim_model(model_dir, counts, policy, multiple, out, overwrite=overwrite)
+        rules = load_rules(architectures or ())
+        texts = read_keep_text_files(keep_text or ())
+        result = trim_model(model_dir, counts, policy, multiple, out, overwrite=overwrite, rules=rules, keep_texts=texts)
     except (TrimworksError, ValueError) as exc:
         _fail(exc)
     s = result.summary()

@@ -20,7 +20,8 @@ def _big_checkpoint(folder, n_layers=8, vocab=40_000, hidden=256):
     shard1 = {"model.embed_tokens.weight": rng.standard_normal((vocab, hidden), dtype=np.float32)}
     shard2 = {}
     for i in range(n_layers):
-        (shard1 if i < n_layers // 2 else shard2)[f"model.layers.{i}.w"] = rng.standard_normal((hidden, vocab), dtype=np.float32)
+        # vocab + 1 columns: as big as the embedding, but not vocab-sized (the guard would refuse that)
+        (shard1 if i < n_layers // 2 else shard2)[f"model.layers.{i}.w"] = rng.standard_normal((hidden, vocab + 1), dtype=np.float32)
     save_file(shard1, str(folder / "model-00001-of-00002.safetensors"), metadata={"format": "pt"})
     save_file(shard2, str(folder / "model-00002-of-00002.safetensors"), metadata={"format": "pt"})
     weight_map = {k: "model-00001-of-00002.safetensors" for k in shard1} | {k: "model-00002-of-00002.safetensors" for k in shard2}

@@ -20,6 +20,13 @@ from tasks.engine.errors import SelectionError
 from tasks.engine.vocab import Vocab
 
 
+class KeepTextFile(BaseModel):
+    """A UTF-8 file of texts to encode exactly (the whole file and each line); relative to the manifest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    file: str
+
+
 class SelectionPolicy(BaseModel):
     """How many tokens to keep. `top_k` is an exact final size; otherwise min_count/coverage."""
 
@@ -29,6 +36,8 @@ class SelectionPolicy(BaseModel):
     coverage: float | None = Field(default=None, gt=0, le=1, description="keep the most frequent tokens until this share of token mass")
     top_k: int | None = Field(default=None, ge=1, description="exact final vocabulary size, specials included")
     keep: tuple[str, ...] = Field(default=(), description="tokens always kept (exact token strings)")
+    keep_texts: tuple[str | KeepTextFile, ...] = Field(
+        default=(), description="texts (inline, or {file: path}) whose every token is kept, so they encode exactly")
     weighting: Literal["equal", "proportional"] = "equal"
 
     @model_validator(mode="after")

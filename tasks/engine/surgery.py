@@ -15,14 +15,17 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
-from tasks.engine.architectures import SPECIAL_ID_KEYS, vocab_rule_for
+from tasks.engine.architectures import HOW_TO_EXTEND, SPECIAL_ID_KEYS, ArchitectureRules, default_rules
 from tasks.engine.atomic import write_text_atomic
 from tasks.engine.errors import DroppedSpecialTokenError, ModelFolderError
 from tasks.engine.failpoints import failpoint
 from tasks.engine.integrity import check_finite_rows
+from tasks.engine.generation_ids import remap_config_ids
+from tasks.engine.guard import check_vocab_dims
 from tasks.engine.model_folder import ModelFolder
 from tasks.engine.selection import old_to_new_map
 from tasks.engine.safetensors_io import (
@@ -58,8 +61,15 @@ def _take_axis(info: TensorInfo, rows: np.ndarray, axis: int, ckpt: LazyCheckpoi
     out.write(np.ascontiguousarray(np.moveaxis(kept, 0, axis)).tobytes())
 
 
-def trim_weights(base: ModelFolder, out_dir: Path, kept_ids: np.ndarray) -> SurgeryStats:
-    """Write the trimmed safetensors shards (and index) of `base` into `out_dir`."""
+def trim_weights(
+    base: ModelFolder, out_dir: Path, kept_ids: np.ndarray, rules: ArchitectureRules | None = None,
+    tokenizer_size: int | None = None,
+) -> SurgeryStats:
+    """Write the trimmed safetensors shards (and index) of `base` into `out_dir`.
+
+    Before anything is written, the guard refuses any vocab-sized tensor no rule slices.
+    """
+    rules = rules or default_rules()
     ckpt = LazyCheckpoint(base.path)
     vocab_size = base.vocab_size
     if kept_ids.size and int(kept_ids.max()) >= vocab_size:
@@ -67,6 +77,14 @@ def trim_weights(base: ModelFolder, out_dir: Path, kept_ids: np.ndarray) -> Surg
             f"{base.path}/config.json: vocab_size {vocab_size} is smaller than kept token id {int(kept_ids.max())}; "
             "tokenizer and model do not match"
         )
+    will_slice = []
+    for name, info in ckpt.tensors.items():
+        rule = rules.vocab_rule_for(name)
+        if rule is not None and len(info.shape) > rule.axis and info.shape[rule.axis] == vocab_size:
+            will_slice.append(name)
+    if will_slice:  # no rule matched at all: the clearer "no embedding" error below
+        check_vocab_dims({n: i.shape for n, i in ckpt.tensors.items()}, will_slice, (vocab_size, tokenizer_size or 0),
+                         rules, f"{base.path} ({base.model_type})")
     warnings: list[str] = []
     sliced: list[str] = []
     params_before = params_after = bytes_before = bytes_after = emb_before = emb_after = 0
@@ -78,7 +96,7 @@ def trim_weights(base: ModelFolder, out_dir: Path, kept_ids: np.ndarray) -> Surg
             n_params = math.prod(info.shape)
             params_before += n_params
             bytes_before += info.nbytes
-            rule = vocab_rule_for(name)
+            rule = rules.vocab_rule_for(name)
             if rule is not None and len(info.shape) > rule.axis and info.shape[rule.axis] == vocab_size:
                 shape = list(info.shape)
                 shape[rule.axis] = int(kept_ids.size)
@@ -94,10 +112,8 @@ def trim_weights(base: ModelFolder, out_dir: Path, kept_ids: np.ndarray) -> Surg
                 if rule is not None:
                     raise ModelFolderError(
                         f"{info.file}: tensor {name!r} is a {rule.role} but its shape {info.shape} does not match "
-                        f"config vocab_size {vocab_size}"
+                        f"config vocab_size {vocab_size}; if this tensor is not vocab-sized for this architecture, {HOW_TO_EXTEND}"
                     )
-                if vocab_size in info.shape and vocab_size > 1024:
-                    warnings.append(f"tensor {name!r} {info.shape} has a vocab-sized axis but is not a known embedding/head; copied unchanged")
                 planned.append(PlannedTensor(name, info.dtype, info.shape, functools.partial(copy_bytes, info)))
             params_after += math.prod(planned[-1].shape)
             weight_map[name] = shard.file.name
@@ -106,7 +122,7 @@ def trim_weights(base: ModelFolder, out_dir: Path, kept_ids: np.ndarray) -> Surg
     if not sliced:
         raise ModelFolderError(
             f"{base.path}: no embedding or output-head tensor with {vocab_size} rows was found; "
-            "add a rule for this architecture to tasks/engine/architectures.py"
+            f"to trim architecture {base.config.get('architectures')} ({base.model_type}), {HOW_TO_EXTEND}"
         )
     if ckpt.sharded:
         index = {"metadata": {"total_size": bytes_after}, "weight_map": weight_map}
@@ -135,39 +151,25 @@ def _size_dependent_layer_warnings(folder: Path) -> list[str]:
 
 def remap_special_ids(config: dict[str, Any], table: dict[int, int], source: str) -> dict[str, Any]:
     """Remap every token-id field; a dropped special id is an error, not a silent change."""
-    new = dict(config)
-
-    def one(key: str, value: int) -> int:
-        if value not in table:
-            raise DroppedSpecialTokenError(
-                f"{source}: {key}={value} names a token that is not kept; add it to the selection's keep list"
-            )
-        return table[value]
-
-    for key in SPECIAL_ID_KEYS:
-        value = config.get(key)
-        if value is None or (isinstance(value, int) and value < 0):
-            continue
-        new[key] = [one(key, v) for v in value] if isinstance(value, list) else one(key, int(value))
-    if config.get("forced_decoder_ids"):
-        new["forced_decoder_ids"] = [[pos, one("forced_decoder_ids", i)] for pos, i in config["forced_decoder_ids"]]
-    for key in ("suppress_tokens", "begin_suppress_tokens"):
-        if isinstance(config.get(key), list):
-            new[key] = [table[i] for i in config[key] if i in table]
-    return new
+    return remap_config_ids(config, table, source, SPECIAL_ID_KEYS)
 
 
-def write_configs(base: ModelFolder, out_dir: Path, kept_ids: np.ndarray) -> None:
+def write_configs(
+    base: ModelFolder, out_dir: Path, kept_ids: np.ndarray, rules: ArchitectureRules | None = None,
+    token_of: Callable[[int], str | None] = lambda i: None, base_id_space: int | None = None,
+) -> None:
+    """config.json and generation_config.json with the new size(s) and every id field remapped."""
+    rules = rules or default_rules()
     table = old_to_new_map(kept_ids)
-    config = remap_special_ids(base.config, table, f"{base.path}/config.json")
+    config = remap_config_ids(base.config, table, f"{base.path}/config.json", rules.special_id_keys, token_of, base_id_space)
     old_vocab = base.config["vocab_size"]
-    config["vocab_size"] = int(kept_ids.size)
-    if config.get("decoder_vocab_size") == old_vocab:
-        config["decoder_vocab_size"] = int(kept_ids.size)
+    for key in rules.vocab_size_keys:  # vocab_size, and e.g. Marian's decoder_vocab_size when it is the same
+        if config.get(key) == old_vocab:
+            config[key] = int(kept_ids.size)
     write_text_atomic(out_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
     gen = base.path / "generation_config.json"
     if gen.exists():
-        gen_cfg = remap_special_ids(json.loads(gen.read_text()), table, str(gen))
+        gen_cfg = remap_config_ids(json.loads(gen.read_text()), table, str(gen), rules.special_id_keys, token_of, base_id_space)
         write_text_atomic(out_dir / "generation_config.json", json.dumps(gen_cfg, indent=2, sort_keys=True) + "\n")
 
 

@@ -56,7 +56,7 @@ def rebuild_tokenizer_json(tok: dict[str, Any], vocab: Vocab, kept_ids: np.ndarr
     # Qwen2 rebuild).
     new = {k: (v if k == "model" else copy.deepcopy(v)) for k, v in tok.items()}
     new["model"] = model = {k: (v if k in ("vocab", "merges") else copy.deepcopy(v)) for k, v in tok["model"].items()}
-    if vocab.kind in ("BPE", "WordPiece"):
+    if vocab.kind in ("BPE", "WordPiece", "WordLevel"):  # WordLevel: a word maps to one id or to unk
         model["vocab"] = {t: table[i] for t, i in tok["model"]["vocab"].items() if i in table}
         if vocab.kind == "BPE":
             prefix = model.get("continuing_subword_prefix")

@@ -13,10 +13,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tasks import __version__
-from tasks.engine.architectures import SPECIAL_ID_KEYS
+from tasks.engine.architectures import SPECIAL_ID_KEYS, ArchitectureRules, default_rules
 from tasks.engine.atomic import atomic_folder, write_text_atomic
 from tasks.engine.counting import TokenCounts, check_counts_match, read_counts
 from tasks.engine.errors import OutputError
+from tasks.engine.generation_ids import required_ids
+from tasks.engine.guard import check_folder_loads
 from tasks.engine.model_folder import ModelFolder, inspect_model_folder, load_tokenizer_json, tokenizer_fingerprint
 from tasks.engine.safetensors_io import INDEX_NAME
 from tasks.engine.selection import Selection, SelectionPolicy, select_kept_ids
@@ -47,14 +49,16 @@ class TrimResult:
         }
 
 
-def config_special_ids(config: dict) -> list[int]:
-    ids: list[int] = []
-    for key in SPECIAL_ID_KEYS:
-        v = config.get(key)
-        if isinstance(v, int):
-            ids.append(v)
-        elif isinstance(v, list):
-            ids.extend(i for i in v if isinstance(i, int))
+def config_special_ids(config: dict, special_keys: tuple[str, ...] = SPECIAL_ID_KEYS) -> list[int]:
+    return required_ids(config, special_keys)
+
+
+def model_required_ids(base: ModelFolder, rules: ArchitectureRules) -> list[int]:
+    """Ids config.json and generation_config.json name (specials, Whisper's language/task tokens...)."""
+    ids = required_ids(base.config, rules.special_id_keys)
+    gen = base.path / "generation_config.json"
+    if gen.is_file():
+        ids += required_ids(json.loads(gen.read_text()), rules.special_id_keys)
     return ids
 
 
@@ -64,8 +68,19 @@ def select_for_model(
     policy: SelectionPolicy,
     multiple: int,
     merge_closure: bool = True,
+    rules: ArchitectureRules | None = None,
+    keep_texts: Sequence[str] = (),
+    chat_template: bool = True,
 ) -> Selection:
-    """Check the counts belong to this model's tokenizer, then choose the kept ids."""
+    """Check the counts belong to this model's tokenizer, then choose the kept ids.
+
+    Also kept: every token needed to encode `keep_texts` exactly, and (`chat_template`) every
+    token of the base's chat template outside the message contents (see `chat.py`).
+    """
+    from tasks.engine.chat import chat_markup_texts
+    from tasks.engine.keep_texts import ids_to_encode
+
+    rules = rules or default_rules()
     base = inspect_model_folder(model_dir)
     fingerprint = tokenizer_fingerprint(base.tokenizer_json)
     tables = []
@@ -74,11 +89,15 @@ def select_for_model(
         check_counts_match(table, str(c) if not isinstance(c, TokenCounts) else c.corpus, fingerprint, base.tokenizer_json)
         tables.append(table)
     vocab = analyze_tokenizer(load_tokenizer_json(base.tokenizer_json), str(base.tokenizer_json))
-    return select_kept_ids(vocab, tables, policy, multiple, config_special_ids(base.config), merge_closure)
+    inline = [t for t in policy.keep_texts if isinstance(t, str)]  # {file: ...} entries arrive resolved in keep_texts
+    texts = inline + list(keep_texts) + (chat_markup_texts(base.path) if chat_template else [])
+    extra = model_required_ids(base, rules) + ids_to_encode(base.tokenizer_json, texts)
+    return select_kept_ids(vocab, tables, policy, multiple, extra, merge_closure)
 
 
 def apply_selection(
-    model_dir: Path, selection: Selection, out_dir: Path, overwrite: bool = False, provenance: dict | None = None
+    model_dir: Path, selection: Selection, out_dir: Path, overwrite: bool = False, provenance: dict | None = None,
+    rules: ArchitectureRules | None = None,
 ) -> TrimResult:
     """Build the trimmed folder for an already chosen kept set (atomically)."""
     base = inspect_model_folder(model_dir)
@@ -86,7 +105,8 @@ def apply_selection(
     vocab = analyze_tokenizer(tok, str(base.tokenizer_json))
     new_tok = rebuild_tokenizer_json(tok, vocab, selection.kept_ids)
     try:
-        return _write_trimmed(base, tok, vocab, new_tok, selection, Path(out_dir), overwrite, provenance)
+        return _write_trimmed(base, tok, vocab, new_tok, selection, Path(out_dir), overwrite, provenance,
+                              rules or default_rules())
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise OutputError(
@@ -98,13 +118,13 @@ def apply_selection(
 
 def _write_trimmed(
     base: ModelFolder, tok: dict, vocab: Vocab, new_tok: dict, selection: Selection, out_dir: Path,
-    overwrite: bool, provenance: dict | None,
+    overwrite: bool, provenance: dict | None, rules: ArchitectureRules,
 ) -> TrimResult:
     kept = selection.kept_ids
     with atomic_folder(Path(out_dir), overwrite=overwrite) as tmp:
-        write_configs(base, tmp, kept)
+        write_configs(base, tmp, kept, rules, vocab.id_to_token.get, vocab.id_space)
         tok_files = write_tokenizer_files(base.path, tmp, new_tok, vocab, kept)
-        stats = trim_weights(base, tmp, kept)
+        stats = trim_weights(base, tmp, kept, rules, vocab.size)
         skip = {"config.json", "generation_config.json", INDEX_NAME, "README.md", MANIFEST_NAME, *TOKENIZER_FILES, *tok_files}
         copy_other_files(base.path, tmp, skip)
         record = {
@@ -117,6 +137,7 @@ def _write_trimmed(
             "kept_ids": [int(i) for i in kept],
         }
         write_text_atomic(tmp / MANIFEST_NAME, json.dumps(record, default=str))
+        check_folder_loads(tmp)  # before the rename: no folder that fails to load ever appears
     return TrimResult(Path(out_dir), selection, stats, tuple(tok_files))
 
 
@@ -128,8 +149,10 @@ def trim_model(
     out_dir: Path,
     overwrite: bool = False,
     merge_closure: bool = True,
+    rules: ArchitectureRules | None = None,
+    keep_texts: Sequence[str] = (),
 ) -> TrimResult:
     """Select and apply in one call (the `trimworks trim` command)."""
-    selection = select_for_model(model_dir, counts, policy, multiple, merge_closure)
-    return apply_selection(model_dir, selection, out_dir, overwrite)
+    selection = select_for_model(model_dir, counts, policy, multiple, merge_closure, rules, keep_texts)
+    return apply_selection(model_dir, selection, out_dir, overwrite, rules=rules)
 

@@ -55,10 +55,14 @@ class ExactnessReport(BaseModel):
     loss_after: float | None = None
     tolerance: float = 1e-5
     compute_dtype: str = "float64"
+    chat_prompts: int | None = None  # chat check (chat.py); None when the base has no chat template
+    chat_identical: int | None = None
+    chat_mismatches: list[str] = []
 
     @property
     def tokenization_exact(self) -> bool:
-        return all(lang.identical_covered_lines == lang.covered_lines for lang in self.languages)
+        chat_ok = self.chat_prompts is None or self.chat_identical == self.chat_prompts
+        return chat_ok and all(lang.identical_covered_lines == lang.covered_lines for lang in self.languages)
 
     @property
     def exact(self) -> bool:
@@ -133,7 +137,8 @@ def _outputs(model_dir: Path, tok: Tokenizer, lines: Sequence[str], max_length: 
             ids = torch.tensor([tok.encode(line, add_special_tokens=True).ids[:max_length]])
             kwargs = {"input_ids": ids}
             if is_seq2seq:
-                start = config.get("decoder_start_token_id", config.get("pad_token_id", 0))
+                start = config.get("decoder_start_token_id")
+                start = start if start is not None else config.get("pad_token_id") or 0  # mBART: none set
                 kwargs["decoder_input_ids"] = torch.cat([torch.tensor([[start]]), ids[:, :-1]], dim=1)
             out = model(**kwargs)
             if getattr(out, "logits", None) is not None:
@@ -146,6 +151,25 @@ def _outputs(model_dir: Path, tok: Tokenizer, lines: Sequence[str], max_length: 
                 results.append(("hidden_states", out.last_hidden_state[0], None, 0))
     del model
     return results
+
+
+def _chat_check(report: ExactnessReport, base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray,
+                covered: Mapping[str, list[str]]) -> None:
+    from tasks.engine.chat import chat_fidelity
+
+    chat = chat_fidelity(base_dir, trimmed_dir, kept_ids, _round_robin(covered, 20))
+    if chat is not None:
+        report.chat_prompts, report.chat_identical, report.chat_mismatches = chat.prompts, chat.identical, chat.mismatches
+
+
+def add_chat_check(report: ExactnessReport, base_dir: Path, trimmed_dir: Path, heldout: Mapping[str, Sequence[str]]) -> None:
+    """The chat check alone, for variants whose outputs are not compared (the structural proof
+    stands for them, but a chat prompt's tokenization is not part of the proof)."""
+    kept_ids = load_kept_ids(trimmed_dir)
+    base_tok = load_plain_tokenizer(Path(base_dir) / "tokenizer.json")
+    trim_tok = load_plain_tokenizer(Path(trimmed_dir) / "tokenizer.json")
+    covered = {lang: tokenization_fidelity(base_tok, trim_tok, kept_ids, lang, lines)[1] for lang, lines in heldout.items()}
+    _chat_check(report, Path(base_dir), Path(trimmed_dir), kept_ids, covered)
 
 
 def verify_exactness(
@@ -172,6 +196,7 @@ def verify_exactness(
         langs.append(fid)
         covered[lang] = cov
     report = ExactnessReport(languages=langs, tolerance=tolerance, compute_dtype=compute_dtype)
+    _chat_check(report, Path(base_dir), Path(trimmed_dir), kept_ids, covered)
     sample = _round_robin(covered, sample_lines)
     if not sample_lines or not sample:
         return report

@@ -9,7 +9,7 @@ from typing import Any
 
 from tasks.engine.errors import UnsupportedTokenizerError
 
-SUPPORTED_MODELS = ("BPE", "WordPiece", "Unigram")
+SUPPORTED_MODELS = ("BPE", "WordPiece", "Unigram", "WordLevel")
 BYTE_FALLBACK_RE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 
 

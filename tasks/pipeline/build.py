@@ -25,13 +25,14 @@ from tasks.engine.integrity import check_tensor_names
 from tasks.engine.redact import redact
 from tasks.pipeline.preflight import output_error_message
 from tasks.pipeline.record import VariantRecord, variant_metrics
-from tasks.pipeline.manifest import LoadedManifest, Variant, fingerprint_fields, fingerprint_parts, spec_hash
+from tasks.pipeline.manifest import LoadedManifest, Variant, fingerprint_fields, fingerprint_parts, resolved_keep_texts, spec_hash
+from tasks.engine.architectures import load_rules
 from tasks.pipeline.publish import RECORD_NAME, LocalRegistry, Publisher
 from tasks.pipeline.sources import DIGEST_CACHE, base_identity
 from tasks.pipeline.corpus_identity import corpus_content_key
 from tasks.engine.trim import apply_selection, select_for_model
 from tasks.engine.proof import prove_variant
-from tasks.engine.verify import ExactnessReport, verify_exactness
+from tasks.engine.verify import ExactnessReport, add_chat_check, verify_exactness
 from tasks.pipeline.checks import base_weight_fields, output_check, proof_fields
 
 log = logging.getLogger("trimworks.build")
@@ -123,18 +124,24 @@ def _build_and_publish(
     start = time.perf_counter()
     staging = staging_root(m, publisher) / variant.id
     try:
-        selection = select_for_model(base_dir, [counts[lang] for lang in variant.languages], m.spec.selection, variant.multiple)
+        rules = load_rules([m.spec.architectures] if m.spec.architectures else [])
+        selection = select_for_model(base_dir, [counts[lang] for lang in variant.languages], m.spec.selection, variant.multiple,
+                                     rules=rules, keep_texts=resolved_keep_texts(m))
         check_trims(selection, variant)
         check_tensor_names(base_dir)  # after the folder checks (pickles, remote code) in select_for_model
         trim = apply_selection(base_dir, selection, staging, overwrite=True,
-                               provenance={"base_model": variant.base, "variant": variant.id, "fingerprint": variant.fingerprint})
+                               provenance={"base_model": variant.base, "variant": variant.id, "fingerprint": variant.fingerprint},
+                               rules=rules)
         texts = {lang: read_heldout(heldout[lang]) for lang in variant.languages}
         proof = prove_variant(base_dir, staging, texts)  # every variant, constant memory; kept ids from trimworks.json
         if not proof.passed:
             raise ExactnessError(f"{variant.id}: the structural proof failed: {proof.failures()[:3]}")
         compare, why = output_check(m.spec.verify, variant, base_dir, m.spec.verify_sample_lines)
-        report = (verify_exactness(base_dir, staging, texts, sample_lines=m.spec.verify_sample_lines) if compare
-                  else ExactnessReport(languages=proof.languages))
+        if compare:
+            report = verify_exactness(base_dir, staging, texts, sample_lines=m.spec.verify_sample_lines)
+        else:  # the proof stands for outputs; the chat check still runs on every variant
+            report = ExactnessReport(languages=proof.languages)
+            add_chat_check(report, base_dir, staging, texts)
         if not report.exact:
             bad = [(lang.language, lang.mismatches[:2]) for lang in report.languages if lang.mismatches]
             raise ExactnessError(f"{variant.id}: trimmed model is not exact (mismatching lines {bad}, "

@@ -49,6 +49,7 @@ the next most frequent tokens to round the vocabulary up to a multiple of {{ mul
 
 {% if output_compared %}Output equivalence on a sample of covered lines: max abs difference of {{ output_kind }}
 = **{{ max_diff }}** (computed in float64).{{ loss_line }}{% else %}Outputs were not compared for this variant: {{ output_why }}.{% endif %}
+{{ chat_line }}
 
 {{ proof_section }}
 
@@ -70,6 +71,17 @@ tokenizer = AutoTokenizer.from_pretrained("{{ repo_id }}")
 model = {{ model_class }}.from_pretrained("{{ repo_id }}")
 ```
 """
+
+
+def _chat_line(rec: VariantRecord) -> str:
+    """The chat check (chat.py): only for bases with a chat template."""
+    if rec.chat_prompts is None:
+        return ""
+    share = rec.chat_identical / rec.chat_prompts if rec.chat_prompts else 1.0
+    return (f"\nChat template: **{rec.chat_identical} of {rec.chat_prompts}** chat prompts ({share:.0%}) built with "
+            "`apply_chat_template(..., tokenize=True)` from covered messages (with/without system message, generation "
+            "prompt, tools where the template takes them) give the base's token ids. The template's own tokens (role "
+            "names, markup, default system prompt) are always kept.\n")
 
 
 def _fmt_int(x: int | None) -> str:
@@ -138,6 +150,7 @@ def render_card(
         output_kind=rec.output_kind or "outputs",
         max_diff=f"{rec.output_max_abs_diff:.3g}" if rec.output_max_abs_diff is not None else "not measured",
         loss_line=loss,
+        chat_line=_chat_line(rec),
         plot_line=f"![held-out coverage against kept vocabulary size]({plot_file})" if plot_file else "",
         corpora="\n".join(f"- {c}" for c in corpora),
         fingerprint=rec.fingerprint,

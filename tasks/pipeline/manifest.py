@@ -22,6 +22,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from tasks import __version__
+from tasks.engine.architectures import ArchitectureData
 from tasks.engine.errors import ManifestError
 from tasks.engine.selection import SelectionPolicy
 
@@ -235,6 +236,8 @@ class Manifest(_Strict):
     verify_sample_lines: int = Field(default=8, ge=0)
     verify: VerifySpec = VerifySpec()
     counting: CountingSpec = CountingSpec()
+    architectures: ArchitectureData | None = Field(
+        default=None, description="extra vocab-sized tensor rules, same schema as tasks/engine/data/architectures.json")
 
     @field_validator("languages")
     @classmethod
@@ -408,6 +411,32 @@ class LoadedManifest:
         return next(b for b in self.spec.base_models if b.id == base_id)
 
 
+def resolved_keep_texts(m: LoadedManifest) -> list[str]:
+    """`selection.keep_texts` files read (relative to the manifest); inline texts stay in the policy."""
+    from tasks.engine.keep_texts import read_keep_text_files
+    from tasks.engine.selection import KeepTextFile
+
+    out: list[str] = []
+    for i, entry in enumerate(m.spec.selection.keep_texts):
+        if isinstance(entry, KeepTextFile):
+            path = m.resolve(entry.file)
+            if not path.is_file():
+                raise ManifestError(f"{m.path}: selection.keep_texts[{i}]: file {path} does not exist")
+            out.extend(read_keep_text_files([path]))
+    return out
+
+
+def _extra_fingerprint(m: LoadedManifest) -> dict[str, Any]:
+    """Only present when used, so manifests without them keep their fingerprints."""
+    extra: dict[str, Any] = {}
+    if m.spec.architectures is not None:
+        extra["architectures"] = m.spec.architectures.model_dump(mode="json")
+    texts = resolved_keep_texts(m)
+    if texts:
+        extra["keep_text_files"] = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
+    return extra
+
+
 # libyaml's safe loader when present: 10x faster than the pure-Python one, same safety.
 _YAML_BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -528,7 +557,7 @@ def corpus_key(m: LoadedManifest, language: str) -> str:
 
 def fingerprint_fields(m: LoadedManifest, b: BaseModelSpec, langs: tuple[str, ...], multiple: int,
                        identity: str | None, corpus_keys: dict[str, str] | None = None,
-                       corpus_content: dict[str, str] | None = None) -> dict[str, Any]:
+                       corpus_content: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a variant's fingerprint hashes: change any of it and the variant is rebuilt.
     (`corpus_keys`: each language's corpus_key, computed once for many variants;
     `corpus_content`: each language's corpus content identity, when known.)"""
@@ -542,6 +571,7 @@ def fingerprint_fields(m: LoadedManifest, b: BaseModelSpec, langs: tuple[str, ..
     }
     if corpus_content:
         fields["corpus_content"] = {lang: corpus_content.get(lang) for lang in langs}
+    fields.update(_extra_fingerprint(m) if extra is None else extra)  # architectures, keep-text files: only when used
     return fields
 
 
@@ -565,6 +595,7 @@ def expand(m: LoadedManifest, base_identity: dict[str, str] | None = None,
     s = m.spec
     variants, seen = [], {}
     keys = {lang: corpus_key(m, lang) for lang in s.languages}
+    extra_fp = _extra_fingerprint(m)
     for b in s.base_models:
         for subset in s.subsets:
             langs = tuple(sorted(subset))
@@ -580,7 +611,7 @@ def expand(m: LoadedManifest, base_identity: dict[str, str] | None = None,
                     raise ManifestError(f"{m.path}: duplicate variant id {vid!r} (check subsets and multiples for repeats)")
                 seen[vid] = True
                 fingerprint = spec_hash(fingerprint_fields(m, b, langs, multiple, (base_identity or {}).get(b.id), keys,
-                                                               corpus_identity))
+                                                               corpus_identity, extra_fp))
                 variants.append(Variant(id=vid, base=b.id, languages=langs, multiple=multiple,
                                         repo_id=f"{s.publish.org}/{name}", fingerprint=fingerprint))
     dup = {r for r, n in collections.Counter(v.repo_id for v in variants).items() if n > 1}

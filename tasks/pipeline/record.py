@@ -57,6 +57,8 @@ class VariantRecord(BaseModel):
     dtype: str | None = None
     source_file: str | None = None
     source_quantization: str | None = None
+    chat_prompts: int | None = None  # chat check: prompts compared (None: base has no chat template)
+    chat_identical: int | None = None  # ... of which tokenized identically (must equal chat_prompts)
 
 
 def variant_metrics(trim: TrimResult, report: ExactnessReport) -> dict:
@@ -77,4 +79,6 @@ def variant_metrics(trim: TrimResult, report: ExactnessReport) -> dict:
         "output_max_abs_diff": report.output_max_abs_diff,
         "loss_before": report.loss_before,
         "loss_after": report.loss_after,
+        "chat_prompts": report.chat_prompts,
+        "chat_identical": report.chat_identical,
     }

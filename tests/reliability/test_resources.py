@@ -27,7 +27,7 @@ def big_gpt2_folder(folder, toy_model, hidden=4096, layers=8):
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(toy_model / name, folder / name)
     cfg = json.loads((toy_model / "config.json").read_text())
-    cfg.update(n_embd=hidden, n_layer=layers)
+    cfg.update(n_embd=hidden, n_layer=layers, n_inner=2048)  # shapes the load check expects (c_fc below)
     (folder / "config.json").write_text(json.dumps(cfg))
     rng = np.random.default_rng(0)
     vocab = cfg["vocab_size"]
@@ -51,6 +51,10 @@ def test_model_bigger_than_memory_cap_still_trims(tmp_path, toy_model_session, t
         from pathlib import Path
         from tasks.engine.selection import SelectionPolicy
         from tasks.engine.trim import trim_model
+        # Libraries are mapped before the cap: it bounds the trim's own memory. (The load check
+        # after surgery builds the model on the meta device: no weights in memory.)
+        import torch, transformers
+        from transformers import GPT2LMHeadModel
 
         def vm_bytes():
             return int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1]) * 1024
