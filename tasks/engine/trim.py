@@ -16,7 +16,7 @@ from tasks import __version__
 from tasks.engine.architectures import SPECIAL_ID_KEYS
 from tasks.engine.atomic import atomic_folder, write_text_atomic
 from tasks.engine.counting import TokenCounts, check_counts_match, read_counts
-from tasks.engine.errors import OutputError
+from tasks.engine.errors import CountsMismatchError, OutputError
 from tasks.engine.model_folder import ModelFolder, inspect_model_folder, load_tokenizer_json, tokenizer_fingerprint
 from tasks.engine.safetensors_io import INDEX_NAME
 from tasks.engine.selection import Selection, SelectionPolicy, select_kept_ids
@@ -64,6 +64,7 @@ def select_for_model(
     policy: SelectionPolicy,
     multiple: int,
     merge_closure: bool = True,
+    languages: Sequence[str] = (),
 ) -> Selection:
     """Check the counts belong to this model's tokenizer, then choose the kept ids."""
     base = inspect_model_folder(model_dir)
@@ -72,9 +73,18 @@ def select_for_model(
     for c in counts:
         table = c if isinstance(c, TokenCounts) else read_counts(Path(c))
         check_counts_match(table, str(c) if not isinstance(c, TokenCounts) else c.corpus, fingerprint, base.tokenizer_json)
+        check_counts_not_empty(table, str(c) if not isinstance(c, TokenCounts) else c.corpus)
         tables.append(table)
     vocab = analyze_tokenizer(load_tokenizer_json(base.tokenizer_json), str(base.tokenizer_json))
-    return select_kept_ids(vocab, tables, policy, multiple, config_special_ids(base.config), merge_closure)
+    return select_kept_ids(vocab, tables, policy, multiple, config_special_ids(base.config), merge_closure, languages)
+
+
+def check_counts_not_empty(table: TokenCounts, source: str) -> None:
+    """A table with zero tokens would trim to the always-kept set and silently break every text."""
+    if table.tokens <= 0 or not table.counts.any():
+        raise CountsMismatchError(
+            f"{source}: the counts table holds zero tokens ({table.lines} lines); count a non-empty corpus "
+            f"of the target language (empty file, or every line filtered out by language ID?)")
 
 
 def apply_selection(
@@ -128,8 +138,9 @@ def trim_model(
     out_dir: Path,
     overwrite: bool = False,
     merge_closure: bool = True,
+    languages: Sequence[str] = (),
 ) -> TrimResult:
     """Select and apply in one call (the `trimworks trim` command)."""
-    selection = select_for_model(model_dir, counts, policy, multiple, merge_closure)
+    selection = select_for_model(model_dir, counts, policy, multiple, merge_closure, languages)
     return apply_selection(model_dir, selection, out_dir, overwrite)
 
