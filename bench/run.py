@@ -488,7 +488,7 @@ def bench_end_to_end(xlmr: Path, smoke: bool) -> list[dict]:
     default = yaml.safe_load((REPO / "manifests" / "default.yaml").read_text())
     default.update(work_dir=str(WORK / "e2e-default-work"), output_dir=str(WORK / "e2e-default-published"))
     if smoke:
-        default.update(subsets=[["en"]], multiples=[64], base_models=default["base_models"][:1])
+        default.update(subsets=default["subsets"][:1], multiples=[64], base_models=default["base_models"][:1])
     cases = [("default manifest", e2e_manifest("e2e-default", default))]
     langs = ["en", "fr", "de", "es", "it", "pt", "nl", "pl"]
     xl = {"work_dir": str(WORK / "e2e-xlmr-work"), "output_dir": str(WORK / "e2e-xlmr-published"),

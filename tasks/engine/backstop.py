@@ -30,11 +30,13 @@ _COMPOSITE = {"Jpan": ("Hani", "Hira", "Kana"), "Kore": ("Hang", "Hani"), "Hans"
 KNOWN_SCRIPTS = ("Latn", "Cyrl", "Grek", "Arab", "Hebr", "Hani", "Hira", "Kana", "Hang", "Deva", "Beng", "Guru", "Gujr",
                  "Orya", "Taml", "Telu", "Knda", "Mlym", "Sinh", "Thai", "Laoo", "Tibt", "Mymr", "Geor", "Armn", "Ethi",
                  "Khmr", "Mong", "Thaa", "Syrc", "Bopo", "Cher", "Cans", "Tfng", "Olck", "Java", "Bali", "Copt")
-# Unicode punctuation and symbols real text uses across scripts (Latin-1, general punctuation,
+# Unicode punctuation and symbols real text uses across scripts (Latin-1 incl. º ª, spacing
+# modifier letters such as ʻ ˚, general punctuation,
 # currency, letterlike, arrows, math operators kept small): typographic quotes, dashes, €, °, …
-_COMMON_RANGES = ((0x00A0, 0x00BF), (0x00D7, 0x00D7), (0x00F7, 0x00F7), (0x2010, 0x205E), (0x20A0, 0x20C0),
+_COMMON_RANGES = ((0x00A0, 0x00BF), (0x00D7, 0x00D7), (0x00F7, 0x00F7), (0x02B0, 0x02FF), (0x2010, 0x205E), (0x20A0, 0x20C0),
                   (0x2100, 0x214F), (0x2190, 0x2199), (0x2212, 0x2212), (0x3000, 0x303F), (0xFF01, 0xFF65))
 METASPACE = "\u2581"
+BACKSTOP_RULES = "2"  # part of every variant fingerprint: bump when the kept characters change
 
 
 @lru_cache(maxsize=None)
@@ -90,8 +92,8 @@ def is_backstop_char(ch: str, scripts: set[str]) -> bool:
     o = ord(ch)
     if 0x21 <= o <= 0x7E:
         return True
-    if any(lo <= o <= hi for lo, hi in _COMMON_RANGES):
-        return unicodedata.category(ch)[0] in "PSNZ"
+    if any(lo <= o <= hi for lo, hi in _COMMON_RANGES) and unicodedata.category(ch)[0] != "C":
+        return True
     return any(_script_re(s).match(ch) for s in scripts) and unicodedata.category(ch)[0] in "LMN"
 
 

@@ -21,7 +21,8 @@ from tasks.engine.architectures import auto_class_name
 from tasks.pipeline.card import render_card
 from tasks.pipeline.counts_cache import read_heldout
 from tasks.engine.errors import ExactnessError, TrimworksError
-from tasks.pipeline.record import VariantRecord, variant_metrics
+from tasks.pipeline.realtext import benchmark_fidelity, benchmark_labels, counting_corpus
+from tasks.pipeline.record import VariantRecord, language_score, variant_metrics
 from tasks.pipeline.manifest import GGUFSource, HubSource, LoadedManifest, LocalSource, Variant
 from tasks.pipeline.publish import RECORD_NAME, LocalRegistry, Publisher
 from tasks.engine.trim import apply_selection, select_for_model
@@ -111,7 +112,8 @@ def _build_and_publish(
     start = time.perf_counter()
     staging = m.work_dir / "builds" / variant.id
     try:
-        selection = select_for_model(base_dir, [counts[lang] for lang in variant.languages], m.spec.selection, variant.multiple)
+        selection = select_for_model(base_dir, [counts[lang] for lang in variant.languages], m.spec.selection, variant.multiple,
+                                     languages=variant.languages)
         trim = apply_selection(base_dir, selection, staging, overwrite=True,
                                provenance={"base_model": variant.base, "variant": variant.id, "fingerprint": variant.fingerprint})
         report = verify_exactness(base_dir, staging, {lang: read_heldout(heldout[lang]) for lang in variant.languages},
@@ -120,10 +122,17 @@ def _build_and_publish(
             bad = [(lang.language, lang.mismatches[:2]) for lang in report.languages if lang.mismatches]
             raise ExactnessError(f"{variant.id}: trimmed model is not exact (mismatching lines {bad}, "
                                  f"max abs diff {report.output_max_abs_diff})")
+        vacuous = report.vacuous_reason(outputs_expected=m.spec.verify_sample_lines > 0)
+        if vacuous:
+            raise ExactnessError(f"{variant.id}: evaluation proves nothing: {vacuous}")
+        benchmark = benchmark_fidelity(base_dir, staging, variant.languages)
+        corpus_label, synthetic = counting_corpus(m, variant.languages)
         record = VariantRecord(
             variant_id=variant.id, base=variant.base, languages=list(variant.languages), multiple=variant.multiple,
             repo_id=variant.repo_id, fingerprint=variant.fingerprint, status="published", location=location,
             **variant_metrics(trim, report),
+            benchmark={lang: language_score(f) for lang, f in benchmark.items()},
+            benchmark_text=benchmark_labels(variant.languages), counting_corpus=corpus_label, counting_synthetic=synthetic,
         )
         plot_name = None
         if plot_png is not None and Path(plot_png).exists():

@@ -22,6 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field
 
 from tasks import __version__
 from tasks.engine.errors import ManifestError
+from tasks.engine.backstop import BACKSTOP_RULES
 from tasks.engine.selection import SelectionPolicy
 
 NAME_FIELDS = {"org", "base", "langs", "multiple"}
@@ -118,6 +119,9 @@ class WordfreqSpec(_Strict):
     lines: int = Field(default=20000, ge=1)
     words: int = Field(default=5000, ge=10)
     seed: int = 0
+    style: Literal["sentences", "text"] = Field(
+        default="sentences", description="sentences: frequency-weighted lower-case pseudo-sentences; "
+        "text: every listed word in turn, with capitals, punctuation and numbers (see corpora.wordfreq_text)")
 
 
 class WordfreqCorpus(_Corpus):
@@ -422,6 +426,7 @@ def expand(m: LoadedManifest, base_identity: dict[str, str] | None = None) -> li
                     "selection": s.selection.model_dump(),
                     "multiple": multiple,
                     "trimworks": __version__,
+                    "backstop": BACKSTOP_RULES,
                 })
                 variants.append(Variant(id=vid, base=b.id, languages=langs, multiple=multiple,
                                         repo_id=f"{s.publish.org}/{name}", fingerprint=fingerprint))
