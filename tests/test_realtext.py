@@ -13,7 +13,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from tasks.engine.backstop import backstop_ids, language_scripts
-from tasks.engine.counting import TokenCounts, count_tokens, load_plain_tokenizer, write_counts
+from tasks.engine.counting import count_tokens, load_plain_tokenizer, write_counts
 from tasks.engine.errors import CountsMismatchError
 from tasks.engine.model_folder import load_tokenizer_json
 from tasks.engine.selection import SelectionPolicy, select_kept_ids
