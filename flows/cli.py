@@ -58,6 +58,8 @@ def trim(
         "--keep-text", help="UTF-8 file of texts to encode exactly (whole file and each line; repeatable)")] = None,
     architectures: Annotated[Optional[list[Path]], typer.Option(
         "--architectures", help="JSON/YAML file extending the vocab-sized tensor rules (repeatable)")] = None,
+    language: Annotated[Optional[list[str]], typer.Option(
+        help="target language (ISO code, repeatable): its scripts' single characters are always kept")] = None,
 ) -> None:
     """Trim a model to the tokens its counts show are used."""
     from tasks.engine.architectures import load_rules
@@ -69,7 +71,8 @@ def trim(
         policy = SelectionPolicy(min_count=min_count, coverage=coverage, top_k=top_k, keep=tuple(keep or ()))
         rules = load_rules(architectures or ())
         texts = read_keep_text_files(keep_text or ())
-        result = trim_model(model_dir, counts, policy, multiple, out, overwrite=overwrite, rules=rules, keep_texts=texts)
+        result = trim_model(model_dir, counts, policy, multiple, out, overwrite=overwrite, rules=rules, keep_texts=texts,
+                             languages=tuple(language or ()))
     except (TrimworksError, ValueError) as exc:
         _fail(exc)
     s = result.summary()
@@ -98,7 +101,33 @@ def verify(
     except TrimworksError as exc:
         _fail(exc)
     typer.echo(json.dumps(report.model_dump(), indent=2))
+    vacuous = report.vacuous_reason(outputs_expected=sample > 0)
+    if vacuous:
+        typer.secho(f"error: verification proves nothing: {vacuous}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1)
     raise typer.Exit(code=0 if report.exact else 1)
+
+
+@app.command("realtext-report")
+def realtext_report_cmd(
+    manifest: Annotated[Path, typer.Argument(help="manifest YAML whose variants are published")] = Path("manifests/default.yaml"),
+    shared_data: Annotated[Optional[Path], typer.Option(help="folder with gettext/<lang>.parquet and lingua/<lang>.txt")] = None,
+    only: Annotated[Optional[list[str]], typer.Option(help="measure only these variant ids")] = None,
+    check: Annotated[bool, typer.Option(help="exit 1 unless every variant meets the UDHR targets")] = False,
+) -> None:
+    """Measure published variants on real text (UDHR, and gettext/lingua when given) as a markdown table."""
+    from tasks.pipeline.manifest import load_manifest
+    from tasks.pipeline.realtext import check_targets, realtext_report, report_markdown
+
+    try:
+        rows = realtext_report(load_manifest(manifest), shared_data, only)
+    except TrimworksError as exc:
+        _fail(exc)
+    typer.echo(report_markdown(rows))
+    bad = check_targets(rows)
+    for b in bad:
+        typer.secho(f"target missed: {b}", fg=typer.colors.YELLOW, err=True)
+    raise typer.Exit(code=1 if check and bad else 0)
 
 
 @app.command()

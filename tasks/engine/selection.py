@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tasks.engine.backstop import select_backstop
 from tasks.engine.counting import TokenCounts
 from tasks.engine.errors import SelectionError
 from tasks.engine.vocab import Vocab
@@ -63,6 +64,8 @@ class Selection:
     n_merge_closure: int
     n_rounding: int
     notes: tuple[str, ...]
+    n_backstop: int = 0  # tokens kept only by the character backstop (its cost)
+    backstop_scripts: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -147,8 +150,10 @@ def select_kept_ids(
     multiple: int,
     extra_required: Iterable[int] = (),
     merge_closure: bool = True,
+    languages: Sequence[str] = (),
 ) -> Selection:
-    """Pick the kept ids. `merge_closure=False` exists only to demonstrate why closure matters."""
+    """Pick the kept ids. `merge_closure=False` exists only to demonstrate why closure matters.
+    `languages` (ISO codes) name the scripts of the character backstop, with the counted ones."""
     if multiple < 1:
         raise SelectionError(f"multiple must be a positive integer, got {multiple}")
     if not counts:
@@ -168,6 +173,11 @@ def select_kept_ids(
             required.add(int(i))
     if vocab.kind == "WordPiece":
         required |= _wordpiece_seen_characters(vocab, maxcount)
+    backstop, scripts = select_backstop(
+        vocab, [c.counts for c in counts], languages,
+        byte_level="byte-level alphabet" in vocab.always_keep.values())
+    backstop_only = backstop - required
+    required |= backstop
 
     kept = _KeptSet(vocab, merge_closure)
     kept.add(sorted(required))
@@ -211,6 +221,7 @@ def select_kept_ids(
         if kept.size != target:
             raise SelectionError(f"could not round the vocabulary to a multiple of {multiple} (stuck at {kept.size})")
     kept_ids = np.flatnonzero(kept.mask).astype(np.int64)
+    n_backstop = sum(1 for i in backstop_only if maxcount[i] < policy.effective_min_count)
     return Selection(
         kept_ids=kept_ids,
         base_vocab_size=total,
@@ -220,6 +231,8 @@ def select_kept_ids(
         n_merge_closure=kept.closure_added,
         n_rounding=n_rounding,
         notes=tuple(notes),
+        n_backstop=n_backstop,
+        backstop_scripts=scripts,
     )
 
 

@@ -16,7 +16,7 @@ from tasks import __version__
 from tasks.engine.architectures import SPECIAL_ID_KEYS, ArchitectureRules, default_rules
 from tasks.engine.atomic import atomic_folder, write_text_atomic
 from tasks.engine.counting import TokenCounts, check_counts_match, read_counts
-from tasks.engine.errors import OutputError
+from tasks.engine.errors import CountsMismatchError, OutputError
 from tasks.engine.generation_ids import required_ids
 from tasks.engine.guard import check_folder_loads
 from tasks.engine.model_folder import ModelFolder, inspect_model_folder, load_tokenizer_json, tokenizer_fingerprint
@@ -71,6 +71,7 @@ def select_for_model(
     rules: ArchitectureRules | None = None,
     keep_texts: Sequence[str] = (),
     chat_template: bool = True,
+    languages: Sequence[str] = (),
 ) -> Selection:
     """Check the counts belong to this model's tokenizer, then choose the kept ids.
 
@@ -87,12 +88,21 @@ def select_for_model(
     for c in counts:
         table = c if isinstance(c, TokenCounts) else read_counts(Path(c))
         check_counts_match(table, str(c) if not isinstance(c, TokenCounts) else c.corpus, fingerprint, base.tokenizer_json)
+        check_counts_not_empty(table, str(c) if not isinstance(c, TokenCounts) else c.corpus)
         tables.append(table)
     vocab = analyze_tokenizer(load_tokenizer_json(base.tokenizer_json), str(base.tokenizer_json))
     inline = [t for t in policy.keep_texts if isinstance(t, str)]  # {file: ...} entries arrive resolved in keep_texts
     texts = inline + list(keep_texts) + (chat_markup_texts(base.path) if chat_template else [])
     extra = model_required_ids(base, rules) + ids_to_encode(base.tokenizer_json, texts)
-    return select_kept_ids(vocab, tables, policy, multiple, extra, merge_closure)
+    return select_kept_ids(vocab, tables, policy, multiple, extra, merge_closure, languages)
+
+
+def check_counts_not_empty(table: TokenCounts, source: str) -> None:
+    """A table with zero tokens would trim to the always-kept set and silently break every text."""
+    if table.tokens <= 0 or not table.counts.any():
+        raise CountsMismatchError(
+            f"{source}: the counts table holds zero tokens ({table.lines} lines); count a non-empty corpus "
+            f"of the target language (empty file, or every line filtered out by language ID?)")
 
 
 def apply_selection(
@@ -151,8 +161,10 @@ def trim_model(
     merge_closure: bool = True,
     rules: ArchitectureRules | None = None,
     keep_texts: Sequence[str] = (),
+    languages: Sequence[str] = (),
 ) -> TrimResult:
     """Select and apply in one call (the `trimworks trim` command)."""
-    selection = select_for_model(model_dir, counts, policy, multiple, merge_closure, rules, keep_texts)
+    selection = select_for_model(model_dir, counts, policy, multiple, merge_closure, rules, keep_texts,
+                                 languages=languages)
     return apply_selection(model_dir, selection, out_dir, overwrite, rules=rules)
 

@@ -35,10 +35,22 @@ class LanguageFidelity(BaseModel):
     tokens_per_char_before: float
     tokens_per_char_after: float
     mismatches: list[str] = []
+    tokens: int = 0  # base tokens (no specials) over all lines
+    kept_tokens: int = 0  # of which the trimmed vocabulary keeps
+    lines_gaining_unknown: int = 0  # lines with more unknown tokens after trimming than before
 
     @property
     def coverage(self) -> float:
         return self.covered_lines / self.lines if self.lines else 0.0
+
+    @property
+    def token_coverage(self) -> float:
+        """Share of the base's tokens that are kept (1.0 for empty text)."""
+        return self.kept_tokens / self.tokens if self.tokens else 1.0
+
+    @property
+    def tokens_per_char_ratio(self) -> float:
+        return self.tokens_per_char_after / self.tokens_per_char_before if self.tokens_per_char_before else 1.0
 
     @property
     def identity(self) -> float:
@@ -69,6 +81,18 @@ class ExactnessReport(BaseModel):
         diff_ok = self.output_max_abs_diff is None or self.output_max_abs_diff <= self.tolerance
         return self.tokenization_exact and diff_ok
 
+    def vacuous_reason(self, outputs_expected: bool = True) -> str | None:
+        """Why this report proves nothing (no covered line, nothing compared), or None."""
+        if not self.languages or not sum(lang.lines for lang in self.languages):
+            return "no held-out lines were given: pass held-out text of the target languages"
+        if not sum(lang.covered_lines for lang in self.languages):
+            per = ", ".join(f"{lang.language}: 0 of {lang.lines}" for lang in self.languages)
+            return (f"no held-out line was covered ({per}): every line holds a dropped token, so nothing was verified; "
+                    "check the held-out text is in the target languages or keep more tokens")
+        if outputs_expected and not self.sampled_lines:
+            return "no model output was compared: set a sample of at least one line"
+        return None
+
 
 def load_kept_ids(trimmed_dir: Path) -> np.ndarray:
     return np.asarray(json.loads((Path(trimmed_dir) / "trimworks.json").read_text())["kept_ids"], dtype=np.int64)
@@ -96,6 +120,14 @@ def tokenization_fidelity(
     chars = sum(len(x) for x in lines) or 1
     plain_o = base_tok.encode_batch(list(lines), add_special_tokens=False)
     plain_t = trimmed_tok.encode_batch(list(lines), add_special_tokens=False)
+    unk_o, unk_t = unknown_token_id(base_tok), unknown_token_id(trimmed_tok)
+    n_tokens, n_kept, gained = 0, 0, 0
+    for o, t in zip(plain_o, plain_t, strict=True):
+        o_ids = np.asarray(o.ids, dtype=np.int64)
+        n_tokens += int(o_ids.size)
+        n_kept += int(kept_mask[o_ids].sum()) if o_ids.size else 0
+        if unk_t is not None and t.ids.count(unk_t) > (o.ids.count(unk_o) if unk_o is not None else 0):
+            gained += 1
     fid = LanguageFidelity(
         language=language,
         lines=len(lines),
@@ -104,8 +136,20 @@ def tokenization_fidelity(
         tokens_per_char_before=sum(len(e.ids) for e in plain_o) / chars,
         tokens_per_char_after=sum(len(e.ids) for e in plain_t) / chars,
         mismatches=mismatches,
+        tokens=n_tokens,
+        kept_tokens=n_kept,
+        lines_gaining_unknown=gained,
     )
     return fid, covered_lines
+
+
+def unknown_token_id(tok: Tokenizer) -> int | None:
+    """Id of the tokenizer's unknown token (WordPiece/BPE `unk_token`, Unigram `unk_id`), if any."""
+    model = json.loads(tok.to_str())["model"]
+    if model.get("type") == "Unigram":
+        return model.get("unk_id")
+    unk = model.get("unk_token")
+    return tok.token_to_id(unk) if unk is not None else None
 
 
 def _model_class(config: dict):

@@ -24,7 +24,8 @@ from tasks.engine.errors import ExactnessError, SelectionError, TrimworksError
 from tasks.engine.integrity import check_tensor_names
 from tasks.engine.redact import redact
 from tasks.pipeline.preflight import output_error_message
-from tasks.pipeline.record import VariantRecord, variant_metrics
+from tasks.pipeline.realtext import benchmark_fidelity, benchmark_labels, counting_corpus
+from tasks.pipeline.record import VariantRecord, language_score, variant_metrics
 from tasks.pipeline.manifest import LoadedManifest, Variant, fingerprint_fields, fingerprint_parts, resolved_keep_texts, spec_hash
 from tasks.engine.architectures import load_rules
 from tasks.pipeline.publish import RECORD_NAME, LocalRegistry, Publisher
@@ -126,7 +127,7 @@ def _build_and_publish(
     try:
         rules = load_rules([m.spec.architectures] if m.spec.architectures else [])
         selection = select_for_model(base_dir, [counts[lang] for lang in variant.languages], m.spec.selection, variant.multiple,
-                                     rules=rules, keep_texts=resolved_keep_texts(m))
+                                     rules=rules, keep_texts=resolved_keep_texts(m), languages=variant.languages)
         check_trims(selection, variant)
         check_tensor_names(base_dir)  # after the folder checks (pickles, remote code) in select_for_model
         trim = apply_selection(base_dir, selection, staging, overwrite=True,
@@ -146,9 +147,17 @@ def _build_and_publish(
             bad = [(lang.language, lang.mismatches[:2]) for lang in report.languages if lang.mismatches]
             raise ExactnessError(f"{variant.id}: trimmed model is not exact (mismatching lines {bad}, "
                                  f"max abs diff {report.output_max_abs_diff})")
+        vacuous = report.vacuous_reason(outputs_expected=compare and m.spec.verify_sample_lines > 0)
+        if vacuous:
+            raise ExactnessError(f"{variant.id}: evaluation proves nothing: {vacuous}")
+        benchmark = benchmark_fidelity(base_dir, staging, variant.languages)
+        corpus_label, synthetic = counting_corpus(m, variant.languages)
         record = record_of(variant, "published", location=publisher.location(variant),
                            fingerprint_parts=_fingerprint_parts(m, variant, base_dir), **variant_metrics(trim, report),
-                           **proof_fields(proof, compare, why), **base_weight_fields(base_dir))
+                           **proof_fields(proof, compare, why), **base_weight_fields(base_dir),
+                           benchmark={lang: language_score(f) for lang, f in benchmark.items()},
+                           benchmark_text=benchmark_labels(variant.languages), counting_corpus=corpus_label,
+                           counting_synthetic=synthetic)
         plot_name = None
         if plot_png is not None and Path(plot_png).exists():
             shutil.copy2(plot_png, staging / "coverage.png")

@@ -9,6 +9,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from tasks.engine.architectures import auto_class_name
 from tasks.pipeline.manifest import GGUFSource, HubSource, LoadedManifest, LocalSource
+from tasks.pipeline.benchmark_text import BENCHMARK_DESCRIPTION, BENCHMARK_NAME
+from tasks.pipeline.realtext import SYNTHETIC_NOTE
 from tasks.pipeline.record import VariantRecord
 from tasks.pipeline.sources import hub_commit_of
 
@@ -40,11 +42,18 @@ corpora (selection policy: `{{ policy }}`), all special and added tokens, what k
 string encodable (byte alphabet / byte fallback / unknown token), BPE merge parents, and
 the next most frequent tokens to round the vocabulary up to a multiple of {{ multiple }}.
 {{ source_line }}
+{{ backstop_line }}
 
-## Fidelity on held-out text
+## Fidelity on real text: {{ benchmark_name }}
 
-| language | held-out lines | covered lines | identical tokenization (covered) | tokens/char before | after |
-|---|---:|---:|---:|---:|---:|
+{{ benchmark_section }}
+
+## Fidelity on held-out text of the counting corpora
+
+Counting corpus: {{ counting_corpus }}.{{ synthetic_note }}
+
+| language | held-out lines | covered lines | identical tokenization (covered) | token coverage | lines gaining an unknown token | tokens/char before | after |
+|---|---:|---:|---:|---:|---:|---:|---:|
 {{ fidelity_rows }}
 
 {% if output_compared %}Output equivalence on a sample of covered lines: max abs difference of {{ output_kind }}
@@ -88,6 +97,52 @@ def _fmt_int(x: int | None) -> str:
     return f"{x:,}" if isinstance(x, int) else "–"
 
 
+_HELDOUT_KIND = {True: " (synthetic: wordfreq pseudo-text, not a measure of the language)", False: " (real text)", None: ""}
+
+
+def _fmt_share(x: float | None) -> str:
+    return f"{x:.4f}" if isinstance(x, float) else "–"
+
+
+def benchmark_section(rec: VariantRecord) -> str:
+    """The UDHR table: real text in each language, independent of the counting corpora."""
+    if not rec.benchmark:
+        return (f"The {BENCHMARK_NAME} has no text in {', '.join(rec.languages)}: this variant was not measured "
+                "on independent real text.")
+    rows = "\n".join(
+        f"| {lang} | {rec.benchmark_text.get(lang, lang)} | {f.lines} | {_fmt_share(f.token_coverage)} | "
+        f"{f.tokens_per_char_after / f.tokens_per_char_before if f.tokens_per_char_before else 1.0:.4f} | "
+        f"{_fmt_int(f.lines_gaining_unknown)} | {f.coverage:.2%} | {f.identity:.2%} |"
+        for lang, f in rec.benchmark.items())
+    missing = [lang for lang in rec.languages if lang not in rec.benchmark]
+    tail = f"\n\nNo {BENCHMARK_NAME} text for: {', '.join(missing)}." if missing else ""
+    return (f"{BENCHMARK_DESCRIPTION}. *Token coverage*: share of the base model's tokens that the trimmed "
+            "vocabulary keeps; *lines gaining an unknown token*: lines where trimming produces an unknown token "
+            "the base did not; *line coverage*: lines whose tokens are all kept (those are tokenized identically).\n\n"
+            "| language | text | lines | token coverage | tokens/char, trimmed ÷ base | lines gaining an unknown token "
+            "| line coverage | identical tokenization (covered) |\n|---|---|---:|---:|---:|---:|---:|---:|\n" + rows + tail)
+
+
+def benchmark_eval_results(rec: VariantRecord) -> list[EvalResult]:
+    """model-index entries for the UDHR, labelled as real text (dataset type `udhr`)."""
+    out = []
+    for lang, f in rec.benchmark.items():
+        common = dict(task_type="vocabulary-trimming", dataset_type="udhr",
+                      dataset_name=f"{rec.benchmark_text.get(lang, BENCHMARK_NAME)} (real text)",
+                      dataset_config=lang, task_name="Vocabulary trimming fidelity on real text")
+        if f.token_coverage is not None:
+            out.append(EvalResult(metric_type="token_coverage", metric_name="share of base tokens kept",
+                                  metric_value=round(f.token_coverage, 6), **common))
+        if f.lines_gaining_unknown is not None:
+            out.append(EvalResult(metric_type="lines_gaining_unknown", metric_name="lines gaining an unknown token",
+                                  metric_value=f.lines_gaining_unknown, **common))
+        out.append(EvalResult(metric_type="coverage", metric_name="covered lines", metric_value=round(f.coverage, 6), **common))
+        out.append(EvalResult(metric_type="tokens_per_char_ratio", metric_name="tokens per char, trimmed / base",
+                              metric_value=round(f.tokens_per_char_after / f.tokens_per_char_before, 6)
+                              if f.tokens_per_char_before else 1.0, **common))
+    return out
+
+
 def render_card(
     rec: VariantRecord,
     base_name: str,
@@ -102,7 +157,7 @@ def render_card(
 ) -> ModelCard:
     evals = []
     for lang, f in rec.fidelity.items():
-        common = dict(task_type="vocabulary-trimming", dataset_type="held-out", dataset_name=f"held-out {lang}",
+        common = dict(task_type="vocabulary-trimming", dataset_type="held-out", dataset_name=f"held-out {lang}{_HELDOUT_KIND[rec.counting_synthetic]}",
                       dataset_config=lang, task_name="Vocabulary trimming fidelity")
         evals.append(EvalResult(metric_type="coverage", metric_name="covered held-out lines", metric_value=round(f.coverage, 6), **common))
         evals.append(EvalResult(metric_type="identity", metric_name="identical tokenization of covered lines", metric_value=round(f.identity, 6), **common))
@@ -122,9 +177,11 @@ def render_card(
         trimworks_fingerprint=rec.fingerprint,
     )
     rows = "\n".join(
-        f"| {lang} | {f.lines} | {f.coverage:.2%} | {f.identity:.2%} | {f.tokens_per_char_before:.4f} | {f.tokens_per_char_after:.4f} |"
+        f"| {lang} | {f.lines} | {f.coverage:.2%} | {f.identity:.2%} | {_fmt_share(f.token_coverage)} | "
+        f"{_fmt_int(f.lines_gaining_unknown)} | {f.tokens_per_char_before:.4f} | {f.tokens_per_char_after:.4f} |"
         for lang, f in rec.fidelity.items()
     )
+    evals += benchmark_eval_results(rec)
     loss = ""
     if rec.loss_before is not None and rec.loss_after is not None:
         loss = f" Held-out loss (nats/token) before {rec.loss_before:.4f}, after {rec.loss_after:.4f} (softmax over the kept tokens only)."
@@ -147,6 +204,15 @@ def render_card(
         policy=policy,
         multiple=rec.multiple,
         fidelity_rows=rows,
+        benchmark_name=BENCHMARK_NAME,
+        benchmark_section=benchmark_section(rec),
+        counting_corpus=rec.counting_corpus or "not recorded",
+        synthetic_note=(" **This held-out text is synthetic** (" + SYNTHETIC_NOTE.removeprefix("synthetic: ") + ")."
+                        ) if rec.counting_synthetic else " The held-out lines are real text of the counting corpora.",
+        backstop_line=(f"A character backstop keeps every single-character token of the scripts "
+                       f"{', '.join(rec.backstop_scripts) or '(none found)'} plus ASCII digits, punctuation and symbols, so "
+                       f"text in these scripts gains no unknown token; it cost {rec.backstop_tokens:,} tokens the counts alone "
+                       f"would not have kept.") if rec.backstop_tokens is not None else "",
         output_kind=rec.output_kind or "outputs",
         max_diff=f"{rec.output_max_abs_diff:.3g}" if rec.output_max_abs_diff is not None else "not measured",
         loss_line=loss,

@@ -24,6 +24,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field
 from tasks import __version__
 from tasks.engine.architectures import ArchitectureData
 from tasks.engine.errors import ManifestError
+from tasks.engine.backstop import BACKSTOP_RULES
 from tasks.engine.selection import SelectionPolicy
 
 NAME_FIELDS = {"org", "base", "langs", "multiple"}
@@ -146,6 +147,9 @@ class WordfreqSpec(_Strict):
     lines: int = Field(default=20000, ge=1)
     words: int = Field(default=5000, ge=10)
     seed: int = 0
+    style: Literal["sentences", "text"] = Field(
+        default="sentences", description="sentences: frequency-weighted lower-case pseudo-sentences; "
+        "text: every listed word in turn, with capitals, punctuation and numbers (see corpora.wordfreq_text)")
 
 
 class WordfreqCorpus(_Corpus):
@@ -568,6 +572,7 @@ def fingerprint_fields(m: LoadedManifest, b: BaseModelSpec, langs: tuple[str, ..
         "selection": m.spec.selection.model_dump(),
         "multiple": multiple,
         "trimworks": __version__,
+        "backstop": BACKSTOP_RULES,
     }
     if corpus_content:
         fields["corpus_content"] = {lang: corpus_content.get(lang) for lang in langs}

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from tasks.engine.proof import ProofCheck
 from tasks.engine.trim import TrimResult
-from tasks.engine.verify import ExactnessReport
+from tasks.engine.verify import ExactnessReport, LanguageFidelity
 
 
 class LanguageScore(BaseModel):
@@ -17,6 +17,9 @@ class LanguageScore(BaseModel):
     identity: float
     tokens_per_char_before: float
     tokens_per_char_after: float
+    covered_lines: int | None = None
+    token_coverage: float | None = None  # share of the base's tokens that are kept
+    lines_gaining_unknown: int | None = None  # lines with more unknown tokens than the base gives
 
 
 class VariantRecord(BaseModel):
@@ -59,6 +62,21 @@ class VariantRecord(BaseModel):
     source_quantization: str | None = None
     chat_prompts: int | None = None  # chat check: prompts compared (None: base has no chat template)
     chat_identical: int | None = None  # ... of which tokenized identically (must equal chat_prompts)
+    # Real-text benchmark (UDHR) per language, and what each measured text is.
+    benchmark: dict[str, LanguageScore] = {}
+    benchmark_text: dict[str, str] = {}  # language -> e.g. "UDHR German, Standard (1996) (deu_1996)"
+    counting_corpus: str | None = None
+    counting_synthetic: bool | None = None
+    backstop_tokens: int | None = None  # tokens kept only by the character backstop
+    backstop_scripts: list[str] = []
+
+
+def language_score(f: LanguageFidelity) -> LanguageScore:
+    return LanguageScore(
+        lines=f.lines, coverage=f.coverage, identity=f.identity, tokens_per_char_before=f.tokens_per_char_before,
+        tokens_per_char_after=f.tokens_per_char_after, covered_lines=f.covered_lines, token_coverage=f.token_coverage,
+        lines_gaining_unknown=f.lines_gaining_unknown,
+    )
 
 
 def variant_metrics(trim: TrimResult, report: ExactnessReport) -> dict:
@@ -68,13 +86,9 @@ def variant_metrics(trim: TrimResult, report: ExactnessReport) -> dict:
         **trim.summary(),
         "embedding_share_before": s.embedding_params_before / s.params_before if s.params_before else None,
         "embedding_share_after": s.embedding_params_after / s.params_after if s.params_after else None,
-        "fidelity": {
-            lang.language: LanguageScore(
-                lines=lang.lines, coverage=lang.coverage, identity=lang.identity,
-                tokens_per_char_before=lang.tokens_per_char_before, tokens_per_char_after=lang.tokens_per_char_after,
-            )
-            for lang in report.languages
-        },
+        "fidelity": {lang.language: language_score(lang) for lang in report.languages},
+        "backstop_tokens": trim.selection.n_backstop,
+        "backstop_scripts": list(trim.selection.backstop_scripts),
         "output_kind": report.output_kind,
         "output_max_abs_diff": report.output_max_abs_diff,
         "loss_before": report.loss_before,
