@@ -22,6 +22,7 @@ from datetime import date
 
 from bench import subjects
 from bench.counting import bench_anchor, bench_counting
+from bench.durable import bench_durable_surgery
 from bench.end_to_end import bench_end_to_end
 from bench.measure import REPO, dump
 from bench.orchestration import bench_orchestration
@@ -36,13 +37,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition")
     ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--only", default="123456", help="which rows to run, e.g. 125 (merged into the results file)")
+    ap.add_argument("--only", default="123456", help="which rows to run, e.g. 125 (merged into the results file); "
+                    "7 (the 7B-shaped subject, ~45 GB of disk) runs only when named")
     args = ap.parse_args()
     smoke = args.smoke
     reps = args.reps or (1 if smoke else 3)
     WORK.mkdir(parents=True, exist_ok=True)
     out_path = RESULTS.with_name("results-smoke.json") if smoke else RESULTS
     previous = json.loads(out_path.read_text()) if out_path.exists() and args.only != "123456" else {"rows": []}
+    if "7" not in args.only:  # row 7 is measured on its own (`make bench-big`): keep its last result
+        previous["rows"] = previous["rows"] + [r for r in (json.loads(out_path.read_text())["rows"] if out_path.exists() else [])
+                                               if r["row"][0] == "7" and r not in previous["rows"]]
     rows: list[dict] = [r for r in previous["rows"] if r["row"][0] not in args.only]
     t0 = time.perf_counter()
 
@@ -59,10 +64,15 @@ def main() -> int:
         qwen = subjects.qwen2_tokenizer() if not smoke else None
         if qwen:
             rows += bench_counting(qwen, text, "Qwen2 byte-level BPE 151k", reps, 10**9)
+        if not smoke:  # chunk counting: one and five real tokenizers on 100 MB, in fresh processes
+            from bench.chunk_counting import main as chunk_counting, table_rows
+
+            rows += table_rows(chunk_counting(["--megabytes", "100"]))
         save()
     kept_path = kept_ids(xlmr, text, WORK / ("kept-smoke.npy" if smoke else "kept.npy"))
     if "2" in args.only or "3" in args.only:
         rows += bench_surgery(xlmr, kept_path, reps, "XLM-R-base-shaped" + (" (smoke)" if smoke else ""))
+        rows += bench_durable_surgery(xlmr, kept_path, reps, "XLM-R-base-shaped" + (" (smoke)" if smoke else ""))
         save()
         qwen_model = subjects.qwen2_half_b_shaped() if not smoke else None
         if qwen_model:
@@ -80,6 +90,11 @@ def main() -> int:
         rows += e2e
         if not smoke:
             rows.append(bench_anchor(xlmr / "tokenizer.json", text, e2e[-1]["seconds_per_variant"] if e2e else None))
+        save()
+    if "7" in args.only:
+        from bench.big_model import bench_big_model
+
+        rows += bench_big_model(reps=1, tiny=smoke)
         save()
     print_table(rows)
     print(f"\nwrote {out_path} in {time.perf_counter() - t0:.0f}s")

@@ -8,4 +8,4 @@
 ``flows/`` (Prefect flows, tasks and the CLI) builds on both; nothing here imports ``flows``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
