@@ -187,10 +187,13 @@ def nightly_now() -> None:
 
 
 def _run_flow(manifest: Path, force: bool, only: list[str] | None, dask_address: str | None, workers: int) -> None:
-    from tasks.pipeline.manifest import load_manifest
+    from tasks.pipeline.manifest import expand, load_manifest
+    from tasks.pipeline.variant_ids import check_variant_ids
 
     try:
-        load_manifest(manifest)  # fail fast, before Prefect starts, with a located message
+        m = load_manifest(manifest)  # fail fast, before Prefect starts, with a located message
+        if only:  # typos too: before Prefect starts and before any base is materialised
+            check_variant_ids(only, [v.id for v in expand(m)], str(manifest))
     except TrimworksError as exc:
         _fail(exc)
     from flows.publish_all import run_publish_all
