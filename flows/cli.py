@@ -200,7 +200,7 @@ def _run_flow(manifest: Path, force: bool, only: list[str] | None, dask_address:
 
     summary = run_publish_all(str(manifest), force=force, only=only, dask_address=dask_address, workers=workers)
     typer.echo(f"published {len(summary['published'])}, up to date {len(summary['skipped'])}, failed {len(summary['failed'])}")
-    typer.echo(f"catalog: {summary['summary']}")
+    typer.echo(f"catalog: {summary['summary']} (web: {summary.get('html')}; this run: {summary.get('last_run')})")
     for vid, err in summary["failed"].items():
         typer.secho(f"FAILED {vid}: {err}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=1 if summary["failed"] else 0)

@@ -18,7 +18,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.steps import build_task, count_task, heldout_task, make_publisher, materialize_base_task, plot_task
 from tasks.pipeline.build import failed_record, skipped_record
-from tasks.pipeline.catalog import catalog_rows, markdown_table, write_catalog
+from tasks.pipeline.catalog import catalog_rows, markdown_table
+from tasks.pipeline.registry import update_registry_catalog
 from tasks.engine.errors import ManifestError
 from tasks.pipeline.record import VariantRecord
 from tasks.pipeline.manifest import Variant, expand, load_manifest
@@ -156,11 +157,12 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
 
     # 5. Catalog of every variant of the manifest, in manifest order.
     ordered = [records[v.id] for v in variants]
-    parquet, md = write_catalog(ordered, m.output_dir, {b: Path(p) for b, p in plots.items()})
+    catalog = update_registry_catalog(m.output_dir, ordered, manifest)  # the registry's, not just this run's
+    parquet, md = catalog.parquet, catalog.markdown
     rows = catalog_rows(ordered)
     create_table_artifact(key="trimworks-catalog", table=[{k: v for k, v in r.items() if k != "fidelity_json"} for r in rows],
                           description=f"catalog of {manifest}")
-    create_markdown_artifact(key="trimworks-summary", markdown=md.read_text())
+    create_markdown_artifact(key="trimworks-summary", markdown=catalog.last_run.read_text())
     failed = [r for r in ordered if r.status == "failed"]
     for r in failed:
         logger.error("FAILED %s: %s", r.variant_id, r.error)
@@ -171,6 +173,8 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
         "failed": {r.variant_id: r.error for r in failed},
         "catalog": str(parquet),
         "summary": str(md),
+        "html": str(catalog.html),
+        "last_run": str(catalog.last_run),
     }
     logger.info("done: %d published, %d up to date, %d failed; catalog %s", len(summary["published"]),
                 len(summary["skipped"]), len(failed), md)
