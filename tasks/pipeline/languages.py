@@ -58,7 +58,8 @@ def normalize_languages(data: dict) -> dict:
 
 
 def lid_code(language: str) -> str:
-    """The fastText label (without `__label__`) a canonical manifest code maps to."""
+    """The fastText label (without `__label__`) a manifest code maps to."""
+    language = language.replace("-", "_")
     if language in LID_ALIASES:
         return LID_ALIASES[language]
     lang = language.split("_")[0].lower()
