@@ -196,9 +196,21 @@ def _run_flow(manifest: Path, force: bool, only: list[str] | None, dask_address:
             check_variant_ids(only, [v.id for v in expand(m)], str(manifest))
     except TrimworksError as exc:
         _fail(exc)
-    from flows.publish_all import run_publish_all
+    from flows.console import use_prefect_console
 
-    summary = run_publish_all(str(manifest), force=force, only=only, dask_address=dask_address, workers=workers)
+    use_prefect_console()
+    from flows.publish_all import run_publish_all
+    from flows.stopping import RunStopped, run_stoppable
+
+    try:
+        summary = run_stoppable(lambda: run_publish_all(str(manifest), force=force, only=only, dask_address=dask_address,
+                                                        workers=workers))
+    except RunStopped as stop:
+        again = " ".join(["trimworks", *sys.argv[1:]])
+        typer.secho(f"stopped ({stop}): the flow run is marked Cancelled and nothing partial was published. "
+                    f"To resume, run the same command again — published variants are skipped:\n  {again}",
+                    fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(code=128 + stop.signum) from None
     typer.echo(f"published {len(summary['published'])}, up to date {len(summary['skipped'])}, failed {len(summary['failed'])}")
     typer.echo(f"catalog: {summary['summary']} (web: {summary.get('html')}; this run: {summary.get('last_run')})")
     for vid, err in summary["failed"].items():

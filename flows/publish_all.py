@@ -21,6 +21,7 @@ from tasks.pipeline.build import failed_record, skipped_record
 from tasks.pipeline.catalog import catalog_rows, markdown_table
 from tasks.pipeline.registry import update_registry_catalog
 from tasks.engine.errors import ManifestError
+from tasks.engine.progress import progress_line
 from tasks.pipeline.record import VariantRecord
 from tasks.pipeline.manifest import Variant, expand, load_manifest
 from tasks.engine.model_folder import tokenizer_fingerprint
@@ -140,7 +141,7 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
             [{l: heldout[l][0] for l in langs} for _, langs in keys], [plots.get(base) for base, _ in keys],
             unmapped(force))
         by_future = {id(f): groups[k] for f, k in zip(futures, keys)}
-        report, done = ProgressThrottle(PROGRESS_EVERY_S), 0
+        report, done, build_start = ProgressThrottle(PROGRESS_EVERY_S), 0, time.monotonic()
         for fut in as_completed(futures):
             group = by_future[id(fut)]
             try:
@@ -153,7 +154,7 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
             done += len(group)
             if report.due(final=done == n_build):
                 update_progress_artifact(progress, 100.0 * done / n_build)
-                logger.info("progress: %d/%d variants built", done, n_build)
+                logger.info("%s", progress_line("building", done, n_build, time.monotonic() - build_start, "variants"))
 
     # 5. Catalog of every variant of the manifest, in manifest order.
     ordered = [records[v.id] for v in variants]
@@ -198,7 +199,10 @@ def task_runner(dask_address: str | None = None, workers: int = 2):
 
 def run_publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: list[str] | None = None,
                     dask_address: str | None = None, workers: int = 2) -> dict:
-    return publish_all.with_options(task_runner=task_runner(dask_address, workers))(manifest=manifest, force=force, only=only)
+    from flows.stopping import mark_cancelled_if_stopped  # a run stopped by Ctrl-C/SIGTERM ends Cancelled
+
+    return publish_all.with_options(task_runner=task_runner(dask_address, workers), on_crashed=[mark_cancelled_if_stopped])(
+        manifest=manifest, force=force, only=only)
 
 
 def list_variants(manifest: str) -> list[Variant]:

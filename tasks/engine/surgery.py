@@ -22,6 +22,7 @@ from tasks.engine.architectures import SPECIAL_ID_KEYS, vocab_rule_for
 from tasks.engine.atomic import write_text_atomic
 from tasks.engine.errors import DroppedSpecialTokenError, ModelFolderError
 from tasks.engine.failpoints import failpoint
+from tasks.engine.stopping import check_stop
 from tasks.engine.model_folder import ModelFolder
 from tasks.engine.safetensors_io import (
     INDEX_NAME,
@@ -98,6 +99,7 @@ def trim_weights(base: ModelFolder, out_dir: Path, kept_ids: np.ndarray) -> Surg
             weight_map[name] = shard.file.name
         bytes_after += write_safetensors(out_dir / shard.file.name, planned, shard.metadata)
         failpoint("surgery")
+        check_stop()
     if not sliced:
         raise ModelFolderError(
             f"{base.path}: no embedding or output-head tensor with {vocab_size} rows was found; "

@@ -21,6 +21,7 @@ from tasks.engine.architectures import auto_class_name
 from tasks.pipeline.card import render_card
 from tasks.pipeline.counts_cache import read_heldout
 from tasks.engine.errors import ExactnessError, TrimworksError
+from tasks.engine.stopping import StopRequested, check_stop
 from tasks.pipeline.record import VariantRecord, variant_metrics
 from tasks.pipeline.manifest import GGUFSource, HubSource, LoadedManifest, LocalSource, Variant
 from tasks.pipeline.publish import RECORD_NAME, LocalRegistry, Publisher
@@ -111,9 +112,11 @@ def _build_and_publish(
     start = time.perf_counter()
     staging = m.work_dir / "builds" / variant.id
     try:
+        check_stop()
         selection = select_for_model(base_dir, [counts[lang] for lang in variant.languages], m.spec.selection, variant.multiple)
         trim = apply_selection(base_dir, selection, staging, overwrite=True,
                                provenance={"base_model": variant.base, "variant": variant.id, "fingerprint": variant.fingerprint})
+        check_stop()
         report = verify_exactness(base_dir, staging, {lang: read_heldout(heldout[lang]) for lang in variant.languages},
                                   sample_lines=m.spec.verify_sample_lines)
         if not report.exact:
@@ -141,9 +144,16 @@ def _build_and_publish(
         write_text_atomic(staging / "README.md", str(card))
         record.seconds = round(time.perf_counter() - start, 2)
         write_text_atomic(staging / RECORD_NAME, record.model_dump_json(indent=2))
+        check_stop()  # the last safe point: after it the variant is published whole
         record.location = publisher.publish(staging, variant)
-        log.info("published %s -> %s (%.1f%% smaller)", variant.id, record.location, record.size_reduction_pct or 0)
+        log.info("published %s: vocab %s -> %s, %.1f%% smaller, min coverage %s, in %.1f s -> %s", variant.id,
+                 f"{record.vocab_before:,}", f"{record.vocab_after:,}", record.size_reduction_pct or 0,
+                 f"{min(f.coverage for f in record.fidelity.values()):.1%}" if record.fidelity else "–",
+                 time.perf_counter() - start, record.location)
         return record
+    except StopRequested:
+        shutil.rmtree(staging, ignore_errors=True)  # a stop is not a failure: no record, nothing left
+        raise
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, the batch goes on
         shutil.rmtree(staging, ignore_errors=True)
         detail = str(exc) if isinstance(exc, TrimworksError) else f"{type(exc).__name__}: {exc}"

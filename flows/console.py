@@ -1,0 +1,30 @@
+"""The command line's log format for runs: Prefect's own (time, level, flow/task run name), one
+line per event a person needs; routine "Finished in state Completed()" lines of tasks stay in
+Prefect's API log (and UI) but not on the console."""
+
+from __future__ import annotations
+
+import logging
+
+
+class _RoutineTaskEnd(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "prefect.task_runs" and record.getMessage() == "Finished in state Completed()")
+
+
+def use_prefect_console() -> None:
+    """Let Prefect's logging set-up own the console (it steps aside when the root logger
+    already has a handler, as the CLI's engine commands install one)."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if not h.__class__.__name__.startswith("Prefect"):
+            root.removeHandler(h)
+    from flows import runtime  # noqa: F401 - environment defaults before Prefect reads them
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging(incremental=False)
+    for h in root.handlers:
+        if not any(isinstance(f, _RoutineTaskEnd) for f in h.filters):
+            h.addFilter(_RoutineTaskEnd())
+    for noisy in ("httpx", "httpcore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
