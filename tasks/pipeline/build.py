@@ -19,6 +19,7 @@ from filelock import FileLock
 from tasks.engine.atomic import write_text_atomic
 from tasks.engine.architectures import auto_class_name
 from tasks.pipeline.card import render_card
+from tasks.pipeline.variant_plot import plot_variant
 from tasks.pipeline.counts_cache import read_heldout
 from tasks.engine.errors import ExactnessError, TrimworksError
 from tasks.engine.stopping import StopRequested, check_stop
@@ -130,7 +131,8 @@ def _build_and_publish(
         )
         plot_name = None
         if plot_png is not None and Path(plot_png).exists():
-            shutil.copy2(plot_png, staging / "coverage.png")
+            if not plot_variant(Path(plot_png), record, staging / "coverage.png"):  # marks this variant
+                shutil.copy2(plot_png, staging / "coverage.png")
             plot_name = "coverage.png"
         config = json.loads((base_dir / "config.json").read_text())
         base_name, base_link = _base_link(m, variant.base)
@@ -140,6 +142,8 @@ def _build_and_publish(
             policy=m.spec.selection.model_dump_json(exclude_defaults=True) or "{}",
             corpora=_corpora_lines(m, variant.languages), plot_file=plot_name,
             model_class=auto_class_name(config),
+            sentence_transformers=(base_dir / "modules.json").is_file(),
+            location=location if isinstance(publisher, LocalRegistry) else variant.repo_id,
         )
         write_text_atomic(staging / "README.md", str(card))
         record.seconds = round(time.perf_counter() - start, 2)

@@ -54,13 +54,39 @@ policy, multiple and trimworks version).
 
 ## Usage
 
-```python
-from transformers import {{ model_class }}, AutoTokenizer
-
-tokenizer = AutoTokenizer.from_pretrained("{{ repo_id }}")
-model = {{ model_class }}.from_pretrained("{{ repo_id }}")
-```
+{{ usage }}
 """
+
+USAGE_TRANSFORMERS = """```python
+from transformers import {model_class}, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{location}")
+model = {model_class}.from_pretrained("{location}")
+```"""
+
+USAGE_SENTENCE_TRANSFORMERS = """With [sentence-transformers](https://www.sbert.net) (the base ships its `modules.json` and
+pooling configuration, copied here):
+
+```python
+from sentence_transformers import SentenceTransformer
+
+model = SentenceTransformer("{location}")
+embeddings = model.encode(["A sentence in one of the kept languages."])
+```
+
+Or with transformers alone (mean pooling is then yours to apply):
+
+```python
+from transformers import {model_class}, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{location}")
+model = {model_class}.from_pretrained("{location}")
+```"""
+
+LOSS_NOTE = (" Held-out loss (nats/token) before {before:.4f}, after {after:.4f}. The drop is not an improvement:"
+             " the trimmed head's softmax runs over the kept tokens only, so the same logits give each kept token"
+             " a larger share of probability (the removed tokens' share is redistributed). The logits themselves"
+             " are identical, as the difference above shows.")
 
 
 def _fmt_int(x: int | None) -> str:
@@ -78,7 +104,11 @@ def render_card(
     corpora: list[str],
     plot_file: str | None = None,
     model_class: str = "AutoModel",
+    sentence_transformers: bool = False,
+    location: str | None = None,
 ) -> ModelCard:
+    """`sentence_transformers`: the base ships `modules.json` (library and usage follow);
+    `location`: where a user loads it from — the Hub id, or the local registry path."""
     evals = []
     for lang, f in rec.fidelity.items():
         common = dict(task_type="vocabulary-trimming", dataset_type="held-out", dataset_name=f"held-out {lang}",
@@ -93,9 +123,10 @@ def render_card(
         base_model=base_name,
         language=sorted({lang.split("_")[0] for lang in rec.languages}),
         license=license,
-        library_name="transformers",
-        tags=["trimmed", "vocabulary-trimming", "trimworks"],
-        pipeline_tag="text-generation" if is_causal else PIPELINE_TAGS.get(model_type, "feature-extraction"),
+        library_name="sentence-transformers" if sentence_transformers else "transformers",
+        tags=["trimmed", "vocabulary-trimming", "trimworks"] + (["sentence-transformers"] if sentence_transformers else []),
+        pipeline_tag="text-generation" if is_causal else "sentence-similarity" if sentence_transformers
+        else PIPELINE_TAGS.get(model_type, "feature-extraction"),
         model_name=rec.repo_id,
         eval_results=evals,
         trimworks_fingerprint=rec.fingerprint,
@@ -106,7 +137,7 @@ def render_card(
     )
     loss = ""
     if rec.loss_before is not None and rec.loss_after is not None:
-        loss = f" Held-out loss (nats/token) before {rec.loss_before:.4f}, after {rec.loss_after:.4f} (softmax over the kept tokens only)."
+        loss = LOSS_NOTE.format(before=rec.loss_before, after=rec.loss_after)
     return ModelCard.from_template(
         data,
         template_str=TEMPLATE,
@@ -133,4 +164,6 @@ def render_card(
         corpora="\n".join(f"- {c}" for c in corpora),
         fingerprint=rec.fingerprint,
         model_class=model_class,
+        usage=(USAGE_SENTENCE_TRANSFORMERS if sentence_transformers else USAGE_TRANSFORMERS).format(
+            model_class=model_class, location=location or rec.repo_id),
     )
