@@ -220,6 +220,10 @@ def _run_flow(manifest: Path, force: bool, only: list[str] | None, dask_address:
 
 def main() -> None:  # pragma: no cover - console entry
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    from flows.console import CLI_HANDLER
+
+    for handler in logging.getLogger().handlers:
+        setattr(handler, CLI_HANDLER, True)  # runs swap it for Prefect's console format
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     app()

@@ -7,6 +7,9 @@ from __future__ import annotations
 import logging
 
 
+CLI_HANDLER = "_trimworks_cli"  # marks the handler flows.cli.main installs for the engine commands
+
+
 class _RoutineTaskEnd(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.name == "prefect.task_runs" and record.getMessage() == "Finished in state Completed()")
@@ -16,9 +19,11 @@ def use_prefect_console() -> None:
     """Let Prefect's logging set-up own the console (it steps aside when the root logger
     already has a handler, as the CLI's engine commands install one)."""
     root = logging.getLogger()
-    for h in list(root.handlers):
-        if not h.__class__.__name__.startswith("Prefect"):
-            root.removeHandler(h)
+    ours = [h for h in root.handlers if getattr(h, CLI_HANDLER, False)]
+    if not ours:
+        return  # not the console script (e.g. the app invoked in-process by tests): leave logging alone
+    for h in ours:
+        root.removeHandler(h)
     from flows import runtime  # noqa: F401 - environment defaults before Prefect reads them
     from prefect.logging.configuration import setup_logging
 
