@@ -46,7 +46,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("attempt", range(3))  # the unfixed race failed ~1 run in 3
+@pytest.mark.parametrize("attempt", range(2))  # the unfixed race failed ~1 run in 3 (fresh interpreters)
 def test_models_load_from_several_threads_at_once(toy_model_session, attempt):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(toy_model_session)], capture_output=True, text=True,

@@ -146,13 +146,20 @@ def registry_markdown(records: Sequence[VariantRecord], rows: Sequence[dict], pl
           + (f"; {len(failed)} failed in the last run and are not published." if failed else "."),
           f"What the last run did: [{LAST_RUN_MARKDOWN}]({LAST_RUN_MARKDOWN}). "
           "Browse and filter: [index.html](index.html).", "",
-          markdown_table(rows)]
+          markdown_table([{**row, "location": _md_link(row["location"])} for row in rows])]
     if failed:
         md += ["## Failures (last run)", ""] + [f"- **{r.variant_id}**: {r.error}" for r in failed] + [""]
     if plots:
         md += ["## Held-out coverage against kept vocabulary size, every published variant", ""]
         md += [f"![{base}: published variants]({p})" for base, p in plots.items()]
     return "\n".join(md) + "\n"
+
+
+def _md_link(location: str | None) -> str:
+    """A relative registry folder as a markdown link (Hub locations are URLs already)."""
+    if not location or _is_remote(location):
+        return location or ""
+    return f"[{location}]({location}/README.md)"
 
 
 def last_run_markdown(run: Sequence[VariantRecord], manifest: str | None, when: str) -> str:
