@@ -6,7 +6,9 @@ how to resume."""
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -67,6 +69,9 @@ def test_a_signal_stops_the_run_cleanly(tmp_path, bases, sig):
     assert "Traceback" not in text and "Error logging to API" not in text and "Connection refused" not in text, text[-3000:]
     assert len(after) <= 25, "\n".join(after)
     assert "Stopping temporary server" in text and "uvicorn" not in with_group  # shut down after the flow
+    port = int(re.search(r"Starting temporary server on http://127.0.0.1:(\d+)", text).group(1))
+    with pytest.raises(ConnectionRefusedError):  # it runs in its own process group: check it is really gone
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
     assert_registry_complete(tmp_path / "published")  # nothing partial published
     builds = tmp_path / "work" / "builds"
     assert not builds.exists() or not [p for p in builds.iterdir() if not p.name.startswith(".")]

@@ -29,6 +29,7 @@ from tasks.engine.atomic import atomic_file, write_text_atomic
 from tasks.pipeline.catalog import CATALOG_MARKDOWN, CATALOG_PARQUET, catalog_rows, markdown_table
 from tasks.pipeline.publish import RECORD_NAME
 from tasks.pipeline.record import VariantRecord
+from tasks.pipeline.variant_plot import MATPLOTLIB_LOCK
 
 log = logging.getLogger("trimworks.registry")
 CATALOG_JSON = "catalog.json"
@@ -191,7 +192,8 @@ def update_registry_catalog(out_dir: Path, run: Sequence[VariantRecord] = (), ma
     plots: dict[str, str] = {}
     for base in sorted({r.base for r in records}):
         try:
-            png = plot_registry(base, [r for r in records if r.base == base], out_dir / REGISTRY_PLOTS / f"{base}.png")
+            with MATPLOTLIB_LOCK:
+                png = plot_registry(base, [r for r in records if r.base == base], out_dir / REGISTRY_PLOTS / f"{base}.png")
         except Exception as exc:  # noqa: BLE001 - a plot is never worth failing a run
             log.warning("registry plot for %s failed: %s", base, exc)
             png = None

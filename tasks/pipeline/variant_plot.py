@@ -5,14 +5,30 @@ held-out coverage it measured."""
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from pathlib import Path
 
 from tasks.engine.atomic import atomic_file
 from tasks.pipeline.record import VariantRecord
 
+log = logging.getLogger("trimworks.plot")
+# matplotlib is not thread-safe (its mathtext parser is shared): builds run in worker threads.
+MATPLOTLIB_LOCK = threading.Lock()
+
 
 def plot_variant(base_plot_png: Path, rec: VariantRecord, out_png: Path) -> bool:
-    """Write `out_png`; False when the base plot has no curve data (the caller copies it)."""
+    """Write `out_png`; False when it cannot (no curve data, or plotting failed: a plot is
+    never worth failing a variant) and the caller copies the base plot instead."""
+    try:
+        with MATPLOTLIB_LOCK:
+            return _plot_variant(base_plot_png, rec, out_png)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("%s: marked coverage plot failed (%s); using the base plot", rec.variant_id, exc)
+        return False
+
+
+def _plot_variant(base_plot_png: Path, rec: VariantRecord, out_png: Path) -> bool:
     data_path = Path(base_plot_png).with_suffix(".json")
     if not data_path.is_file() or rec.vocab_after is None:
         return False
