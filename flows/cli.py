@@ -270,17 +270,33 @@ def nightly_now() -> None:
 
 def _run_flow(manifest: Path, force: bool, only: list[str] | None, dask_address: str | None, workers: int) -> None:
     from tasks.engine.redact import redact
-    from tasks.pipeline.manifest import load_manifest
+    from tasks.pipeline.manifest import expand, load_manifest
+    from tasks.pipeline.variant_ids import check_variant_ids
 
     try:
-        load_manifest(manifest)  # fail fast, before Prefect starts, with a located message
+        m = load_manifest(manifest)  # fail fast, before Prefect starts, with a located message
+        if only:  # typos too: before Prefect starts and before any base is materialised
+            check_variant_ids(only, [v.id for v in expand(m)], str(manifest))
     except TrimworksError as exc:
         _fail(exc)
-    from flows.publish_all import run_publish_all
+    from flows.console import use_prefect_console
 
-    summary = run_publish_all(str(manifest), force=force, only=only, dask_address=dask_address, workers=workers)
+    use_prefect_console()
+    from flows.publish_all import run_publish_all
+    from flows.stopping import RunStopped, run_stoppable
+
+    try:
+        summary = run_stoppable(lambda: run_publish_all(str(manifest), force=force, only=only, dask_address=dask_address,
+                                                        workers=workers))
+    except RunStopped as stop:
+        again = " ".join(["trimworks", *sys.argv[1:]])
+        typer.secho(f"stopped ({stop}): the flow run is marked Cancelled and nothing partial was published. "
+                    f"To resume, run the same command again — published variants are skipped:\n  {again}",
+                    fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(code=128 + stop.signum) from None
     typer.echo(f"published {len(summary['published'])}, up to date {len(summary['skipped'])}, failed {len(summary['failed'])}")
-    typer.echo(f"catalog: {summary['summary'] or 'not written (see the errors above)'}")
+    typer.echo(f"catalog: {summary['summary'] or 'not written (see the errors above)'} "
+               f"(web: {summary.get('html')}; this run: {summary.get('last_run')})")
     by_error: dict[str, list[str]] = {}
     for vid, err in summary["failed"].items():
         by_error.setdefault(redact(err), []).append(vid)
@@ -296,6 +312,10 @@ def main() -> None:  # pragma: no cover - console entry
 
     install_log_redaction()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    from flows.console import CLI_HANDLER
+
+    for handler in logging.getLogger().handlers:
+        setattr(handler, CLI_HANDLER, True)  # runs swap it for Prefect's console format
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     app()

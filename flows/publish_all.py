@@ -19,8 +19,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.steps import build_task, count_task, heldout_task, make_publisher, materialize_base_task, plot_task
 from tasks.pipeline.build import failed_record, skipped_record
 from tasks.pipeline.checks import start_run
-from tasks.pipeline.catalog import catalog_rows, markdown_table, write_catalog
+from tasks.pipeline.catalog import catalog_rows, markdown_table
 from tasks.pipeline.plan import BaseState, Outcome, plan
+from tasks.pipeline.registry import RegistryOutputs, update_registry_catalog
+from tasks.engine.progress import progress_line
 from tasks.pipeline.record import VariantRecord
 from tasks.pipeline.manifest import load_manifest
 from tasks.pipeline.sources import DIGEST_CACHE
@@ -156,7 +158,7 @@ def _publish_all(m, manifest: str, force: bool, only: list[str] | None, logger) 
             [{l: str(h) for l, h in g.heldout.items()} for g in groups], [plots.get(g.base.id) for g in groups],
             unmapped(force))
         by_future = {id(f): g for f, g in zip(futures, groups)}
-        report, done = ProgressThrottle(PROGRESS_EVERY_S), 0
+        report, done, build_start = ProgressThrottle(PROGRESS_EVERY_S), 0, time.monotonic()
         for fut in as_completed(futures):
             group = by_future[id(fut)]
             try:
@@ -169,15 +171,16 @@ def _publish_all(m, manifest: str, force: bool, only: list[str] | None, logger) 
             done += len(group.variants)
             if report.due(final=done == n_build):
                 update_progress_artifact(progress, 100.0 * done / n_build)
-                logger.info("progress: %d/%d variants built", done, n_build)
+                logger.info("%s", progress_line("building", done, n_build, time.monotonic() - build_start, "variants"))
 
     # 5. Catalog of every variant of the manifest, in manifest order.
     ordered = [records[v.id] for v in p.variants]
-    parquet, md = write_catalog_anywhere(ordered, m, {b: Path(p) for b, p in plots.items()}, logger)
+    catalog = write_catalog_anywhere(ordered, m, manifest, logger)  # the registry's, not just this run's
+    parquet, md = (catalog.parquet, catalog.markdown) if catalog else (None, None)
     rows = catalog_rows(ordered)
     create_table_artifact(key="trimworks-catalog", table=[{k: v for k, v in r.items() if k != "fidelity_json"} for r in rows],
                           description=f"catalog of {manifest}")
-    create_markdown_artifact(key="trimworks-summary", markdown=md.read_text() if md else markdown_table(rows))
+    create_markdown_artifact(key="trimworks-summary", markdown=catalog.last_run.read_text() if catalog else markdown_table(rows))
     failed = [r for r in ordered if r.status == "failed"]
     for r in failed:
         logger.error("FAILED %s: %s", r.variant_id, r.error)
@@ -188,24 +191,26 @@ def _publish_all(m, manifest: str, force: bool, only: list[str] | None, logger) 
         "failed": {r.variant_id: r.error for r in failed},
         "catalog": str(parquet) if parquet else None,
         "summary": str(md) if md else None,
+        "html": str(catalog.html) if catalog else None,
+        "last_run": str(catalog.last_run) if catalog else None,
     }
     logger.info("done: %d published, %d up to date, %d failed; catalog %s", len(summary["published"]),
                 len(summary["skipped"]), len(failed), md)
     return summary
 
 
-def write_catalog_anywhere(records, m, plots, logger) -> tuple[Path | None, Path | None]:
-    """The catalog is always written: into the output folder, else (read-only, full) into
-    work_dir, else the run's summary and artifacts still list every variant."""
+def write_catalog_anywhere(records, m, manifest: str, logger) -> RegistryOutputs | None:
+    """The catalog is always written: the registry's, into the output folder, else (read-only,
+    full) this run's into work_dir, else the run's summary and artifacts still list every variant."""
     for folder in (m.output_dir, m.work_dir / "catalog"):
         try:
-            paths = write_catalog(records, folder, plots if folder == m.output_dir else {})
+            out = update_registry_catalog(folder, records, manifest)
             if folder != m.output_dir:
-                logger.error("the catalog could not be written to %s; it is at %s", m.output_dir, paths[1])
-            return paths
+                logger.error("the catalog could not be written to %s; it is at %s", m.output_dir, out.markdown)
+            return out
         except OSError as exc:
             logger.error("cannot write the catalog to %s: %s", folder, output_error_message(exc, folder))
-    return None, None
+    return None
 
 
 @flow(name="build-variant", task_runner=ThreadPoolTaskRunner(max_workers=2))
@@ -225,8 +230,11 @@ def task_runner(dask_address: str | None = None, workers: int = 2):
 
 def run_publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: list[str] | None = None,
                     dask_address: str | None = None, workers: int = 2) -> dict:
+    from flows.stopping import mark_cancelled_if_stopped  # a run stopped by Ctrl-C/SIGTERM ends Cancelled
+
     guard_temporary_server()  # before the first client call starts the temporary server
-    return publish_all.with_options(task_runner=task_runner(dask_address, workers))(manifest=manifest, force=force, only=only)
+    return publish_all.with_options(task_runner=task_runner(dask_address, workers), on_crashed=[mark_cancelled_if_stopped])(
+        manifest=manifest, force=force, only=only)
 
 
 __all__ = ["publish_all", "build_variant", "run_publish_all", "markdown_table"]

@@ -20,6 +20,11 @@ _DEFAULTS = {
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
     # tasks/ loggers also run outside flows (CLI, tests): no warning when there is no flow run.
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+    # Third-party progress bars (GGUF conversion, shard writing, downloads) would interleave
+    # with the run's log lines; the run logs its own progress with rate and ETA.
+    "TQDM_DISABLE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
 }
 for key, value in _DEFAULTS.items():
     os.environ.setdefault(key, value)

@@ -93,8 +93,7 @@ def count_task(manifest: str, tokenizer_json: str, language: str) -> str:
     path = ensure_counts(m, Path(tokenizer_json), language, on_progress=progress)
     if artifact is not None and shown[0] < 100:
         update_progress_artifact(artifact, 100.0)  # LID may have dropped lines: counting is done
-    get_run_logger().info("counts for %s: %s", language, path)
-    return str(path)
+    return str(path)  # tasks/pipeline/counts_cache.py logs the count itself
 
 
 @task(name="heldout-text", cache_policy=NO_CACHE, task_run_name="heldout-{language}")
@@ -130,10 +129,7 @@ def build_task(manifest: str, group: str, variants: list[dict], base_dir: str, c
         v = Variant.model_validate(variant)
         record = build_and_publish(m, v, Path(base_dir), count_paths, heldout_paths, publisher,
                                    Path(plot) if plot else None, force=force)
-        if record.status == "failed":
-            logger.error("%s failed: %s", v.id, record.error)
-        else:
-            logger.info("%s: vocab %s -> %s, %.1f%% smaller, %s at %s", v.id, record.vocab_before, record.vocab_after,
-                        record.size_reduction_pct or 0, record.status, record.location)
+        if record.status == "skipped":  # built and failed variants are logged once, by build_and_publish
+            logger.info("%s: up to date (another run published it)", v.id)
         records.append(record.model_dump(mode="json"))
     return records

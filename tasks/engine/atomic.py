@@ -16,6 +16,28 @@ from pathlib import Path
 from tasks.engine.errors import OutputExistsError
 
 
+def _umask() -> int:
+    """The process umask: from /proc on Linux (thread-safe), else by setting and restoring it."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def readable_mode(is_dir: bool = False) -> int:
+    """What open()/mkdir() would give under the current umask (0644 / 0755 under umask 022).
+
+    mkstemp and mkdtemp create 0600 / 0700 files and folders; renamed into the registry as
+    such, another user or a web server could not read them."""
+    return (0o777 if is_dir else 0o666) & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path, mode: str = "wb") -> Iterator:
     """Write to a temp file beside `path`, fsync, then rename over it."""
@@ -23,6 +45,7 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, readable_mode())
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()

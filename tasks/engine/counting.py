@@ -23,6 +23,7 @@ from tokenizers import Tokenizer
 from tasks.engine.atomic import atomic_file
 from tasks.engine.errors import CorpusError, CountsMismatchError, ModelFolderError
 from tasks.engine.failpoints import failpoint
+from tasks.engine.stopping import check_stop
 from tasks.engine.model_folder import tokenizer_fingerprint
 
 BATCH_LINES = 4096
@@ -96,6 +97,7 @@ def count_tokens(
             counts += binned
         n_lines += len(batch)
         failpoint("counting")
+        check_stop()
         if progress is not None:
             progress(n_lines)
     return TokenCounts(counts, tokenizer_fingerprint(tokenizer_json), corpus, n_lines, int(counts.sum()),

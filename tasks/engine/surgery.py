@@ -26,6 +26,7 @@ from tasks.engine.failpoints import failpoint
 from tasks.engine.integrity import check_finite_rows
 from tasks.engine.generation_ids import remap_config_ids
 from tasks.engine.guard import check_vocab_dims
+from tasks.engine.stopping import check_stop
 from tasks.engine.model_folder import ModelFolder
 from tasks.engine.selection import old_to_new_map
 from tasks.engine.safetensors_io import (
@@ -119,6 +120,7 @@ def trim_weights(
             weight_map[name] = shard.file.name
         bytes_after += write_safetensors(out_dir / shard.file.name, planned, shard.metadata)
         failpoint("surgery")
+        check_stop()
     if not sliced:
         raise ModelFolderError(
             f"{base.path}: no embedding or output-head tensor with {vocab_size} rows was found; "

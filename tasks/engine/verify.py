@@ -24,7 +24,8 @@ from tasks.engine.model_folder import TOKENIZER_JSON
 MAX_MISMATCHES_REPORTED = 10
 # transformers' from_pretrained patches process-global init functions; two threads loading
 # at once can skip weight tying (seen: lm_head left randomly initialised). Serialise loads.
-_MODEL_LOAD_LOCK = threading.Lock()
+# Re-entrant: class resolution (below) takes it too, also from inside a load.
+_MODEL_LOAD_LOCK = threading.RLock()
 
 
 class LanguageFidelity(BaseModel):
@@ -153,13 +154,22 @@ def unknown_token_id(tok: Tokenizer) -> int | None:
 
 
 def _model_class(config: dict):
-    import transformers
+    """The model class named in config.json, else AutoModel.
 
-    for arch in config.get("architectures") or []:
-        cls = getattr(transformers, arch, None)
-        if cls is not None:
-            return cls
-    return transformers.AutoModel
+    `transformers` resolves its attributes lazily, importing the defining submodule on first
+    access. Two threads resolving at once can see a half-imported submodule (Python hands a
+    partly initialised module to one side of an import cycle), and the lookup then fails with
+    "module 'transformers' has no attribute 'AutoModel'". Resolution is serialised under the
+    model-load lock, so every lazy import runs to completion in one thread.
+    """
+    with _MODEL_LOAD_LOCK:
+        import transformers
+
+        for arch in config.get("architectures") or []:
+            cls = getattr(transformers, arch, None)
+            if cls is not None:
+                return cls
+        return transformers.AutoModel
 
 
 def _outputs(model_dir: Path, tok: Tokenizer, lines: Sequence[str], max_length: int, dtype: str):

@@ -28,6 +28,8 @@ from tasks.pipeline.realtext import benchmark_fidelity, benchmark_labels, counti
 from tasks.pipeline.record import VariantRecord, language_score, variant_metrics
 from tasks.pipeline.manifest import LoadedManifest, Variant, fingerprint_fields, fingerprint_parts, resolved_keep_texts, spec_hash
 from tasks.engine.architectures import load_rules
+from tasks.pipeline.variant_plot import plot_variant
+from tasks.engine.stopping import StopRequested, check_stop
 from tasks.pipeline.publish import RECORD_NAME, LocalRegistry, Publisher
 from tasks.pipeline.sources import DIGEST_CACHE, base_identity
 from tasks.pipeline.corpus_identity import corpus_content_key
@@ -125,6 +127,7 @@ def _build_and_publish(
     start = time.perf_counter()
     staging = staging_root(m, publisher) / variant.id
     try:
+        check_stop()
         rules = load_rules([m.spec.architectures] if m.spec.architectures else [])
         selection = select_for_model(base_dir, [counts[lang] for lang in variant.languages], m.spec.selection, variant.multiple,
                                      rules=rules, keep_texts=resolved_keep_texts(m), languages=variant.languages)
@@ -133,6 +136,7 @@ def _build_and_publish(
         trim = apply_selection(base_dir, selection, staging, overwrite=True,
                                provenance={"base_model": variant.base, "variant": variant.id, "fingerprint": variant.fingerprint},
                                rules=rules)
+        check_stop()
         texts = {lang: read_heldout(heldout[lang]) for lang in variant.languages}
         proof = prove_variant(base_dir, staging, texts)  # every variant, constant memory; kept ids from trimworks.json
         if not proof.passed:
@@ -160,15 +164,24 @@ def _build_and_publish(
                            counting_synthetic=synthetic)
         plot_name = None
         if plot_png is not None and Path(plot_png).exists():
-            shutil.copy2(plot_png, staging / "coverage.png")
+            if not plot_variant(Path(plot_png), record, staging / "coverage.png"):  # marks this variant
+                shutil.copy2(plot_png, staging / "coverage.png")
             plot_name = "coverage.png"
-        card = variant_card(m, record, json.loads((base_dir / "config.json").read_text()), plot_name, base_dir)
+        card = variant_card(m, record, json.loads((base_dir / "config.json").read_text()), plot_name, base_dir,
+                            location=publisher.location(variant) if isinstance(publisher, LocalRegistry) else variant.repo_id)
         write_text_atomic(staging / "README.md", str(card))
         record.seconds = round(time.perf_counter() - start, 2)
         write_text_atomic(staging / RECORD_NAME, record.model_dump_json(indent=2))
+        check_stop()  # the last safe point: after it the variant is published whole
         record.location = publisher.publish(staging, variant)
-        log.info("published %s -> %s (%.1f%% smaller)", variant.id, record.location, record.size_reduction_pct or 0)
+        log.info("published %s: vocab %s -> %s, %.1f%% smaller, min coverage %s, in %.1f s -> %s", variant.id,
+                 f"{record.vocab_before:,}", f"{record.vocab_after:,}", record.size_reduction_pct or 0,
+                 f"{min(f.coverage for f in record.fidelity.values()):.1%}" if record.fidelity else "–",
+                 time.perf_counter() - start, record.location)
         return record
+    except StopRequested:
+        shutil.rmtree(staging, ignore_errors=True)  # a stop is not a failure: no record, nothing left
+        raise
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, the batch goes on
         shutil.rmtree(staging, ignore_errors=True)
         detail = redact(str(exc) if isinstance(exc, TrimworksError) else f"{type(exc).__name__}: {exc}")

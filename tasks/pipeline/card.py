@@ -73,13 +73,39 @@ policy, multiple and trimworks version).
 
 ## Usage
 
-```python
-from transformers import {{ model_class }}, AutoTokenizer
-
-tokenizer = AutoTokenizer.from_pretrained("{{ repo_id }}")
-model = {{ model_class }}.from_pretrained("{{ repo_id }}")
-```
+{{ usage }}
 """
+
+USAGE_TRANSFORMERS = """```python
+from transformers import {model_class}, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{location}")
+model = {model_class}.from_pretrained("{location}")
+```"""
+
+USAGE_SENTENCE_TRANSFORMERS = """With [sentence-transformers](https://www.sbert.net) (the base ships its `modules.json` and
+pooling configuration, copied here):
+
+```python
+from sentence_transformers import SentenceTransformer
+
+model = SentenceTransformer("{location}")
+embeddings = model.encode(["A sentence in one of the kept languages."])
+```
+
+Or with transformers alone (mean pooling is then yours to apply):
+
+```python
+from transformers import {model_class}, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{location}")
+model = {model_class}.from_pretrained("{location}")
+```"""
+
+LOSS_NOTE = (" Held-out loss (nats/token) before {before:.4f}, after {after:.4f}. The drop is not an improvement:"
+             " the trimmed head's softmax runs over the kept tokens only, so the same logits give each kept token"
+             " a larger share of probability (the removed tokens' share is redistributed). The logits themselves"
+             " are identical, as the difference above shows.")
 
 
 def _chat_line(rec: VariantRecord) -> str:
@@ -154,7 +180,11 @@ def render_card(
     corpora: list[str],
     plot_file: str | None = None,
     model_class: str = "AutoModel",
+    sentence_transformers: bool = False,
+    location: str | None = None,
 ) -> ModelCard:
+    """`sentence_transformers`: the base ships `modules.json` (library and usage follow);
+    `location`: where a user loads it from — the Hub id, or the local registry path."""
     evals = []
     for lang, f in rec.fidelity.items():
         common = dict(task_type="vocabulary-trimming", dataset_type="held-out", dataset_name=f"held-out {lang}{_HELDOUT_KIND[rec.counting_synthetic]}",
@@ -169,9 +199,10 @@ def render_card(
         base_model=base_name,
         language=sorted({lang.split("_")[0] for lang in rec.languages}),
         license=license,
-        library_name="transformers",
-        tags=["trimmed", "vocabulary-trimming", "trimworks"],
-        pipeline_tag="text-generation" if is_causal else PIPELINE_TAGS.get(model_type, "feature-extraction"),
+        library_name="sentence-transformers" if sentence_transformers else "transformers",
+        tags=["trimmed", "vocabulary-trimming", "trimworks"] + (["sentence-transformers"] if sentence_transformers else []),
+        pipeline_tag="text-generation" if is_causal else "sentence-similarity" if sentence_transformers
+        else PIPELINE_TAGS.get(model_type, "feature-extraction"),
         model_name=rec.repo_id,
         eval_results=evals,
         trimworks_fingerprint=rec.fingerprint,
@@ -184,7 +215,7 @@ def render_card(
     evals += benchmark_eval_results(rec)
     loss = ""
     if rec.loss_before is not None and rec.loss_after is not None:
-        loss = f" Held-out loss (nats/token) before {rec.loss_before:.4f}, after {rec.loss_after:.4f} (softmax over the kept tokens only)."
+        loss = LOSS_NOTE.format(before=rec.loss_before, after=rec.loss_after)
     return ModelCard.from_template(
         data,
         template_str=TEMPLATE,
@@ -225,6 +256,8 @@ def render_card(
         output_compared="outputs" in rec.checks or not rec.checks,
         output_why=(rec.output_check or "").removeprefix("not compared: "),
         proof_section=proof_section(rec),
+        usage=(USAGE_SENTENCE_TRANSFORMERS if sentence_transformers else USAGE_TRANSFORMERS).format(
+            model_class=model_class, location=location or rec.repo_id),
     )
 
 
@@ -254,8 +287,9 @@ def corpora_lines(m: LoadedManifest, languages: tuple[str, ...]) -> list[str]:
 
 
 def variant_card(m: LoadedManifest, rec: VariantRecord, config: dict, plot_file: str | None,
-                 base_dir: Path | None = None) -> ModelCard:
-    """The card of a built variant: its record plus what the manifest and base config say."""
+                 base_dir: Path | None = None, location: str | None = None) -> ModelCard:
+    """The card of a built variant: its record plus what the manifest and base config say
+    (`location`: where users load it from, a local registry path or the Hub id)."""
     name, link = base_link(m, rec.base, base_dir)
     model_class = auto_class_name(config)
     return render_card(
@@ -263,6 +297,7 @@ def variant_card(m: LoadedManifest, rec: VariantRecord, config: dict, plot_file:
         model_type=config.get("model_type", ""), is_causal=model_class == "AutoModelForCausalLM",
         policy=m.spec.selection.model_dump_json(exclude_defaults=True) or "{}",
         corpora=corpora_lines(m, tuple(rec.languages)), plot_file=plot_file, model_class=model_class,
+        sentence_transformers=base_dir is not None and (Path(base_dir) / "modules.json").is_file(), location=location,
     )
 
 

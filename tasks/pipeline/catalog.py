@@ -141,9 +141,15 @@ def plot_coverage(
     tok = load_plain_tokenizer(tokenizer_json)
     sizes = np.unique(np.geomspace(max(len(vocab.always_keep), 64), vocab.size, 40).astype(int))
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    curves = {}
     for lang, path in counts.items():
         ids = [e.ids for e in tok.encode_batch(heldout.get(lang, []), add_special_tokens=False)]
-        ax.plot(sizes, 100 * coverage_curve(vocab, path, ids, sizes), label=lang)
+        curves[lang] = 100 * coverage_curve(vocab, path, ids, sizes)
+        ax.plot(sizes, curves[lang], label=lang)
+    # The curves, for per-variant plots that mark the variant (tasks/pipeline/variant_plot.py).
+    write_text_atomic(out_png.with_suffix(".json"), json.dumps({
+        "base": base_id, "vocab_size": vocab.size, "sizes": sizes.tolist(),
+        "curves": {lang: c.tolist() for lang, c in curves.items()}}))
     for label, size, cov in marks:
         ax.scatter([size], [100 * cov], marker="x", color="black", zorder=3)
         ax.annotate(label, (size, 100 * cov), fontsize=7, xytext=(3, -9), textcoords="offset points")

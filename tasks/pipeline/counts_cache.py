@@ -13,6 +13,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from tasks.engine.progress import RateLog
 from tasks.engine.atomic import write_text_atomic
 from tasks.pipeline.corpora import split_lines
 from tasks.engine.counting import count_tokens, write_counts
@@ -23,7 +24,6 @@ from tasks.pipeline.manifest import LoadedManifest, WordfreqCorpus, corpus_key
 from tasks.engine.model_folder import tokenizer_fingerprint
 
 log = logging.getLogger("trimworks.counts")
-PROGRESS_EVERY = 100_000  # lines between progress log lines
 
 
 def counts_path(m: LoadedManifest, tokenizer_json: Path, language: str) -> Path:
@@ -102,15 +102,14 @@ def ensure_counts(
         if path.exists():
             return path
         stats = LidStats()
-        step = [PROGRESS_EVERY]
+        who = f"counting {language} ({tokenizer_json.parent.name} tokenizer)"
+        rate = RateLog(who, "lines", lambda line: log.info("%s; LID kept %.1f%%", line, 100 * stats.kept_share),
+                       total=expected_train_lines(m, language))
 
         def progress(lines: int) -> None:
             if on_progress is not None:
                 on_progress(lines)
-            if lines >= step[0]:
-                log.info("counting %s: %d lines so far (LID kept %.1f%% of %d read)", language, lines,
-                         100 * stats.kept_share, stats.seen)
-                step[0] += PROGRESS_EVERY
+            rate.update(lines)  # every few seconds, with rate and ETA
 
         # Chunk counts shared by every tokenizer by default; direct counting when not chunk-local.
         from tasks.pipeline.chunk_cache import count_language
@@ -122,7 +121,8 @@ def ensure_counts(
                 f"{m.path}: languages.{language}: no text left to count "
                 f"({stats.seen} lines read, {stats.kept} kept by the LID filter); check its corpora"
             )
-        log.info("counted %s: %d lines (%d read, LID kept %.1f%%), %d tokens (%s)", language, counts.lines,
-                 stats.seen, 100 * stats.kept_share, counts.tokens, counts.provenance.get("method"))
+        log.info("counted %s with the %s tokenizer: %d lines (%d read, LID kept %.1f%%), %d tokens in %.1f s (%s)", language,
+                 tokenizer_json.parent.name, counts.lines, stats.seen, 100 * stats.kept_share, counts.tokens,
+                 rate.clock() - rate.start, counts.provenance.get("method"))
         write_counts(counts, tokenizer_json, path)
     return path

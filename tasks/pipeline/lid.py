@@ -18,7 +18,9 @@ BATCH = 8192
 
 def lid_label(language: str) -> str:
     """fastText label for a manifest code: 'pt_BR' -> 'pt', 'zh_CN' -> 'zh'."""
-    return "__label__" + language.replace("-", "_").split("_")[0].lower()
+    from tasks.pipeline.languages import lid_code
+
+    return "__label__" + lid_code(language)
 
 
 @dataclass

@@ -243,6 +243,14 @@ class Manifest(_Strict):
     architectures: ArchitectureData | None = Field(
         default=None, description="extra vocab-sized tensor rules, same schema as tasks/engine/data/architectures.json")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise_language_codes(cls, data: Any) -> Any:
+        """`fra`, `FR`, `pt-br` -> `fr`, `fr`, `pt_BR` (tasks/pipeline/languages.py)."""
+        from tasks.pipeline.languages import normalize_languages
+
+        return normalize_languages(data) if isinstance(data, dict) else data
+
     @field_validator("languages")
     @classmethod
     def _codes_ok(cls, v: dict[str, LanguageSpec]) -> dict[str, LanguageSpec]:
@@ -489,6 +497,9 @@ def load_manifest(path: Path, check_files: bool = True) -> LoadedManifest:
         problems = missing_files(loaded) + lid_language_problems(loaded)
         if problems:
             raise ManifestError(f"{path}: invalid manifest\n" + "\n".join(f"  {p}" for p in problems))
+        lid_problem = lid_label_problem(loaded)
+        if lid_problem:
+            raise ManifestError(f"{path}: invalid manifest / {lid_problem}")
     expand(loaded)  # duplicate ids and unsafe names are errors too
     return loaded
 
@@ -531,6 +542,30 @@ def missing_files(m: LoadedManifest) -> list[str]:
     if m.spec.lid.enabled:
         check("lid.model", m.spec.lid.model)
     return problems
+
+
+def lid_label_problem(m: LoadedManifest) -> str | None:
+    """One message naming the languages whose LID-filtered corpora the LID model cannot
+    recognise (every line would be dropped), or None."""
+    if not m.spec.lid.enabled:
+        return None
+    from tasks.pipeline.languages import lid_code, lid_model_labels, unknown_to_lid
+
+    filtered = [code for code, lang in m.spec.languages.items()
+                if any(c.lid if c.lid is not None else not isinstance(c, WordfreqCorpus)
+                       for c in [*lang.corpora, *(lang.heldout.corpora or [])])]
+    try:
+        labels = lid_model_labels(m.resolve(m.spec.lid.model))
+    except (OSError, ValueError):
+        return None  # a missing or unreadable model is reported where it is loaded
+    unknown = unknown_to_lid(filtered, labels)
+    if not unknown:
+        return None
+    parts = [f"languages.{code}: label {lid_code(code)!r} unknown" + (f" (close: {', '.join(close)})" if close else "")
+             for code, close in unknown.items()]
+    return ("; ".join(parts) + f" — the language-ID model {m.spec.lid.model} has no such label, so it would drop "
+            "every line of these corpora. Use a code it knows (ISO 639-1 where one exists), or set `lid: false` "
+            "on those corpora (or `lid.enabled: false`)")
 
 
 # --- expansion -------------------------------------------------------------------------

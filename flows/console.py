@@ -1,0 +1,35 @@
+"""The command line's log format for runs: Prefect's own (time, level, flow/task run name), one
+line per event a person needs; routine "Finished in state Completed()" lines of tasks stay in
+Prefect's API log (and UI) but not on the console."""
+
+from __future__ import annotations
+
+import logging
+
+
+CLI_HANDLER = "_trimworks_cli"  # marks the handler flows.cli.main installs for the engine commands
+
+
+class _RoutineTaskEnd(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "prefect.task_runs" and record.getMessage() == "Finished in state Completed()")
+
+
+def use_prefect_console() -> None:
+    """Let Prefect's logging set-up own the console (it steps aside when the root logger
+    already has a handler, as the CLI's engine commands install one)."""
+    root = logging.getLogger()
+    ours = [h for h in root.handlers if getattr(h, CLI_HANDLER, False)]
+    if not ours:
+        return  # not the console script (e.g. the app invoked in-process by tests): leave logging alone
+    for h in ours:
+        root.removeHandler(h)
+    from flows import runtime  # noqa: F401 - environment defaults before Prefect reads them
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging(incremental=False)
+    for h in root.handlers:
+        if not any(isinstance(f, _RoutineTaskEnd) for f in h.filters):
+            h.addFilter(_RoutineTaskEnd())
+    for noisy in ("httpx", "httpcore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
