@@ -40,6 +40,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
+from tasks.engine.failpoints import failpoint
+from tasks.engine.stopping import check_stop
 from tasks.engine.atomic import atomic_file
 from tasks.engine.counting import META_KEY, TokenCounts, load_plain_tokenizer
 from tasks.engine.errors import CorpusError
@@ -178,6 +180,8 @@ def count_chunks(
         if rows > COMPACT_ROWS:
             parts = [_compact(parts)]
             rows = parts[0].num_rows
+        failpoint("counting")  # crash tests kill the process here, as in direct counting
+        check_stop()  # Ctrl-C / SIGTERM stop between batches
         if progress is not None:
             progress(n_lines)
     if parts:
