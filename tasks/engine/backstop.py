@@ -20,7 +20,7 @@ from functools import lru_cache
 import numpy as np
 import regex
 
-from tasks.engine.vocab import Vocab
+from tasks.engine.vocab import Vocab, byte_level_decoder
 
 # ISO 15924 codes the `regex` module knows; a CLDR script that stands for several (Jpan, Kore,
 # Hans/Hant) is expanded to the scripts its text really uses.
@@ -117,25 +117,11 @@ def backstop_ids(vocab: Vocab, scripts: set[str], byte_level: bool = False) -> s
     return out
 
 
-@lru_cache(maxsize=1)
-def _byte_decoder() -> dict[str, int]:
-    """GPT-2's byte-to-symbol table, inverted."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
-
-
 def _byte_level_backstop(vocab: Vocab, scripts: set[str]) -> set[int]:
     """Byte-level BPE already keeps its 256 byte symbols, so nothing becomes unknown; a character
     of several UTF-8 bytes (é, ‐, ж) would still cost 2-3 tokens. Keep the tokens that spell one
     whole backstop character (with or without the leading space); merge closure keeps their parents."""
-    dec = _byte_decoder()
+    dec = byte_level_decoder()
     out = set()
     for tok, i in vocab.token_to_id.items():
         if i in vocab.added_ids or len(tok) < 2 or len(tok) > 5 or any(ch not in dec for ch in tok):

@@ -45,7 +45,7 @@ def check_unchanged(path: Path, before: tuple[int, int, int], what: str = "read"
         )
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     buf = bytearray(BLOCK)
     view = memoryview(buf)
@@ -81,7 +81,7 @@ class DigestCache:
             hit = self._load().get(key)
         if hit:
             return hit
-        digest = _sha256_file(path)
+        digest = sha256_file(path)
         check_unchanged(path, before, "hashed")
         with _LOCK:
             data = self._load()

@@ -14,11 +14,11 @@ cards can say where the weights came from.
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+from tasks.engine.content_id import sha256_file
 from tasks.engine.atomic import atomic_folder
 from tasks.engine.errors import ModelFolderError
 
@@ -42,14 +42,6 @@ def gguf_quantization(gguf_file: Path) -> dict[str, Any]:
     return {"quantization": file_type or counts.most_common(1)[0][0], "tensor_types": dict(sorted(counts.items()))}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_source_info(folder: Path) -> dict[str, Any] | None:
     """What a converted folder was made from (None for an ordinary model folder)."""
     p = Path(folder) / SOURCE_INFO_NAME
@@ -71,7 +63,7 @@ def convert_gguf(gguf_file: Path, out_dir: Path, dtype: str = "bfloat16") -> Pat
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    info = {"format": "gguf", "file": gguf_file.name, "sha256": _sha256(gguf_file), **gguf_quantization(gguf_file),
+    info = {"format": "gguf", "file": gguf_file.name, "sha256": sha256_file(gguf_file), **gguf_quantization(gguf_file),
             "dtype": dtype}
     with atomic_folder(out_dir) as tmp:
         tok = AutoTokenizer.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)

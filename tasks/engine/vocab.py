@@ -14,8 +14,8 @@ BYTE_FALLBACK_RE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 
 
 @lru_cache(maxsize=1)
-def byte_level_alphabet() -> frozenset[str]:
-    """The 256 printable stand-ins byte-level BPE uses for raw bytes (GPT-2's bytes_to_unicode)."""
+def byte_level_decoder() -> dict[str, int]:
+    """GPT-2's bytes_to_unicode, inverted: printable stand-in -> the raw byte it spells."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
     n = 0
@@ -24,7 +24,13 @@ def byte_level_alphabet() -> frozenset[str]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return frozenset(chr(c) for c in cs)
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+
+
+@lru_cache(maxsize=1)
+def byte_level_alphabet() -> frozenset[str]:
+    """The 256 printable stand-ins byte-level BPE uses for raw bytes (GPT-2's bytes_to_unicode)."""
+    return frozenset(byte_level_decoder())
 
 
 def _has_component(node: Any, type_name: str) -> bool:

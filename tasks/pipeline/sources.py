@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -12,21 +11,13 @@ from tasks.engine.errors import ModelFolderError
 from tasks.engine.gguf import convert_gguf
 from tasks.pipeline.manifest import BaseModelSpec, GGUFSource, HubSource, LoadedManifest, LocalSource
 from tasks.engine.atomic import write_text_atomic
-from tasks.engine.content_id import file_digest, folder_identity
+from tasks.engine.content_id import file_digest, folder_identity, sha256_file
 from tasks.pipeline.manifest import COMMIT_RE
 
 DIGEST_CACHE = "digests.json"  # under work_dir: sha256 per (path, size, mtime, inode)
 SOURCE_RECORD = ".trimworks-source.json"
 
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*/*.json"]
-
-
-def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def base_folder(m: LoadedManifest, base: BaseModelSpec) -> Path | None:
@@ -40,7 +31,7 @@ def base_folder(m: LoadedManifest, base: BaseModelSpec) -> Path | None:
         gguf = m.resolve(src.gguf)
         if not gguf.is_file():
             raise ModelFolderError(f"base_models[{base.id}].source.gguf: {gguf} not found")
-        return cache / f"{base.id}-gguf-{_file_sha(gguf)[:16]}-{src.dtype}"
+        return cache / f"{base.id}-gguf-{sha256_file(gguf)[:16]}-{src.dtype}"
     if isinstance(src, HubSource):
         return cache / f"{base.id}-hub-{src.revision}" if COMMIT_RE.match(src.revision) else None
     raise ModelFolderError(f"base model {base.id}: unknown source {src!r}")  # pragma: no cover

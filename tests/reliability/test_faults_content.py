@@ -22,8 +22,8 @@ def test_digests_are_cached_by_stat_and_follow_content(tmp_path, monkeypatch):
     f = tmp_path / "w.bin"
     f.write_bytes(b"a" * 5000)
     calls = []
-    real = content_id._sha256_file
-    monkeypatch.setattr(content_id, "_sha256_file", lambda p: calls.append(p) or real(p))
+    real = content_id.sha256_file
+    monkeypatch.setattr(content_id, "sha256_file", lambda p: calls.append(p) or real(p))
     cache = tmp_path / "digests.json"
     d1 = content_id.file_digest(f, cache)
     assert content_id.file_digest(f, cache) == d1 and len(calls) == 1  # unchanged: not rehashed
