@@ -100,17 +100,15 @@ def test_a_corpus_truncated_while_counted_is_an_error(tmp_path, bases, monkeypat
 
     lines = subjects.wordfreq_sentences("fr", 20000)
     m, fr = fr_manifest(tmp_path, bases, lines)
-    real_count = counts_cache.count_tokens
+    real_stream = counts_cache.train_stream  # read by chunk counting and direct counting alike
 
-    def count_while_truncating(tokenizer_json, stream, corpus, progress=None, **kw):
-        def truncating():
-            for i, line in enumerate(stream):
-                if i == 1000:
-                    os.truncate(fr, fr.stat().st_size // 7)  # another process truncates the file
-                yield line
-        return real_count(tokenizer_json, truncating(), corpus, progress=progress, **kw)
+    def truncating_stream(m, language, stats=None):
+        for i, line in enumerate(real_stream(m, language, stats)):
+            if i == 1000:
+                os.truncate(fr, fr.stat().st_size // 7)  # another process truncates the file
+            yield line
 
-    monkeypatch.setattr(counts_cache, "count_tokens", count_while_truncating)
+    monkeypatch.setattr(counts_cache, "train_stream", truncating_stream)
     with pytest.raises(CorpusError, match="changed while it was being read"):
         counts_cache.ensure_counts(m, bases[0] / "tokenizer.json", "fr")
-    assert not list((tmp_path / "work" / "counts").rglob("*.parquet"))  # no partial table kept
+    assert not list((tmp_path / "work").rglob("*.parquet"))  # no partial counts or chunk table kept
