@@ -60,6 +60,9 @@ def test_a_server_echoing_headers_never_leaks_the_token(tmp_path, bases, online,
     assert set(summary["failed"]) == {"toy-a-en-v8", "toy-b-en-v8"}
     assert all("request headers were" in e and "[REDACTED]" in e for e in summary["failed"].values()), summary["failed"]
     assert HF_TOKEN not in caplog.text and HF_TOKEN not in json.dumps(summary)
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=30)  # log rows reach the API asynchronously: read them all
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts()
         logs = client.read_logs()
