@@ -174,7 +174,7 @@ def plan_command_seconds(n: int) -> dict:
     import yaml
 
     from tasks.pipeline.manifest import fingerprint_fields, fingerprint_parts, load_manifest
-    from tasks.pipeline.plan_report import local_bases, plan_report
+    from tasks.pipeline.plan_report import corpus_identities, local_bases, plan_report
     from tasks.pipeline.plan import plan
     from tasks.pipeline.publish import RECORD_NAME, LocalRegistry
 
@@ -194,12 +194,14 @@ def plan_command_seconds(n: int) -> dict:
     m = load_manifest(path)
     bases = local_bases(m)
     registry = LocalRegistry(m.output_dir)
-    p = plan(m, bases, lambda v: None)
+    content = corpus_identities(m)  # fingerprints follow corpus content, as in a run
+    p = plan(m, bases, lambda v: None, corpus_identity=content)
     assert len(p.variants) == len(subsets) * 40
     for i, v in enumerate(p.variants):
         target = registry.target(v)
         target.mkdir(parents=True, exist_ok=True)
-        parts = fingerprint_parts(fingerprint_fields(m, m.base(v.base), v.languages, v.multiple, p.bases[v.base].identity))
+        parts = fingerprint_parts(fingerprint_fields(m, m.base(v.base), v.languages, v.multiple, p.bases[v.base].identity,
+                                                     corpus_content=content))
         fp = v.fingerprint if i % 2 else "0" * 64
         (target / RECORD_NAME).write_text(json.dumps({"fingerprint": fp, "fingerprint_parts": parts if i % 2 else
                                                       {**parts, "selection": "old"}}))

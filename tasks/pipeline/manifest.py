@@ -306,42 +306,6 @@ def language_code_problem(code: str, lid_labels: set[str] | None = None) -> str 
     return None
 
 
-@functools.lru_cache(maxsize=4)
-def lid_model_labels(model_path: str) -> frozenset[str]:
-    """The labels a fastText LID model can give (read once per model file)."""
-    import fasttext
-
-    fasttext.FastText.eprint = lambda *a, **k: None
-    return frozenset(fasttext.load_model(model_path).get_labels())
-
-
-def lid_language_problems(m: LoadedManifest) -> list[str]:
-    """Languages whose corpora go through the LID filter but the LID model cannot label."""
-    if not m.spec.lid.enabled:
-        return []
-    try:
-        model = m.resolve(m.spec.lid.model)
-    except FileNotFoundError:
-        return []  # reported by missing_files
-    if not model.is_file():
-        return []
-    labels = None
-    problems = []
-    for code, lang in m.spec.languages.items():
-        corpora = list(lang.corpora) + list(lang.heldout.corpora or [])
-        if not any(c.lid if c.lid is not None else not isinstance(c, WordfreqCorpus) for c in corpora):
-            continue
-        if labels is None:
-            try:
-                labels = set(lid_model_labels(str(model)))
-            except Exception:  # noqa: BLE001 - an unreadable model is reported when it is loaded
-                return []
-        problem = language_code_problem(code, labels)
-        if problem:
-            problems.append(f"languages.{code}: {problem}")
-    return problems
-
-
 # --- loading ---------------------------------------------------------------------------
 def format_loc(loc: tuple[Any, ...]) -> str:
     out = ""
@@ -494,7 +458,7 @@ def load_manifest(path: Path, check_files: bool = True) -> LoadedManifest:
         raise ManifestError(f"{path}: invalid manifest ({exc})") from None
     loaded = LoadedManifest(path, spec, text)
     if check_files:
-        problems = missing_files(loaded) + lid_language_problems(loaded)
+        problems = missing_files(loaded)
         if problems:
             raise ManifestError(f"{path}: invalid manifest\n" + "\n".join(f"  {p}" for p in problems))
         lid_problem = lid_label_problem(loaded)

@@ -76,7 +76,7 @@ def test_codes_the_lid_model_cannot_label_are_refused(tmp_path):
     data["languages"]["haw"] = data["languages"].pop("fr")  # Hawaiian: lid.176 has no label for it
     data["subsets"] = [["en"], ["en", "haw"]]
     msg = error_of(tmp_path, data)
-    assert "languages.haw" in msg and "LID model has no label" in msg
+    assert "languages.haw" in msg and "has no such label" in msg and "lid: false" in msg
     data["languages"]["haw"]["corpora"][0]["lid"] = False  # without the filter the code is fine
     load_manifest(write(tmp_path, data))
     assert language_code_problem("fr", {"__label__fr"}) is None  # the reusable check
