@@ -57,7 +57,7 @@ def test_udhr_ships_with_the_package_and_maps_manifest_codes():
 
 
 def test_vendor_script_converts_paragraphs(tmp_path):
-    from scripts.vendor_udhr import _Paragraphs, parse_index
+    from tasks.pipeline.udhr_vendor import _Paragraphs, parse_index
 
     p = _Paragraphs()
     p.feed("<html><body><h2>Article 1</h2><p>All  human\n beings <b>are</b> born free.</p><ol><li>One</li></ol></body></html>")

