@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,31 +36,6 @@ def durable_surgery(base: str, kept: str, out: str) -> Callable[[], dict]:
     return section
 
 
-def plain_write_fsynced(base: str, kept: str, out: str, nbytes: int) -> Callable[[], dict]:
-    """The limit of a durable write: the same number of bytes, written and fsynced."""
-    from bench.surgery import _inputs
-    from tasks.engine.atomic import fsync_dir
-
-    _inputs(base, kept)  # the same baseline as the surgery side
-
-    def section() -> dict:
-        Path(out).mkdir()
-        buf = memoryview(bytearray(16 << 20))
-        left = nbytes
-        with open(Path(out) / "blob", "wb") as fh:
-            while left:
-                n = min(len(buf), left)
-                fh.write(buf[:n])
-                left -= n
-            fh.flush()
-            os.fsync(fh.fileno())
-        fsync_dir(Path(out))
-        fsync_dir(Path(out).parent)
-        return {}
-
-    return section
-
-
 def bench_durable_surgery(base: Path, kept_path: Path, reps: int, label: str, work: Path = WORK) -> list[dict]:
     out = Path(work) / "durable-out"
     args = {"base": str(base), "kept": str(kept_path), "out": str(out)}
@@ -75,7 +49,7 @@ def bench_durable_surgery(base: Path, kept_path: Path, reps: int, label: str, wo
         return run
 
     res = interleaved(reps, durable=side("bench.durable:durable_surgery"),
-                      plain_fsynced=side("bench.durable:plain_write_fsynced", nbytes=nbytes),
+                      plain_fsynced=side("bench.surgery:plain_write", nbytes=nbytes, fsync=True),
                       surgery=side("bench.surgery:surgery"))
     fresh(out)
     io = ratios(res["durable"], res["plain_fsynced"])

@@ -4,6 +4,7 @@ and against the hand-written transformers way (load, index_select, save)."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,8 +47,11 @@ def surgery(base: str, kept: str, out: str) -> Callable[[], dict]:
     return section
 
 
-def plain_write(base: str, kept: str, out: str, nbytes: int) -> Callable[[], dict]:
-    """The I/O limit: write as many bytes as the surgery writes, from one reused buffer."""
+def plain_write(base: str, kept: str, out: str, nbytes: int, fsync: bool = False) -> Callable[[], dict]:
+    """The I/O limit: write as many bytes as the surgery writes, from one reused buffer
+    (`fsync`: then make them durable, the limit of a durable write)."""
+    from tasks.engine.atomic import fsync_dir
+
     _inputs(base, kept)  # the same baseline as the surgery side
 
     def section() -> dict:
@@ -59,6 +63,12 @@ def plain_write(base: str, kept: str, out: str, nbytes: int) -> Callable[[], dic
                 n = min(len(buf), left)
                 fh.write(buf[:n])
                 left -= n
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        if fsync:
+            fsync_dir(Path(out))
+            fsync_dir(Path(out).parent)
         return {}
 
     return section
