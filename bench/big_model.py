@@ -145,50 +145,59 @@ def counts_and_heldout(text: Path) -> tuple[Path, Path]:
     return counts, heldout
 
 
-TRIM = """
-import os
-from pathlib import Path
-from tasks.engine.proof import prove_variant
-from tasks.engine.selection import SelectionPolicy
-from tasks.engine.trim import apply_selection, select_for_model
-heldout = [l for l in Path({heldout!r}).read_text().splitlines() if l]
-t = time.perf_counter()
-sel = select_for_model(Path({base!r}), [Path({counts!r})], SelectionPolicy(top_k={keep}), 64)
-res = apply_selection(Path({base!r}), sel, Path({out!r}))
-extra["trim_s"] = time.perf_counter() - t
-t = time.perf_counter()
-proof = prove_variant(Path({base!r}), Path({out!r}), {{"en": heldout}})
-extra["proof_s"] = time.perf_counter() - t
-assert proof.passed, proof.failures()
-extra["proof_bytes_read"] = proof.bytes_read
-extra["checks"] = [(c.name, c.passed, c.items) for c in proof.checks]
-extra["vocab_after"] = sel.size
-extra["bytes_after"] = res.surgery.bytes_after
-t = time.perf_counter()
-os.sync()
-extra["sync_s"] = time.perf_counter() - t
-extra["total_s"] = extra["trim_s"] + extra["proof_s"] + extra["sync_s"]
-t = time.perf_counter()
-again = prove_variant(Path({base!r}), Path({out!r}), {{"en": heldout}})
-extra["proof_again_s"] = time.perf_counter() - t  # a second variant of this base: base digests remembered
-extra["proof_again_bytes_read"] = again.bytes_read
-"""
+def trim_side(base: str, counts: str, heldout: str, keep: int, out: str):
+    """trimworks: select -> rebuild the tokenizer -> surgery -> the streamed proof, then sync;
+    then (timed apart) the proof of a second variant of this base, base digests remembered."""
+    from tasks.engine.proof import prove_variant
+    from tasks.engine.selection import SelectionPolicy
+    from tasks.engine.trim import apply_selection, select_for_model
 
-COPY = """
-import os, shutil
-from pathlib import Path
-src, dst = Path({src!r}), Path({dst!r})
-dst.mkdir()
-buf = memoryview(bytearray(16 << 20))
-for f in sorted(src.iterdir()):
-    if {kernel}:
-        shutil.copyfile(f, dst / f.name)  # copy_file_range / sendfile, like cp
-    else:
-        with f.open("rb", buffering=0) as a, (dst / f.name).open("wb", buffering=0) as b:
-            while n := a.readinto(buf):
-                b.write(buf[:n])
-os.sync()
-"""
+    lines = [x for x in Path(heldout).read_text().splitlines() if x]
+
+    def section() -> dict:
+        extra: dict = {}
+        t = time.perf_counter()
+        sel = select_for_model(Path(base), [Path(counts)], SelectionPolicy(top_k=keep), 64)
+        res = apply_selection(Path(base), sel, Path(out))
+        extra["trim_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        proof = prove_variant(Path(base), Path(out), {"en": lines})
+        extra["proof_s"] = time.perf_counter() - t
+        assert proof.passed, proof.failures()
+        extra.update(proof_bytes_read=proof.bytes_read, checks=[(c.name, c.passed, c.items) for c in proof.checks],
+                     vocab_after=sel.size, bytes_after=res.surgery.bytes_after)
+        t = time.perf_counter()
+        os.sync()
+        extra["sync_s"] = time.perf_counter() - t
+        extra["total_s"] = extra["trim_s"] + extra["proof_s"] + extra["sync_s"]
+        t = time.perf_counter()
+        again = prove_variant(Path(base), Path(out), {"en": lines})
+        extra["proof_again_s"] = time.perf_counter() - t  # a second variant of this base: base digests remembered
+        extra["proof_again_bytes_read"] = again.bytes_read
+        return extra
+
+    return section
+
+
+def copy_side(src: str, dst: str, kernel: bool):
+    """A plain copy of every file of the trimmed folder (16 MiB buffer), or the kernel's
+    (`copy_file_range`, as cp does), then sync."""
+
+    def section() -> dict:
+        a_dir, b_dir = Path(src), Path(dst)
+        b_dir.mkdir()
+        buf = memoryview(bytearray(16 << 20))
+        for f in sorted(a_dir.iterdir()):
+            if kernel:
+                shutil.copyfile(f, b_dir / f.name)
+            else:
+                with f.open("rb", buffering=0) as a, (b_dir / f.name).open("wb", buffering=0) as b:
+                    while n := a.readinto(buf):
+                        b.write(buf[:n])
+        os.sync()
+        return {}
+
+    return section
 
 
 def _seconds(s) -> float:
@@ -232,13 +241,13 @@ def bench_big_model(reps: int = 1, kernel_copy: bool = True, tiny: bool = False)
     try:
         for _ in range(reps):
             shutil.rmtree(out, ignore_errors=True)
-            trims.append(run_child("", TRIM.format(base=str(SUBJECT), counts=str(counts), heldout=str(heldout), keep=KEEP,
-                                                   out=str(out)), timeout=3600))
+            trims.append(run_child("bench.big_model:trim_side", timeout=3600, base=str(SUBJECT), counts=str(counts),
+                                   heldout=str(heldout), keep=KEEP, out=str(out)))
             for kernel, into in ((False, plains), (True, kernels)):
                 if kernel and not kernel_copy:
                     continue
                 shutil.rmtree(copy, ignore_errors=True)
-                into.append(run_child("", COPY.format(src=str(out), dst=str(copy), kernel=kernel), timeout=3600))
+                into.append(run_child("bench.big_model:copy_side", timeout=3600, src=str(out), dst=str(copy), kernel=kernel))
                 shutil.rmtree(copy, ignore_errors=True)
         out_bytes = _dir_bytes(out)
     finally:

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import subjects
+from bench.measure import run_child
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results-chunk-counting.json"
@@ -40,58 +40,60 @@ SHARED = REPO.parent / "shared" / "data"
 GGUF = {"qwen2": "Qwen2 byte-level BPE 151k", "llama-bpe": "Llama-3 byte-level BPE 128k (digit triples)",
         "gpt-2": "GPT-2 byte-level BPE 50k", "llama-spm": "Llama-2 SentencePiece BPE 32k, byte fallback"}
 
-RAW = r"""
-import itertools, json, os, sys, time
-import numpy as np
-from pathlib import Path
-os.sched_setaffinity(0, {int(c) for c in os.environ["BENCH_CPUS"].split(",")})
-from tasks.engine.counting import load_plain_tokenizer
-lines = Path(sys.argv[1]).read_text(encoding="utf-8").splitlines()
-t = time.perf_counter()
-tok = load_plain_tokenizer(Path(sys.argv[2]))
-clock = time.perf_counter() - t
-counts = np.zeros(tok.get_vocab_size(with_added_tokens=True), dtype=np.int64)
-for i in range(0, len(lines), 4096):
-    t = time.perf_counter()
-    encs = tok.encode_batch_fast(lines[i:i + 4096], add_special_tokens=False)
-    clock += time.perf_counter() - t
-    ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), dtype=np.int64)
-    b = np.bincount(ids, minlength=counts.size)
-    counts[: b.size] += b
-np.save(sys.argv[3], counts)
-print("@@" + json.dumps({"seconds": clock, "tokens": int(counts.sum())}))
-"""
+def raw_side(text: str, tokenizer_json: str, out: str):
+    """Raw `encode_batch_fast` over every line; only the load and the encode calls are timed
+    (the ids are binned outside the clock, to check the counts)."""
+    import itertools
 
-CHUNKS = r"""
-import json, os, sys, time
-import numpy as np
-from pathlib import Path
-os.sched_setaffinity(0, {int(c) for c in os.environ["BENCH_CPUS"].split(",")})
-from tasks.engine.chunks import count_chunks, tokens_from_chunk_counts
-lines = Path(sys.argv[1]).read_text(encoding="utf-8").splitlines()
-toks = json.loads(sys.argv[2])
-t = time.perf_counter()
-cc = count_chunks(lines)
-out = {"chunk_pass_s": time.perf_counter() - t, "lines": cc.lines, "chunks": cc.chunks, "distinct": cc.distinct,
-       "sample": len(cc.sample), "per_tokenizer": {}}
-for name, path in toks.items():
-    t = time.perf_counter()
-    counts, prov = tokens_from_chunk_counts(Path(path), cc, "bench")
-    dt = time.perf_counter() - t
-    assert counts is not None, (name, prov)
-    np.save(Path(sys.argv[3]) / f"{name}.npy", counts.counts)
-    out["per_tokenizer"][name] = {"seconds": dt, "method": prov["method"], "proof_lines": prov["proof"]["lines"]}
-print("@@" + json.dumps(out))
-"""
+    from tasks.engine.counting import load_plain_tokenizer
+
+    lines = Path(text).read_text(encoding="utf-8").splitlines()
+
+    def section() -> dict:
+        t = time.perf_counter()
+        tok = load_plain_tokenizer(Path(tokenizer_json))
+        clock = time.perf_counter() - t
+        counts = np.zeros(tok.get_vocab_size(with_added_tokens=True), dtype=np.int64)
+        for i in range(0, len(lines), 4096):
+            t = time.perf_counter()
+            encs = tok.encode_batch_fast(lines[i:i + 4096], add_special_tokens=False)
+            clock += time.perf_counter() - t
+            ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), dtype=np.int64)
+            b = np.bincount(ids, minlength=counts.size)
+            counts[: b.size] += b
+        np.save(out, counts)
+        return {"seconds": clock, "tokens": int(counts.sum())}
+
+    return section
 
 
-def _child(code: str, args: list[str], cpus: str) -> dict:
-    env = {**os.environ, "BENCH_CPUS": cpus, "RAYON_NUM_THREADS": str(len(cpus.split(","))),
-           "TOKENIZERS_PARALLELISM": "true", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=REPO)
-    if proc.returncode != 0:
-        raise RuntimeError(f"bench child failed:\n{proc.stderr[-4000:]}")
-    return json.loads(next(x for x in proc.stdout.splitlines()[::-1] if x.startswith("@@"))[2:])
+def chunk_side(text: str, tokenizers_json: dict[str, str], out_dir: str):
+    """One chunk pass over the lines, then every tokenizer's counts from it (timed apart)."""
+    from tasks.engine.chunks import count_chunks, tokens_from_chunk_counts
+
+    lines = Path(text).read_text(encoding="utf-8").splitlines()
+
+    def section() -> dict:
+        t = time.perf_counter()
+        cc = count_chunks(lines)
+        res = {"chunk_pass_s": time.perf_counter() - t, "lines": cc.lines, "chunks": cc.chunks, "distinct": cc.distinct,
+               "sample": len(cc.sample), "per_tokenizer": {}}
+        for name, path in tokenizers_json.items():
+            t = time.perf_counter()
+            counts, prov = tokens_from_chunk_counts(Path(path), cc, "bench")
+            dt = time.perf_counter() - t
+            assert counts is not None, (name, prov)
+            np.save(Path(out_dir) / f"{name}.npy", counts.counts)
+            res["per_tokenizer"][name] = {"seconds": dt, "method": prov["method"], "proof_lines": prov["proof"]["lines"]}
+        return res
+
+    return section
+
+
+def _child(target: str, cpus: str, **kwargs) -> dict:
+    env = {"BENCH_CPUS": cpus, "RAYON_NUM_THREADS": str(len(cpus.split(","))), "TOKENIZERS_PARALLELISM": "true",
+           "PYTHONPATH": str(REPO)}
+    return run_child(target, env=env, timeout=7200, **kwargs).extra
 
 
 def tokenizers() -> dict[str, Path]:
@@ -130,9 +132,11 @@ def compare(text: Path, toks: dict[str, Path], cpus: str, label: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         raw = {}
         for name, tj in toks.items():
-            raw[name] = _child(RAW, [str(text), str(tj), f"{tmp}/raw-{name}.npy"], cpus)
+            raw[name] = _child("bench.chunk_counting:raw_side", cpus, text=str(text), tokenizer_json=str(tj),
+                               out=f"{tmp}/raw-{name}.npy")
             print(f"  raw {name}: {raw[name]['seconds']:.1f} s, {raw[name]['tokens'] / raw[name]['seconds']:,.0f} tokens/s", flush=True)
-        ch = _child(CHUNKS, [str(text), json.dumps({k: str(v) for k, v in toks.items()}), tmp], cpus)
+        ch = _child("bench.chunk_counting:chunk_side", cpus, text=str(text),
+                    tokenizers_json={k: str(v) for k, v in toks.items()}, out_dir=tmp)
         identical = {}
         for name in toks:
             a, b = np.load(f"{tmp}/raw-{name}.npy"), np.load(f"{tmp}/{name}.npy")

@@ -25,6 +25,7 @@ class Sample:
     peak_bytes: int
     baseline_bytes: int
     extra: dict = field(default_factory=dict)
+    log: str = ""  # the child's stdout and stderr
 
     @property
     def growth_bytes(self) -> int:
@@ -41,7 +42,9 @@ def run_child(target: str, env: dict | None = None, timeout: int = 1800, **kwarg
                           text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark child {target} failed:\n{proc.stderr[-4000:]}")
-    return parse_sample(proc.stdout)
+    sample = parse_sample(proc.stdout)
+    sample.log = proc.stdout + proc.stderr
+    return sample
 
 
 def parse_sample(stdout: str) -> Sample:

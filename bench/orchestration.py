@@ -34,9 +34,13 @@ def flow_side(manifest: str, home: str, workers: int = 1) -> Callable[[], dict]:
     from flows.publish_all import run_publish_all
 
     def section() -> dict:
+        from bench.child import descendant_peaks
+
         summary = run_publish_all(manifest, force=True, workers=workers)
         assert not summary["failed"], summary["failed"]
-        return {"n": len(summary["published"])}
+        helpers = descendant_peaks()  # the temporary Prefect server, still up until this process exits
+        return {"n": len(summary["published"]), "helper_peak_bytes": sum(h["peak"] for h in helpers),
+                "helpers": [h["cmd"][:80] for h in helpers]}
 
     return section
 
@@ -82,6 +86,25 @@ def run_plain(manifest: str, force: bool = True) -> list:
     return ordered
 
 
+def counts_side(manifest: str) -> Callable[[], dict]:
+    """Only the counts and held-out splits a run needs (what the first run of a manifest leaves)."""
+    from tasks.pipeline.counts_cache import ensure_counts, ensure_heldout
+    from tasks.pipeline.manifest import load_manifest
+    from tasks.pipeline.plan import BaseState, plan
+    from tasks.pipeline.sources import materialize_base
+
+    def section() -> dict:
+        m = load_manifest(Path(manifest))
+        p = plan(m, [BaseState.ready(b.id, materialize_base(m, b)) for b in m.spec.base_models], lambda v: None)
+        for key, tok in p.count_jobs().items():
+            ensure_counts(m, tok, key.language)
+        for lang in p.heldout_languages():
+            ensure_heldout(m, lang)
+        return {}
+
+    return section
+
+
 def loop_side(manifest: str, home: str) -> Callable[[], dict]:
     """The plain loop, forced like the flow side, after the same setup (the idle server too)."""
     _prefect_ready(home)
@@ -104,8 +127,8 @@ def orchestration_manifest(n: int) -> Path:
     if not (toy / "config.json").exists():
         toy_bytelevel_model(toy, wordfreq_sentences("en", 3000))
     langs = ["en", "fr", "de", "es", "it", "pt", "nl", "pl", "sv", "da"]
-    multiples = [8, 16, 32, 64]
-    subsets = [[l] for l in langs] + [list(p) for p in itertools.combinations(langs, 2)]
+    subsets = [[l] for l in langs] + [list(p) for k in (2, 3, 4) for p in itertools.combinations(langs, k)]  # 385
+    multiples = [8, 16, 32, 64] if n <= 4 * len(subsets) else [8, 16, 24, 32, 40, 48, 56, 64]
     subsets = subsets[: max(1, n // len(multiples))]
     data = {
         "work_dir": str(WORK / "orch-work"), "output_dir": str(WORK / "orch-published"),
@@ -141,6 +164,25 @@ def bench_orchestration(n: int, reps: int, expansion_n: int = 5000, warm: bool =
                 plan_command=plan_cmd,
                 flow_seconds=Stats.of([s.seconds for s in res["flow"]]).__dict__,
                 loop_seconds=Stats.of([s.seconds for s in res["loop"]]).__dict__)]
+
+
+def bench_scale(n: int = 2000) -> list[dict]:
+    """Row 5 at scale: n tiny variants through `publish_all` on the temporary Prefect server,
+    counts already made (as in production after the first run): wall time, peak RSS of the
+    flow process and of the server, failures, and any "database is locked" in the run's log."""
+    manifest = str(orchestration_manifest(n))
+    home = str(WORK / "prefect-home-scale")
+    run_child("bench.orchestration:counts_side", manifest=manifest)  # counts, once
+    s = run_child("bench.orchestration:flow_side", manifest=manifest, home=home, workers=2, timeout=7200)
+    locked = s.log.lower().count("database is locked")
+    built = s.extra["n"]
+    return [{"row": f"5. publish_all at scale: {built:,} tiny variants on the temporary server (2 worker threads)",
+             "ratio": None, "target": "nothing failed, no 'database is locked'", "met": built == n and not locked,
+             "variants": built, "seconds": s.seconds, "variants_per_hour": 3600 * built / s.seconds,
+             "seconds_per_variant": s.seconds / built, "flow_peak_rss_bytes": s.peak_bytes,
+             "server_peak_rss_bytes": s.extra.get("helper_peak_bytes", 0),
+             "run_peak_rss_bytes": s.peak_bytes + s.extra.get("helper_peak_bytes", 0),
+             "database_locked_lines": locked, "helpers": s.extra.get("helpers", [])}]
 
 
 def expansion_seconds(n: int) -> float:

@@ -33,7 +33,7 @@ def print_table(rows: list[dict]) -> None:
             text = "–"
         met = {True: "yes", False: "NO", None: ""}[r.get("met")]
         print(f"{r['row'][:112]:<112} {text:>26}  {r['target']:<28} {met}")
-        for key in ("why_not", "variants_per_hour", "seconds_per_variant", "exact", "extrapolated_5000_overhead_s",
+        for key in ("why_not", "variants_per_hour", "seconds_per_variant", "run_peak_rss_bytes", "exact", "extrapolated_5000_overhead_s",
                     "per_variant_overhead_ms", "trimworks_tokens_per_s", "vocabtrimmer_exactness", "trimworks_exactness"):
             if key in r:
                 val = r[key]

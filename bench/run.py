@@ -25,7 +25,7 @@ from bench.counting import bench_anchor, bench_counting
 from bench.durable import bench_durable_surgery
 from bench.end_to_end import bench_end_to_end
 from bench.measure import REPO, dump
-from bench.orchestration import bench_orchestration
+from bench.orchestration import bench_orchestration, bench_scale
 from bench.report import WORK, print_table
 from bench.surgery import bench_surgery, kept_ids
 from bench.tools import bench_existing_tools
@@ -84,6 +84,7 @@ def main() -> int:
         save()
     if "5" in args.only:
         rows += bench_orchestration(8 if smoke else 200, reps, expansion_n=400 if smoke else 5000, warm=not smoke)
+        rows += bench_scale(16 if smoke else 2000)
         save()
     if "6" in args.only:
         e2e = bench_end_to_end(xlmr, smoke)

@@ -28,19 +28,35 @@ def count(
     text: Annotated[list[Path], typer.Option("--text", help="UTF-8 text file(s), one line per example")],
     out: Annotated[Path, typer.Option("-o", "--out", help="counts table to write (.parquet)")],
     corpus: Annotated[Optional[str], typer.Option(help="corpus description stored in the table")] = None,
+    method: Annotated[str, typer.Option(help="chunks: from distinct-chunk counts where proven exact (falls back "
+                                             "to direct by itself); direct: encode every line")] = "chunks",
 ) -> None:
     """Count token frequencies of text files with the model's own tokenizer."""
+    from tasks.engine.chunks import count_tokens_fast
     from tasks.engine.counting import count_tokens, iter_text_file, write_counts
     from tasks.engine.model_folder import inspect_model_folder
 
+    if method not in ("chunks", "direct"):
+        _fail(TrimworksError(f"--method {method!r}: use chunks or direct"))
     try:
         base = inspect_model_folder(model_dir)
-        lines = (line for path in text for line in iter_text_file(path))
-        counts = count_tokens(base.tokenizer_json, lines, corpus or ",".join(str(p) for p in text))
+        label = corpus or ",".join(str(p) for p in text)
+
+        def lines():
+            return (line for path in text for line in iter_text_file(path))
+
+        if method == "chunks":
+            counts = count_tokens_fast(base.tokenizer_json, lines, label)
+        else:
+            counts = count_tokens(base.tokenizer_json, lines(), label)
         write_counts(counts, base.tokenizer_json, out)
     except TrimworksError as exc:
         _fail(exc)
-    typer.echo(f"{out}: {counts.lines} lines, {counts.tokens} tokens, {(counts.counts > 0).sum()} distinct token ids")
+    how = counts.provenance.get("method", "direct")
+    if method == "chunks" and how == "direct":
+        typer.secho(f"counted directly: {counts.provenance.get('fallback')}", err=True)
+    typer.echo(f"{out}: {counts.lines} lines, {counts.tokens} tokens, {(counts.counts > 0).sum()} distinct token ids "
+               f"(counted {'from chunk counts' if how == 'chunks' else 'directly'})")
 
 
 @app.command()

@@ -18,6 +18,7 @@ def test_bench_smoke_runs_and_reports_ratios():
     result = json.loads((REPO / "bench" / "results-smoke.json").read_text())
     rows = {r["row"]: r for r in result["rows"]}
     for prefix in ("1. counting", "2. surgery", "3. hand-written", "4. vocabtrimmer", "4. hf-trim", "5. publish_all",
+                   "5. publish_all at scale",
                    "6. end to end: default manifest", "6. end to end: XLM-R"):
         assert any(n.startswith(prefix) for n in rows), (prefix, list(rows))
     for r in rows.values():
@@ -26,6 +27,9 @@ def test_bench_smoke_runs_and_reports_ratios():
             assert r["ratio"]["median"] > 0
         elif r["row"].startswith("6."):
             assert r["variants"] == 1 and r["seconds"] > 0
+        elif r["row"].startswith("5. publish_all at scale"):  # the flow on its temporary server, measured whole
+            assert r["variants"] == 16 and r["met"] and r["database_locked_lines"] == 0
+            assert r["server_peak_rss_bytes"] > 0 and r["run_peak_rss_bytes"] > r["flow_peak_rss_bytes"], r
         else:
             assert r["why_not"]
     vt = next(r for n, r in rows.items() if n.startswith("4. vocabtrimmer"))

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tasks.engine.proof import parameter_count
 from tasks.engine.safetensors_io import LazyCheckpoint
 from tasks.pipeline.build import build_and_publish
 from tasks.pipeline.catalog import write_catalog
@@ -44,8 +45,27 @@ def test_output_check_policy(toy_model):
     assert not output_check(VerifySpec(outputs="always"), _variant(6), toy_model, 0)[0]
     small = VerifySpec(outputs_max_params=1000)
     start_run()
-    compared, why = output_check(small, _variant(7), toy_model, 8)
+    compared, why, *_ = output_check(small, _variant(7), toy_model, 8)
     assert not compared and "above verify.outputs_max_params" in why
+
+
+def test_output_precision_follows_the_memory_budget(toy_model):
+    """float64 where 8 bytes per parameter fit verify.outputs_memory_gb, else float32 with its
+    wider tolerance, else (auto) not compared; the reason says which."""
+    params = parameter_count(toy_model)
+    start_run()
+    roomy = output_check(VerifySpec(), _variant(1), toy_model, 8)
+    assert roomy.compare and roomy.dtype == "float64" and roomy.tolerance == 1e-5 and "in float64" in roomy.why
+    start_run()
+    half = VerifySpec(outputs_memory_gb=6 * params / 1e9)  # float32 fits, float64 does not
+    c = output_check(half, _variant(2), toy_model, 8)
+    assert c.compare and c.dtype == "float32" and c.tolerance == 1e-3 and "in float32" in c.why
+    start_run()
+    tight = VerifySpec(outputs_memory_gb=2 * params / 1e9)
+    c = output_check(tight, _variant(3), toy_model, 8)
+    assert not c.compare and "verify.outputs_memory_gb" in c.why
+    c = output_check(VerifySpec(outputs="always", outputs_memory_gb=2 * params / 1e9), _variant(4), toy_model, 8)
+    assert c.compare and c.dtype == "float32"
 
 
 def test_sample_is_deterministic_and_near_its_share():

@@ -214,8 +214,14 @@ def test_not_chunk_local_tokenizer_falls_back(gguf_tokenizers, real_lines, tmp_p
     counts, prov = ch.tokens_from_chunk_counts(tok_json, cc, "test")
     assert counts is None and prov["method"] == "direct" and "Prepend" in prov["fallback"]
     # The proof alone would have caught it too: the sample has a line whose chunks tokenize differently.
-    proof = ch.prove_locality(load_plain_tokenizer(tok_json), cc.sample)
+    tok = load_plain_tokenizer(tok_json)
+    proof = ch.prove_locality(tok, cc.sample)
     assert not proof.ok and proof.counterexample
+    # The vectorised proof names the first line a line-by-line check finds.
+    first = next(line for line in cc.sample
+                 if tok.encode(line, add_special_tokens=False).ids
+                 != [i for c in ch.chunk_line(line) for i in tok.encode(c, add_special_tokens=False).ids])
+    assert proof.counterexample.startswith(repr(first[:200]))
     # ... and summing chunk tokens would indeed have been wrong.
     wrong = ch.counts_from_chunks(load_plain_tokenizer(tok_json), ch.iter_chunk_batches(cc.table), cc.lines)
     assert not _same(wrong, _direct(tok_json, real_lines))
@@ -282,3 +288,21 @@ def test_pipeline_direct_method_is_recorded(toy_model, real_lines, tmp_path):
     assert c.provenance["method"] == "direct" and "manifest" in c.provenance["fallback"]
     assert not chunks_path(m, "de").exists()
     assert _same(c.counts, _direct(toy_model / "tokenizer.json", list(train_stream(m, "de"))))
+
+
+@pytest.mark.parametrize("special", [False, True])
+def test_small_corpus_is_counted_once_by_the_proof(gguf_tokenizers, real_lines, special):
+    """When the proof sample is the whole corpus, its direct counts are used (no second encode)."""
+    tok_json = gguf_tokenizers("llama-spm") / "tokenizer.json"
+    lines = real_lines[:250]
+    cc = ch.count_chunks(lines, sample_lines=1000)
+    assert cc.sample == lines
+    counts, prov = ch.tokens_from_chunk_counts(tok_json, cc, "test", add_special_tokens=special)
+    assert counts is not None and prov["method"] == "chunks" and "whole corpus is the proof sample" in prov["detail"]
+    assert _same(counts.counts, _direct(tok_json, lines, special=special))
+
+
+def test_threaded_chunk_pass_equals_one_thread(real_lines):
+    one = ch.count_chunks(real_lines, sample_lines=50, batch_lines=500, threads=1)
+    two = ch.count_chunks(real_lines, sample_lines=50, batch_lines=500, threads=2)
+    assert one.table.equals(two.table) and one.sample == two.sample and one.text_bytes == two.text_bytes

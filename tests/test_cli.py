@@ -7,6 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from flows.cli import app
+from tasks.engine.counting import read_counts
 
 runner = CliRunner()
 
@@ -19,7 +20,15 @@ def test_count_trim_verify(toy_model, toy_lines, tmp_path):
     counts = tmp_path / "en.parquet"
     r = runner.invoke(app, ["count", str(toy_model), "--text", str(text), "-o", str(counts)])
     assert r.exit_code == 0, r.output
-    assert "100 lines" in r.output
+    assert "100 lines" in r.output and "counted from chunk counts" in r.output
+    direct = tmp_path / "en-direct.parquet"
+    r = runner.invoke(app, ["count", str(toy_model), "--text", str(text), "-o", str(direct), "--method", "direct"])
+    assert r.exit_code == 0 and "counted directly" in r.output, r.output
+    fast, slow = read_counts(counts), read_counts(direct)
+    assert fast.provenance["method"] == "chunks" and slow.provenance["method"] == "direct"
+    assert (fast.counts == slow.counts).all() and fast.lines == slow.lines == 100
+    r = runner.invoke(app, ["count", str(toy_model), "--text", str(text), "-o", str(direct), "--method", "fast"])
+    assert r.exit_code == 2 and "use chunks or direct" in r.output
     out = tmp_path / "trimmed"
     r = runner.invoke(app, ["trim", str(toy_model), "--counts", str(counts), "--multiple", "64", "-o", str(out)])
     assert r.exit_code == 0, r.output

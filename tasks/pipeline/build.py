@@ -141,9 +141,11 @@ def _build_and_publish(
         proof = prove_variant(base_dir, staging, texts)  # every variant, constant memory; kept ids from trimworks.json
         if not proof.passed:
             raise ExactnessError(f"{variant.id}: the structural proof failed: {proof.failures()[:3]}")
-        compare, why = output_check(m.spec.verify, variant, base_dir, m.spec.verify_sample_lines)
+        check = output_check(m.spec.verify, variant, base_dir, m.spec.verify_sample_lines)
+        compare, why = check.compare, check.why
         if compare:
-            report = verify_exactness(base_dir, staging, texts, sample_lines=m.spec.verify_sample_lines)
+            report = verify_exactness(base_dir, staging, texts, sample_lines=m.spec.verify_sample_lines,
+                                      tolerance=check.tolerance, compute_dtype=check.dtype)
         else:  # the proof stands for outputs; the chat check still runs on every variant
             report = ExactnessReport(languages=proof.languages)
             add_chat_check(report, base_dir, staging, texts)

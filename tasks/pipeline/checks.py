@@ -17,6 +17,7 @@ import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from tasks.engine.gguf import read_source_info
 from tasks.engine.proof import ProofReport, parameter_count
@@ -24,6 +25,8 @@ from tasks.engine.safetensors_io import LazyCheckpoint
 from tasks.pipeline.manifest import Variant, VerifySpec
 from tasks.pipeline.record import VariantRecord
 
+FLOAT64_TOLERANCE = 1e-5
+FLOAT32_TOLERANCE = 1e-3
 _FIRST_OF_BASE: dict[tuple[str, str], str] = {}  # (base folder, architecture) -> variant id that compared outputs
 _LOCK = threading.Lock()
 
@@ -49,27 +52,57 @@ def sampled(fingerprint: str, share: float) -> bool:
     return u < share
 
 
-def output_check(spec: VerifySpec, variant: Variant, base_dir: Path, sample_lines: int) -> tuple[bool, str]:
-    """(compare outputs?, why) for one variant about to be built."""
+class OutputCheck(NamedTuple):
+    """Whether a variant compares model outputs, why, and in which precision."""
+
+    compare: bool
+    why: str
+    dtype: str = "float64"
+    tolerance: float = FLOAT64_TOLERANCE
+
+
+def _precision(spec: VerifySpec, params: int) -> tuple[str, float] | None:
+    """float64 where the weights fit the memory budget, else float32, else None.
+
+    float64 makes BLAS's shape-dependent rounding ~1e-13, so any real difference stands out;
+    float32 halves the memory but leaves ~1e-5 of rounding on logits, hence its wider tolerance
+    (a wrong row or tensor moves outputs by far more)."""
+    budget = spec.outputs_memory_gb * 1e9
+    if 8 * params <= budget:
+        return "float64", FLOAT64_TOLERANCE
+    if 4 * params <= budget:
+        return "float32", FLOAT32_TOLERANCE
+    return None
+
+
+def output_check(spec: VerifySpec, variant: Variant, base_dir: Path, sample_lines: int) -> OutputCheck:
+    """Whether (and how) one variant about to be built compares outputs."""
     if spec.outputs == "never":
-        return False, "not compared: verify.outputs is never"
+        return OutputCheck(False, "not compared: verify.outputs is never")
     if sample_lines <= 0:
-        return False, "not compared: verify_sample_lines is 0"
-    if spec.outputs == "always":
-        return True, "compared (verify.outputs: always)"
+        return OutputCheck(False, "not compared: verify_sample_lines is 0")
     base = Path(base_dir).resolve()
     params, arch = _base_facts(str(base), (base / "config.json").stat().st_mtime_ns)
+    precision = _precision(spec, params)
+    if spec.outputs == "always":
+        dtype, tol = precision or ("float32", FLOAT32_TOLERANCE)
+        return OutputCheck(True, f"compared in {dtype} (verify.outputs: always)", dtype, tol)
     if params > spec.outputs_max_params:
-        return False, (f"not compared: the base has {params:,} parameters, above verify.outputs_max_params "
-                       f"{spec.outputs_max_params:,} (the structural proof covers it)")
+        return OutputCheck(False, f"not compared: the base has {params:,} parameters, above verify.outputs_max_params "
+                                  f"{spec.outputs_max_params:,} (the structural proof covers it)")
+    if precision is None:
+        return OutputCheck(False, f"not compared: {params:,} parameters need {4 * params / 1e9:.1f} GB even in float32, above "
+                                  f"verify.outputs_memory_gb {spec.outputs_memory_gb:g} (the structural proof covers it)")
+    dtype, tol = precision
     key = (str(base), arch)
     with _LOCK:
         first = _FIRST_OF_BASE.setdefault(key, variant.id)
     if first == variant.id:
-        return True, f"compared: first variant of this base and architecture ({arch}) in the run"
+        return OutputCheck(True, f"compared in {dtype}: first variant of this base and architecture ({arch}) in the run",
+                           dtype, tol)
     if sampled(variant.fingerprint, spec.outputs_sample):
-        return True, f"compared: in the {spec.outputs_sample:.0%} sample of variants"
-    return False, f"not compared: {first} carried this base's output comparison in this run"
+        return OutputCheck(True, f"compared in {dtype}: in the {spec.outputs_sample:.0%} sample of variants", dtype, tol)
+    return OutputCheck(False, f"not compared: {first} carried this base's output comparison in this run")
 
 
 def checks_section(records: Sequence[VariantRecord]) -> list[str]:

@@ -224,6 +224,9 @@ class VerifySpec(_Strict):
         "for bases up to outputs_max_params; always: every variant; never: the proof only")
     outputs_max_params: int = Field(default=1_000_000_000, ge=0, description="auto skips output comparison above this")
     outputs_sample: float = Field(default=0.1, ge=0, le=1, description="auto: share of further variants that compare outputs")
+    outputs_memory_gb: float = Field(
+        default=1.2, gt=0, description="weights one output comparison may hold: float64 where 8 bytes x parameters fit, "
+        "else float32 (tolerance 1e-3); auto skips bases that fit neither")
 
 
 class Manifest(_Strict):
