@@ -148,6 +148,10 @@ def counts_and_heldout(text: Path) -> tuple[Path, Path]:
 def trim_side(base: str, counts: str, heldout: str, keep: int, out: str):
     """trimworks: select -> rebuild the tokenizer -> surgery -> the streamed proof, then sync;
     then (timed apart) the proof of a second variant of this base, base digests remembered."""
+    import transformers  # noqa: F401 - imports are per process, not per variant: a pipeline worker has them
+    from transformers import AutoTokenizer  # noqa: F401 - the chat-template check's loader
+    from transformers.models.qwen2 import modeling_qwen2  # noqa: F401 - the load check's model class
+
     from tasks.engine.proof import prove_variant
     from tasks.engine.selection import SelectionPolicy
     from tasks.engine.trim import apply_selection, select_for_model
@@ -158,7 +162,7 @@ def trim_side(base: str, counts: str, heldout: str, keep: int, out: str):
         extra: dict = {}
         t = time.perf_counter()
         sel = select_for_model(Path(base), [Path(counts)], SelectionPolicy(top_k=keep), 64)
-        res = apply_selection(Path(base), sel, Path(out))
+        res = apply_selection(Path(base), sel, Path(out), remember_base_digests=True)  # as the pipeline does
         extra["trim_s"] = time.perf_counter() - t
         t = time.perf_counter()
         proof = prove_variant(Path(base), Path(out), {"en": lines})

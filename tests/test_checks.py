@@ -115,6 +115,11 @@ def test_never_compares_outputs_and_still_proves(tmp_path, bases):
     records, _ = _build_all(tmp_path, bases, verify={"outputs": "never"}, subsets=[["en"]], multiples=[8])
     assert all(r.status == "published" and r.checks == ["proof"] and r.proof_passed for r in records)
     assert all(r.fidelity["en"].identity == 1.0 for r in records)
+    # Check (d) ran on the held-out split and on the real benchmark text (UDHR), each named.
+    for r in records:
+        names = {c.name if hasattr(c, "name") else c["name"] for c in r.proof}
+        assert {"tokenization:en", "tokenization:benchmark:en"} <= names, names
+        assert set(r.fidelity) == {"en"}  # the held-out figures stay held-out only
 
 
 def test_gguf_source_kept_in_bf16_and_named_on_the_card(tmp_path):

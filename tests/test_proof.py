@@ -14,11 +14,11 @@ import torch
 import transformers as T
 
 from tasks.engine.counting import count_tokens, write_counts
-from tasks.engine import proof
+from tasks.engine import digests, proof
 from tasks.engine.proof import prove_variant
 from tasks.engine.safetensors_io import LazyCheckpoint, read_header
 from tasks.engine.selection import SelectionPolicy
-from tasks.engine.trim import trim_model
+from tasks.engine.trim import apply_selection, select_for_model, trim_model
 from tasks.engine.verify import verify_exactness
 from tests import subjects
 
@@ -80,12 +80,35 @@ def test_proof_passes_and_bf16_stays_bf16(bf16_pair):
 
 def test_base_digests_are_read_once_per_process(bf16_pair):
     base, trimmed, texts = bf16_pair
-    proof._DIGESTS.clear()
+    digests.forget()
     first = prove_variant(base, trimmed)
     second = prove_variant(base, trimmed)
     assert first.passed and second.passed
     copied = sum(t.nbytes for t in LazyCheckpoint(base).tensors.values() if "embed" not in t.name and "lm_head" not in t.name)
     assert first.bytes_read - second.bytes_read == copied  # the base's copied tensors, read once
+
+
+def test_surgery_remembers_base_digests_for_the_proof(bf16_pair, tmp_path):
+    """With a proof to follow, surgery digests each copied base tensor while it is in the page
+    cache: the proof then reads only the variant, and still catches a changed byte."""
+    base, trimmed, texts = bf16_pair
+    sel = select_for_model(base, [trimmed.parent / "c.parquet"], SelectionPolicy(), 8)
+    digests.forget()
+    out = tmp_path / "again"
+    apply_selection(base, sel, out, remember_base_digests=True)
+    warm = prove_variant(base, out, texts)
+    digests.forget()
+    cold = prove_variant(base, out, texts)
+    copied = sum(t.nbytes for t in LazyCheckpoint(base).tensors.values() if "embed" not in t.name and "lm_head" not in t.name)
+    assert warm.passed and cold.passed
+    assert cold.bytes_read - warm.bytes_read == copied  # the proof after surgery did not read the base's copies
+    info = LazyCheckpoint(out).tensors["model.layers.0.mlp.up_proj.weight"]
+    with info.file.open("r+b") as fh:
+        fh.seek(info.start)
+        b = fh.read(1)
+        fh.seek(info.start)
+        fh.write(bytes([b[0] ^ 0x80]))
+    assert list(_failed(prove_variant(base, out, texts))) == ["non_vocab_tensors_identical"]
 
 
 def _tensor(folder, name):

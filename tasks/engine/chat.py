@@ -11,6 +11,7 @@ rendered text outside the contents; selection keeps every token needed to encode
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -56,9 +57,20 @@ def has_chat_template(folder: Path) -> bool:
 
 
 def load_chat_tokenizer(folder: Path):
-    """The folder's transformers tokenizer if it has a chat template, else None."""
+    """The folder's transformers tokenizer if it has a chat template, else None.
+
+    Remembered per folder content (the tokenizer files' sizes and mtimes): a base's is loaded
+    once per process, not twice per variant. Callers only render with it."""
     if not has_chat_template(folder):
         return None
+    key = tuple((f.name, st.st_size, st.st_mtime_ns, st.st_ino) for f in sorted(Path(folder).iterdir())
+                if f.name.startswith(("tokenizer", "special_tokens", "chat_template", "vocab", "merges", "config"))
+                and (st := f.stat()))
+    return _load_chat_tokenizer(str(folder), key)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_chat_tokenizer(folder: str, _files: tuple):
     from transformers import AutoTokenizer
 
     try:

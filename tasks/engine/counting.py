@@ -7,9 +7,11 @@ runs on all cores (Rust threads), so counting uses both cores of a small machine
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +57,23 @@ def _grow(counts: np.ndarray, size: int) -> np.ndarray:
 
 
 def load_plain_tokenizer(tokenizer_json: Path) -> Tokenizer:
-    """The tokenizer without padding/truncation (a tokenizer.json may pad every line to 128)."""
+    """The tokenizer without padding/truncation (a tokenizer.json may pad every line to 128).
+
+    Loaded once per file content identity (path, size, mtime, inode): a base serves every
+    variant of a run, and encoding from several threads is safe. Callers must not change it."""
+    try:
+        st = os.stat(tokenizer_json)
+    except OSError:
+        return _load_plain_uncached(str(tokenizer_json))  # raises the located error
+    return _load_plain(str(tokenizer_json), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_plain(tokenizer_json: str, size: int, mtime_ns: int, inode: int) -> Tokenizer:
+    return _load_plain_uncached(tokenizer_json)
+
+
+def _load_plain_uncached(tokenizer_json: str) -> Tokenizer:
     try:
         tok = Tokenizer.from_file(str(tokenizer_json))
     except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception

@@ -27,19 +27,19 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xxhash
-from pydantic import BaseModel
+from pydantic import BaseModel, PrivateAttr
 
 from tasks.engine.architectures import SPECIAL_ID_KEYS, VOCAB_SIZE_KEYS, vocab_rule_for
 from tasks.engine.counting import load_plain_tokenizer
+from tasks.engine.digests import tensor_digest
 from tasks.engine.safetensors_io import BLOCK_BYTES, LazyCheckpoint, TensorInfo, row_runs
 from tasks.engine.verify import LanguageFidelity, load_kept_ids, tokenization_fidelity
 
@@ -63,6 +63,12 @@ class ProofReport(BaseModel):
     languages: list[LanguageFidelity] = []
     bytes_read: int = 0
     seconds: float = 0.0
+    # Per text set, the lines the kept vocabulary covers (the chat check's message contents);
+    # not serialised: records keep the figures, not the text.
+    _covered: dict[str, list[str]] = PrivateAttr(default_factory=dict)
+
+    def covered_lines(self, names: Sequence[str]) -> dict[str, list[str]]:
+        return {n: self._covered.get(n, []) for n in names}
 
     @property
     def passed(self) -> bool:
@@ -70,49 +76,6 @@ class ProofReport(BaseModel):
 
     def failures(self) -> list[str]:
         return [f"{c.name}: {f}" for c in self.checks if not c.passed for f in (c.failures or [c.detail])]
-
-
-# --- reading ---------------------------------------------------------------------------
-def _blocks(info: TensorInfo, fd: int, buf: memoryview, start: int = 0, length: int | None = None) -> Iterator[memoryview]:
-    """The bytes [start, start+length) of a tensor, in buffer-sized blocks."""
-    offset = info.start + start
-    left = info.nbytes - start if length is None else length
-    while left:
-        n = os.preadv(fd, [buf[: min(len(buf), left)]], offset)
-        if n <= 0:
-            raise OSError(f"{info.file}: unexpected end of file in tensor {info.name!r}")
-        yield buf[:n]
-        offset, left = offset + n, left - n
-
-
-_DIGESTS: dict[tuple, str] = {}
-_DIGESTS_LOCK = threading.Lock()
-
-
-def tensor_digest(info: TensorInfo, buf: memoryview | None = None, remember: bool = False) -> tuple[str, int]:
-    """xxh3-128 of a tensor's bytes, and how many bytes were read for it (0 if remembered).
-
-    `remember` keys the digest by file, size, mtime and byte range: a base read once serves
-    every variant of a run (a rewritten file has a new mtime, so it is read again)."""
-    st = os.stat(info.file)
-    key = (str(info.file), st.st_size, st.st_mtime_ns, st.st_ino, info.start, info.end)
-    if remember:
-        with _DIGESTS_LOCK:
-            if key in _DIGESTS:
-                return _DIGESTS[key], 0
-    buf = buf if buf is not None else memoryview(bytearray(min(BLOCK_BYTES, max(info.nbytes, 1))))
-    h = xxhash.xxh3_128()
-    fd = os.open(info.file, os.O_RDONLY)
-    try:
-        for block in _blocks(info, fd, buf):
-            h.update(block)
-    finally:
-        os.close(fd)
-    digest = h.hexdigest()
-    if remember:
-        with _DIGESTS_LOCK:
-            _DIGESTS[key] = digest
-    return digest, info.nbytes
 
 
 def _rows_equal(base: TensorInfo, trimmed: TensorInfo, kept: np.ndarray, buf_a: memoryview, buf_b: memoryview) -> tuple[int | None, int]:
@@ -279,9 +242,11 @@ def prove_configs(base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, vocab
 
 # --- (d): tokenization -----------------------------------------------------------------
 def prove_tokenization(
-    base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, texts: Mapping[str, Sequence[str]]
+    base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, texts: Mapping[str, Sequence[str]],
+    covered: dict[str, list[str]] | None = None,
 ) -> tuple[list[ProofCheck], list[LanguageFidelity]]:
-    """Check (d), per text set (e.g. `fr` held-out, `benchmark:fr`): covered lines tokenize identically."""
+    """Check (d), per text set (e.g. `fr` held-out, `benchmark:fr`): covered lines tokenize
+    identically. `covered` (if given) receives each set's covered lines."""
     if not texts:
         return [], []
     base_tok = load_plain_tokenizer(Path(base_dir) / "tokenizer.json")
@@ -289,8 +254,10 @@ def prove_tokenization(
     checks, fids = [], []
     kept = np.asarray(kept_ids, dtype=np.int64)
     for name, lines in texts.items():
-        fid, _ = tokenization_fidelity(base_tok, trim_tok, kept, name, list(lines))
+        fid, covered_lines = tokenization_fidelity(base_tok, trim_tok, kept, name, list(lines))
         fids.append(fid)
+        if covered is not None:
+            covered[name] = covered_lines
         bad = fid.covered_lines - fid.identical_covered_lines
         checks.append(ProofCheck(
             name=f"tokenization:{name}", passed=bad == 0, items=fid.covered_lines,
@@ -312,9 +279,12 @@ def prove_variant(
     vocab_size = int(json.loads((Path(base_dir) / "config.json").read_text())["vocab_size"])
     checks, read = prove_weights(base_dir, trimmed_dir, kept, vocab_size)
     checks += prove_configs(base_dir, trimmed_dir, kept, vocab_size)
-    tok_checks, fids = prove_tokenization(base_dir, trimmed_dir, kept, texts or {})
+    covered: dict[str, list[str]] = {}
+    tok_checks, fids = prove_tokenization(base_dir, trimmed_dir, kept, texts or {}, covered)
     checks += tok_checks
-    return ProofReport(checks=checks, languages=fids, bytes_read=read, seconds=round(time.perf_counter() - t0, 3))
+    report = ProofReport(checks=checks, languages=fids, bytes_read=read, seconds=round(time.perf_counter() - t0, 3))
+    report._covered = covered
+    return report
 
 
 def parameter_count(folder: Path) -> int:

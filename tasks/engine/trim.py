@@ -7,7 +7,9 @@ result atomically: into a temp folder beside the output, renamed into place at t
 from __future__ import annotations
 
 import errno
+import functools
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,6 +64,20 @@ def model_required_ids(base: ModelFolder, rules: ArchitectureRules) -> list[int]
     return ids
 
 
+@functools.lru_cache(maxsize=2)
+def _parsed(path: str, size: int, mtime_ns: int, inode: int) -> tuple[dict, Vocab]:
+    tok = load_tokenizer_json(Path(path))
+    return tok, analyze_tokenizer(tok, path)
+
+
+def parsed_tokenizer(tokenizer_json: Path) -> tuple[dict, Vocab]:
+    """tokenizer.json parsed and analysed once for selection and surgery (seconds for a
+    150 k vocabulary); keyed by file identity, so a rewritten file is read again. Read-only:
+    the rebuild makes a new dict."""
+    st = os.stat(tokenizer_json)
+    return _parsed(str(tokenizer_json), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 def select_for_model(
     model_dir: Path,
     counts: Sequence[TokenCounts | Path],
@@ -90,7 +106,7 @@ def select_for_model(
         check_counts_match(table, str(c) if not isinstance(c, TokenCounts) else c.corpus, fingerprint, base.tokenizer_json)
         check_counts_not_empty(table, str(c) if not isinstance(c, TokenCounts) else c.corpus)
         tables.append(table)
-    vocab = analyze_tokenizer(load_tokenizer_json(base.tokenizer_json), str(base.tokenizer_json))
+    _tok, vocab = parsed_tokenizer(base.tokenizer_json)
     inline = [t for t in policy.keep_texts if isinstance(t, str)]  # {file: ...} entries arrive resolved in keep_texts
     texts = inline + list(keep_texts) + (chat_markup_texts(base.path) if chat_template else [])
     extra = model_required_ids(base, rules) + ids_to_encode(base.tokenizer_json, texts)
@@ -107,16 +123,16 @@ def check_counts_not_empty(table: TokenCounts, source: str) -> None:
 
 def apply_selection(
     model_dir: Path, selection: Selection, out_dir: Path, overwrite: bool = False, provenance: dict | None = None,
-    rules: ArchitectureRules | None = None,
+    rules: ArchitectureRules | None = None, remember_base_digests: bool = False,
 ) -> TrimResult:
-    """Build the trimmed folder for an already chosen kept set (atomically)."""
+    """Build the trimmed folder for an already chosen kept set (atomically).
+    `remember_base_digests`: a proof follows (see `surgery.trim_weights`)."""
     base = inspect_model_folder(model_dir)
-    tok = load_tokenizer_json(base.tokenizer_json)
-    vocab = analyze_tokenizer(tok, str(base.tokenizer_json))
+    tok, vocab = parsed_tokenizer(base.tokenizer_json)
     new_tok = rebuild_tokenizer_json(tok, vocab, selection.kept_ids)
     try:
         return _write_trimmed(base, tok, vocab, new_tok, selection, Path(out_dir), overwrite, provenance,
-                              rules or default_rules())
+                              rules or default_rules(), remember_base_digests)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise OutputError(
@@ -128,13 +144,13 @@ def apply_selection(
 
 def _write_trimmed(
     base: ModelFolder, tok: dict, vocab: Vocab, new_tok: dict, selection: Selection, out_dir: Path,
-    overwrite: bool, provenance: dict | None, rules: ArchitectureRules,
+    overwrite: bool, provenance: dict | None, rules: ArchitectureRules, remember_base_digests: bool = False,
 ) -> TrimResult:
     kept = selection.kept_ids
     with atomic_folder(Path(out_dir), overwrite=overwrite) as tmp:
         write_configs(base, tmp, kept, rules, vocab.id_to_token.get, vocab.id_space)
         tok_files = write_tokenizer_files(base.path, tmp, new_tok, vocab, kept)
-        stats = trim_weights(base, tmp, kept, rules, vocab.size)
+        stats = trim_weights(base, tmp, kept, rules, vocab.size, remember_base_digests)
         skip = {"config.json", "generation_config.json", INDEX_NAME, "README.md", MANIFEST_NAME, *TOKENIZER_FILES, *tok_files}
         copy_other_files(base.path, tmp, skip)
         record = {

@@ -8,6 +8,7 @@ restricted to kept ids (LM heads) or hidden states (encoders).
 
 from __future__ import annotations
 
+import collections
 import json
 import threading
 from collections.abc import Mapping, Sequence
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, models
 
 from tasks.engine.architectures import auto_class_name
 from tasks.engine.counting import load_plain_tokenizer
@@ -144,13 +145,28 @@ def tokenization_fidelity(
     return fid, covered_lines
 
 
+_UNK_IDS: collections.OrderedDict[int, tuple[Tokenizer, int | None]] = collections.OrderedDict()
+_UNK_LOCK = threading.Lock()
+
+
 def unknown_token_id(tok: Tokenizer) -> int | None:
-    """Id of the tokenizer's unknown token (WordPiece/BPE `unk_token`, Unigram `unk_id`), if any."""
-    model = json.loads(tok.to_str())["model"]
-    if model.get("type") == "Unigram":
-        return model.get("unk_id")
-    unk = model.get("unk_token")
-    return tok.token_to_id(unk) if unk is not None else None
+    """Id of the tokenizer's unknown token (WordPiece/BPE `unk_token`, Unigram `unk_id`), if any.
+
+    BPE and WordPiece expose it; Unigram keeps `unk_id` only in its serialised form (seconds
+    for a 250 k vocabulary), so that answer is remembered for the last few tokenizers."""
+    unk = getattr(tok.model, "unk_token", None)
+    if unk is not None or not isinstance(tok.model, models.Unigram):
+        return tok.token_to_id(unk) if unk is not None else None
+    with _UNK_LOCK:
+        hit = _UNK_IDS.get(id(tok))
+        if hit is not None and hit[0] is tok:
+            return hit[1]
+    value = json.loads(tok.to_str())["model"].get("unk_id")
+    with _UNK_LOCK:
+        _UNK_IDS[id(tok)] = (tok, value)  # holding `tok` keeps its id from being reused
+        while len(_UNK_IDS) > 8:
+            _UNK_IDS.popitem(last=False)
+    return value
 
 
 def _model_class(config: dict):
@@ -216,13 +232,16 @@ def _chat_check(report: ExactnessReport, base_dir: Path, trimmed_dir: Path, kept
         report.chat_prompts, report.chat_identical, report.chat_mismatches = chat.prompts, chat.identical, chat.mismatches
 
 
-def add_chat_check(report: ExactnessReport, base_dir: Path, trimmed_dir: Path, heldout: Mapping[str, Sequence[str]]) -> None:
+def add_chat_check(report: ExactnessReport, base_dir: Path, trimmed_dir: Path, heldout: Mapping[str, Sequence[str]],
+                   covered: Mapping[str, list[str]] | None = None) -> None:
     """The chat check alone, for variants whose outputs are not compared (the structural proof
-    stands for them, but a chat prompt's tokenization is not part of the proof)."""
+    stands for them, but a chat prompt's tokenization is not part of the proof). `covered`:
+    the held-out lines the kept vocabulary covers, when the proof found them already."""
     kept_ids = load_kept_ids(trimmed_dir)
-    base_tok = load_plain_tokenizer(Path(base_dir) / "tokenizer.json")
-    trim_tok = load_plain_tokenizer(Path(trimmed_dir) / "tokenizer.json")
-    covered = {lang: tokenization_fidelity(base_tok, trim_tok, kept_ids, lang, lines)[1] for lang, lines in heldout.items()}
+    if covered is None:
+        base_tok = load_plain_tokenizer(Path(base_dir) / "tokenizer.json")
+        trim_tok = load_plain_tokenizer(Path(trimmed_dir) / "tokenizer.json")
+        covered = {lang: tokenization_fidelity(base_tok, trim_tok, kept_ids, lang, lines)[1] for lang, lines in heldout.items()}
     _chat_check(report, Path(base_dir), Path(trimmed_dir), kept_ids, covered)
 
 

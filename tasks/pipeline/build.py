@@ -18,13 +18,14 @@ from pathlib import Path
 from filelock import FileLock
 
 from tasks.engine.atomic import write_text_atomic
+from tasks.pipeline.benchmark_text import udhr_lines
 from tasks.pipeline.card import variant_card
 from tasks.pipeline.counts_cache import read_heldout
 from tasks.engine.errors import ExactnessError, SelectionError, TrimworksError
 from tasks.engine.integrity import check_tensor_names
 from tasks.engine.redact import redact
 from tasks.pipeline.preflight import output_error_message
-from tasks.pipeline.realtext import benchmark_fidelity, benchmark_labels, counting_corpus
+from tasks.pipeline.realtext import benchmark_labels, counting_corpus
 from tasks.pipeline.record import VariantRecord, language_score, variant_metrics
 from tasks.pipeline.manifest import LoadedManifest, Variant, fingerprint_fields, fingerprint_parts, resolved_keep_texts, spec_hash
 from tasks.engine.architectures import load_rules
@@ -135,10 +136,13 @@ def _build_and_publish(
         check_tensor_names(base_dir)  # after the folder checks (pickles, remote code) in select_for_model
         trim = apply_selection(base_dir, selection, staging, overwrite=True,
                                provenance={"base_model": variant.base, "variant": variant.id, "fingerprint": variant.fingerprint},
-                               rules=rules)
+                               rules=rules, remember_base_digests=True)  # the proof below then reads only the variant
         check_stop()
         texts = {lang: read_heldout(heldout[lang]) for lang in variant.languages}
-        proof = prove_variant(base_dir, staging, texts)  # every variant, constant memory; kept ids from trimworks.json
+        benchmark_texts = {f"benchmark:{lang}": lines for lang in variant.languages if (lines := udhr_lines(lang))}
+        # Every variant, constant memory; kept ids from trimworks.json. Check (d) runs on the
+        # held-out split and on the real benchmark text (UDHR) of each language.
+        proof = prove_variant(base_dir, staging, {**texts, **benchmark_texts})
         if not proof.passed:
             raise ExactnessError(f"{variant.id}: the structural proof failed: {proof.failures()[:3]}")
         check = output_check(m.spec.verify, variant, base_dir, m.spec.verify_sample_lines)
@@ -147,8 +151,8 @@ def _build_and_publish(
             report = verify_exactness(base_dir, staging, texts, sample_lines=m.spec.verify_sample_lines,
                                       tolerance=check.tolerance, compute_dtype=check.dtype)
         else:  # the proof stands for outputs; the chat check still runs on every variant
-            report = ExactnessReport(languages=proof.languages)
-            add_chat_check(report, base_dir, staging, texts)
+            report = ExactnessReport(languages=[f for f in proof.languages if f.language in texts])
+            add_chat_check(report, base_dir, staging, texts, proof.covered_lines(list(texts)))
         if not report.exact:
             bad = [(lang.language, lang.mismatches[:2]) for lang in report.languages if lang.mismatches]
             raise ExactnessError(f"{variant.id}: trimmed model is not exact (mismatching lines {bad}, "
@@ -156,7 +160,9 @@ def _build_and_publish(
         vacuous = report.vacuous_reason(outputs_expected=compare and m.spec.verify_sample_lines > 0)
         if vacuous:
             raise ExactnessError(f"{variant.id}: evaluation proves nothing: {vacuous}")
-        benchmark = benchmark_fidelity(base_dir, staging, variant.languages)
+        # The proof measured the benchmark text already (and failed on any covered line that differs).
+        benchmark = {f.language.removeprefix("benchmark:"): f.model_copy(update={"language": f.language.removeprefix("benchmark:")})
+                     for f in proof.languages if f.language in benchmark_texts}
         corpus_label, synthetic = counting_corpus(m, variant.languages)
         record = record_of(variant, "published", location=publisher.location(variant),
                            fingerprint_parts=_fingerprint_parts(m, variant, base_dir), **variant_metrics(trim, report),

@@ -31,16 +31,6 @@ def measure_texts(base_dir: Path, trimmed_dir: Path, texts: Mapping[str, Sequenc
     return {name: tokenization_fidelity(base_tok, trim_tok, kept, name, list(lines))[0] for name, lines in texts.items()}
 
 
-def benchmark_fidelity(base_dir: Path, trimmed_dir: Path, languages: Sequence[str]) -> dict[str, LanguageFidelity]:
-    """UDHR fidelity per language that the UDHR has; covered lines must tokenize identically."""
-    texts = {lang: lines for lang in languages if (lines := udhr_lines(lang))}
-    result = measure_texts(base_dir, trimmed_dir, texts)
-    bad = {lang: f.mismatches[:2] for lang, f in result.items() if f.identical_covered_lines != f.covered_lines}
-    if bad:
-        raise ExactnessError(f"{trimmed_dir}: covered UDHR lines tokenize differently after trimming: {bad}")
-    return result
-
-
 def benchmark_labels(languages: Sequence[str]) -> dict[str, str]:
     return {lang: label for lang in languages if (label := udhr_label(lang))}
 
