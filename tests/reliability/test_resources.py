@@ -84,6 +84,7 @@ def test_disk_full_during_surgery_fails_the_variant_cleanly(tmp_path, bases, mon
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("tasks.engine.surgery.copy_bytes", disk_full)
+    monkeypatch.setattr("tasks.engine.surgery.copy_and_remember", disk_full)  # the pipeline's copy (digests for the proof)
     manifest = subjects.make_manifest(tmp_path, bases, subsets=[["en"]], multiples=[8])
     summary = publish_all(manifest=str(manifest))
     assert set(summary["failed"]) == {"toy-a-en-v8", "toy-b-en-v8"}
