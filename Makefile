@@ -45,7 +45,7 @@ lid-report: install            ## measure the fastText LID filter on ../shared/d
 realtext-report: install       ## measure published variants on real text (UDHR; gettext/lingua if ../shared/data exists)
 	$(TRIMWORKS) realtext-report $(MANIFEST) $(if $(wildcard ../shared/data),--shared-data ../shared/data) --check
 
-bench: install                 ## every stage vs its physical limit and the alternatives (~40 min)
+bench: install                 ## every stage vs its physical limit and the alternatives (~1.5 h; row 5 at scale is 20 min)
 	$(BIN)/python -m bench.run
 
 bench-big: install             ## row 7: a Qwen2-7B-shaped bf16 checkpoint trimmed and proved (~45 GB free disk)
