@@ -569,6 +569,17 @@ def _tokenizer_and_locality(path: str, fingerprint: str) -> tuple[Tokenizer, Loc
     return load_plain_tokenizer(Path(path)), analyze_locality(load_tokenizer_json(Path(path)))
 
 
+def _not_local(loc: Locality) -> dict[str, Any]:
+    return {"chunking": CHUNKING, "structure": loc.summary(), "method": "direct",
+            "fallback": "not chunk-local: " + "; ".join(loc.reasons)}
+
+
+def counted_directly(direct: TokenCounts, why: dict[str, Any]) -> TokenCounts:
+    """Direct counts carrying the provenance that says why chunk counting was not used."""
+    return TokenCounts(direct.counts, direct.tokenizer_fingerprint, direct.corpus, direct.lines, direct.tokens,
+                       {**direct.provenance, **why, "method": "direct"})
+
+
 def tokens_from_chunk_counts(
     tokenizer_json: Path, cc: ChunkCounts, corpus: str, add_special_tokens: bool = False
 ) -> tuple[TokenCounts | None, dict[str, Any]]:
@@ -578,7 +589,7 @@ def tokens_from_chunk_counts(
     tok, loc = _tokenizer_and_locality(str(tokenizer_json), fingerprint)
     prov: dict[str, Any] = {"chunking": CHUNKING, "structure": loc.summary()}
     if not loc.local:
-        return None, {**prov, "method": "direct", "fallback": "not chunk-local: " + "; ".join(loc.reasons)}
+        return None, _not_local(loc)
     found = risky_tokens_in_chunks(loc.risky_added_tokens, cc.table.column("chunk"))
     if found:
         return None, {**prov, "method": "direct",
@@ -621,7 +632,5 @@ def count_tokens_fast(
         if counts is not None:
             return counts
     else:
-        prov = {"chunking": CHUNKING, "structure": loc.summary(), "fallback": "not chunk-local: " + "; ".join(loc.reasons)}
-    direct = count_tokens(tokenizer_json, lines(), corpus, progress=progress)
-    return TokenCounts(direct.counts, direct.tokenizer_fingerprint, corpus, direct.lines, direct.tokens,
-                       {**direct.provenance, **prov, "method": "direct"})
+        prov = _not_local(loc)
+    return counted_directly(count_tokens(tokenizer_json, lines(), corpus, progress=progress), prov)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from tasks.engine.chunks import CHUNKING, ChunkCounts, count_chunks, read_chunk_counts, tokens_from_chunk_counts, write_chunk_counts
+from tasks.engine.chunks import (CHUNKING, ChunkCounts, count_chunks, counted_directly, read_chunk_counts,
+                                 tokens_from_chunk_counts, write_chunk_counts)
 from tasks.engine.counting import TokenCounts, count_tokens
 from tasks.pipeline.lid import LidStats
 from tasks.pipeline.corpus_identity import check_snapshot, corpus_content_key, corpus_snapshot
@@ -74,6 +75,4 @@ def count_language(
             log.info("counts for %s from %d distinct chunks (%s)", language, cc.distinct, prov["detail"])
             return counts
         log.warning("counting %s directly with %s: %s", language, tokenizer_json, prov["fallback"])
-    counts = count_tokens(tokenizer_json, train_stream(m, language, stats), label, progress=on_progress)
-    return TokenCounts(counts.counts, counts.tokenizer_fingerprint, counts.corpus, counts.lines, counts.tokens,
-                       {**counts.provenance, **prov, "method": "direct"})
+    return counted_directly(count_tokens(tokenizer_json, train_stream(m, language, stats), label, progress=on_progress), prov)
