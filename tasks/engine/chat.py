@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
+from tasks.engine.counting import without_word_cache
+
 SENTINEL = "TRIMWORKSMSG{}X"
 SENTINEL_RE = re.compile(r"TRIMWORKSMSG\d+X")
 TOOLS = [{
@@ -56,7 +58,7 @@ def has_chat_template(folder: Path) -> bool:
         return False
 
 
-def load_chat_tokenizer(folder: Path):
+def load_chat_tokenizer(folder: Path, word_cache: bool = True):
     """The folder's transformers tokenizer if it has a chat template, else None.
 
     Remembered per folder content (the tokenizer files' sizes and mtimes): a base's is loaded
@@ -66,18 +68,23 @@ def load_chat_tokenizer(folder: Path):
     key = tuple((f.name, st.st_size, st.st_mtime_ns, st.st_ino) for f in sorted(Path(folder).iterdir())
                 if f.name.startswith(("tokenizer", "special_tokens", "chat_template", "vocab", "merges", "config"))
                 and (st := f.stat()))
-    return _load_chat_tokenizer(str(folder), key)
+    return _load_chat_tokenizer(str(folder), key, word_cache)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_chat_tokenizer(folder: str, _files: tuple):
+def _load_chat_tokenizer(folder: str, _files: tuple, word_cache: bool = True):
     from transformers import AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     except Exception:  # noqa: BLE001 - no usable transformers tokenizer: no chat template either
         return None
-    return tok if getattr(tok, "chat_template", None) else None
+    if not getattr(tok, "chat_template", None):
+        return None
+    backend = getattr(tok, "backend_tokenizer", None)
+    if not word_cache and backend is not None:
+        without_word_cache(backend)
+    return tok
 
 
 def _render(tok, messages, generation_prompt: bool, tools: bool, tokenize: bool = False):
@@ -121,7 +128,7 @@ def chat_fidelity(base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, cover
     base = load_chat_tokenizer(base_dir)
     if base is None:
         return None
-    trimmed = load_chat_tokenizer(trimmed_dir)
+    trimmed = load_chat_tokenizer(trimmed_dir, word_cache=False)  # one variant's: dropped soon
     lines = list(covered_lines)[:max_lines]
     prompts, identical, mismatches = 0, 0, []
     for i, line in enumerate(lines):

@@ -250,7 +250,7 @@ def prove_tokenization(
     if not texts:
         return [], []
     base_tok = load_plain_tokenizer(Path(base_dir) / "tokenizer.json")
-    trim_tok = load_plain_tokenizer(Path(trimmed_dir) / "tokenizer.json")
+    trim_tok = load_plain_tokenizer(Path(trimmed_dir) / "tokenizer.json", word_cache=False)
     checks, fids = [], []
     kept = np.asarray(kept_ids, dtype=np.int64)
     for name, lines in texts.items():

@@ -240,7 +240,7 @@ def add_chat_check(report: ExactnessReport, base_dir: Path, trimmed_dir: Path, h
     kept_ids = load_kept_ids(trimmed_dir)
     if covered is None:
         base_tok = load_plain_tokenizer(Path(base_dir) / "tokenizer.json")
-        trim_tok = load_plain_tokenizer(Path(trimmed_dir) / "tokenizer.json")
+        trim_tok = load_plain_tokenizer(Path(trimmed_dir) / "tokenizer.json", word_cache=False)
         covered = {lang: tokenization_fidelity(base_tok, trim_tok, kept_ids, lang, lines)[1] for lang, lines in heldout.items()}
     _chat_check(report, Path(base_dir), Path(trimmed_dir), kept_ids, covered)
 
@@ -262,7 +262,7 @@ def verify_exactness(
     """
     kept_ids = load_kept_ids(trimmed_dir)
     base_tok = load_plain_tokenizer(Path(base_dir) / TOKENIZER_JSON)
-    trim_tok = load_plain_tokenizer(Path(trimmed_dir) / TOKENIZER_JSON)
+    trim_tok = load_plain_tokenizer(Path(trimmed_dir) / TOKENIZER_JSON, word_cache=False)
     langs, covered = [], {}
     for lang, lines in heldout.items():
         fid, cov = tokenization_fidelity(base_tok, trim_tok, kept_ids, lang, lines)
