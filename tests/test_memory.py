@@ -82,3 +82,21 @@ def test_the_proof_does_not_keep_a_variants_tokenizer_memory(toy_model, tmp_path
 
     grew = _growth(step, 40, heap)
     assert grew < 1_500_000, f"{grew / 1e6:.1f} MB kept after proving 40 variants' tokenization"
+
+
+def test_object_memo_is_per_object_and_bounded():
+    from tasks.engine.memo import ObjectMemo
+
+    memo, calls = ObjectMemo(2), []
+
+    class Thing:
+        pass
+
+    a, b = Thing(), Thing()
+    assert memo.get(a, "k", lambda: calls.append("a") or 1) == 1
+    assert memo.get(a, "k", lambda: calls.append("a") or 9) == 1  # remembered
+    assert memo.get(b, "k", lambda: calls.append("b") or 2) == 2  # another object, same key: its own answer
+    assert memo.get(a, "k", lambda: 9) == 1  # a is now the most recently used
+    memo.get(a, "other", lambda: 3)  # third entry: the least recently used (b) goes
+    assert memo.get(b, "k", lambda: calls.append("b") or 4) == 4
+    assert calls == ["a", "b", "b"]

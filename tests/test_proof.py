@@ -111,6 +111,40 @@ def test_surgery_remembers_base_digests_for_the_proof(bf16_pair, tmp_path):
     assert list(_failed(prove_variant(base, out, texts))) == ["non_vocab_tensors_identical"]
 
 
+def test_a_failed_background_digest_is_read_by_the_proof(bf16_pair, tmp_path, monkeypatch):
+    """Surgery's digesting thread fails (an I/O error there): the proof reads the base itself."""
+    import threading
+
+    base, trimmed, texts = bf16_pair
+    sel = select_for_model(base, [trimmed.parent / "c.parquet"], SelectionPolicy(), 8)
+    digests.forget()
+    real = digests._read_digest
+
+    def flaky(info, buf):
+        if threading.current_thread().name.startswith("base-digest"):
+            raise OSError("EIO in the background")
+        return real(info, buf)
+
+    monkeypatch.setattr(digests, "_read_digest", flaky)
+    apply_selection(base, sel, tmp_path / "out", remember_base_digests=True)
+    report = prove_variant(base, tmp_path / "out", texts)
+    copied = sum(t.nbytes for t in LazyCheckpoint(base).tensors.values() if "embed" not in t.name and "lm_head" not in t.name)
+    out_bytes = sum(t.nbytes for t in LazyCheckpoint(tmp_path / "out").tensors.values())
+    assert report.passed and report.bytes_read >= copied + out_bytes - 1  # the base's copies were read here
+
+
+def test_a_base_too_big_to_cache_is_dropped_from_the_cache_and_still_proved(bf16_pair, tmp_path, monkeypatch):
+    base, trimmed, texts = bf16_pair
+    monkeypatch.setattr("tasks.engine.surgery.too_big_to_cache", lambda nbytes: True)
+    sel = select_for_model(base, [trimmed.parent / "c.parquet"], SelectionPolicy(), 8)
+    digests.forget()
+    apply_selection(base, sel, tmp_path / "out", remember_base_digests=True)
+    warm = prove_variant(base, tmp_path / "out", texts)
+    out_bytes = sum(t.nbytes for t in LazyCheckpoint(tmp_path / "out").tensors.values())
+    assert warm.passed and warm.bytes_read < 2 * out_bytes  # digests remembered: the base's copies not read again
+    assert not digests.too_big_to_cache(1 << 20) and digests.too_big_to_cache(1 << 60)
+
+
 def _tensor(folder, name):
     return LazyCheckpoint(folder).tensors[name]
 
@@ -238,3 +272,40 @@ def test_prove_command(bf16_pair, tmp_path):
     (trimmed / "config.json").write_text(json.dumps(cfg))
     bad = CliRunner().invoke(app, ["prove", str(base), str(trimmed)])
     assert bad.exit_code == 1 and "FAIL config" in bad.output and "vocab_size=" in bad.output
+
+
+def _fidelity_line_by_line(base_tok, trim_tok, kept, lines):
+    """The definition, one line at a time: covered = every base id kept; identical = the
+    trimmed ids map back to the base's."""
+    kept_set, covered, identical = set(kept.tolist()), [], 0
+    for line in lines:
+        o = base_tok.encode(line).ids
+        if all(i in kept_set for i in o):
+            covered.append(line)
+            identical += [int(kept[i]) for i in trim_tok.encode(line).ids] == o
+    tokens = sum(len(base_tok.encode(x, add_special_tokens=False).ids) for x in lines)
+    return covered, identical, tokens
+
+
+def test_fidelity_matches_the_line_by_line_definition_and_encodes_the_base_once(bf16_pair, monkeypatch):
+    from tasks.engine import verify
+    from tasks.engine.counting import load_plain_tokenizer
+
+    base, trimmed, texts = bf16_pair
+    lines = texts["en"][:150] + ["", "Ωμέγα ξένο κείμενο", "zzqx 12345 ☃"] + texts["en"][150:]
+    base_tok, trim_tok = load_plain_tokenizer(base / "tokenizer.json"), load_plain_tokenizer(trimmed / "tokenizer.json")
+    kept = np.asarray(json.loads((trimmed / "trimworks.json").read_text())["kept_ids"])
+    calls = []
+    real = verify.encode_lines
+    monkeypatch.setattr(verify, "encode_lines", lambda tok, ls: calls.append(tok) or real(tok, ls))
+    verify._BASE_ENCODINGS.clear()
+    fid, covered = verify.tokenization_fidelity(base_tok, trim_tok, kept, "en", lines)
+    want_covered, want_identical, want_tokens = _fidelity_line_by_line(base_tok, trim_tok, kept, lines)
+    assert covered == want_covered and len(want_covered) < len(lines)  # some lines are not covered
+    assert fid.covered_lines == len(want_covered) and fid.identical_covered_lines == want_identical == len(want_covered)
+    assert fid.tokens == want_tokens and fid.lines == len(lines)
+    again, _ = verify.tokenization_fidelity(base_tok, trim_tok, kept, "en", list(lines))  # a second variant
+    assert again == fid
+    assert calls.count(base_tok) == 1 and calls.count(trim_tok) == 2  # the base's encoding is remembered
+    other, _ = verify.tokenization_fidelity(base_tok, trim_tok, kept, "en", lines[:-1])  # other text: encoded again
+    assert calls.count(base_tok) == 2 and other.lines == len(lines) - 1

@@ -8,6 +8,7 @@ All work is on raw bytes, so every dtype (bf16, fp8, ...) passes through unchang
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -204,6 +205,9 @@ def row_runs(rows: np.ndarray) -> np.ndarray:
     return np.stack([rows[starts], lengths], axis=1)
 
 
+SCATTERED_RUNS = 256
+
+
 def write_rows(info: TensorInfo, rows: np.ndarray, out: BinaryIO) -> None:
     """Write the selected rows (ascending ids along axis 0). Only kept rows are read, one
     pread per run of consecutive ids, gathered in a 16 MiB buffer: frequent tokens sit in
@@ -225,8 +229,16 @@ def write_rows(info: TensorInfo, rows: np.ndarray, out: BinaryIO) -> None:
         done, fill = done + n, 0
 
     fd = os.open(info.file, os.O_RDONLY)
+    runs = row_runs(rows)
+    if len(runs) > SCATTERED_RUNS:
+        # Scattered rows: ask the kernel to read their whole span ahead, in large sequential
+        # requests, instead of one disk seek per run (Qwen2-7B's embedding from a cold cache,
+        # 17 k runs: 2.0 s -> 0.8 s; the rows between are read but never copied).
+        span_start, span_end = int(rows[0]) * row_bytes, (int(rows[-1]) + 1) * row_bytes
+        with contextlib.suppress(OSError, AttributeError):  # advice only (not on every platform)
+            os.posix_fadvise(fd, info.start + span_start, span_end - span_start, os.POSIX_FADV_WILLNEED)
     try:
-        for first, length in row_runs(rows).tolist():
+        for first, length in runs.tolist():
             offset, left = info.start + first * row_bytes, length * row_bytes
             while left:
                 if fill == len(buf):

@@ -21,7 +21,7 @@ import numpy as np
 
 from tasks.engine.architectures import HOW_TO_EXTEND, SPECIAL_ID_KEYS, ArchitectureRules, default_rules
 from tasks.engine.atomic import write_text_atomic
-from tasks.engine.digests import copy_and_remember
+from tasks.engine.digests import copy_and_remember, too_big_to_cache
 from tasks.engine.errors import DroppedSpecialTokenError, ModelFolderError
 from tasks.engine.failpoints import failpoint
 from tasks.engine.integrity import check_finite_rows
@@ -89,6 +89,7 @@ def trim_weights(
     if will_slice:  # no rule matched at all: the clearer "no embedding" error below
         check_vocab_dims({n: i.shape for n, i in ckpt.tensors.items()}, will_slice, (vocab_size, tokenizer_size or 0),
                          rules, f"{base.path} ({base.model_type})")
+    uncache = too_big_to_cache(sum(t.nbytes for t in ckpt.tensors.values()))
     warnings: list[str] = []
     sliced: list[str] = []
     params_before = params_after = bytes_before = bytes_after = emb_before = emb_after = 0
@@ -118,7 +119,7 @@ def trim_weights(
                         f"{info.file}: tensor {name!r} is a {rule.role} but its shape {info.shape} does not match "
                         f"config vocab_size {vocab_size}; if this tensor is not vocab-sized for this architecture, {HOW_TO_EXTEND}"
                     )
-                copy = copy_and_remember if remember_base_digests else copy_bytes
+                copy = functools.partial(copy_and_remember, uncache=uncache) if remember_base_digests else copy_bytes
                 planned.append(PlannedTensor(name, info.dtype, info.shape, functools.partial(copy, info)))
             params_after += math.prod(planned[-1].shape)
             weight_map[name] = shard.file.name

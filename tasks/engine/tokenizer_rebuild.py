@@ -98,7 +98,9 @@ def write_tokenizer_files(
     """Write tokenizer.json plus every slow-tokenizer file the base folder had. Returns names written."""
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     written = [TOKENIZER_JSON]
-    write_text_atomic(out_dir / TOKENIZER_JSON, json.dumps(new_tok, ensure_ascii=False, indent=2))
+    # Compact: `indent` makes json use its pure-Python encoder, 20x slower (0.2 s per variant of
+    # a 49 k vocabulary, seconds at 152 k); tokenizers and transformers read either form.
+    write_text_atomic(out_dir / TOKENIZER_JSON, json.dumps(new_tok, ensure_ascii=False))
     table = old_to_new_map(kept_ids)
     kept_tokens = [vocab.id_to_token[int(i)] for i in kept_ids]
 

@@ -8,9 +8,10 @@ restricted to kept ids (LM heads) or hidden states (encoders).
 
 from __future__ import annotations
 
-import collections
+import itertools
 import json
 import threading
+from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tokenizers import Tokenizer, models
 
 from tasks.engine.architectures import auto_class_name
 from tasks.engine.counting import load_plain_tokenizer
+from tasks.engine.memo import ObjectMemo, lines_key
 from tasks.engine.model_folder import TOKENIZER_JSON
 
 MAX_MISMATCHES_REPORTED = 10
@@ -100,53 +102,92 @@ def load_kept_ids(trimmed_dir: Path) -> np.ndarray:
     return np.asarray(json.loads((Path(trimmed_dir) / "trimworks.json").read_text())["kept_ids"], dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class EncodedLines:
+    """Token ids of each line, flat: with the tokenizer's special tokens and without."""
+
+    ids: np.ndarray
+    lengths: np.ndarray
+    plain_ids: np.ndarray
+    plain_lengths: np.ndarray
+
+    def starts(self) -> np.ndarray:
+        """Where each line's ids (with specials) begin in `ids`."""
+        return np.concatenate(([0], np.cumsum(self.lengths)[:-1])) if self.lengths.size else self.lengths
+
+    def count_per_line(self, token_id: int | None) -> np.ndarray:
+        """How often `token_id` occurs in each line's plain ids."""
+        n = self.plain_lengths.size
+        if token_id is None:
+            return np.zeros(n, dtype=np.int64)
+        line_of = np.repeat(np.arange(n), self.plain_lengths)
+        return np.bincount(line_of[self.plain_ids == token_id], minlength=n)
+
+
+def encode_lines(tok: Tokenizer, lines: Sequence[str]) -> EncodedLines:
+    lines = list(lines)
+    special = tok.encode_batch(lines, add_special_tokens=True)
+    plain = tok.encode_batch(lines, add_special_tokens=False)
+
+    def flat(encs) -> tuple[np.ndarray, np.ndarray]:
+        lengths = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+        ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), dtype=np.int64, count=int(lengths.sum()))
+        return ids, lengths
+
+    return EncodedLines(*flat(special), *flat(plain))
+
+
+# The base's encoding of a text set is the same for every variant of that base: remembered
+# per (base tokenizer, lines), it halves the proof's tokenization work.
+_BASE_ENCODINGS: ObjectMemo[EncodedLines] = ObjectMemo(32)
+
+
+def base_encoding(base_tok: Tokenizer, lines: Sequence[str]) -> EncodedLines:
+    lines = tuple(lines)
+    return _BASE_ENCODINGS.get(base_tok, lines_key(lines), lambda: encode_lines(base_tok, lines))
+
+
 def tokenization_fidelity(
     base_tok: Tokenizer, trimmed_tok: Tokenizer, kept_ids: np.ndarray, language: str, lines: Sequence[str]
 ) -> tuple[LanguageFidelity, list[str]]:
     """Per-language fidelity, plus the covered lines (for the output check)."""
+    lines = list(lines)
     kept_mask = np.zeros(max(base_tok.get_vocab_size(True), int(kept_ids.max()) + 1), dtype=bool)
     kept_mask[kept_ids] = True
-    orig = base_tok.encode_batch(list(lines), add_special_tokens=True)
-    trim = trimmed_tok.encode_batch(list(lines), add_special_tokens=True)
-    covered, identical, mismatches, covered_lines = 0, 0, [], []
-    for line, o, t in zip(lines, orig, trim, strict=True):
-        o_ids = np.asarray(o.ids, dtype=np.int64)
-        if o_ids.size and not kept_mask[o_ids].all():
-            continue
-        covered += 1
-        covered_lines.append(line)
-        if np.array_equal(kept_ids[np.asarray(t.ids, dtype=np.int64)], o_ids):
+    o, t = base_encoding(base_tok, lines), encode_lines(trimmed_tok, lines)
+    n = len(lines)
+    # A line is covered when every one of its base ids (specials included) is kept.
+    dropped = np.bincount(np.repeat(np.arange(n), o.lengths), weights=~kept_mask[o.ids], minlength=n)
+    covered_idx = np.flatnonzero(dropped == 0)
+    o_starts, t_starts = o.starts(), t.starts()
+    mapped = kept_ids[t.ids]  # trimmed ids back to base ids
+    identical, mismatches = 0, []
+    for i in covered_idx:
+        a, b = int(o_starts[i]), int(t_starts[i])
+        same = o.lengths[i] == t.lengths[i] and np.array_equal(mapped[b: b + t.lengths[i]], o.ids[a: a + o.lengths[i]])
+        if same:
             identical += 1
         elif len(mismatches) < MAX_MISMATCHES_REPORTED:
-            mismatches.append(line)
+            mismatches.append(lines[i])
     chars = sum(len(x) for x in lines) or 1
-    plain_o = base_tok.encode_batch(list(lines), add_special_tokens=False)
-    plain_t = trimmed_tok.encode_batch(list(lines), add_special_tokens=False)
     unk_o, unk_t = unknown_token_id(base_tok), unknown_token_id(trimmed_tok)
-    n_tokens, n_kept, gained = 0, 0, 0
-    for o, t in zip(plain_o, plain_t, strict=True):
-        o_ids = np.asarray(o.ids, dtype=np.int64)
-        n_tokens += int(o_ids.size)
-        n_kept += int(kept_mask[o_ids].sum()) if o_ids.size else 0
-        if unk_t is not None and t.ids.count(unk_t) > (o.ids.count(unk_o) if unk_o is not None else 0):
-            gained += 1
+    gained = int((t.count_per_line(unk_t) > o.count_per_line(unk_o)).sum()) if unk_t is not None else 0
     fid = LanguageFidelity(
         language=language,
-        lines=len(lines),
-        covered_lines=covered,
+        lines=n,
+        covered_lines=int(covered_idx.size),
         identical_covered_lines=identical,
-        tokens_per_char_before=sum(len(e.ids) for e in plain_o) / chars,
-        tokens_per_char_after=sum(len(e.ids) for e in plain_t) / chars,
+        tokens_per_char_before=int(o.plain_ids.size) / chars,
+        tokens_per_char_after=int(t.plain_ids.size) / chars,
         mismatches=mismatches,
-        tokens=n_tokens,
-        kept_tokens=n_kept,
+        tokens=int(o.plain_ids.size),
+        kept_tokens=int(kept_mask[o.plain_ids].sum()),
         lines_gaining_unknown=gained,
     )
-    return fid, covered_lines
+    return fid, [lines[i] for i in covered_idx]
 
 
-_UNK_IDS: collections.OrderedDict[int, tuple[Tokenizer, int | None]] = collections.OrderedDict()
-_UNK_LOCK = threading.Lock()
+_UNK_IDS: ObjectMemo[int | None] = ObjectMemo(8)
 
 
 def unknown_token_id(tok: Tokenizer) -> int | None:
@@ -157,16 +198,7 @@ def unknown_token_id(tok: Tokenizer) -> int | None:
     unk = getattr(tok.model, "unk_token", None)
     if unk is not None or not isinstance(tok.model, models.Unigram):
         return tok.token_to_id(unk) if unk is not None else None
-    with _UNK_LOCK:
-        hit = _UNK_IDS.get(id(tok))
-        if hit is not None and hit[0] is tok:
-            return hit[1]
-    value = json.loads(tok.to_str())["model"].get("unk_id")
-    with _UNK_LOCK:
-        _UNK_IDS[id(tok)] = (tok, value)  # holding `tok` keeps its id from being reused
-        while len(_UNK_IDS) > 8:
-            _UNK_IDS.popitem(last=False)
-    return value
+    return _UNK_IDS.get(tok, "unk_id", lambda: json.loads(tok.to_str())["model"].get("unk_id"))
 
 
 def _model_class(config: dict):
