@@ -62,17 +62,20 @@ def load_plain_tokenizer(tokenizer_json: Path, word_cache: bool = True) -> Token
     Loaded once per file content identity (path, size, mtime, inode): a base serves every
     variant of a run, and encoding from several threads is safe. Callers must not change it.
     `word_cache=False` for a tokenizer that encodes a few thousand lines and is dropped (a
-    variant's): see `without_word_cache`."""
+    variant's): loaded fresh, not remembered (the cache would hold the last 16 variants'
+    tokenizers for nothing), and without its word cache (`without_word_cache`)."""
+    if not word_cache:
+        return _load_plain_uncached(str(tokenizer_json), word_cache=False)
     try:
         st = os.stat(tokenizer_json)
     except OSError:
-        return _load_plain_uncached(str(tokenizer_json), word_cache)  # raises the located error
-    return _load_plain(str(tokenizer_json), st.st_size, st.st_mtime_ns, st.st_ino, word_cache)
+        return _load_plain_uncached(str(tokenizer_json))  # raises the located error
+    return _load_plain(str(tokenizer_json), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 @functools.lru_cache(maxsize=16)
-def _load_plain(tokenizer_json: str, size: int, mtime_ns: int, inode: int, word_cache: bool = True) -> Tokenizer:
-    return _load_plain_uncached(tokenizer_json, word_cache)
+def _load_plain(tokenizer_json: str, size: int, mtime_ns: int, inode: int) -> Tokenizer:
+    return _load_plain_uncached(tokenizer_json)
 
 
 def _load_plain_uncached(tokenizer_json: str, word_cache: bool = True) -> Tokenizer:

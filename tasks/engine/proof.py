@@ -114,6 +114,18 @@ def _rows_equal(base: TensorInfo, trimmed: TensorInfo, kept: np.ndarray, buf_a: 
 # --- (a) + (b): weights ----------------------------------------------------------------
 DIGEST_THREADS = 2
 _BUFFERS = threading.local()
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _digest_pool() -> ThreadPoolExecutor:
+    """One pool for the process: its threads keep their 16 MiB buffers. A pool per proof
+    allocated new ones each variant, and glibc kept the freed ones in per-thread arenas."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=DIGEST_THREADS, thread_name_prefix="proof-digest")
+        return _POOL
 
 
 def _both_digests(pair: tuple[TensorInfo, TensorInfo]) -> tuple[str, str, int]:
@@ -177,11 +189,10 @@ def prove_weights(base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, vocab
             copied.append((b, t))
     # Two tensors at a time: reading (from disk, or from the page cache a fresh variant is
     # still in) and xxh3 both release the GIL, so a second thread is a second core's worth.
-    with ThreadPoolExecutor(max_workers=DIGEST_THREADS, thread_name_prefix="proof-digest") as pool:
-        for (b, t), (db, dt, nbytes) in zip(copied, pool.map(_both_digests, copied)):
-            read += nbytes
-            if db != dt:
-                copy_fail.append(f"{b.name}: bytes differ from the base's (xxh3-128 {dt[:12]}… vs {db[:12]}…)")
+    for (b, t), (db, dt, nbytes) in zip(copied, _digest_pool().map(_both_digests, copied)):
+        read += nbytes
+        if db != dt:
+            copy_fail.append(f"{b.name}: bytes differ from the base's (xxh3-128 {dt[:12]}… vs {db[:12]}…)")
     checks = [
         ProofCheck(name="tensor_set", passed=not names_fail, items=len(base.tensors),
                    detail=f"{len(base.tensors)} tensors, same names as the base" if not names_fail else "tensor names differ",
