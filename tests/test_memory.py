@@ -100,3 +100,22 @@ def test_object_memo_is_per_object_and_bounded():
     memo.get(a, "other", lambda: 3)  # third entry: the least recently used (b) goes
     assert memo.get(b, "k", lambda: calls.append("b") or 4) == 4
     assert calls == ["a", "b", "b"]
+
+
+def test_object_memo_keeps_nothing_alive():
+    import gc
+    import weakref
+
+    from tasks.engine.memo import ObjectMemo
+
+    class Big:
+        pass
+
+    memo, big = ObjectMemo(4), Big()
+    alive = weakref.ref(big)
+    memo.get(big, "k", lambda: 1)
+    del big
+    gc.collect()
+    assert alive() is None  # the memo's entry did not hold it
+    fresh = Big()
+    assert memo.get(fresh, "k", lambda: 2) == 2  # even at a reused id, another object's answer is not served

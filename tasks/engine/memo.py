@@ -3,13 +3,15 @@
 A run builds many variants from one base: facts of the base's tokenizer (its unknown id, its
 script backstop, its encoding of the held-out text) are the same for each. Tokenizers and
 vocabularies are not hashable, so the key is the object's identity plus whatever else the
-answer depends on; the entry holds the object itself, so its id cannot be reused while the
-answer is remembered. Bounded (least recently used out), thread-safe."""
+answer depends on, and the entry holds a weak reference to the object: an answer is used only
+while that same object is alive (an id can be reused after it dies), and the memo never keeps
+a 250 k-token vocabulary alive on its own. Bounded (least recently used out), thread-safe."""
 
 from __future__ import annotations
 
 import collections
 import threading
+import weakref
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
@@ -31,12 +33,16 @@ class ObjectMemo(Generic[T]):
         k = (id(obj), key)
         with self._lock:
             hit = self._entries.get(k)
-            if hit is not None and hit[0] is obj:
+            if hit is not None and hit[0]() is obj:
                 self._entries.move_to_end(k)
                 return hit[1]
         value = compute()
+        try:
+            ref = weakref.ref(obj)
+        except TypeError:  # not weak-referenceable: held (bounded by `size`)
+            ref = lambda obj=obj: obj  # noqa: E731
         with self._lock:
-            self._entries[k] = (obj, value)
+            self._entries[k] = (ref, value)
             self._entries.move_to_end(k)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
