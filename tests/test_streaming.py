@@ -67,3 +67,20 @@ def test_surgery_peak_memory_is_near_one_tensor(tmp_path):
     emb_a = ckpt.load_numpy("model.embed_tokens.weight")
     emb_b = out_ckpt.load_numpy("model.embed_tokens.weight")
     assert emb_b.tobytes() == emb_a[::3].tobytes()
+
+
+def test_scattered_rows_are_gathered_exactly(tmp_path):
+    """Many runs of kept ids (the read-ahead path): the rows written are the base's, in order."""
+    import io
+
+    from tasks.engine.safetensors_io import SCATTERED_RUNS, row_runs, write_rows
+
+    rng = np.random.default_rng(1)
+    table = rng.standard_normal((3000, 12), dtype=np.float32)
+    save_file({"model.embed_tokens.weight": table}, str(tmp_path / "model.safetensors"))
+    info = LazyCheckpoint(tmp_path).tensors["model.embed_tokens.weight"]
+    rows = np.sort(rng.choice(np.arange(5, 2990), size=900, replace=False))
+    assert len(row_runs(rows)) > SCATTERED_RUNS
+    out = io.BytesIO()
+    write_rows(info, rows, out)
+    assert np.array_equal(np.frombuffer(out.getvalue(), dtype=np.float32).reshape(-1, 12), table[rows])

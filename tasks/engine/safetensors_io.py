@@ -228,8 +228,8 @@ def write_rows(info: TensorInfo, rows: np.ndarray, out: BinaryIO) -> None:
         out.write(buf[:fill])
         done, fill = done + n, 0
 
-    fd = os.open(info.file, os.O_RDONLY)
     runs = row_runs(rows)
+    fd = os.open(info.file, os.O_RDONLY)
     if len(runs) > SCATTERED_RUNS:
         # Scattered rows: ask the kernel to read their whole span ahead, in large sequential
         # requests, instead of one disk seek per run (Qwen2-7B's embedding from a cold cache,
