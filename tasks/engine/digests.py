@@ -97,12 +97,17 @@ def _hasher() -> ThreadPoolExecutor:
     return _HASHER
 
 
-def _digest_into_memo(info: TensorInfo, key: tuple) -> str:
+def thread_buffer() -> memoryview:
+    """This thread's 16 MiB read buffer, allocated once (threads of long-lived pools reuse it)."""
     buf = getattr(_BUF, "buf", None)
     if buf is None:
         buf = _BUF.buf = memoryview(bytearray(BLOCK_BYTES))
+    return buf
+
+
+def _digest_into_memo(info: TensorInfo, key: tuple) -> str:
     try:
-        digest = _read_digest(info, buf)
+        digest = _read_digest(info, thread_buffer())
     finally:
         with _DIGESTS_LOCK:
             _PENDING.pop(key, None)

@@ -40,7 +40,7 @@ from pydantic import BaseModel, PrivateAttr
 
 from tasks.engine.architectures import SPECIAL_ID_KEYS, VOCAB_SIZE_KEYS, vocab_rule_for
 from tasks.engine.counting import load_plain_tokenizer
-from tasks.engine.digests import tensor_digest
+from tasks.engine.digests import tensor_digest, thread_buffer
 from tasks.engine.safetensors_io import BLOCK_BYTES, LazyCheckpoint, TensorInfo, row_runs
 from tasks.engine.verify import LanguageFidelity, load_kept_ids, tokenization_fidelity
 
@@ -113,7 +113,6 @@ def _rows_equal(base: TensorInfo, trimmed: TensorInfo, kept: np.ndarray, buf_a: 
 
 # --- (a) + (b): weights ----------------------------------------------------------------
 DIGEST_THREADS = 2
-_BUFFERS = threading.local()
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -131,9 +130,7 @@ def _digest_pool() -> ThreadPoolExecutor:
 def _both_digests(pair: tuple[TensorInfo, TensorInfo]) -> tuple[str, str, int]:
     """(base digest, trimmed digest, bytes read) of one copied tensor; the base's is usually
     remembered (surgery or an earlier variant read it), so only the variant is read."""
-    buf = getattr(_BUFFERS, "buf", None)
-    if buf is None:
-        buf = _BUFFERS.buf = memoryview(bytearray(BLOCK_BYTES))
+    buf = thread_buffer()
     b, t = pair
     db, rb = tensor_digest(b, buf, True)
     dt, rt = tensor_digest(t, buf)
