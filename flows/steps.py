@@ -17,10 +17,9 @@ from tasks.pipeline.build import build_and_publish
 from tasks.pipeline.catalog import plot_coverage
 from tasks.pipeline.counts_cache import ensure_counts, ensure_heldout, expected_train_lines, read_heldout
 from tasks.pipeline.manifest import HubTarget, LoadedManifest, Variant, load_manifest
-from tasks.engine.model_folder import TOKENIZER_JSON, load_tokenizer_json
+from tasks.engine.model_folder import TOKENIZER_JSON
 from tasks.pipeline.publish import Publisher, publisher_for
 from tasks.pipeline.sources import materialize_base
-from tasks.engine.vocab import analyze_tokenizer
 
 
 def open_manifest(path: str) -> LoadedManifest:
@@ -105,9 +104,8 @@ def heldout_task(manifest: str, language: str) -> str:
 def plot_task(manifest: str, base_id: str, base_dir: str, counts: dict[str, str], heldout: dict[str, str]) -> str:
     m = open_manifest(manifest)
     tok_json = Path(base_dir) / TOKENIZER_JSON
-    vocab = analyze_tokenizer(load_tokenizer_json(tok_json))
     out = m.output_dir / "plots" / f"{base_id}-coverage.png"
-    plot_coverage(base_id, tok_json, vocab, {k: Path(v) for k, v in counts.items()},
+    plot_coverage(base_id, tok_json, None, {k: Path(v) for k, v in counts.items()},
                   {k: read_heldout(Path(v)) for k, v in heldout.items()}, out)
     return str(out)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import yaml
 
 from tasks.pipeline.card import render_card
@@ -54,3 +55,46 @@ def test_card_plot_marks_the_variant(tmp_path):
     out = tmp_path / "coverage.png"
     assert plot_variant(base_png, rec(), out) and out.stat().st_size > 5000
     assert not plot_variant(tmp_path / "no-data.png", rec(), tmp_path / "x.png")  # old plots: caller copies
+
+
+def test_variant_plots_share_one_drawn_background(tmp_path):
+    """The curves are drawn once per base x subset; each variant only adds its marker and title."""
+    from PIL import Image
+
+    from tasks.pipeline import variant_plot
+
+    base_png = tmp_path / "m-coverage.png"
+    sizes = [64, 256, 1024, 4096, 16384, 30522]
+    base_png.with_suffix(".json").write_text(json.dumps({
+        "base": "m", "vocab_size": 30522, "sizes": sizes, "curves": {"fr": [10, 40, 70, 88, 95, 99]}}))
+    variant_plot._BACKGROUNDS.clear()
+    outs = [tmp_path / f"v{n}.png" for n in (6656, 6720, 200)]
+    for out, n in zip(outs, (6656, 6720, 200)):
+        assert plot_variant(base_png, rec(vocab_after=n, variant_id=f"m-fr-v{n}"), out)
+    assert len(variant_plot._BACKGROUNDS) == 1
+    images = [np.asarray(Image.open(o).convert("RGB")).astype(int) for o in outs]
+    assert all(i.shape == images[0].shape for i in images)
+    assert (images[0] != images[1]).any(axis=2).sum() > 50  # the marker moved (and the title changed)
+    # Nothing of one variant's marker stays behind in the next: v6656 drawn again is pixel-identical.
+    assert plot_variant(base_png, rec(vocab_after=6656, variant_id="m-fr-v6656"), tmp_path / "again.png")
+    assert (np.asarray(Image.open(tmp_path / "again.png").convert("RGB")).astype(int) == images[0]).all()
+    # A variant outside the curves' range widens the axes (a background of its own).
+    assert plot_variant(base_png, rec(vocab_after=40, variant_id="m-fr-v40"), tmp_path / "small.png")
+    assert len(variant_plot._BACKGROUNDS) == 2
+
+
+def test_base_plot_is_redrawn_only_when_its_inputs_change(tmp_path, toy_model, toy_lines):
+    from tasks.engine.counting import count_tokens, write_counts
+    from tasks.pipeline.catalog import plot_coverage
+
+    tok = toy_model / "tokenizer.json"
+    counts = write_counts(count_tokens(tok, toy_lines[:300], "c"), tok, tmp_path / "c.parquet")
+    out = tmp_path / "plots" / "toy-coverage.png"
+    held = {"en": toy_lines[300:340]}
+    plot_coverage("toy", toy_model / "tokenizer.json", None, {"en": counts}, held, out)
+    first = out.stat().st_mtime_ns
+    plot_coverage("toy", toy_model / "tokenizer.json", None, {"en": counts}, held, out)
+    assert out.stat().st_mtime_ns == first  # same inputs: not drawn again
+    plot_coverage("toy", toy_model / "tokenizer.json", None, {"en": counts}, {"en": toy_lines[340:380]}, out)
+    assert out.stat().st_mtime_ns != first  # other held-out text: drawn again
+    assert json.loads(out.with_suffix(".json").read_text())["curves"]["en"]

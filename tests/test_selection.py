@@ -160,3 +160,41 @@ def test_counts_fingerprint_is_sha_of_tokenizer(toy_model, toy_lines):
     counts = _counts(toy_model, toy_lines[:10])
     assert counts.tokenizer_fingerprint == tokenizer_fingerprint(toy_model / "tokenizer.json")
     assert counts.lines == 10 and counts.tokens == int(counts.counts.sum())
+
+
+def _rebuilt_by_definition(tok_json: dict, vocab, kept) -> dict:
+    """What the rebuild must keep, written entry by entry (the rebuild itself uses id arrays)."""
+    from tasks.engine.vocab import merge_result, parse_merge
+
+    table = {int(old): new for new, old in enumerate(kept)}
+    model = tok_json["model"]
+    if vocab.kind == "Unigram":
+        return {"vocab": [[p, s] for p, s in model["vocab"] if vocab.token_to_id[p] in table]}
+    kept_tokens = {vocab.id_to_token[int(i)] for i in kept}
+    merges = [m for m in model.get("merges", [])
+              if (ab := parse_merge(m))[0] in kept_tokens and ab[1] in kept_tokens
+              and merge_result(ab[0], ab[1], model.get("continuing_subword_prefix")) in kept_tokens]
+    return {"vocab": {t: table[i] for t, i in model["vocab"].items() if i in table}, "merges": merges}
+
+
+def test_rebuild_keeps_exactly_the_entries_of_kept_ids(toy_model, toy_lines, tmp_path):
+    """BPE (vocab + merges) and Unigram (pieces), several kept sets from one remembered index."""
+    from tokenizers import Tokenizer as Tok, models, pre_tokenizers, trainers
+
+    uni = Tok(models.Unigram())
+    uni.pre_tokenizer = pre_tokenizers.Metaspace()
+    uni.train_from_iterator(toy_lines, trainers.UnigramTrainer(vocab_size=400, special_tokens=["<unk>"], unk_token="<unk>"))
+    uni.save(str(tmp_path / "uni.json"))
+    rng = np.random.default_rng(0)
+    for path in (toy_model / "tokenizer.json", tmp_path / "uni.json"):
+        tok_json = load_tokenizer_json(path)
+        vocab = analyze_tokenizer(tok_json)
+        for share in (0.2, 0.6, 1.0):
+            ids = np.array(sorted(vocab.id_to_token))
+            kept = np.union1d(rng.choice(ids, int(len(ids) * share), replace=False),
+                              np.array(sorted(vocab.always_keep), dtype=np.int64))
+            if vocab.kind == "Unigram":
+                kept = np.union1d(kept, [tok_json["model"]["unk_id"]])
+            model = rebuild_tokenizer_json(tok_json, vocab, kept)["model"]
+            want = _rebuilt_by_definition(tok_json, vocab, kept)
+            assert {k: model[k] for k in want} == want, (path.name, share)

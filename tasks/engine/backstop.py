@@ -20,8 +20,9 @@ from functools import lru_cache
 import numpy as np
 import regex
 
-from tasks.engine.vocab import Vocab, byte_level_decoder
+from tasks.engine.langtags import likely_script_and_territory
 from tasks.engine.memo import ObjectMemo, array_key
+from tasks.engine.vocab import Vocab, byte_level_decoder
 
 # ISO 15924 codes the `regex` module knows; a CLDR script that stands for several (Jpan, Kore,
 # Hans/Hant) is expanded to the scripts its text really uses.
@@ -48,16 +49,11 @@ def _script_re(script: str) -> regex.Pattern:
 def language_scripts(languages: Iterable[str]) -> set[str]:
     """ISO 15924 scripts of languages per CLDR's likely subtags (`pt_BR` -> Latn, `sr` -> Cyrl,
     `ja` -> Hani+Hira+Kana). A language CLDR does not know adds nothing."""
-    import langcodes
-
     out: set[str] = set()
     for code in languages:
-        try:
-            lang = langcodes.Language.get(code.replace("_", "-")).maximize()
-        except (ValueError, LookupError):
-            continue
-        if lang.script:
-            out.update(_COMPOSITE.get(lang.script, (lang.script,)))
+        script, _territory = likely_script_and_territory(code)
+        if script:
+            out.update(_COMPOSITE.get(script, (script,)))
     return out
 
 

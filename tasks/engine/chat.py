@@ -73,10 +73,13 @@ def load_chat_tokenizer(folder: Path, word_cache: bool = True):
 
 @functools.lru_cache(maxsize=4)
 def _load_chat_tokenizer(folder: str, _files: tuple, word_cache: bool = True):
-    from transformers import AutoTokenizer
+    from tasks.engine.hf import HF_LOCK
 
     try:
-        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+        with HF_LOCK:  # lazy submodule imports (tasks/engine/hf.py)
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     except Exception:  # noqa: BLE001 - no usable transformers tokenizer: no chat template either
         return None
     if not getattr(tok, "chat_template", None):

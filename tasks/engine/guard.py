@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tasks.engine.architectures import HOW_TO_EXTEND, ArchitectureRules
 from tasks.engine.errors import ModelFolderError
+from tasks.engine.hf import HF_LOCK, model_class
 
 
 def check_vocab_dims(
@@ -45,34 +46,25 @@ def check_vocab_dims(
         )
 
 
-def model_class(config: Mapping) -> type:
-    """The transformers class named by config.architectures (AutoModel when none is known)."""
-    import transformers
-
-    for arch in config.get("architectures") or []:
-        cls = getattr(transformers, arch, None)
-        if cls is not None:
-            return cls
-    return transformers.AutoModel
-
-
 def expected_shapes(folder: Path) -> tuple[dict[str, tuple[int, ...]], str]:
     """(parameter and buffer shapes the config implies, base_model_prefix), from a meta-device instance."""
     import torch
-    import transformers
 
     folder = Path(folder)
     config_dict = json.loads((folder / "config.json").read_text())
-    try:
-        config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
-    except Exception as exc:  # noqa: BLE001 - any failure means the folder does not load
-        raise ModelFolderError(f"{folder}/config.json: transformers cannot read it ({exc})") from exc
-    cls = model_class(config_dict)
-    try:
-        with torch.device("meta"):
-            model = cls._from_config(config) if cls is transformers.AutoModel else cls(config)
-    except Exception as exc:  # noqa: BLE001
-        raise ModelFolderError(f"{folder}: {cls.__name__} cannot be built from config.json ({exc})") from exc
+    with HF_LOCK:  # resolution and construction import submodules lazily (tasks/engine/hf.py)
+        import transformers
+
+        try:
+            config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+        except Exception as exc:  # noqa: BLE001 - any failure means the folder does not load
+            raise ModelFolderError(f"{folder}/config.json: transformers cannot read it ({exc})") from exc
+        cls = model_class(config_dict)
+        try:
+            with torch.device("meta"):
+                model = cls._from_config(config) if cls is transformers.AutoModel else cls(config)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelFolderError(f"{folder}: {cls.__name__} cannot be built from config.json ({exc})") from exc
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}, getattr(model, "base_model_prefix", "")
 
 

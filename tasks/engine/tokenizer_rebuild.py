@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from tokenizers import Tokenizer
 
 from tasks.engine.atomic import atomic_file, write_text_atomic
 from tasks.engine.errors import DroppedSpecialTokenError, UnsupportedTokenizerError
+from tasks.engine.memo import ObjectMemo
 from tasks.engine.model_folder import TOKENIZER_JSON
 from tasks.engine.selection import old_to_new_map
 from tasks.engine.vocab import Vocab, merge_result, parse_merge
@@ -48,36 +50,78 @@ def _remap_post_processor(node: Any, table: dict[int, int]) -> None:
             node[key] = [tok, _remap(i, table, f"post_processor {key} {tok!r}")]
 
 
+@dataclass(frozen=True)
+class _ModelIndex:
+    """The tokenizer model's vocabulary (and BPE merges) as id arrays, built once per base:
+    each variant then keeps entries with array lookups instead of ~10^5 dict lookups."""
+
+    tokens: list[str]  # BPE/WordPiece/WordLevel: vocab keys in file order (empty for Unigram)
+    ids: np.ndarray  # their ids (Unigram: each piece's id)
+    merge_ids: tuple[np.ndarray, np.ndarray, np.ndarray]  # BPE: ids of (left, right, result); 0 when unknown
+    merge_known: np.ndarray  # BPE: all three are vocabulary tokens
+
+
+_VOCAB_INDEX: ObjectMemo[_ModelIndex] = ObjectMemo(size=8)
+
+
+def _index_model(model: dict[str, Any], vocab: Vocab) -> _ModelIndex:
+    empty = np.zeros(0, dtype=np.int64)
+    if vocab.kind == "Unigram":
+        ids = np.fromiter((vocab.token_to_id[p] for p, _s in model["vocab"]), dtype=np.int64)
+        return _ModelIndex([], ids, (empty, empty, empty), np.zeros(0, dtype=bool))
+    tokens = list(model["vocab"])
+    ids = np.fromiter(model["vocab"].values(), dtype=np.int64, count=len(tokens))
+    parts = []
+    if vocab.kind == "BPE":
+        prefix = model.get("continuing_subword_prefix")
+        for m in model.get("merges", []):
+            a, b = parse_merge(m)
+            parts.append((vocab.token_to_id.get(a, -1), vocab.token_to_id.get(b, -1),
+                          vocab.token_to_id.get(merge_result(a, b, prefix), -1)))
+    triples = np.array(parts, dtype=np.int64).reshape(-1, 3)
+    known = (triples >= 0).all(axis=1)
+    triples = np.where(triples >= 0, triples, 0)
+    return _ModelIndex(tokens, ids, (triples[:, 0], triples[:, 1], triples[:, 2]), known)
+
+
+def _new_ids(kept_ids: np.ndarray, id_space: int) -> np.ndarray:
+    """Base id -> trimmed id, -1 where dropped (kept ids renumbered 0.. in ascending order)."""
+    kept = np.asarray(kept_ids, dtype=np.int64)
+    new_of = np.full(max(id_space, int(kept.max()) + 1 if kept.size else 0), -1, dtype=np.int64)
+    new_of[kept] = np.arange(kept.size)
+    return new_of
+
+
 def rebuild_tokenizer_json(tok: dict[str, Any], vocab: Vocab, kept_ids: np.ndarray) -> dict[str, Any]:
     """Return the trimmed tokenizer.json (validated by loading it with `tokenizers`)."""
     table = old_to_new_map(kept_ids)
-    kept_tokens = {vocab.id_to_token[int(i)] for i in kept_ids}
     # Copy all but the vocab and merges, which are rebuilt below (deep-copying them was 80 % of a
     # Qwen2 rebuild).
     new = {k: (v if k == "model" else copy.deepcopy(v)) for k, v in tok.items()}
     new["model"] = model = {k: (v if k in ("vocab", "merges") else copy.deepcopy(v)) for k, v in tok["model"].items()}
+    new_of = _new_ids(kept_ids, vocab.id_space)
+    index = _VOCAB_INDEX.get(vocab, ("rebuild", id(tok["model"]), len(tok["model"].get("vocab") or ())),
+                             lambda: _index_model(tok["model"], vocab))
     if vocab.kind in ("BPE", "WordPiece", "WordLevel"):  # WordLevel: a word maps to one id or to unk
-        model["vocab"] = {t: table[i] for t, i in tok["model"]["vocab"].items() if i in table}
-        if vocab.kind == "BPE":
-            prefix = model.get("continuing_subword_prefix")
-            merges = []
-            for m in tok["model"].get("merges", []):
-                a, b = parse_merge(m)
-                if a in kept_tokens and b in kept_tokens and merge_result(a, b, prefix) in kept_tokens:
-                    merges.append(m)
-            model["merges"] = merges
+        keep = np.flatnonzero(new_of[index.ids] >= 0)
+        model["vocab"] = dict(zip([index.tokens[i] for i in keep], new_of[index.ids[keep]].tolist()))
+        if vocab.kind == "BPE":  # a merge stays when both parts and its result are kept
+            a, b, r = (new_of[x] >= 0 for x in index.merge_ids)
+            merges = tok["model"].get("merges", [])
+            model["merges"] = [merges[i] for i in np.flatnonzero(a & b & r & index.merge_known)]
         unk = model.get("unk_token")
         if unk is not None and unk not in model["vocab"] and unk in vocab.token_to_id:
             raise DroppedSpecialTokenError(f"unk token {unk!r} was dropped")
     elif vocab.kind == "Unigram":
-        pieces = [[p, s] for p, s in tok["model"]["vocab"] if vocab.token_to_id[p] in table]
-        for pos, (piece, _s) in enumerate(pieces):
-            if table[vocab.token_to_id[piece]] != pos:
-                raise UnsupportedTokenizerError(
-                    f"Unigram piece {piece!r}: an added token outside the piece list sits between pieces; "
-                    "cannot give contiguous ids"
-                )
-        model["vocab"] = pieces
+        keep = np.flatnonzero(new_of[index.ids] >= 0)
+        moved = np.flatnonzero(new_of[index.ids[keep]] != np.arange(keep.size))
+        if moved.size:
+            piece = tok["model"]["vocab"][keep[moved[0]]][0]
+            raise UnsupportedTokenizerError(
+                f"Unigram piece {piece!r}: an added token outside the piece list sits between pieces; "
+                "cannot give contiguous ids"
+            )
+        model["vocab"] = [tok["model"]["vocab"][i] for i in keep]
         if model.get("unk_id") is not None:
             model["unk_id"] = _remap(int(model["unk_id"]), table, "Unigram unk_id")
     else:  # analyze_tokenizer already refused it

@@ -10,6 +10,7 @@ import errno
 import functools
 import json
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,6 +65,9 @@ def model_required_ids(base: ModelFolder, rules: ArchitectureRules) -> list[int]
     return ids
 
 
+_PARSE_LOCK = threading.Lock()
+
+
 @functools.lru_cache(maxsize=2)
 def _parsed(path: str, size: int, mtime_ns: int, inode: int) -> tuple[dict, Vocab]:
     tok = load_tokenizer_json(Path(path))
@@ -75,7 +79,8 @@ def parsed_tokenizer(tokenizer_json: Path) -> tuple[dict, Vocab]:
     150 k vocabulary); keyed by file identity, so a rewritten file is read again. Read-only:
     the rebuild makes a new dict."""
     st = os.stat(tokenizer_json)
-    return _parsed(str(tokenizer_json), st.st_size, st.st_mtime_ns, st.st_ino)
+    with _PARSE_LOCK:  # two build threads starting at once would both parse it (~1 s each at 250 k)
+        return _parsed(str(tokenizer_json), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def select_for_model(

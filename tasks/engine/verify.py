@@ -22,13 +22,11 @@ from tokenizers import Tokenizer, models
 from tasks.engine.architectures import auto_class_name
 from tasks.engine.counting import load_plain_tokenizer
 from tasks.engine.memo import ObjectMemo, lines_key
+from tasks.engine.hf import HF_LOCK, model_class
 from tasks.engine.model_folder import TOKENIZER_JSON
 
 MAX_MISMATCHES_REPORTED = 10
-# transformers' from_pretrained patches process-global init functions; two threads loading
-# at once can skip weight tying (seen: lm_head left randomly initialised). Serialise loads.
-# Re-entrant: class resolution (below) takes it too, also from inside a load.
-_MODEL_LOAD_LOCK = threading.RLock()
+_OUTPUTS_LOCK = threading.Lock()  # see verify_exactness
 
 
 class LanguageFidelity(BaseModel):
@@ -201,35 +199,21 @@ def unknown_token_id(tok: Tokenizer) -> int | None:
     return _UNK_IDS.get(tok, "unk_id", lambda: json.loads(tok.to_str())["model"].get("unk_id"))
 
 
-def _model_class(config: dict):
-    """The model class named in config.json, else AutoModel.
-
-    `transformers` resolves its attributes lazily, importing the defining submodule on first
-    access. Two threads resolving at once can see a half-imported submodule (Python hands a
-    partly initialised module to one side of an import cycle), and the lookup then fails with
-    "module 'transformers' has no attribute 'AutoModel'". Resolution is serialised under the
-    model-load lock, so every lazy import runs to completion in one thread.
-    """
-    with _MODEL_LOAD_LOCK:
-        import transformers
-
-        for arch in config.get("architectures") or []:
-            cls = getattr(transformers, arch, None)
-            if cls is not None:
-                return cls
-        return transformers.AutoModel
-
-
-def _outputs(model_dir: Path, tok: Tokenizer, lines: Sequence[str], max_length: int, dtype: str):
-    """Per line: (output tensor, loss or None). Loads the model once, runs one line at a time."""
+def _outputs(model_dir: Path, tok: Tokenizer, lines: Sequence[str], max_length: int, dtype: str,
+             columns: np.ndarray | None = None):
+    """Per line: (output tensor, loss or None). Loads the model once, runs one line at a time.
+    `columns`: keep only these logit columns (the base's, at the kept ids: a 250 k-token head's
+    full logits in float64 are ~128 MB per line)."""
     import torch
+
+    cols = torch.as_tensor(np.asarray(columns, dtype=np.int64)) if columns is not None else None
 
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-tensor progress bars would flood pipeline logs
     config = json.loads((Path(model_dir) / "config.json").read_text())
-    cls = _model_class(config)
-    with _MODEL_LOAD_LOCK:
+    cls = model_class(config)
+    with HF_LOCK:  # tasks/engine/hf.py
         model = cls.from_pretrained(str(model_dir), dtype=getattr(torch, dtype), local_files_only=True, trust_remote_code=False)
     model.eval()
     is_seq2seq = bool(config.get("is_encoder_decoder"))
@@ -248,7 +232,7 @@ def _outputs(model_dir: Path, tok: Tokenizer, lines: Sequence[str], max_length: 
                 loss = None
                 if auto_class_name(config) == "AutoModelForCausalLM" and ids.shape[1] > 1:
                     loss = torch.nn.functional.cross_entropy(logits[:-1], ids[0, 1:], reduction="sum").item()
-                results.append(("logits", logits, loss, ids.shape[1] - 1))
+                results.append(("logits", logits[..., cols].clone() if cols is not None else logits, loss, ids.shape[1] - 1))
             else:
                 results.append(("hidden_states", out.last_hidden_state[0], None, 0))
     del model
@@ -305,14 +289,13 @@ def verify_exactness(
     sample = _round_robin(covered, sample_lines)
     if not sample_lines or not sample:
         return report
-    before = _outputs(Path(base_dir), base_tok, sample, max_length, compute_dtype)
-    after = _outputs(Path(trimmed_dir), trim_tok, sample, max_length, compute_dtype)
-    import torch
-
-    kept_t = torch.as_tensor(kept_ids)
+    # One comparison at a time per process: its models are the largest thing a run holds, and
+    # two build threads comparing at once would hold twice verify.outputs_memory_gb.
+    with _OUTPUTS_LOCK:
+        before = _outputs(Path(base_dir), base_tok, sample, max_length, compute_dtype, columns=kept_ids)
+        after = _outputs(Path(trimmed_dir), trim_tok, sample, max_length, compute_dtype)
     diff, loss_b, loss_a, n_tok = 0.0, 0.0, 0.0, 0
-    for (kind, ob, lb, n), (_k, oa, la, _n) in zip(before, after, strict=True):
-        ref = ob[..., kept_t] if kind == "logits" else ob
+    for (kind, ref, lb, n), (_k, oa, la, _n) in zip(before, after, strict=True):
         diff = max(diff, float((ref - oa).abs().max()))
         if lb is not None and la is not None:
             loss_b, loss_a, n_tok = loss_b + lb, loss_a + la, n_tok + n

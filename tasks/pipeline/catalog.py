@@ -7,11 +7,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import xxhash
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.engine.atomic import atomic_file, write_text_atomic
 from tasks.engine.counting import load_plain_tokenizer, read_counts
+from tasks.engine.memo import lines_key
 from tasks.pipeline.checks import checks_section
 from tasks.engine.redact import redact
 from tasks.pipeline.record import VariantRecord
@@ -130,14 +132,26 @@ def coverage_curve(vocab: Vocab, counts_path: Path, heldout_ids: Sequence[Sequen
 
 
 def plot_coverage(
-    base_id: str, tokenizer_json: Path, vocab: Vocab, counts: Mapping[str, Path], heldout: Mapping[str, list[str]],
+    base_id: str, tokenizer_json: Path, vocab: Vocab | None, counts: Mapping[str, Path], heldout: Mapping[str, list[str]],
     out_png: Path, marks: Sequence[tuple[str, int, float]] = (),
 ) -> Path:
+    """The base's coverage curves (PNG, and their data as JSON beside it for the variants'
+    plots). Skipped when the JSON says it was drawn from these same inputs: with counts
+    cached, a rerun would draw the same pixels again (seconds of matplotlib per base).
+    `vocab`: the tokenizer's analysis, or None to make it only when the plot is drawn."""
+    inputs = plot_inputs(base_id, tokenizer_json, counts, heldout, marks)
+    if plot_is_current(out_png, inputs):
+        return out_png
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if vocab is None:
+        from tasks.engine.model_folder import load_tokenizer_json
+        from tasks.engine.vocab import analyze_tokenizer
+
+        vocab = analyze_tokenizer(load_tokenizer_json(tokenizer_json))
     tok = load_plain_tokenizer(tokenizer_json)
     sizes = np.unique(np.geomspace(max(len(vocab.always_keep), 64), vocab.size, 40).astype(int))
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
@@ -146,10 +160,6 @@ def plot_coverage(
         ids = [e.ids for e in tok.encode_batch(heldout.get(lang, []), add_special_tokens=False)]
         curves[lang] = 100 * coverage_curve(vocab, path, ids, sizes)
         ax.plot(sizes, curves[lang], label=lang)
-    # The curves, for per-variant plots that mark the variant (tasks/pipeline/variant_plot.py).
-    write_text_atomic(out_png.with_suffix(".json"), json.dumps({
-        "base": base_id, "vocab_size": vocab.size, "sizes": sizes.tolist(),
-        "curves": {lang: c.tolist() for lang, c in curves.items()}}))
     for label, size, cov in marks:
         ax.scatter([size], [100 * cov], marker="x", color="black", zorder=3)
         ax.annotate(label, (size, 100 * cov), fontsize=7, xytext=(3, -9), textcoords="offset points")
@@ -164,4 +174,31 @@ def plot_coverage(
     with atomic_file(out_png) as fh:
         fig.savefig(fh, format="png")
     plt.close(fig)
+    # The curves, for per-variant plots that mark the variant (tasks/pipeline/variant_plot.py);
+    # written after the PNG, so its "inputs" never vouch for a PNG a crash left stale.
+    write_text_atomic(out_png.with_suffix(".json"), json.dumps({
+        "base": base_id, "vocab_size": vocab.size, "sizes": sizes.tolist(),
+        "curves": {lang: c.tolist() for lang, c in curves.items()}, "inputs": inputs}))
     return out_png
+
+
+def plot_is_current(out_png: Path, inputs: str) -> bool:
+    """The PNG exists and its JSON says it was drawn from `inputs` (see `plot_inputs`)."""
+    try:
+        return out_png.is_file() and json.loads(out_png.with_suffix(".json").read_text()).get("inputs") == inputs
+    except (OSError, ValueError):
+        return False  # no data yet, or unreadable: draw it
+
+
+def plot_inputs(base_id: str, tokenizer_json: Path, counts: Mapping[str, Path], heldout: Mapping[str, list[str]],
+                 marks: Sequence[tuple[str, int, float]]) -> str:
+    """A key of everything the plot is drawn from: files by path, size and mtime (as the
+    counts cache keys them), held-out text by content."""
+    def stamp(p: Path) -> list:
+        st = Path(p).stat()
+        return [str(Path(p).resolve()), st.st_size, st.st_mtime_ns]
+
+    parts = {"base": base_id, "tokenizer": stamp(tokenizer_json), "counts": {k: stamp(v) for k, v in sorted(counts.items())},
+             "heldout": {k: list(lines_key(tuple(v))) for k, v in sorted(heldout.items())}, "marks": [list(m) for m in marks],
+             "version": 1}
+    return xxhash.xxh3_128_hexdigest(json.dumps(parts, sort_keys=True).encode())

@@ -15,6 +15,8 @@ import struct
 from collections.abc import Iterable
 from pathlib import Path
 
+from tasks.engine.langtags import standardize
+
 # fastText's lid.176 labels a few languages by an older or macro-language code.
 LID_ALIASES = {"nb": "no", "sr_Latn": "sh"}
 _FASTTEXT_MAGIC = 793712314
@@ -24,17 +26,10 @@ def normalize_language(code: str) -> str:
     """'fra' -> 'fr', 'deu'/'ger' -> 'de', 'pt-br'/'PT_BR' -> 'pt_BR', 'iw' -> 'he'.
 
     A code langcodes cannot parse is returned unchanged, so the validator reports it as given."""
-    import langcodes
-
     if not isinstance(code, str) or not re.fullmatch(r"[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*", code):
         return code
-    tag = code.replace("_", "-")
-    if not langcodes.tag_is_valid(tag):
-        return code
-    try:
-        return langcodes.standardize_tag(tag).replace("-", "_")
-    except (ValueError, LookupError):
-        return code
+    tag = standardize(code.replace("_", "-"))
+    return tag.replace("-", "_") if tag is not None else code
 
 
 def normalize_languages(data: dict) -> dict:

@@ -257,10 +257,10 @@ class Manifest(_Strict):
     @field_validator("languages")
     @classmethod
     def _codes_ok(cls, v: dict[str, LanguageSpec]) -> dict[str, LanguageSpec]:
-        import langcodes
+        from tasks.engine.langtags import standardize  # thread-safe: build threads open the manifest too
 
         for code in v:
-            if not re.fullmatch(r"[a-z]{2,3}([_-][A-Za-z0-9]{2,8})*", code) or not langcodes.tag_is_valid(code.replace("_", "-")):
+            if not re.fullmatch(r"[a-z]{2,3}([_-][A-Za-z0-9]{2,8})*", code) or standardize(code.replace("_", "-")) is None:
                 raise ValueError(f"unknown language code {code!r}; use ISO 639-1/3 (e.g. 'fr', 'ast', 'pt_BR')")
             problem = language_code_problem(code)
             if problem:
