@@ -19,21 +19,22 @@ def e2e_manifest(name: str, data: dict) -> Path:
 
 def bench_end_to_end(xlmr: Path, smoke: bool) -> list[dict]:
     home = str(WORK / "prefect-home")
+    tag = "-smoke" if smoke else ""  # a smoke run (the test suite's) never overwrites the full run's files
     default = yaml.safe_load((REPO / "manifests" / "default.yaml").read_text())
-    default.update(work_dir=str(WORK / "e2e-default-work"), output_dir=str(WORK / "e2e-default-published"))
+    default.update(work_dir=str(WORK / f"e2e-default{tag}-work"), output_dir=str(WORK / f"e2e-default{tag}-published"))
     if smoke:
         default.update(subsets=default["subsets"][:1], multiples=[64], base_models=default["base_models"][:1])
         for lang in default["languages"].values():  # a few thousand lines: the smoke run counts each time
             lang["corpora"] = [{"wordfreq": {"lines": 2000, "words": 4000}}]
     cases = [("default manifest" if not smoke else "default manifest (smoke: MiniLM, en, v64)",
-              e2e_manifest("e2e-default", default))]
+              e2e_manifest(f"e2e-default{tag}", default))]
     langs = ["en", "fr", "de", "es", "it", "pt", "nl", "pl"]
-    xl = {"work_dir": str(WORK / "e2e-xlmr-work"), "output_dir": str(WORK / "e2e-xlmr-published"),
+    xl = {"work_dir": str(WORK / f"e2e-xlmr{tag}-work"), "output_dir": str(WORK / f"e2e-xlmr{tag}-published"),
           "base_models": [{"id": "xlmr-base-shaped", "source": {"local": str(xlmr)}, "license": "mit"}],
           "languages": {l: {"corpora": [{"wordfreq": {"lines": 20000 if not smoke else 500, "words": 20000}}]} for l in langs},
           "subsets": [[l] for l in langs] if not smoke else [["en"]], "multiples": [8, 64] if not smoke else [64],
           "selection": {"min_count": 2}, "verify_sample_lines": 4}
-    cases.append(("XLM-R-base-shaped x 8 subsets x 2 multiples" if not smoke else "XLM-R (smoke)", e2e_manifest("e2e-xlmr", xl)))
+    cases.append(("XLM-R-base-shaped x 8 subsets x 2 multiples" if not smoke else "XLM-R (smoke)", e2e_manifest(f"e2e-xlmr{tag}", xl)))
     if not smoke:  # the same runs with the proof only: what the one output comparison per base costs
         for (label, _), (name, data) in zip(list(cases), (("e2e-default", default), ("e2e-xlmr", xl))):
             never = {**data, "verify": {"outputs": "never"}, "output_dir": data["output_dir"] + "-proof-only"}
@@ -45,7 +46,7 @@ def row_of(label: str, manifest: Path, home: str, smoke: bool) -> dict:
     """One measured run; in full mode after a first run that makes the counts, unless the work
     folder has them already (the proof-only runs share it)."""
     work = Path(yaml.safe_load(manifest.read_text())["work_dir"])
-    if not smoke and not any((work / "counts").glob("*.parquet")):
+    if not smoke and not any((work / "counts").rglob("*.parquet")):
         run_child("bench.orchestration:flow_side", manifest=str(manifest), home=home, workers=2)
     s = run_child("bench.orchestration:flow_side", manifest=str(manifest), home=home, workers=2)
     n = s.extra["n"]
