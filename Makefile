@@ -20,7 +20,7 @@ $(BIN)/trimworks: pyproject.toml
 	touch $@
 
 test: install                  ## the suite on two workers (tests of one file share a worker and its fixtures)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 plan: install                  ## what publish-all would do: up to date / stale (why) / missing / failed last time
 	$(TRIMWORKS) plan $(MANIFEST)
