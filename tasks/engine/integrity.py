@@ -121,31 +121,12 @@ def ckpt_arch(folder: Path) -> str:
         return "this model"
 
 
-def check_tensor_names(folder: Path, passed_dir: Path | None = None) -> None:
+def check_tensor_names(folder: Path) -> None:
     """Every tensor name in the shards belongs to the model's architecture (cached per folder
-    state: shard names, sizes and mtimes).
-
-    `passed_dir`: a folder of markers of folder states that passed, so later processes skip
-    the check: building the class on the meta device first imports its modeling module, ~5 s
-    per architecture that a proof-only run never needs otherwise."""
+    state: shard names, sizes and mtimes)."""
     folder = Path(folder)
     if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
         return  # reported by the folder checks
     stamp = tuple(sorted((p.name, os.stat(p).st_size, os.stat(p).st_mtime_ns)
                          for p in folder.glob("*.safetensors"))) + ((folder / "config.json").stat().st_mtime_ns,)
-    marker = None
-    if passed_dir is not None:
-        from importlib.metadata import version
-
-        import xxhash
-
-        key = json.dumps([str(folder.resolve()), stamp, (folder / "config.json").read_text(), version("transformers")])
-        marker = Path(passed_dir) / f"{xxhash.xxh3_128_hexdigest(key.encode())}.passed"
-        if marker.is_file():
-            return
     _check_names_cached(str(folder.resolve()), stamp)
-    if marker is not None:
-        from tasks.engine.atomic import write_text_atomic
-
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(marker, f"{folder}\n")

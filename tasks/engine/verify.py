@@ -21,8 +21,8 @@ from tokenizers import Tokenizer, models
 
 from tasks.engine.architectures import auto_class_name
 from tasks.engine.counting import load_plain_tokenizer
-from tasks.engine.memo import ObjectMemo, lines_key
 from tasks.engine.hf import HF_LOCK, model_class
+from tasks.engine.memo import ObjectMemo, lines_key
 from tasks.engine.model_folder import TOKENIZER_JSON
 
 MAX_MISMATCHES_REPORTED = 10

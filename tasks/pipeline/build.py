@@ -133,7 +133,7 @@ def _build_and_publish(
         selection = select_for_model(base_dir, [counts[lang] for lang in variant.languages], m.spec.selection, variant.multiple,
                                      rules=rules, keep_texts=resolved_keep_texts(m), languages=variant.languages)
         check_trims(selection, variant)
-        check_tensor_names(base_dir, m.work_dir / "checks" / "tensor-names")  # after the folder checks (pickles, remote code) in select_for_model
+        check_tensor_names(base_dir)  # after the folder checks (pickles, remote code) in select_for_model
         trim = apply_selection(base_dir, selection, staging, overwrite=True,
                                provenance={"base_model": variant.base, "variant": variant.id, "fingerprint": variant.fingerprint},
                                rules=rules, remember_base_digests=True)  # the proof below then reads only the variant
