@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import save_file
@@ -85,28 +84,3 @@ def test_scattered_rows_are_gathered_exactly(tmp_path):
     out = io.BytesIO()
     write_rows(info, rows, out)
     assert np.array_equal(np.frombuffer(out.getvalue(), dtype=np.float32).reshape(-1, 12), table[rows])
-
-
-def test_gathering_sparse_rows_holds_about_one_block_of_the_file(tmp_path):
-    """Rows come from a memory map; a mapped page maps its cached neighbours too, so a block
-    of sparse rows spanning the whole tensor would count most of it in this process. Blocks
-    end at 16 MiB of span and release their pages: memory stays near buffer + one span."""
-    from tasks.engine.safetensors_io import BLOCK_BYTES, gather_rows
-
-    def resident() -> int:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * 4096
-
-    table = np.arange(40_000 * 1024, dtype=np.float32).reshape(40_000, 1024)  # 160 MB
-    save_file({"model.embed_tokens.weight": table}, str(tmp_path / "model.safetensors"))
-    del table
-    info = LazyCheckpoint(tmp_path).tensors["model.embed_tokens.weight"]
-    rows = np.arange(3, 40_000, 9)  # every 9th row: each block of rows would span the file
-    buf = memoryview(bytearray(BLOCK_BYTES))
-    start, peak, seen = resident(), 0, 0
-    for i, block in gather_rows(info, rows, buf):
-        got = np.frombuffer(block, dtype=np.float32).reshape(-1, 1024)
-        assert np.array_equal(got[:, 0], rows[i : i + len(got)] * 1024.0)
-        seen += len(got)
-        peak = max(peak, resident() - start)
-    assert seen == rows.size
-    assert peak < 2 * BLOCK_BYTES + (8 << 20), f"held {peak / 1e6:.0f} MB while gathering from a 160 MB tensor"

@@ -41,7 +41,7 @@ from pydantic import BaseModel, PrivateAttr
 from tasks.engine.architectures import SPECIAL_ID_KEYS, VOCAB_SIZE_KEYS, vocab_rule_for
 from tasks.engine.counting import load_plain_tokenizer
 from tasks.engine.digests import tensor_digest, thread_buffer
-from tasks.engine.safetensors_io import BLOCK_BYTES, LazyCheckpoint, TensorInfo, gather_rows
+from tasks.engine.safetensors_io import BLOCK_BYTES, LazyCheckpoint, TensorInfo, row_runs
 from tasks.engine.verify import LanguageFidelity, load_kept_ids, tokenization_fidelity
 
 MAX_DETAILS = 5  # failures named per check (the first few are what a user needs)
@@ -80,25 +80,33 @@ class ProofReport(BaseModel):
 
 
 def _rows_equal(base: TensorInfo, trimmed: TensorInfo, kept: np.ndarray, buf_a: memoryview, buf_b: memoryview) -> tuple[int | None, int]:
-    """First trimmed row that differs from the base row at its old id (None: all equal), bytes read.
-    Base rows are gathered a block at a time (`gather_rows`); the variant's are contiguous."""
+    """First trimmed row that differs from the base row at its old id (None: all equal), bytes read."""
     row_bytes = base.nbytes // base.shape[0] if base.shape[0] else 0
     if not row_bytes:
         return None, 0
+    rows_per_block = max(1, len(buf_a) // row_bytes)
     read = 0
-    fb = os.open(trimmed.file, os.O_RDONLY)
+    fa, fb = os.open(base.file, os.O_RDONLY), os.open(trimmed.file, os.O_RDONLY)
     try:
-        for i, a in gather_rows(base, kept, buf_a):
-            nbytes = len(a)
-            b = buf_b[:nbytes]
-            if os.preadv(fb, [b], trimmed.start + i * row_bytes) != nbytes:
-                raise OSError(f"{trimmed.file}: unexpected end of file in tensor {trimmed.name!r}")
-            read += 2 * nbytes
-            if xxhash.xxh3_128_digest(a) != xxhash.xxh3_128_digest(b):  # ~10 GB/s; memoryview == runs at ~80 MB/s
-                n_rows = nbytes // row_bytes
-                diff = np.frombuffer(a, np.uint8).reshape(n_rows, row_bytes) != np.frombuffer(b, np.uint8).reshape(n_rows, row_bytes)
-                return i + int(np.flatnonzero(diff.any(axis=1))[0]), read
+        new_row = 0
+        for first, length in row_runs(kept).tolist():
+            done = 0
+            while done < length:
+                n_rows = min(rows_per_block, length - done)
+                nbytes = n_rows * row_bytes
+                a = buf_a[:nbytes]
+                b = buf_b[:nbytes]
+                if os.preadv(fa, [a], base.start + (first + done) * row_bytes) != nbytes or \
+                        os.preadv(fb, [b], trimmed.start + (new_row + done) * row_bytes) != nbytes:
+                    raise OSError(f"{trimmed.file}: unexpected end of file in tensor {trimmed.name!r}")
+                read += 2 * nbytes
+                if xxhash.xxh3_128_digest(a) != xxhash.xxh3_128_digest(b):  # ~10 GB/s; memoryview == runs at ~80 MB/s
+                    diff = np.frombuffer(a, np.uint8).reshape(n_rows, row_bytes) != np.frombuffer(b, np.uint8).reshape(n_rows, row_bytes)
+                    return new_row + done + int(np.flatnonzero(diff.any(axis=1))[0]), read
+                done += n_rows
+            new_row += length
     finally:
+        os.close(fa)
         os.close(fb)
     return None, read
 
