@@ -58,24 +58,15 @@ def check_finite_rows(data: bytes | memoryview, dtype: str, row_bytes: int, row_
 
 def _expected_names(folder: Path) -> tuple[dict[str, tuple[int, ...]], str] | None:
     """Parameter and persistent buffer names of the folder's architecture, and its
-    base_model_prefix; None when the class cannot be built here."""
-    import torch
+    base_model_prefix; None when the class cannot be built here (an unknown architecture:
+    surgery's own rules still apply)."""
+    from tasks.engine.guard import expected_shapes
 
-    from tasks.engine.hf import HF_LOCK, model_class
-
-    config = json.loads((folder / "config.json").read_text())
-    with HF_LOCK:  # lazy submodule imports (tasks/engine/hf.py)
-        import transformers
-
-        cls = model_class(config)
-        try:
-            cfg = transformers.AutoConfig.for_model(**config)
-            with torch.device("meta"):
-                model = cls.from_config(cfg) if cls is transformers.AutoModel else cls(cfg)
-        except Exception:  # noqa: BLE001 - an unknown architecture: surgery's own rules still apply
-            return None
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    return shapes, getattr(model, "base_model_prefix", "") or ""
+    try:
+        shapes, prefix = expected_shapes(folder)
+    except ModelFolderError:
+        return None
+    return shapes, prefix or ""
 
 
 @functools.lru_cache(maxsize=32)

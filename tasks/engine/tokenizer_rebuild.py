@@ -21,33 +21,33 @@ from tasks.engine.atomic import atomic_file, write_text_atomic
 from tasks.engine.errors import DroppedSpecialTokenError, UnsupportedTokenizerError
 from tasks.engine.memo import ObjectMemo
 from tasks.engine.model_folder import TOKENIZER_JSON
-from tasks.engine.selection import old_to_new_map
 from tasks.engine.vocab import Vocab, merge_result, parse_merge
 
 SLOW_FILES = ("vocab.txt", "vocab.json", "merges.txt")
 TOKENIZER_FILES = (TOKENIZER_JSON, "tokenizer_config.json", *SLOW_FILES)
 
 
-def _remap(old: int, table: dict[int, int], where: str) -> int:
-    if old not in table:
+def _remap(old: int, new_of: np.ndarray, where: str) -> int:
+    """`new_of` (from `_new_ids`): base id -> trimmed id, -1 where dropped."""
+    if not 0 <= old < new_of.size or new_of[old] < 0:
         raise DroppedSpecialTokenError(f"{where}: token id {old} is not in the kept set")
-    return table[old]
+    return int(new_of[old])
 
 
-def _remap_post_processor(node: Any, table: dict[int, int]) -> None:
+def _remap_post_processor(node: Any, new_of: np.ndarray) -> None:
     if not isinstance(node, dict):
         return
     kind = node.get("type")
     if kind == "Sequence":
         for p in node.get("processors", []):
-            _remap_post_processor(p, table)
+            _remap_post_processor(p, new_of)
     elif kind == "TemplateProcessing":
         for name, spec in node.get("special_tokens", {}).items():
-            spec["ids"] = [_remap(i, table, f"post_processor special token {name!r}") for i in spec["ids"]]
+            spec["ids"] = [_remap(i, new_of, f"post_processor special token {name!r}") for i in spec["ids"]]
     elif kind in ("RobertaProcessing", "BertProcessing"):
         for key in ("sep", "cls"):
             tok, i = node[key]
-            node[key] = [tok, _remap(i, table, f"post_processor {key} {tok!r}")]
+            node[key] = [tok, _remap(i, new_of, f"post_processor {key} {tok!r}")]
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,6 @@ def _new_ids(kept_ids: np.ndarray, id_space: int) -> np.ndarray:
 
 def rebuild_tokenizer_json(tok: dict[str, Any], vocab: Vocab, kept_ids: np.ndarray) -> dict[str, Any]:
     """Return the trimmed tokenizer.json (validated by loading it with `tokenizers`)."""
-    table = old_to_new_map(kept_ids)
     # Copy all but the vocab and merges, which are rebuilt below (deep-copying them was 80 % of a
     # Qwen2 rebuild).
     new = {k: (v if k == "model" else copy.deepcopy(v)) for k, v in tok.items()}
@@ -123,15 +122,15 @@ def rebuild_tokenizer_json(tok: dict[str, Any], vocab: Vocab, kept_ids: np.ndarr
             )
         model["vocab"] = [tok["model"]["vocab"][i] for i in keep]
         if model.get("unk_id") is not None:
-            model["unk_id"] = _remap(int(model["unk_id"]), table, "Unigram unk_id")
+            model["unk_id"] = _remap(int(model["unk_id"]), new_of, "Unigram unk_id")
     else:  # analyze_tokenizer already refused it
         raise UnsupportedTokenizerError(f"tokenizer model type {vocab.kind!r} is not supported")
     new["added_tokens"] = [
-        dict(a, id=_remap(a["id"], table, f"added token {a['content']!r}")) for a in tok.get("added_tokens", [])
+        dict(a, id=_remap(a["id"], new_of, f"added token {a['content']!r}")) for a in tok.get("added_tokens", [])
     ]
-    _remap_post_processor(new.get("post_processor"), table)
+    _remap_post_processor(new.get("post_processor"), new_of)
     if isinstance(new.get("padding"), dict) and "pad_id" in new["padding"]:
-        new["padding"]["pad_id"] = _remap(new["padding"]["pad_id"], table, "padding.pad_id")
+        new["padding"]["pad_id"] = _remap(new["padding"]["pad_id"], new_of, "padding.pad_id")
     Tokenizer.from_str(json.dumps(new))  # fails loudly if the result is not a valid tokenizer
     return new
 
@@ -145,7 +144,7 @@ def write_tokenizer_files(
     # Compact: `indent` makes json use its pure-Python encoder, 20x slower (0.2 s per variant of
     # a 49 k vocabulary, seconds at 152 k); tokenizers and transformers read either form.
     write_text_atomic(out_dir / TOKENIZER_JSON, json.dumps(new_tok, ensure_ascii=False))
-    table = old_to_new_map(kept_ids)
+    new_of = _new_ids(kept_ids, vocab.id_space)
     kept_tokens = [vocab.id_to_token[int(i)] for i in kept_ids]
 
     if (base_dir / "vocab.txt").exists():
@@ -166,7 +165,7 @@ def write_tokenizer_files(
         cfg = json.loads(cfg_path.read_text())
         if isinstance(cfg.get("added_tokens_decoder"), dict):
             cfg["added_tokens_decoder"] = {
-                str(_remap(int(k), table, f"tokenizer_config added token {v.get('content')!r}")): v
+                str(_remap(int(k), new_of, f"tokenizer_config added token {v.get('content')!r}")): v
                 for k, v in cfg["added_tokens_decoder"].items()
             }
         write_text_atomic(out_dir / "tokenizer_config.json", json.dumps(cfg, ensure_ascii=False, indent=2))

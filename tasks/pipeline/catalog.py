@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.engine.atomic import atomic_file, write_text_atomic
+from tasks.engine.content_id import stat_key
 from tasks.engine.counting import load_plain_tokenizer, read_counts
 from tasks.engine.memo import lines_key
 from tasks.pipeline.checks import checks_section
@@ -192,11 +193,10 @@ def plot_is_current(out_png: Path, inputs: str) -> bool:
 
 def plot_inputs(base_id: str, tokenizer_json: Path, counts: Mapping[str, Path], heldout: Mapping[str, list[str]],
                  marks: Sequence[tuple[str, int, float]]) -> str:
-    """A key of everything the plot is drawn from: files by path, size and mtime (as the
-    counts cache keys them), held-out text by content."""
+    """A key of everything the plot is drawn from: files by path and stat key (size, mtime,
+    inode, as content digests are cached), held-out text by content."""
     def stamp(p: Path) -> list:
-        st = Path(p).stat()
-        return [str(Path(p).resolve()), st.st_size, st.st_mtime_ns]
+        return [str(Path(p).resolve()), *stat_key(Path(p))]
 
     parts = {"base": base_id, "tokenizer": stamp(tokenizer_json), "counts": {k: stamp(v) for k, v in sorted(counts.items())},
              "heldout": {k: list(lines_key(tuple(v))) for k, v in sorted(heldout.items())}, "marks": [list(m) for m in marks],

@@ -47,14 +47,14 @@ class _Background:
     pixels: Any  # the canvas region saved after the full draw
 
 
-def _background(data_path: Path, languages: tuple[str, ...], xlim: tuple[float, float]) -> _Background | None:
-    """The shared part of the plot for these languages, drawn once per data file state."""
+def _background(data_path: Path, data: dict, languages: tuple[str, ...], xlim: tuple[float, float]) -> _Background | None:
+    """The shared part of the plot for these languages (`data`: the file's curves), drawn
+    once per data file state."""
     key = (str(data_path), data_path.stat().st_mtime_ns, languages, xlim)
     hit = _BACKGROUNDS.get(key)
     if hit is not None:
         _BACKGROUNDS.move_to_end(key)
         return hit
-    data = json.loads(data_path.read_text())
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,7 +97,7 @@ def _plot_variant(base_plot_png: Path, rec: VariantRecord, out_png: Path) -> boo
     # The curves' own range, widened (log-scale margins) to hold this variant when it lies outside.
     lo, hi = min(min(sizes), rec.vocab_after), max(max(sizes), rec.vocab_after)
     xlim = (lo / (hi / lo) ** 0.05, hi * (hi / lo) ** 0.05)
-    bg = _background(data_path, tuple(rec.languages), xlim)
+    bg = _background(data_path, data, tuple(rec.languages), xlim)
     if bg is None:
         return False
     fig, ax = bg.fig, bg.ax
