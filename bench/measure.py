@@ -37,9 +37,12 @@ def run_child(target: str, env: dict | None = None, timeout: int = 1800, **kwarg
 
     `target` ("bench.module:function") names a function that takes `kwargs` (JSON values),
     does its setup (imports, inputs: counted in the baseline) and returns the section to time;
-    the section may return a dict of extra figures."""
+    the section may return a dict of extra figures. `env`: variables to set (None: to remove)."""
+    child_env = {**os.environ, **{k: v for k, v in (env or {}).items() if v is not None}}
+    for k in [k for k, v in (env or {}).items() if v is None]:
+        child_env.pop(k, None)
     proc = subprocess.run([sys.executable, "-m", "bench.child", target, json.dumps(kwargs)], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO)
+                          text=True, timeout=timeout, env=child_env, cwd=REPO)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark child {target} failed:\n{proc.stderr[-4000:]}")
     sample = parse_sample(proc.stdout)

@@ -48,6 +48,23 @@ def main() -> int:
     if "7" not in args.only:  # row 7 is measured on its own (`make bench-big`): keep its last result
         previous["rows"] = previous["rows"] + [r for r in (json.loads(out_path.read_text())["rows"] if out_path.exists() else [])
                                                if r["row"][0] == "7" and r not in previous["rows"]]
+    if smoke and ("5" in args.only or "6" in args.only):
+        # Smoke mode measures nothing, it only runs every row: rows 5 and 6 share one Prefect
+        # server instead of starting a temporary one per child (~15 s each on 2 cores). The
+        # at-scale row still starts its own (bench_scale), as it measures the server's memory.
+        from tests.subjects import SharedPrefectServer
+
+        server = SharedPrefectServer()
+        os.environ["PREFECT_API_URL"] = server.start(WORK / "prefect-home-smoke")
+        try:
+            return _rows(args, smoke, reps, out_path, previous)
+        finally:
+            server.stop()
+            os.environ.pop("PREFECT_API_URL", None)
+    return _rows(args, smoke, reps, out_path, previous)
+
+
+def _rows(args: argparse.Namespace, smoke: bool, reps: int, out_path, previous: dict) -> int:
     rows: list[dict] = [r for r in previous["rows"] if r["row"][0] not in args.only]
     t0 = time.perf_counter()
 
@@ -56,6 +73,7 @@ def main() -> int:
         dump(out_path, {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                         f"Python {platform.python_version()}", "smoke": smoke, "reps": reps,
                         "seconds": time.perf_counter() - t0, "rows": rows})
+        print(f"[bench] {len(rows)} rows measured, {time.perf_counter() - t0:.0f} s in", file=sys.stderr, flush=True)
 
     xlmr = subjects.xlmr_base_shaped(smoke)
     text = subjects.text_file("en", 1 if smoke else 20)

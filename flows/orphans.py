@@ -39,8 +39,13 @@ def _die_with_parent(parent_pid: int) -> None:  # runs in the child between fork
 
 def guard_temporary_server() -> bool:
     """Make Prefect's temporary server a child that dies with this process (idempotent).
-    Returns whether the guard is active (Linux only)."""
+    Returns whether the guard is active (Linux only). With PREFECT_API_URL set there is no
+    temporary server, and the server's modules (~4 s of imports) are not loaded."""
     if not sys.platform.startswith("linux"):
+        return False
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
         return False
     from prefect.server.api import server as srv
 

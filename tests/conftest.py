@@ -17,6 +17,8 @@ from tests import subjects  # noqa: E402
 @pytest.fixture(scope="session", autouse=True)
 def _shared_prefect_home_for_cli_runs(tmp_path_factory):
     os.environ["TRIMWORKS_TEST_PREFECT_HOME"] = str(tmp_path_factory.getbasetemp() / "prefect-home")
+    yield
+    subjects.CLI_SERVER.stop()  # started by the first subjects.run_cli that needs it
 
 
 @pytest.fixture(scope="session")

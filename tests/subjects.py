@@ -158,10 +158,81 @@ def make_manifest(tmp: Path, bases, **over) -> Path:
     return path
 
 
-def run_cli(args: list[str], tmp: Path, env: dict | None = None, timeout: int = 300):
+class SharedPrefectServer:
+    """One Prefect API server per test process for the CLI runs that do not test the
+    temporary server itself: each `trimworks publish-all` would otherwise start its own
+    (~12 s of a loaded 2-core machine, most of it importing the server). The same command
+    Prefect runs for its temporary server, on this session's PREFECT_HOME."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.proc = None
+        self.url: str | None = None
+        self._lock = threading.Lock()  # two CLI runs started at once (tests/reliability) share one server
+
+    def start(self, home: Path, timeout: float = 180) -> str:
+        with self._lock:
+            return self._start(home, timeout)
+
+    def _start(self, home: Path, timeout: float) -> str:
+        import os
+        import socket
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        if self.url and self.proc is not None and self.proc.poll() is None:
+            return self.url
+        import prefect
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1"}
+        env.pop("PREFECT_API_URL", None)
+        home.mkdir(parents=True, exist_ok=True)
+        log = (home / f"shared-server-{port}.log").open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent), "--factory",
+             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
+             "--lifespan", "on"], env=env, stdout=log, stderr=log)
+        url = f"http://127.0.0.1:{port}/api"
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the shared Prefect server exited with {self.proc.returncode}: {log.name}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        self.url = url
+                        return url
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the shared Prefect server did not answer in {timeout:.0f} s: {log.name}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except Exception:  # noqa: BLE001 - a server that ignores SIGTERM is killed
+                self.proc.kill()
+                self.proc.wait()
+        self.proc, self.url = None, None
+
+
+CLI_SERVER = SharedPrefectServer()
+
+
+def run_cli(args: list[str], tmp: Path, env: dict | None = None, timeout: int = 300, own_server: bool = False):
     """Run the `trimworks` console script in its own session (so a SIGKILLed run's
     temporary Prefect server can be reaped). Runs share one PREFECT_HOME per test session
-    (migrating a fresh Prefect database costs ~12 s a run)."""
+    (migrating a fresh Prefect database costs ~12 s a run) and, unless `own_server` or `env`
+    names a PREFECT_HOME, one API server (CLI_SERVER): tests of the temporary server's own
+    life (orphans, signals) run with theirs."""
     import os
     import signal
     import subprocess
@@ -172,6 +243,8 @@ def run_cli(args: list[str], tmp: Path, env: dict | None = None, timeout: int = 
     full_env = {**os.environ, "PREFECT_HOME": str(home), **(env or {})}
     logs = tmp / f"cli-{uuid.uuid4().hex[:6]}"
     full_env.pop("PREFECT_API_URL", None)
+    if not own_server and "PREFECT_HOME" not in (env or {}):
+        full_env["PREFECT_API_URL"] = CLI_SERVER.start(home)
     exe = Path(sys.executable).parent / "trimworks"
     out_path, err_path = logs.with_suffix(".out"), logs.with_suffix(".err")
     # Files, not pipes: a killed run's orphans (its temporary server) would hold a pipe open.

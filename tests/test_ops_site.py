@@ -89,6 +89,22 @@ def test_catalog_is_the_registry_not_the_last_run(registry):
     assert "4 already up to date" in res.last_run.read_text()
 
 
+def test_registry_plot_is_redrawn_only_when_its_points_change(registry):
+    out, recs = registry
+    png = out / "plots/registry/toy-a.png"
+    update_registry_catalog(out, [], "m.yaml")
+    first = png.stat().st_mtime_ns
+    update_registry_catalog(out, [], "m.yaml")
+    assert png.stat().st_mtime_ns == first  # nothing new published: not drawn again
+    publish(out, record("toy-a", ["fr"], 8, 300, 0.7))
+    update_registry_catalog(out, [], "m.yaml")
+    assert png.stat().st_mtime_ns != first  # a new point: drawn again
+    again = png.stat().st_mtime_ns
+    png.unlink()
+    update_registry_catalog(out, [], "m.yaml")
+    assert png.is_file() and png.stat().st_mtime_ns != again  # a missing PNG is drawn whatever its JSON says
+
+
 def test_new_numeric_fields_become_columns(registry):
     from tasks.pipeline.site import extra_columns
 

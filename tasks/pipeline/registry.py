@@ -23,10 +23,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
+import xxhash
 import pyarrow.parquet as pq
 
 from tasks.engine.atomic import atomic_file, write_text_atomic
-from tasks.pipeline.catalog import CATALOG_MARKDOWN, CATALOG_PARQUET, catalog_rows, markdown_table
+from tasks.pipeline.catalog import CATALOG_MARKDOWN, CATALOG_PARQUET, catalog_rows, markdown_table, plot_is_current
 from tasks.pipeline.publish import RECORD_NAME
 from tasks.pipeline.record import VariantRecord
 from tasks.pipeline.variant_plot import MATPLOTLIB_LOCK
@@ -110,6 +111,13 @@ def plot_registry(base: str, records: Sequence[VariantRecord], out_png: Path) ->
             points.setdefault(lang, []).append((r.vocab_after, 100 * f.coverage, "-".join(r.languages)))
     if not points:
         return None
+    n = len({r.variant_id for r in records if r.status != "failed"})
+    # Skipped when drawn from these same points already (a nightly run that publishes nothing
+    # new redraws nothing): the key is in a JSON beside the PNG, written after it.
+    inputs = xxhash.xxh3_128_hexdigest(json.dumps({"base": base, "n": n, "vocab_before": vocab_before, "version": 1,
+                                                   "points": {k: sorted(v) for k, v in points.items()}}).encode())
+    if plot_is_current(out_png, inputs):
+        return out_png
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,7 +130,6 @@ def plot_registry(base: str, records: Sequence[VariantRecord], out_png: Path) ->
     ax.set_xscale("log")
     ax.set_xlabel("kept vocabulary size of the variant (tokens)")
     ax.set_ylabel("held-out lines fully covered (%)")
-    n = len({r.variant_id for r in records if r.status != "failed"})
     title = f"{base}: {n} published variant{'s' if n != 1 else ''}"
     ax.set_title(title + (f" (base vocabulary {vocab_before:,})" if vocab_before else ""))
     ax.grid(True, which="both", alpha=0.3)
@@ -131,6 +138,7 @@ def plot_registry(base: str, records: Sequence[VariantRecord], out_png: Path) ->
     with atomic_file(out_png) as fh:
         fig.savefig(fh, format="png")
     plt.close(fig)
+    write_text_atomic(out_png.with_suffix(".json"), json.dumps({"base": base, "inputs": inputs}))
     return out_png
 
 

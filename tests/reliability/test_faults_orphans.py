@@ -76,3 +76,18 @@ def test_killed_cli_leaves_no_server_and_its_runs_are_marked_crashed(tmp_path, b
     assert rc == 0, err[-3000:]
     assert flow_run_state(home, run_id) == "CRASHED"
     assert not list((tmp_path / "work" / "runs").glob("*.json"))  # the rerun's own lease is released too
+
+
+@pytest.mark.parametrize("api_url", ["", "http://127.0.0.1:9/api"], ids=["temporary-server", "own-server"])
+def test_the_guard_loads_the_server_modules_only_for_a_temporary_server(api_url, tmp_path):
+    """With PREFECT_API_URL set there is no temporary server to guard: the guard does not
+    import Prefect's server (~4 s a run on 2 cores)."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home")}
+    env.pop("PREFECT_API_URL", None)
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    code = ("import sys; from flows.orphans import guard_temporary_server; "
+            "print(guard_temporary_server(), 'prefect.server.api.server' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=subjects.REPO, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == (["False", "False"] if api_url else ["True", "True"])
