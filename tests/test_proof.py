@@ -309,3 +309,51 @@ def test_fidelity_matches_the_line_by_line_definition_and_encodes_the_base_once(
     assert calls.count(base_tok) == 1 and calls.count(trim_tok) == 2  # the base's encoding is remembered
     other, _ = verify.tokenization_fidelity(base_tok, trim_tok, kept, "en", lines[:-1])  # other text: encoded again
     assert calls.count(base_tok) == 2 and other.lines == len(lines) - 1
+
+
+@pytest.mark.parametrize("arch", ["llama-bf16-untied", "llama-bf16-tied", "bert-f32", "t5-bf16"])
+def test_outputs_computed_in_float64_without_a_float64_copy(tmp_path, arch, monkeypatch):
+    """verify's output comparison keeps the checkpoint's dtype and widens one module at a
+    time: its outputs are bit for bit those of the model loaded in float64; with the head
+    widened a block of rows at a time, within float64 rounding of them."""
+    from tasks.engine import verify
+
+    torch.manual_seed(0)
+    if arch.startswith("llama"):
+        cfg = T.LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                            num_key_value_heads=1, tie_word_embeddings=arch.endswith("-tied"))
+        model = T.LlamaForCausalLM(cfg).to(torch.bfloat16)
+    elif arch.startswith("t5"):  # its feed-forward reads the output layer's dtype: widened per block
+        model = T.T5ForConditionalGeneration(T.T5Config(vocab_size=300, d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                                                        num_heads=2, decoder_start_token_id=0)).to(torch.bfloat16)
+    else:
+        model = T.BertModel(T.BertConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=2))
+    model.save_pretrained(str(tmp_path))
+    ids = torch.tensor([[5, 17, 42, 299, 3, 250, 7]])
+
+    def out(m):
+        with torch.no_grad():
+            o = m(input_ids=ids, decoder_input_ids=ids) if arch.startswith("t5") else m(input_ids=ids)
+        return o.logits if hasattr(o, "logits") else o.last_hidden_state
+
+    cls = type(model)
+    reference = out(cls.from_pretrained(str(tmp_path), dtype=torch.float64).eval())
+    stored = cls.from_pretrained(str(tmp_path), dtype="auto").eval()
+    assert stored.dtype == next(model.parameters()).dtype  # nothing widened at rest
+    hooks = verify.compute_in(stored, torch.float64)
+    got = out(stored)
+    assert got.dtype == torch.float64 and torch.equal(got, reference)
+    assert all(p.dtype == model.dtype for p in stored.parameters())  # narrowed again after the call
+    for h in hooks:
+        h.remove()
+    if arch.startswith("llama"):  # the head in blocks of 16 rows (19 blocks for 300 rows)
+        monkeypatch.setattr(verify, "WIDEN_BLOCK_BYTES", 16 * 8 * 32)
+        hooks = verify.compute_in(stored, torch.float64)
+        assert "forward" in stored.lm_head.__dict__
+        blocked = out(stored)
+        assert blocked.dtype == torch.float64 and float((blocked - reference).abs().max()) < 1e-12
+        for h in hooks:
+            h.remove()
+        assert "forward" not in stored.lm_head.__dict__
+    assert out(stored).dtype == model.dtype  # hooks removed: the model computes in its own dtype again

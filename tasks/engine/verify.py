@@ -214,8 +214,11 @@ def _outputs(model_dir: Path, tok: Tokenizer, lines: Sequence[str], max_length: 
     config = json.loads((Path(model_dir) / "config.json").read_text())
     cls = model_class(config)
     with HF_LOCK:  # tasks/engine/hf.py
-        model = cls.from_pretrained(str(model_dir), dtype=getattr(torch, dtype), local_files_only=True, trust_remote_code=False)
+        # The checkpoint's own dtype: a float64 copy of the whole model (8 bytes a parameter)
+        # is never made; each module computes in `dtype` instead (compute_in).
+        model = cls.from_pretrained(str(model_dir), dtype="auto", local_files_only=True, trust_remote_code=False)
     model.eval()
+    hooks = compute_in(model, getattr(torch, dtype))
     is_seq2seq = bool(config.get("is_encoder_decoder"))
     results = []
     with torch.no_grad():
@@ -235,8 +238,100 @@ def _outputs(model_dir: Path, tok: Tokenizer, lines: Sequence[str], max_length: 
                 results.append(("logits", logits[..., cols].clone() if cols is not None else logits, loss, ids.shape[1] - 1))
             else:
                 results.append(("hidden_states", out.last_hidden_state[0], None, 0))
+    for h in hooks:
+        h.remove()
     del model
     return results
+
+
+def compute_in(model, dtype) -> list:
+    """Make every module of `model` compute in `dtype` while its weights stay in theirs.
+
+    Weights are widened just for the call that uses them (exact: every narrower float is a
+    float64): each layer of a ModuleList as a whole (its code may read a child's dtype, as
+    T5's feed-forward does), other modules' own weights, embedding lookups after the gather,
+    and a large Linear such as a vocabulary head a block of rows at a time. The outputs are
+    those of the model loaded in `dtype` (bit for bit in the tests; the head's blocks only
+    within float64 rounding) while the process holds the checkpoint's dtype plus one layer
+    widened, not a float64 copy of the model (1.08 GB for a 135 M model, 2.2 GB for XLM-R
+    base). Returns the hook handles (remove them to restore the model)."""
+    import torch
+
+    def floating(tensors) -> list:
+        return list({id(t): t for t in tensors if t.is_floating_point() and t.dtype != dtype}.values())
+
+    layers, inside = [], set()
+    for module in model.modules():  # parents before children: the outermost ModuleLists
+        if isinstance(module, torch.nn.ModuleList) and id(module) not in inside:
+            for layer in module:
+                layers.append(layer)
+                inside.update(id(m) for m in layer.modules())
+    handles = []
+    for layer in layers:
+        handles += _widen_during_call(layer, floating([*layer.parameters(), *layer.buffers()]), dtype)
+    for module in model.modules():
+        if id(module) in inside:
+            continue
+        tensors = floating([*module.parameters(recurse=False), *module.buffers(recurse=False)])
+        if not tensors:
+            continue
+        if isinstance(module, torch.nn.Embedding) and list(module.buffers(recurse=False)) == []:
+            handles.append(module.register_forward_hook(lambda _m, _args, out: out.to(dtype)))
+        elif type(module) is torch.nn.Linear and module.weight.numel() * 8 > WIDEN_BLOCK_BYTES:
+            handles.append(_linear_in_blocks(module, dtype))  # a vocab-sized head
+        else:
+            handles += _widen_during_call(module, tensors, dtype)
+    return handles
+
+
+def _widen_during_call(module, tensors: list, dtype) -> list:
+    """Hooks that widen `tensors` (and floating inputs) for one call of `module`, then narrow them back."""
+    import torch
+
+    def widen(m, args):
+        m.__dict__.setdefault("_trimworks_narrow", []).append([(t, t.data) for t in tensors])
+        for t in tensors:
+            t.data = t.data.to(dtype)
+        return tuple(a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+    def narrow(m, _args, _out):
+        for t, data in m.__dict__["_trimworks_narrow"].pop():
+            t.data = data
+
+    return [module.register_forward_pre_hook(widen), module.register_forward_hook(narrow)]
+
+
+WIDEN_BLOCK_BYTES = 32 << 20
+
+
+class _Restore:
+    """A handle like torch's hook handles: `remove()` gives the module its own forward back."""
+
+    def __init__(self, module) -> None:
+        self.module = module
+
+    def remove(self) -> None:
+        self.module.__dict__.pop("forward", None)
+
+
+def _linear_in_blocks(module, dtype) -> _Restore:
+    """The module's output columns computed a block of weight rows at a time, each block
+    widened to `dtype`: a 250 k x 768 head would otherwise be widened whole (1.5 GB in float64).
+    Each output is the same dot product; only BLAS's blocking (~1e-13 in float64) can differ."""
+    import torch
+
+    weight, bias = module.weight, module.bias
+    rows = max(1, WIDEN_BLOCK_BYTES // (8 * weight.shape[1]))
+
+    def forward(x):
+        x = x.to(dtype)
+        parts = [torch.nn.functional.linear(x, weight[i:i + rows].to(dtype),
+                                            None if bias is None else bias[i:i + rows].to(dtype))
+                 for i in range(0, weight.shape[0], rows)]
+        return torch.cat(parts, dim=-1)
+
+    module.forward = forward
+    return _Restore(module)
 
 
 def _chat_check(report: ExactnessReport, base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray,

@@ -1,9 +1,9 @@
 """Which checks a variant carries: the structural proof always; output comparison sampled.
 
 The proof (tasks/engine/proof.py) shows, per variant and in constant memory, that the
-trimmed files are the base's with rows removed. Comparing outputs loads both models (in
-float64: ~8 bytes per parameter each), which for a 7 B base does not fit and for small
-bases dominates a variant's build time. Its job is to check the architecture assumption
+trimmed files are the base's with rows removed. Comparing outputs loads both models (one
+after the other, in the checkpoint's dtype, computing in float64), which for a 7 B base
+does not fit and for small bases dominates a variant's build time. Its job is to check the architecture assumption
 behind the proof (which tensors are vocab-sized), which is the same for every variant of
 a base; so `verify.outputs: auto` compares outputs once per base model and architecture
 per run, plus a deterministic sample of the others, and not at all above a size.
@@ -63,6 +63,10 @@ class OutputCheck(NamedTuple):
 
 def _precision(spec: VerifySpec, params: int) -> tuple[str, float] | None:
     """float64 where the weights fit the memory budget, else float32, else None.
+
+    The rule counts a full copy of the weights in that precision (8 or 4 bytes a parameter):
+    an upper bound, as the comparison keeps the checkpoint's dtype and widens one layer at a
+    time (verify.compute_in).
 
     float64 makes BLAS's shape-dependent rounding ~1e-13, so any real difference stands out;
     float32 halves the memory but leaves ~1e-5 of rounding on logits, hence its wider tolerance
