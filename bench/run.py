@@ -48,10 +48,13 @@ def main() -> int:
     if "7" not in args.only:  # row 7 is measured on its own (`make bench-big`): keep its last result
         previous["rows"] = previous["rows"] + [r for r in (json.loads(out_path.read_text())["rows"] if out_path.exists() else [])
                                                if r["row"][0] == "7" and r not in previous["rows"]]
-    if smoke and ("5" in args.only or "6" in args.only):
+    if not smoke and os.environ.pop("PREFECT_API_URL", None):
+        print("[bench] PREFECT_API_URL ignored: rows 5 and 6 measure runs on their temporary server", file=sys.stderr)
+    if smoke and ("5" in args.only or "6" in args.only) and not os.environ.get("PREFECT_API_URL"):
         # Smoke mode measures nothing, it only runs every row: rows 5 and 6 share one Prefect
-        # server instead of starting a temporary one per child (~15 s each on 2 cores). The
-        # at-scale row still starts its own (bench_scale), as it measures the server's memory.
+        # server (the caller's, when PREFECT_API_URL is set, as in the test suite) instead of
+        # starting a temporary one per child (~15 s each on 2 cores). The at-scale row still
+        # starts its own (bench_scale), as it measures the server's memory.
         from tests.subjects import SharedPrefectServer
 
         server = SharedPrefectServer()

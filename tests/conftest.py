@@ -14,6 +14,12 @@ import pytest  # noqa: E402
 from tests import subjects  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """The longest test (the bench smoke run, ~4 min) first: with two workers it then runs
+    beside the rest instead of alone at the end."""
+    items.sort(key=lambda item: not item.nodeid.startswith("tests/test_bench_smoke.py"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _shared_prefect_home_for_cli_runs(tmp_path_factory):
     os.environ["TRIMWORKS_TEST_PREFECT_HOME"] = str(tmp_path_factory.getbasetemp() / "prefect-home")

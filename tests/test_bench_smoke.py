@@ -6,14 +6,19 @@ figures. Row 4 runs its trimworks side only unless vocabtrimmer's venv exists al
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
-from tests.subjects import REPO
+from tests.subjects import CLI_SERVER, REPO
 
 
 def test_bench_smoke_runs_and_reports_ratios():
-    proc = subprocess.run([sys.executable, "-m", "bench.run", "--smoke"], cwd=REPO, capture_output=True, text=True, timeout=900)
+    home = Path(os.environ.get("TRIMWORKS_TEST_PREFECT_HOME", REPO / "bench" / ".cache" / "work" / "prefect-home-smoke"))
+    env = {**os.environ, "PREFECT_API_URL": CLI_SERVER.start(home)}  # this worker's server for rows 5 and 6
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--smoke"], cwd=REPO, capture_output=True, text=True,
+                          timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((REPO / "bench" / "results-smoke.json").read_text())
     rows = {r["row"]: r for r in result["rows"]}
