@@ -161,13 +161,14 @@ def make_manifest(tmp: Path, bases, **over) -> Path:
 class SharedPrefectServer:
     """One Prefect API server per test process for the CLI runs that do not test the
     temporary server itself: each `trimworks publish-all` would otherwise start its own
-    (~12 s of a loaded 2-core machine, most of it importing the server). The same command
+    (~12 s on a loaded 2-core machine, most of it importing the server). The same command
     Prefect runs for its temporary server, on this session's PREFECT_HOME."""
 
     def __init__(self) -> None:
         import threading
 
         self.proc = None
+        self.log = None
         self.url: str | None = None
         self._lock = threading.Lock()  # two CLI runs started at once (tests/reliability) share one server
 
@@ -185,6 +186,7 @@ class SharedPrefectServer:
 
         if self.url and self.proc is not None and self.proc.poll() is None:
             return self.url
+        self.stop()  # a server that died is replaced
         import prefect
 
         with socket.socket() as sock:
@@ -193,7 +195,7 @@ class SharedPrefectServer:
         env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1"}
         env.pop("PREFECT_API_URL", None)
         home.mkdir(parents=True, exist_ok=True)
-        log = (home / f"shared-server-{port}.log").open("w")
+        log = self.log = (home / f"shared-server-{port}.log").open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent), "--factory",
              "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
@@ -221,7 +223,9 @@ class SharedPrefectServer:
             except Exception:  # noqa: BLE001 - a server that ignores SIGTERM is killed
                 self.proc.kill()
                 self.proc.wait()
-        self.proc, self.url = None, None
+        if self.log is not None:
+            self.log.close()
+        self.proc, self.log, self.url = None, None, None
 
 
 CLI_SERVER = SharedPrefectServer()

@@ -3,10 +3,11 @@
 The proof (tasks/engine/proof.py) shows, per variant and in constant memory, that the
 trimmed files are the base's with rows removed. Comparing outputs loads both models (one
 after the other, in the checkpoint's dtype, computing in float64), which for a 7 B base
-does not fit and for small bases dominates a variant's build time. Its job is to check the architecture assumption
-behind the proof (which tensors are vocab-sized), which is the same for every variant of
-a base; so `verify.outputs: auto` compares outputs once per base model and architecture
-per run, plus a deterministic sample of the others, and not at all above a size.
+does not fit and for small bases dominates a variant's build time. Its job is to check the
+architecture assumption behind the proof (which tensors are vocab-sized), which is the same
+for every variant of a base; so `verify.outputs: auto` compares outputs once per base model
+and architecture per run, plus a deterministic sample of the others, and not at all above a
+size.
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
-import xxhash
 import pyarrow.parquet as pq
+import xxhash
 
 from tasks.engine.atomic import atomic_file, write_text_atomic
 from tasks.pipeline.catalog import CATALOG_MARKDOWN, CATALOG_PARQUET, catalog_rows, markdown_table, plot_is_current
