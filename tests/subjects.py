@@ -162,7 +162,9 @@ class SharedPrefectServer:
     """One Prefect API server per test process for the CLI runs that do not test the
     temporary server itself: each `trimworks publish-all` would otherwise start its own
     (~12 s on a loaded 2-core machine, most of it importing the server). The same command
-    Prefect runs for its temporary server, on this session's PREFECT_HOME."""
+    Prefect's SubprocessASGIServer runs, started here with an explicit environment: that class
+    takes its settings from the caller's context, which in a worker running
+    `prefect_test_harness` would point the server at the harness's database."""
 
     def __init__(self) -> None:
         import threading

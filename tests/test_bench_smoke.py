@@ -11,11 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.report import WORK
 from tests.subjects import CLI_SERVER, REPO
 
 
 def test_bench_smoke_runs_and_reports_ratios():
-    home = Path(os.environ.get("TRIMWORKS_TEST_PREFECT_HOME", REPO / "bench" / ".cache" / "work" / "prefect-home-smoke"))
+    home = Path(os.environ.get("TRIMWORKS_TEST_PREFECT_HOME", WORK / "prefect-home-smoke"))
     env = {**os.environ, "PREFECT_API_URL": CLI_SERVER.start(home)}  # this worker's server for rows 5 and 6
     proc = subprocess.run([sys.executable, "-m", "bench.run", "--smoke"], cwd=REPO, capture_output=True, text=True,
                           timeout=900, env=env)

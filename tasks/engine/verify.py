@@ -218,7 +218,7 @@ def _outputs(model_dir: Path, tok: Tokenizer, lines: Sequence[str], max_length: 
         # is never made; each module computes in `dtype` instead (compute_in).
         model = cls.from_pretrained(str(model_dir), dtype="auto", local_files_only=True, trust_remote_code=False)
     model.eval()
-    hooks = compute_in(model, getattr(torch, dtype))
+    compute_in(model, getattr(torch, dtype))  # the model is dropped below, hooks and all
     is_seq2seq = bool(config.get("is_encoder_decoder"))
     results = []
     with torch.no_grad():
@@ -238,8 +238,6 @@ def _outputs(model_dir: Path, tok: Tokenizer, lines: Sequence[str], max_length: 
                 results.append(("logits", logits[..., cols].clone() if cols is not None else logits, loss, ids.shape[1] - 1))
             else:
                 results.append(("hidden_states", out.last_hidden_state[0], None, 0))
-    for h in hooks:
-        h.remove()
     del model
     return results
 
