@@ -38,7 +38,7 @@ SCRIPT = textwrap.dedent("""
     def load():
         barrier.wait()
         try:
-            out = verify._outputs(model, tok, ["Hello world."], 16, "float64")
+            out = list(verify._outputs(model, tok, ["Hello world."], 16, "float64"))
             loaded.append(out[0][0])
         except Exception as exc:
             errors.append(repr(exc))

@@ -357,3 +357,23 @@ def test_outputs_computed_in_float64_without_a_float64_copy(tmp_path, arch, monk
             h.remove()
         assert "forward" not in stored.lm_head.__dict__
     assert out(stored).dtype == model.dtype  # hooks removed: the model computes in its own dtype again
+
+    # Streamed from the checkpoint (what the comparison uses): the same outputs, weights read
+    # per call, the embedding reading only the rows of the ids given.
+    from tasks.engine import streamed_model as sm
+
+    asked = []
+    rows = sm.CheckpointReader.rows
+    monkeypatch.setattr(sm.CheckpointReader, "rows", lambda self, key, ids: asked.append(ids.tolist()) or rows(self, key, ids))
+    with sm.streamed_model(tmp_path, cls, torch.float64) as streamed:
+        got = out(streamed)
+        assert got.dtype == torch.float64 and torch.equal(got, reference)
+        assert all(p.device.type == "meta" for p in streamed.parameters())
+    # the word embedding's rows (BERT reads position and token type rows too): never the table
+    assert sorted(set(ids[0].tolist())) in asked and max(map(len, asked)) <= ids.shape[1]
+    if arch.startswith("llama"):  # the head read from the file 16 rows at a time
+        monkeypatch.setattr(sm, "HEAD_BLOCK_BYTES", 16 * 8 * 32)
+        with sm.streamed_model(tmp_path, cls, torch.float64) as streamed:
+            assert "forward" in streamed.lm_head.__dict__
+            blocked = out(streamed)
+        assert blocked.dtype == torch.float64 and float((blocked - reference).abs().max()) < 1e-12

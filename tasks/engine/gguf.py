@@ -21,6 +21,7 @@ from typing import Any
 from tasks.engine.content_id import sha256_file
 from tasks.engine.atomic import atomic_folder
 from tasks.engine.errors import ModelFolderError
+from tasks.engine.hf import HF_LOCK
 
 SOURCE_INFO_NAME = "trimworks_source.json"
 GGUF_DTYPES = ("bfloat16", "float16", "float32")
@@ -69,7 +70,8 @@ def convert_gguf(gguf_file: Path, out_dir: Path, dtype: str = "bfloat16") -> Pat
         tok = AutoTokenizer.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
         tok.save_pretrained(str(tmp))
         # Dequantize in float32 (the loader's fast path), then round once to the target dtype.
-        model = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name, dtype=torch.float32)
+        with HF_LOCK:  # no model is built on another thread meanwhile (tasks/engine/hf.py)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name, dtype=torch.float32)
         model = model.to(getattr(torch, dtype))
         model.hf_quantizer = None
         model.is_quantized = False

@@ -5,7 +5,9 @@ access. Two build threads resolving at once can see a half-imported submodule (P
 a partly initialised module to one side of an import cycle) and fail with "module
 'transformers' has no attribute 'AutoConfig'" — a variant lost to a race, seen when two
 variants of different bases checked their folders at the same moment. `from_pretrained`
-also patches process-global init functions: two loads at once can skip weight tying.
+also patches process-global init functions: two loads at once can skip weight tying, and
+the streamed output comparison builds its models with `accelerate`'s `init_empty_weights`,
+which moves every parameter created meanwhile, on any thread, to the meta device.
 Re-entrant, because class resolution happens inside loads."""
 
 from __future__ import annotations

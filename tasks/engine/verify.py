@@ -8,11 +8,13 @@ restricted to kept ids (LM heads) or hidden states (encoders).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import logging
 import threading
 from dataclasses import dataclass
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +26,11 @@ from tasks.engine.counting import load_plain_tokenizer
 from tasks.engine.hf import HF_LOCK, model_class
 from tasks.engine.memo import ObjectMemo, lines_key
 from tasks.engine.model_folder import TOKENIZER_JSON
+from tasks.engine.streamed_model import streamed_model
 
 MAX_MISMATCHES_REPORTED = 10
 _OUTPUTS_LOCK = threading.Lock()  # see verify_exactness
+log = logging.getLogger("trimworks.verify")
 
 
 class LanguageFidelity(BaseModel):
@@ -200,46 +204,72 @@ def unknown_token_id(tok: Tokenizer) -> int | None:
 
 
 def _outputs(model_dir: Path, tok: Tokenizer, lines: Sequence[str], max_length: int, dtype: str,
-             columns: np.ndarray | None = None):
-    """Per line: (output tensor, loss or None). Loads the model once, runs one line at a time.
+             columns: np.ndarray | None = None) -> Iterator[tuple]:
+    """Per line, lazily: (output kind, output tensor, loss or None, predicted tokens).
+
+    The model is streamed from its checkpoint (streamed_model: one layer's weights at a time),
+    so a base and its variant can run line by line side by side and only one line's outputs
+    are held. A model the stream cannot build is loaded whole in its own dtype (compute_in),
+    every line computed and the model released before the first result is given.
     `columns`: keep only these logit columns (the base's, at the kept ids: a 250 k-token head's
     full logits in float64 are ~128 MB per line)."""
     import torch
 
-    cols = torch.as_tensor(np.asarray(columns, dtype=np.int64)) if columns is not None else None
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-tensor progress bars would flood pipeline logs
+    cols = torch.as_tensor(np.asarray(columns, dtype=np.int64)) if columns is not None else None
     config = json.loads((Path(model_dir) / "config.json").read_text())
-    cls = model_class(config)
+    cls, compute = model_class(config), getattr(torch, dtype)
+    lines = list(lines)
+
+    def run(model, line: str) -> tuple:
+        return _line_output(model, config, tok, line, max_length, cols)
+
+    with contextlib.ExitStack() as stack:
+        try:
+            model = stack.enter_context(streamed_model(Path(model_dir), cls, compute))
+            first = run(model, lines[0]) if lines else None
+        except Exception as exc:  # noqa: BLE001 - any failure of the stream is retried by a whole load
+            stack.close()
+            log.warning("%s: outputs computed with the model loaded whole (%s: %s)", model_dir, type(exc).__name__, exc)
+            model = None
+        if model is not None:
+            if lines:
+                yield first
+            for line in lines[1:]:
+                yield run(model, line)
+            return
     with HF_LOCK:  # tasks/engine/hf.py
         # The checkpoint's own dtype: a float64 copy of the whole model (8 bytes a parameter)
         # is never made; each module computes in `dtype` instead (compute_in).
         model = cls.from_pretrained(str(model_dir), dtype="auto", local_files_only=True, trust_remote_code=False)
     model.eval()
-    compute_in(model, getattr(torch, dtype))  # the model is dropped below, hooks and all
-    is_seq2seq = bool(config.get("is_encoder_decoder"))
-    results = []
+    compute_in(model, compute)  # the model is dropped below, hooks and all
     with torch.no_grad():
-        for line in lines:
-            ids = torch.tensor([tok.encode(line, add_special_tokens=True).ids[:max_length]])
-            kwargs = {"input_ids": ids}
-            if is_seq2seq:
-                start = config.get("decoder_start_token_id")
-                start = start if start is not None else config.get("pad_token_id") or 0  # mBART: none set
-                kwargs["decoder_input_ids"] = torch.cat([torch.tensor([[start]]), ids[:, :-1]], dim=1)
-            out = model(**kwargs)
-            if getattr(out, "logits", None) is not None:
-                logits = out.logits[0]
-                loss = None
-                if auto_class_name(config) == "AutoModelForCausalLM" and ids.shape[1] > 1:
-                    loss = torch.nn.functional.cross_entropy(logits[:-1], ids[0, 1:], reduction="sum").item()
-                results.append(("logits", logits[..., cols].clone() if cols is not None else logits, loss, ids.shape[1] - 1))
-            else:
-                results.append(("hidden_states", out.last_hidden_state[0], None, 0))
+        results = [run(model, line) for line in lines]
     del model
-    return results
+    yield from results
+
+
+def _line_output(model, config: Mapping, tok: Tokenizer, line: str, max_length: int, cols) -> tuple:
+    import torch
+
+    ids = torch.tensor([tok.encode(line, add_special_tokens=True).ids[:max_length]])
+    kwargs = {"input_ids": ids}
+    if config.get("is_encoder_decoder"):
+        start = config.get("decoder_start_token_id")
+        start = start if start is not None else config.get("pad_token_id") or 0  # mBART: none set
+        kwargs["decoder_input_ids"] = torch.cat([torch.tensor([[start]]), ids[:, :-1]], dim=1)
+    with torch.no_grad():
+        out = model(**kwargs)
+        if getattr(out, "logits", None) is None:
+            return "hidden_states", out.last_hidden_state[0], None, 0
+        logits = out.logits[0]
+        loss = None
+        if auto_class_name(config) == "AutoModelForCausalLM" and ids.shape[1] > 1:
+            loss = torch.nn.functional.cross_entropy(logits[:-1], ids[0, 1:], reduction="sum").item()
+        return "logits", logits[..., cols].clone() if cols is not None else logits, loss, ids.shape[1] - 1
 
 
 def compute_in(model, dtype) -> list:
@@ -383,16 +413,16 @@ def verify_exactness(
     if not sample_lines or not sample:
         return report
     # One comparison at a time per process: its models are the largest thing a run holds, and
-    # two build threads comparing at once would hold twice verify.outputs_memory_gb.
+    # two build threads comparing at once would hold twice what one needs.
+    diff, loss_b, loss_a, n_tok, kind = 0.0, 0.0, 0.0, 0, None
     with _OUTPUTS_LOCK:
         before = _outputs(Path(base_dir), base_tok, sample, max_length, compute_dtype, columns=kept_ids)
         after = _outputs(Path(trimmed_dir), trim_tok, sample, max_length, compute_dtype)
-    diff, loss_b, loss_a, n_tok = 0.0, 0.0, 0.0, 0
-    for (kind, ref, lb, n), (_k, oa, la, _n) in zip(before, after, strict=True):
-        diff = max(diff, float((ref - oa).abs().max()))
-        if lb is not None and la is not None:
-            loss_b, loss_a, n_tok = loss_b + lb, loss_a + la, n_tok + n
-    report.output_kind = before[0][0]
+        for (kind, ref, lb, n), (_k, oa, la, _n) in zip(before, after, strict=True):  # a line at a time
+            diff = max(diff, float((ref - oa).abs().max()))
+            if lb is not None and la is not None:
+                loss_b, loss_a, n_tok = loss_b + lb, loss_a + la, n_tok + n
+    report.output_kind = kind
     report.sampled_lines = len(sample)
     report.output_max_abs_diff = diff
     if n_tok:
