@@ -176,12 +176,7 @@ def _stream_weights(model, keys: dict[str, str], reader: CheckpointReader, dtype
     embeddings gather rows, vocabulary-sized Linear layers read blocks of rows."""
     import torch
 
-    layers, inside = [], set()
-    for module in model.modules():  # parents before children: the outermost ModuleLists
-        if isinstance(module, torch.nn.ModuleList) and id(module) not in inside:
-            for layer in module:
-                layers.append(layer)
-                inside.update(id(m) for m in layer.modules())
+    layers, inside = outermost_layers(model)
     qualified = {id(m): name for name, m in model.named_modules(remove_duplicate=False)}
     for layer in layers:
         prefix = qualified[id(layer)]
@@ -200,6 +195,20 @@ def _stream_weights(model, keys: dict[str, str], reader: CheckpointReader, dtype
                                 keys[f"{prefix}.bias"] if module.bias is not None else None, reader, dtype)
         else:
             _read_during_call(module, model, names, keys, reader, dtype)
+
+
+def outermost_layers(model) -> tuple[list, set[int]]:
+    """The items of the outermost ModuleLists (a model's layers), and the ids of every module
+    inside them: each layer is handled as one unit, as its code may read a child's weight."""
+    import torch
+
+    layers, inside = [], set()
+    for module in model.modules():  # parents before children
+        if isinstance(module, torch.nn.ModuleList) and id(module) not in inside:
+            for layer in module:
+                layers.append(layer)
+                inside.update(id(m) for m in layer.modules())
+    return layers, inside
 
 
 def _read_during_call(module, model, names: list[str], keys: dict[str, str], reader: CheckpointReader, dtype) -> None:

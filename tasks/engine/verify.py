@@ -26,7 +26,7 @@ from tasks.engine.counting import load_plain_tokenizer
 from tasks.engine.hf import HF_LOCK, model_class
 from tasks.engine.memo import ObjectMemo, lines_key
 from tasks.engine.model_folder import TOKENIZER_JSON
-from tasks.engine.streamed_model import streamed_model
+from tasks.engine.streamed_model import outermost_layers, streamed_model
 
 MAX_MISMATCHES_REPORTED = 10
 _OUTPUTS_LOCK = threading.Lock()  # see verify_exactness
@@ -273,7 +273,8 @@ def _line_output(model, config: Mapping, tok: Tokenizer, line: str, max_length: 
 
 
 def compute_in(model, dtype) -> list:
-    """Make every module of `model` compute in `dtype` while its weights stay in theirs.
+    """Make every module of `model` compute in `dtype` while its weights stay in theirs (the
+    output comparison of a model loaded whole, where streamed_model cannot build it).
 
     Weights are widened just for the call that uses them (exact: every narrower float is a
     float64): each layer of a ModuleList as a whole (its code may read a child's dtype, as
@@ -288,12 +289,7 @@ def compute_in(model, dtype) -> list:
     def floating(tensors) -> list:
         return list({id(t): t for t in tensors if t.is_floating_point() and t.dtype != dtype}.values())
 
-    layers, inside = [], set()
-    for module in model.modules():  # parents before children: the outermost ModuleLists
-        if isinstance(module, torch.nn.ModuleList) and id(module) not in inside:
-            for layer in module:
-                layers.append(layer)
-                inside.update(id(m) for m in layer.modules())
+    layers, inside = outermost_layers(model)
     handles = []
     for layer in layers:
         handles += _widen_during_call(layer, floating([*layer.parameters(), *layer.buffers()]), dtype)

@@ -66,8 +66,9 @@ def _precision(spec: VerifySpec, params: int) -> tuple[str, float] | None:
     """float64 where the weights fit the memory budget, else float32, else None.
 
     The rule counts a full copy of the weights in that precision (8 or 4 bytes a parameter):
-    an upper bound, as the comparison keeps the checkpoint's dtype and widens one layer at a
-    time (verify.compute_in).
+    an upper bound, as the comparison streams one layer at a time from the checkpoint
+    (tasks/engine/streamed_model.py), or, for a model the stream cannot build, keeps the
+    checkpoint's dtype and widens one layer at a time (verify.compute_in).
 
     float64 makes BLAS's shape-dependent rounding ~1e-13, so any real difference stands out;
     float32 halves the memory but leaves ~1e-5 of rounding on logits, hence its wider tolerance
