@@ -205,7 +205,7 @@ def unknown_token_id(tok: Tokenizer) -> int | None:
 
 def _outputs(model_dir: Path, tok: Tokenizer, lines: Sequence[str], max_length: int, dtype: str,
              columns: np.ndarray | None = None) -> Iterator[tuple]:
-    """Per line, lazily: (output kind, output tensor, loss or None, predicted tokens).
+    """Per line, lazily: (output kind, output tensor, summed loss or None, tokens it predicts).
 
     The model is streamed from its checkpoint (streamed_model: one layer's weights at a time),
     so a base and its variant can run line by line side by side and only one line's outputs
@@ -246,8 +246,7 @@ def _outputs(model_dir: Path, tok: Tokenizer, lines: Sequence[str], max_length: 
         model = cls.from_pretrained(str(model_dir), dtype="auto", local_files_only=True, trust_remote_code=False)
     model.eval()
     compute_in(model, compute)  # the model is dropped below, hooks and all
-    with torch.no_grad():
-        results = [run(model, line) for line in lines]
+    results = [run(model, line) for line in lines]
     del model
     yield from results
 
