@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from tasks.engine.errors import ModelFolderError
 from tasks.engine.hf import HF_LOCK
 from tasks.engine.safetensors_io import LazyCheckpoint, TensorInfo, row_runs
 
@@ -60,7 +61,7 @@ class CheckpointReader:
         while done < len(out):
             n = os.preadv(fd, [out[done:]], info.start + offset + done)
             if n <= 0:
-                raise OSError(f"{info.file}: unexpected end of file in tensor {info.name!r}")
+                raise ModelFolderError(f"{info.file}: unexpected end of file in tensor {info.name!r}")
             done += n
 
     def _as_tensor(self, info: TensorInfo, buf: bytearray, shape: tuple[int, ...]):
@@ -133,21 +134,22 @@ def checkpoint_keys(model, stored: dict[str, TensorInfo]) -> dict[str, str]:
                 return key
         return None
 
-    tied: dict[int, list[str]] = {}
-    for name, param in model.named_parameters(remove_duplicate=False):
-        tied.setdefault(id(param), []).append(name)
+    names_of: dict[int, list[str]] = {}  # a parameter's names: several when tied
+    params = dict(model.named_parameters(remove_duplicate=False))
+    for name, param in params.items():
+        names_of.setdefault(id(param), []).append(name)
     keys: dict[str, str] = {}
-    for names in tied.values():
+    for names in names_of.values():
         # Stored under two tied names, from_pretrained unties them or not by comparing values.
         found = {k for k in map(find, names) if k is not None}
         if len(found) != 1:
             what = "is not in the checkpoint" if not found else f"is stored {len(found)} times ({', '.join(sorted(found))})"
             raise StreamingUnsupported(f"weight {' = '.join(names)} {what}")
-        keys.update(dict.fromkeys(names, found.pop()))
-    for name, param in model.named_parameters(remove_duplicate=False):
-        info = stored[keys[name]]
-        if tuple(param.shape) != info.shape or info.dtype not in TORCH_DTYPE_NAMES:
-            raise StreamingUnsupported(f"weight {name} {tuple(param.shape)} does not match {info.name} {info.shape} {info.dtype}")
+        info = stored[found.pop()]
+        shape = tuple(params[names[0]].shape)
+        if shape != info.shape or info.dtype not in TORCH_DTYPE_NAMES:
+            raise StreamingUnsupported(f"weight {names[0]} {shape} does not match {info.name} {info.shape} {info.dtype}")
+        keys.update(dict.fromkeys(names, info.name))
     persistent = set(model.state_dict().keys())
     for name, buf in model.named_buffers():
         key = find(name) if name in persistent else None
@@ -169,7 +171,7 @@ def _load_persistent_buffers(model, keys: dict[str, str], reader: CheckpointRead
         if name in keys:
             owner, leaf = _owner(model, name)
             value = reader.tensor(keys[name])
-            owner._buffers[leaf] = value.to(buf.dtype if not buf.is_floating_point() else dtype).clone()
+            owner._buffers[leaf] = value.to(buf.dtype if not buf.is_floating_point() else dtype)
 
 
 def _stream_weights(model, keys: dict[str, str], reader: CheckpointReader, dtype) -> None:
@@ -248,20 +250,27 @@ def _gather_rows(module, key: str, reader: CheckpointReader, dtype) -> None:
 
 
 def _linear_from_blocks(module, weight_key: str, bias_key: str | None, reader: CheckpointReader, dtype) -> None:
-    """A vocabulary-sized head, a block of rows read and multiplied at a time: a 250 k x 768 head
-    would otherwise be read whole (1.5 GB in float64). Each output is the same dot product;
-    only BLAS's blocking (~1e-13 in float64) can differ from the whole matrix."""
+    """A vocabulary-sized head read from the checkpoint a block of rows at a time: a 250 k x 768
+    head would otherwise be read whole (1.5 GB in float64)."""
+    bias = reader.tensor(bias_key).to(dtype) if bias_key is not None else None
+    rows = max(1, HEAD_BLOCK_BYTES // (8 * module.weight.shape[1]))
+    linear_in_row_blocks(module, lambda i, j: reader.row_block(weight_key, i, j), bias, rows, dtype)
+
+
+def linear_in_row_blocks(module, weight_rows: Callable[[int, int], object], bias, rows: int, dtype) -> None:
+    """Replace a Linear's forward: output columns computed `rows` weight rows at a time
+    (`weight_rows(i, j)`, widened to `dtype`; `bias` already in `dtype` or None), written into
+    one output buffer. Each output is the same dot product as with the whole matrix; only
+    BLAS's blocking (~1e-13 in float64) can differ."""
     import torch
 
     n_rows, width = module.weight.shape
-    rows = max(1, HEAD_BLOCK_BYTES // (8 * width))
-    bias = reader.tensor(bias_key).to(dtype) if bias_key is not None else None
 
     def forward(x):
         flat = x.to(dtype).reshape(-1, width)
-        out = torch.empty(flat.shape[0], n_rows, dtype=dtype)  # filled in place: no list of parts to concatenate
+        out = torch.empty(flat.shape[0], n_rows, dtype=dtype)
         for i in range(0, n_rows, rows):
-            block = reader.row_block(weight_key, i, min(i + rows, n_rows)).to(dtype)
+            block = weight_rows(i, min(i + rows, n_rows)).to(dtype)
             out[:, i: i + rows] = torch.nn.functional.linear(flat, block, None if bias is None else bias[i: i + rows])
         return out.reshape(*x.shape[:-1], n_rows)
 

@@ -26,7 +26,7 @@ from tasks.engine.counting import load_plain_tokenizer
 from tasks.engine.hf import HF_LOCK, model_class
 from tasks.engine.memo import ObjectMemo, lines_key
 from tasks.engine.model_folder import TOKENIZER_JSON
-from tasks.engine.streamed_model import outermost_layers, streamed_model
+from tasks.engine.streamed_model import linear_in_row_blocks, outermost_layers, streamed_model
 
 MAX_MISMATCHES_REPORTED = 10
 _OUTPUTS_LOCK = threading.Lock()  # see verify_exactness
@@ -338,22 +338,11 @@ class _Restore:
 
 
 def _linear_in_blocks(module, dtype) -> _Restore:
-    """The module's output columns computed a block of weight rows at a time, each block
-    widened to `dtype`: a 250 k x 768 head would otherwise be widened whole (1.5 GB in float64).
-    Each output is the same dot product; only BLAS's blocking (~1e-13 in float64) can differ."""
-    import torch
-
+    """The module's weight widened to `dtype` a block of rows at a time: a 250 k x 768 head
+    would otherwise be widened whole (1.5 GB in float64)."""
     weight, bias = module.weight, module.bias
     rows = max(1, WIDEN_BLOCK_BYTES // (8 * weight.shape[1]))
-
-    def forward(x):
-        x = x.to(dtype)
-        parts = [torch.nn.functional.linear(x, weight[i:i + rows].to(dtype),
-                                            None if bias is None else bias[i:i + rows].to(dtype))
-                 for i in range(0, weight.shape[0], rows)]
-        return torch.cat(parts, dim=-1)
-
-    module.forward = forward
+    linear_in_row_blocks(module, lambda i, j: weight[i:j], None if bias is None else bias.to(dtype), rows, dtype)
     return _Restore(module)
 
 
