@@ -175,12 +175,16 @@ def plot_coverage(
     with atomic_file(out_png) as fh:
         fig.savefig(fh, format="png")
     plt.close(fig)
-    # The curves, for per-variant plots that mark the variant (tasks/pipeline/variant_plot.py);
-    # written after the PNG, so its "inputs" never vouch for a PNG a crash left stale.
-    write_text_atomic(out_png.with_suffix(".json"), json.dumps({
-        "base": base_id, "vocab_size": vocab.size, "sizes": sizes.tolist(),
-        "curves": {lang: c.tolist() for lang, c in curves.items()}, "inputs": inputs}))
+    # The curves, for per-variant plots that mark the variant (tasks/pipeline/variant_plot.py).
+    mark_plot_drawn(out_png, inputs, base=base_id, vocab_size=vocab.size, sizes=sizes.tolist(),
+                    curves={lang: c.tolist() for lang, c in curves.items()})
     return out_png
+
+
+def mark_plot_drawn(out_png: Path, inputs: str, **data) -> None:
+    """The JSON beside a PNG just drawn: `inputs` (what `plot_is_current` compares) and `data`.
+    Written after the PNG, so it never vouches for a PNG a crash left stale."""
+    write_text_atomic(out_png.with_suffix(".json"), json.dumps({**data, "inputs": inputs}))
 
 
 def plot_is_current(out_png: Path, inputs: str) -> bool:

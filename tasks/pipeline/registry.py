@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 import xxhash
 
 from tasks.engine.atomic import atomic_file, write_text_atomic
-from tasks.pipeline.catalog import CATALOG_MARKDOWN, CATALOG_PARQUET, catalog_rows, markdown_table, plot_is_current
+from tasks.pipeline.catalog import (CATALOG_MARKDOWN, CATALOG_PARQUET, catalog_rows, mark_plot_drawn, markdown_table,
+                                    plot_is_current)
 from tasks.pipeline.publish import RECORD_NAME
 from tasks.pipeline.record import VariantRecord
 from tasks.pipeline.variant_plot import MATPLOTLIB_LOCK
@@ -138,7 +139,7 @@ def plot_registry(base: str, records: Sequence[VariantRecord], out_png: Path) ->
     with atomic_file(out_png) as fh:
         fig.savefig(fh, format="png")
     plt.close(fig)
-    write_text_atomic(out_png.with_suffix(".json"), json.dumps({"base": base, "inputs": inputs}))
+    mark_plot_drawn(out_png, inputs, base=base)
     return out_png
 
 
