@@ -311,6 +311,38 @@ def test_fidelity_matches_the_line_by_line_definition_and_encodes_the_base_once(
     assert calls.count(base_tok) == 2 and other.lines == len(lines) - 1
 
 
+def test_a_stream_that_fails_on_its_first_line_falls_back_to_the_whole_model(tmp_path, monkeypatch, caplog):
+    """The comparison streams weights from the checkpoint; where that fails at the first call
+    (code reading a weight the stream left on the meta device), it loads the model whole and
+    the outputs are the same, with a warning naming the folder."""
+    import contextlib
+
+    from tasks.engine import verify
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    torch.manual_seed(0)
+    cfg = T.LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        num_key_value_heads=1)
+    T.LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(str(tmp_path))
+    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(300)}, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    lines = ["w5 w17 w42 w299 w3", "w250 w7 w8"]
+    streamed = list(verify._outputs(tmp_path, tok, lines, 16, "float64"))
+
+    class Broken:
+        def __call__(self, **_kw):
+            raise NotImplementedError("Cannot copy out of meta tensor; no data!")
+
+    monkeypatch.setattr(verify, "streamed_model", lambda *_a: contextlib.nullcontext(Broken()))
+    with caplog.at_level("WARNING", logger="trimworks.verify"):
+        whole = list(verify._outputs(tmp_path, tok, lines, 16, "float64"))
+    assert f"{tmp_path}: outputs computed with the model loaded whole (NotImplementedError" in caplog.text
+    assert len(whole) == len(streamed) == 2
+    for (kind, a, loss_a, n_a), (_k, b, loss_b, n_b) in zip(streamed, whole, strict=True):
+        assert kind == "logits" and a.dtype == b.dtype == torch.float64 and (n_a, loss_a) == (n_b, loss_b)
+        assert float((a - b).abs().max()) < 1e-12  # whole load: the head widened in blocks too
+
+
 @pytest.mark.parametrize("arch", ["llama-bf16-untied", "llama-bf16-tied", "bert-f32", "t5-bf16"])
 def test_outputs_computed_in_float64_without_a_float64_copy(tmp_path, arch, monkeypatch):
     """verify's output comparison keeps the checkpoint's dtype and widens one module at a
