@@ -32,7 +32,11 @@ def gguf_tokenizer(name: str, out: Path) -> Path:
     """A real tokenizer from llama.cpp's vocab-only GGUF files, saved as tokenizer.json."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(GGUF_TOKENIZERS), gguf_file=f"ggml-vocab-{name}.gguf")
+    from tasks.engine.gguf import one_parse_per_file
+    from tasks.engine.hf import HF_LOCK
+
+    with HF_LOCK, one_parse_per_file():  # the file parsed once, not once for the config and again for the vocabulary
+        tok = AutoTokenizer.from_pretrained(str(GGUF_TOKENIZERS), gguf_file=f"ggml-vocab-{name}.gguf")
     tok.save_pretrained(str(out))
     return out
 

@@ -122,8 +122,19 @@ def test_never_compares_outputs_and_still_proves(tmp_path, bases):
         assert set(r.fidelity) == {"en"}  # the held-out figures stay held-out only
 
 
-def test_gguf_source_kept_in_bf16_and_named_on_the_card(tmp_path):
-    """The real SmolLM2 Q4_1 GGUF, converted once (~20 s) to the manifest's dtype (default bf16)."""
+def test_gguf_source_kept_in_bf16_and_named_on_the_card(tmp_path, monkeypatch):
+    """The real SmolLM2 Q4_1 GGUF, converted once (~20 s) to the manifest's dtype (default bf16),
+    its fields parsed once (config, tokenizer, weights and quantization share one reader)."""
+    import gguf as gguf_lib
+
+    parsed = []
+
+    class CountingReader(gguf_lib.GGUFReader):
+        def __init__(self, path, mode="r"):
+            parsed.append(str(path))
+            super().__init__(path, mode)
+
+    monkeypatch.setattr(gguf_lib, "GGUFReader", CountingReader)
     gguf = subjects.smollm2_gguf()
     data = {
         "work_dir": str(tmp_path / "work"), "output_dir": str(tmp_path / "published"),
@@ -139,6 +150,8 @@ def test_gguf_source_kept_in_bf16_and_named_on_the_card(tmp_path):
     assert m.spec.base_models[0].source.dtype == "bfloat16"
     base_dir = materialize_base(m, m.base("smol"))
     assert base_dir.name.endswith("-bfloat16")
+    assert parsed == [str(gguf)], parsed
+    assert gguf_lib.GGUFReader is CountingReader  # the conversion gave the module back as it found it
     ckpt = LazyCheckpoint(base_dir)
     assert {t.dtype for t in ckpt.tensors.values()} == {"BF16"}
     info = json.loads((base_dir / "trimworks_source.json").read_text())

@@ -14,7 +14,10 @@ cards can say where the weights came from.
 from __future__ import annotations
 
 import collections
+import contextlib
+import functools
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +30,39 @@ SOURCE_INFO_NAME = "trimworks_source.json"
 GGUF_DTYPES = ("bfloat16", "float16", "float32")
 
 
+@contextlib.contextmanager
+def one_parse_per_file() -> Iterator[None]:
+    """`gguf.GGUFReader` parses every field of the file (~10 s for SmolLM2's 49 k-token
+    vocabulary), and transformers builds a new reader for the config, the tokenizer and the
+    weights, and a tensor-name map per module (397 for SmolLM2, 11 s). Inside this block each
+    file is parsed once and each map built once: the conversion took 55 s, most of it parsing
+    the same bytes four times. Process-wide, so callers hold HF_LOCK."""
+    import gguf
+
+    readers: dict[str, Any] = {}
+    real_reader, real_map = gguf.GGUFReader, gguf.get_tensor_name_map
+
+    def reader(path, mode: str = "r"):
+        if mode != "r":
+            return real_reader(path, mode)
+        key = str(Path(path).resolve())
+        if key not in readers:
+            readers[key] = real_reader(path)
+        return readers[key]
+
+    gguf.GGUFReader, gguf.get_tensor_name_map = reader, functools.lru_cache(maxsize=None)(real_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = real_reader, real_map
+
+
 def gguf_quantization(gguf_file: Path) -> dict[str, Any]:
     """The file's declared type (e.g. MOSTLY_Q4_1 -> Q4_1) and how many tensors use each type."""
-    from gguf import GGUFReader, LlamaFileType
+    import gguf
+    from gguf import LlamaFileType
 
-    reader = GGUFReader(str(gguf_file))
+    reader = gguf.GGUFReader(str(gguf_file))
     counts = collections.Counter(t.tensor_type.name for t in reader.tensors)
     field = reader.fields.get("general.file_type")
     file_type = None
@@ -64,14 +95,15 @@ def convert_gguf(gguf_file: Path, out_dir: Path, dtype: str = "bfloat16") -> Pat
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    info = {"format": "gguf", "file": gguf_file.name, "sha256": sha256_file(gguf_file), **gguf_quantization(gguf_file),
-            "dtype": dtype}
-    with atomic_folder(out_dir) as tmp:
+    # HF_LOCK: no model is built on another thread meanwhile (tasks/engine/hf.py), and no
+    # other thread sees the shared GGUF readers.
+    with HF_LOCK, one_parse_per_file(), atomic_folder(out_dir) as tmp:
+        info = {"format": "gguf", "file": gguf_file.name, "sha256": sha256_file(gguf_file),
+                **gguf_quantization(gguf_file), "dtype": dtype}
         tok = AutoTokenizer.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
         tok.save_pretrained(str(tmp))
         # Dequantize in float32 (the loader's fast path), then round once to the target dtype.
-        with HF_LOCK:  # no model is built on another thread meanwhile (tasks/engine/hf.py)
-            model = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name, dtype=torch.float32)
         model = model.to(getattr(torch, dtype))
         model.hf_quantizer = None
         model.is_quantized = False
