@@ -35,17 +35,9 @@ def shared():
 
 
 @pytest.fixture(scope="session")
-def gguf_tokenizers(shared, tmp_path_factory):
-    """Real tokenizers converted once per session: name -> folder with tokenizer.json."""
-    root = tmp_path_factory.mktemp("gguf_tokenizers")
-    cache: dict[str, object] = {}
-
-    def get(name: str):
-        if name not in cache:
-            cache[name] = subjects.gguf_tokenizer(name, root / name)
-        return cache[name]
-
-    return get
+def gguf_tokenizers(shared):
+    """Real tokenizers converted once per checkout (all workers): name -> read-only folder with tokenizer.json."""
+    return subjects.cached_gguf_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -28,15 +28,37 @@ def gettext_lines(locale: str, split: str, limit: int | None = None) -> list[str
     return texts[:limit] if limit else texts
 
 
-def gguf_tokenizer(name: str, out: Path) -> Path:
-    """A real tokenizer from llama.cpp's vocab-only GGUF files, saved as tokenizer.json."""
+def cached_gguf_tokenizer(name: str | Path) -> Path:
+    """A real tokenizer from a GGUF file (llama.cpp's vocab-only `ggml-vocab-{name}.gguf`, or
+    a path), saved as tokenizer.json once per checkout and shared by the suite's workers: each
+    conversion parses the GGUF file in Python (3-25 s). Keyed by the file's name, size and
+    mtime; built under a lock, renamed into place whole. Read-only for its users: copy to change."""
+    from filelock import FileLock
+
+    from bench.subjects import CACHE
+    from tasks.engine.atomic import atomic_folder
+
+    src = Path(name) if isinstance(name, Path) else GGUF_TOKENIZERS / f"ggml-vocab-{name}.gguf"
+    st = src.stat()
+    out = CACHE / "gguf-tokenizers" / f"{src.stem}-{st.st_size}-{st.st_mtime_ns}"
+    if not (out / "tokenizer.json").exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(out) + ".lock"):
+            if not (out / "tokenizer.json").exists():
+                with atomic_folder(out, overwrite=True) as tmp:
+                    gguf_tokenizer(src, tmp)
+    return out
+
+
+def gguf_tokenizer(gguf: Path, out: Path) -> Path:
+    """The tokenizer of a GGUF file, saved with `save_pretrained` (tokenizer.json and friends)."""
     from transformers import AutoTokenizer
 
     from tasks.engine.gguf import one_parse_per_file
     from tasks.engine.hf import HF_LOCK
 
     with HF_LOCK, one_parse_per_file():  # the file parsed once, not once for the config and again for the vocabulary
-        tok = AutoTokenizer.from_pretrained(str(GGUF_TOKENIZERS), gguf_file=f"ggml-vocab-{name}.gguf")
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     tok.save_pretrained(str(out))
     return out
 

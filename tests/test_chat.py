@@ -44,8 +44,7 @@ def qwen2_chat(shared, gguf_tokenizers, tmp_path_factory):
 @pytest.fixture(scope="module")
 def smollm2_chat(tmp_path_factory):
     folder = tmp_path_factory.mktemp("chat") / "smollm2"
-    gguf = subjects.smollm2_gguf()
-    T.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(str(folder))
+    shutil.copytree(subjects.cached_gguf_tokenizer(subjects.smollm2_gguf()), folder)
     return _tiny_lm(folder, T.LlamaConfig, T.LlamaForCausalLM)
 
 
@@ -119,16 +118,24 @@ def test_cli_keep_text_and_architectures(toy_model, tmp_path, toy_lines):
     w["my_head.weight"] = torch.randn(cfg["vocab_size"], 16)
     save_file(w, str(toy_model / "model.safetensors"), metadata={"format": "pt"})
     (tmp_path / "en.txt").write_text("\n".join(toy_lines[:500]) + "\n")
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    def cli(args: list[str]) -> tuple[int, str]:  # in-process: exit status and stderr, no fresh interpreter per call
+        r = CliRunner().invoke(app, args)
+        return r.exit_code, r.stderr
+
     counts = tmp_path / "en.parquet"
-    assert subjects.run_cli(["count", str(toy_model), "--text", str(tmp_path / "en.txt"), "-o", str(counts)], tmp_path)[0] == 0
-    rc, _, err = subjects.run_cli(["trim", str(toy_model), "--counts", str(counts), "-o", str(tmp_path / "a")], tmp_path)
+    assert cli(["count", str(toy_model), "--text", str(tmp_path / "en.txt"), "-o", str(counts)])[0] == 0
+    rc, err = cli(["trim", str(toy_model), "--counts", str(counts), "-o", str(tmp_path / "a")])
     assert rc == 2 and "'my_head.weight'" in err and "--architectures" in err
     rules = tmp_path / "rules.yaml"
     rules.write_text("vocab_tensors:\n  - {pattern: '^my_head\\.weight$', axis: 0, role: 'probe head'}\n")
     keep = tmp_path / "keep.txt"
     keep.write_text("Zyxwv qjkx\n")
-    rc, _, err = subjects.run_cli(["trim", str(toy_model), "--counts", str(counts), "-o", str(tmp_path / "b"),
-                                   "--architectures", str(rules), "--keep-text", str(keep)], tmp_path)
+    rc, err = cli(["trim", str(toy_model), "--counts", str(counts), "-o", str(tmp_path / "b"),
+                   "--architectures", str(rules), "--keep-text", str(keep)])
     assert rc == 0, err
     kept = load_kept_ids(tmp_path / "b")
     assert tuple(load_file(str(tmp_path / "b" / "model.safetensors"))["my_head.weight"].shape) == (kept.size, 16)

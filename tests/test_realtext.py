@@ -177,17 +177,21 @@ def test_verify_exits_nonzero_when_no_line_is_covered(tmp_path):
     en.write_text("the cat sat on the mat.\n" * 20)
     el = tmp_path / "el.txt"
     el.write_text("Όλοι οι άνθρωποι γεννιούνται ελεύθεροι.\nΚαθένας δικαιούται όλα τα δικαιώματα.\n")
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
     counts = tmp_path / "en.parquet"
     out = tmp_path / "trimmed"
+    runner = CliRunner()  # in-process: the command's exit status, without a fresh interpreter's imports per call
     for args in (["count", str(minilm), "--text", str(en), "-o", str(counts)],
-                 ["trim", str(minilm), "--counts", str(counts), "--multiple", "8", "--language", "en", "-o", str(out)]):
-        rc, _out, err = subjects.run_cli(args, tmp_path)
-        assert rc == 0, err
-    rc, _out, err = subjects.run_cli(["verify", str(minilm), str(out), "--text", str(el), "--sample", "2"], tmp_path)
-    assert rc == 1
-    assert "no held-out line was covered" in err and "el: 0 of 2" in err
-    rc, _out, err = subjects.run_cli(["verify", str(minilm), str(out), "--text", str(en), "--sample", "2"], tmp_path)
-    assert rc == 0, err
+                 ["trim", str(minilm), "--counts", str(counts), "--multiple", "8", "--language", "en", "-o", str(out)],
+                 ["verify", str(minilm), str(out), "--text", str(en), "--sample", "2"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["verify", str(minilm), str(out), "--text", str(el), "--sample", "2"])
+    assert r.exit_code == 1, r.output
+    assert "no held-out line was covered" in r.stderr and "el: 0 of 2" in r.stderr, r.stderr
 
 
 def test_report_vacuous_reasons():
