@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from tasks.engine.errors import OutputExistsError
@@ -64,10 +65,12 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_folder(out_dir: Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_folder(out_dir: Path, overwrite: bool = False, durable: bool = True) -> Iterator[Path]:
     """Yield a temp folder beside `out_dir`; on success it replaces `out_dir` by rename.
 
     On any error the temp folder is removed, so no partial output is ever visible.
+    `durable=False` skips the fsyncs, for a folder that a later durable rename publishes
+    (a variant's staging folder: `LocalRegistry.publish` fsyncs it before its own rename).
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
@@ -79,12 +82,14 @@ def atomic_folder(out_dir: Path, overwrite: bool = False) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        fsync_tree(tmp)  # every byte on disk before the folder can be seen under its name
+        if durable:
+            fsync_tree(tmp)  # every byte on disk before the folder can be seen under its name
         replace_folder(tmp, out_dir, out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    fsync_dir(out_dir.parent)
+    if durable:
+        fsync_dir(out_dir.parent)
 
 
 def replace_folder(src: Path, dst: Path, trash: Path, between: Callable[[], None] | None = None) -> None:
@@ -128,3 +133,18 @@ def fsync_tree(folder: Path) -> None:
                 os.close(fd)
     for d in reversed(dirs):
         fsync_dir(Path(d))
+
+
+_FLUSHER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="trimworks-flush")
+
+
+def flush_in_background(folder: Path) -> Future:
+    """Start writing `folder`'s files to disk now, on a helper thread, so that the fsync before
+    the rename that publishes it finds them written: the wait for the disk overlaps the work
+    that follows (the proof, the checks, the card) instead of coming before it. Errors are
+    dropped (the folder may be removed meanwhile): that later fsync is the one that counts."""
+    def flush() -> None:
+        with contextlib.suppress(OSError):
+            fsync_tree(folder)
+
+    return _FLUSHER.submit(flush)

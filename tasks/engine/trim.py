@@ -128,16 +128,17 @@ def check_counts_not_empty(table: TokenCounts, source: str) -> None:
 
 def apply_selection(
     model_dir: Path, selection: Selection, out_dir: Path, overwrite: bool = False, provenance: dict | None = None,
-    rules: ArchitectureRules | None = None, remember_base_digests: bool = False,
+    rules: ArchitectureRules | None = None, remember_base_digests: bool = False, durable: bool = True,
 ) -> TrimResult:
     """Build the trimmed folder for an already chosen kept set (atomically).
-    `remember_base_digests`: a proof follows (see `surgery.trim_weights`)."""
+    `remember_base_digests`: a proof follows (see `surgery.trim_weights`). `durable=False`: a
+    staging folder that a later durable rename publishes (see `atomic.atomic_folder`)."""
     base = inspect_model_folder(model_dir)
     tok, vocab = parsed_tokenizer(base.tokenizer_json)
     new_tok = rebuild_tokenizer_json(tok, vocab, selection.kept_ids)
     try:
         return _write_trimmed(base, tok, vocab, new_tok, selection, Path(out_dir), overwrite, provenance,
-                              rules or default_rules(), remember_base_digests)
+                              rules or default_rules(), remember_base_digests, durable)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise OutputError(
@@ -150,9 +151,10 @@ def apply_selection(
 def _write_trimmed(
     base: ModelFolder, tok: dict, vocab: Vocab, new_tok: dict, selection: Selection, out_dir: Path,
     overwrite: bool, provenance: dict | None, rules: ArchitectureRules, remember_base_digests: bool = False,
+    durable: bool = True,
 ) -> TrimResult:
     kept = selection.kept_ids
-    with atomic_folder(Path(out_dir), overwrite=overwrite) as tmp:
+    with atomic_folder(Path(out_dir), overwrite=overwrite, durable=durable) as tmp:
         write_configs(base, tmp, kept, rules, vocab.id_to_token.get, vocab.id_space)
         tok_files = write_tokenizer_files(base.path, tmp, new_tok, vocab, kept)
         stats = trim_weights(base, tmp, kept, rules, vocab.size, remember_base_digests)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from tasks.engine.atomic import write_text_atomic
+from tasks.engine.atomic import flush_in_background, write_text_atomic
 from tasks.pipeline.benchmark_text import udhr_lines
 from tasks.pipeline.card import variant_card
 from tasks.pipeline.counts_cache import read_heldout
@@ -134,9 +134,13 @@ def _build_and_publish(
                                      rules=rules, keep_texts=resolved_keep_texts(m), languages=variant.languages)
         check_trims(selection, variant)
         check_tensor_names(base_dir)  # after the folder checks (pickles, remote code) in select_for_model
+        # Staging is never trusted after a crash (rebuilt, see _remove_stale): not fsynced here.
+        # Publishing fsyncs it before its rename; the disk writes start now, behind the proof.
         trim = apply_selection(base_dir, selection, staging, overwrite=True,
                                provenance={"base_model": variant.base, "variant": variant.id, "fingerprint": variant.fingerprint},
-                               rules=rules, remember_base_digests=True)  # the proof below then reads only the variant
+                               rules=rules, remember_base_digests=True,  # the proof below then reads only the variant
+                               durable=False)
+        flushing = flush_in_background(staging) if isinstance(publisher, LocalRegistry) else None
         check_stop()
         texts = {lang: read_heldout(heldout[lang]) for lang in variant.languages}
         benchmark_texts = {f"benchmark:{lang}": lines for lang in variant.languages if (lines := udhr_lines(lang))}
@@ -181,6 +185,8 @@ def _build_and_publish(
         record.seconds = round(time.perf_counter() - start, 2)
         write_text_atomic(staging / RECORD_NAME, record.model_dump_json(indent=2))
         check_stop()  # the last safe point: after it the variant is published whole
+        if flushing is not None:
+            flushing.result()
         record.location = publisher.publish(staging, variant)
         log.info("published %s: vocab %s -> %s, %.1f%% smaller, min coverage %s, in %.1f s -> %s", variant.id,
                  f"{record.vocab_before:,}", f"{record.vocab_after:,}", record.size_reduction_pct or 0,

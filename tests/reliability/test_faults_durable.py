@@ -80,3 +80,45 @@ def test_trimmed_folder_and_small_files_are_durable(tmp_path, toy_model, toy_lin
     for name in ("catalog.parquet", "catalog.md"):
         i = index_of(trace, next(c for c in trace if c[0] == "replace" and c[2].endswith(name)))
         assert trace[i - 1] == ("fsync", trace[i][1]) and trace[i + 1] == ("fsync", str((tmp_path / "published").resolve()))
+
+
+def test_the_pipeline_publishes_durably_with_staging_flushed_behind_the_proof(tmp_path, bases, trace):
+    """build_and_publish writes staging without waiting for the disk (its fsyncs run on a
+    helper thread behind the proof); what reaches the registry is still fsynced file by file
+    before the publishing rename, and the registry folder after it."""
+    from tasks.pipeline.build import build_and_publish
+    from tasks.pipeline.checks import start_run
+    from tasks.pipeline.counts_cache import ensure_counts, ensure_heldout
+    from tasks.pipeline.manifest import expand, load_manifest
+    from tasks.pipeline.sources import materialize_base
+    from tests import subjects
+
+    m = load_manifest(subjects.make_manifest(tmp_path, bases, subsets=[["en"]], multiples=[8], verify={"outputs": "never"}))
+    start_run()
+    (v,) = [v for v in expand(m) if v.base == "toy-a"]
+    base_dir = materialize_base(m, m.base(v.base))
+    counts = {"en": ensure_counts(m, base_dir / "tokenizer.json", "en")}
+    registry = LocalRegistry(m.output_dir)
+    trace.clear()
+    rec = build_and_publish(m, v, base_dir, counts, {"en": ensure_heldout(m, "en")}, registry)
+    assert rec.status == "published", rec.error
+    target = Path(rec.location).resolve()
+    rename = index_of(trace, next(c for c in trace if c[0] == "replace" and c[2] == str(target)))
+    staging = Path(trace[rename][1])
+    synced_before = {c[1] for c in trace[:rename] if c[0] == "fsync"}
+    for p in (p for p in target.rglob("*") if p.is_file()):
+        assert str(staging / p.relative_to(target)) in synced_before, f"{p.name} not fsynced before the rename"
+    assert ("fsync", str(target.parent)) in trace[rename + 1:]
+
+
+def test_a_staging_folder_is_written_whole_without_fsync_and_a_vanished_one_flushes_quietly(tmp_path, trace):
+    from tasks.engine.atomic import atomic_folder, flush_in_background
+
+    out = tmp_path / "staging" / "v"
+    with atomic_folder(out, durable=False) as tmp:
+        (tmp / "model.safetensors").write_bytes(b"x" * 1000)
+    assert (out / "model.safetensors").read_bytes() == b"x" * 1000
+    assert not [c for c in trace if c[0] == "fsync"]  # nothing waited for the disk
+    assert flush_in_background(out).result() is None
+    assert ("fsync", str((out / "model.safetensors").resolve())) in trace
+    assert flush_in_background(tmp_path / "gone").result() is None  # removed meanwhile: nothing raised
