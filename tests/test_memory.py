@@ -119,3 +119,29 @@ def test_object_memo_keeps_nothing_alive():
     assert alive() is None  # the memo's entry did not hold it
     fresh = Big()
     assert memo.get(fresh, "k", lambda: 2) == 2  # even at a reused id, another object's answer is not served
+
+
+def _rss_bytes() -> int:
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_free_heap_pages_between_live_blocks_go_back_to_the_system():
+    """What a run leaves between variants: freed blocks with live ones beside them, which
+    glibc keeps resident (it trims only the top of the heap). release_free_memory hands their
+    pages back (tasks/engine/heap.py; the pipeline calls it after every variant)."""
+    from tasks.engine.heap import release_free_memory
+
+    if not release_free_memory():
+        pytest.skip("needs glibc's malloc_trim")
+    blocks = [bytes(4000) for _ in range(60_000)]  # ~240 MB from malloc (past pymalloc's 512-byte limit)
+    kept = blocks[::64]  # every 64th stays alive, the last one too: the heap cannot shrink from its top
+    kept.append(blocks[-1])
+    del blocks
+    before = _rss_bytes()
+    assert release_free_memory()
+    after = _rss_bytes()
+    assert before - after > 150e6, (before, after)
+    assert len(kept) > 900  # alive to the end

@@ -22,6 +22,7 @@ from tasks.pipeline.benchmark_text import udhr_lines
 from tasks.pipeline.card import variant_card
 from tasks.pipeline.counts_cache import read_heldout
 from tasks.engine.errors import ExactnessError, SelectionError, TrimworksError
+from tasks.engine.heap import release_free_memory
 from tasks.engine.integrity import check_tensor_names
 from tasks.engine.redact import redact
 from tasks.pipeline.preflight import output_error_message
@@ -113,7 +114,10 @@ def build_and_publish(
         if not force and publisher.published_fingerprint(variant) == variant.fingerprint:
             return skipped_record(publisher, variant)  # another run got here first
         _remove_stale(staging_root(m, publisher), variant.id)
-        return _build_and_publish(m, variant, base_dir, counts, heldout, publisher, plot_png)
+        try:
+            return _build_and_publish(m, variant, base_dir, counts, heldout, publisher, plot_png)
+        finally:
+            release_free_memory()  # a long run stays flat instead of creeping (tasks/engine/heap.py)
 
 
 def _build_and_publish(
