@@ -35,8 +35,8 @@ def one_parse_per_file() -> Iterator[None]:
     """`gguf.GGUFReader` parses every field of the file (~10 s for SmolLM2's 49 k-token
     vocabulary), and transformers builds a new reader for the config, the tokenizer and the
     weights, and a tensor-name map per module (397 for SmolLM2, 11 s). Inside this block each
-    file is parsed once and each map built once: the conversion took 55 s, most of it parsing
-    the same bytes four times. Process-wide, so callers hold HF_LOCK."""
+    file is parsed once and each map built once: converting SmolLM2 took 51-55 s, most of it
+    parsing the same bytes four times, and takes 21 s. Process-wide, so callers hold HF_LOCK."""
     import gguf
 
     readers: dict[str, Any] = {}
