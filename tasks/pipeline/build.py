@@ -117,7 +117,7 @@ def build_and_publish(
         try:
             return _build_and_publish(m, variant, base_dir, counts, heldout, publisher, plot_png)
         finally:
-            release_free_memory()  # a long run stays flat instead of creeping (tasks/engine/heap.py)
+            release_free_memory()  # a long run creeps less (tasks/engine/heap.py)
 
 
 def _build_and_publish(
