@@ -32,15 +32,18 @@ def cached_gguf_tokenizer(name: str | Path) -> Path:
     """A real tokenizer from a GGUF file (llama.cpp's vocab-only `ggml-vocab-{name}.gguf`, or
     a path), saved as tokenizer.json once per checkout and shared by the suite's workers: each
     conversion parses the GGUF file in Python (3-25 s). Keyed by the file's name, size and
-    mtime; built under a lock, renamed into place whole. Read-only for its users: copy to change."""
+    mtime and the transformers version; built under a lock, renamed into place whole.
+    Read-only for its users: copy to change."""
     from filelock import FileLock
 
     from bench.subjects import CACHE
     from tasks.engine.atomic import atomic_folder
 
+    import transformers
+
     src = Path(name) if isinstance(name, Path) else GGUF_TOKENIZERS / f"ggml-vocab-{name}.gguf"
-    st = src.stat()
-    out = CACHE / "gguf-tokenizers" / f"{src.stem}-{st.st_size}-{st.st_mtime_ns}"
+    st = src.stat()  # and the converter's version: another transformers may convert differently
+    out = CACHE / "gguf-tokenizers" / f"{src.stem}-{st.st_size}-{st.st_mtime_ns}-tf{transformers.__version__}"
     if not (out / "tokenizer.json").exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(out) + ".lock"):
