@@ -34,12 +34,11 @@ def cached_gguf_tokenizer(name: str | Path) -> Path:
     conversion parses the GGUF file in Python (3-25 s). Keyed by the file's name, size and
     mtime and the transformers version; built under a lock, renamed into place whole.
     Read-only for its users: copy to change."""
+    import transformers
     from filelock import FileLock
 
     from bench.subjects import CACHE
     from tasks.engine.atomic import atomic_folder
-
-    import transformers
 
     src = Path(name) if isinstance(name, Path) else GGUF_TOKENIZERS / f"ggml-vocab-{name}.gguf"
     st = src.stat()  # and the converter's version: another transformers may convert differently
