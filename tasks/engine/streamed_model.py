@@ -219,16 +219,15 @@ def _read_during_call(module, model, names: list[str], keys: dict[str, str], rea
     import torch
 
     slots = [_owner(model, n) + (keys[n],) for n in names]
+    placeholders = [owner._parameters[leaf] for owner, leaf, _key in slots]  # the meta tensors, put back after the call
 
     def read(_m, _args):
         for owner, leaf, key in slots:
-            placeholder = owner._parameters[leaf]
             owner._parameters[leaf] = torch.nn.Parameter(reader.tensor(key).to(dtype), requires_grad=False)
-            owner.__dict__.setdefault("_trimworks_placeholders", {})[leaf] = placeholder
 
     def give_back(_m, _args, _out):
-        for owner, leaf, _key in slots:
-            owner._parameters[leaf] = owner.__dict__["_trimworks_placeholders"].pop(leaf)
+        for (owner, leaf, _key), placeholder in zip(slots, placeholders):
+            owner._parameters[leaf] = placeholder
 
     module.register_forward_pre_hook(read)
     module.register_forward_hook(give_back)
