@@ -91,7 +91,7 @@ def build_subject() -> Path:
     """The checkpoint folder, written once by streaming (peak memory: one block)."""
     import functools
 
-    from tasks.engine.safetensors_io import PlannedTensor, write_safetensors
+    from tasks.engine.checkpoint.safetensors_io import PlannedTensor, write_safetensors
 
     if (SUBJECT / "config.json").exists():
         return SUBJECT
@@ -136,7 +136,7 @@ def build_subject() -> Path:
 
 def counts_and_heldout(text: Path) -> tuple[Path, Path]:
     """Counts of 200 k English lines for the Qwen2 tokenizer (cached) and 2,000 held-out lines."""
-    from tasks.engine.counting import count_tokens, write_counts
+    from tasks.engine.counting.tokens import count_tokens, write_counts
 
     WORK.mkdir(parents=True, exist_ok=True)
     counts, heldout = WORK / "en-200k.parquet", WORK / "heldout-2000.txt"
@@ -156,8 +156,8 @@ def trim_side(base: str, counts: str, heldout: str, keep: int, out: str):
     from transformers import AutoTokenizer  # noqa: F401 - the chat-template check's loader
     from transformers.models.qwen2 import modeling_qwen2  # noqa: F401 - the load check's model class
 
-    from tasks.engine.proof import prove_variant
-    from tasks.engine.selection import SelectionPolicy
+    from tasks.engine.verify.proof import prove_variant
+    from tasks.engine.selection.policy import SelectionPolicy
     from tasks.engine.trim import apply_selection, select_for_model
 
     lines = [x for x in Path(heldout).read_text().splitlines() if x]

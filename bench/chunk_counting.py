@@ -45,7 +45,7 @@ def raw_side(text: str, tokenizer_json: str, out: str):
     (the ids are binned outside the clock, to check the counts)."""
     import itertools
 
-    from tasks.engine.counting import load_plain_tokenizer
+    from tasks.engine.counting.tokens import load_plain_tokenizer
 
     lines = Path(text).read_text(encoding="utf-8").splitlines()
 
@@ -69,7 +69,7 @@ def raw_side(text: str, tokenizer_json: str, out: str):
 
 def chunk_side(text: str, tokenizers_json: dict[str, str], out_dir: str):
     """One chunk pass over the lines, then every tokenizer's counts from it (timed apart)."""
-    from tasks.engine.chunks import count_chunks, tokens_from_chunk_counts
+    from tasks.engine.counting.chunks import count_chunks, tokens_from_chunk_counts
 
     lines = Path(text).read_text(encoding="utf-8").splitlines()
 

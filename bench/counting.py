@@ -17,7 +17,7 @@ def _lines(text: str, max_lines: int) -> list[str]:
 
 def raw_encode(tokenizer: str, text: str, max_lines: int) -> Callable[[], dict]:
     """The limit: the same tokenizer's encode_batch_fast over the same batches, results dropped."""
-    from tasks.engine.counting import batched, load_plain_tokenizer
+    from tasks.engine.counting.tokens import batched, load_plain_tokenizer
 
     lines = _lines(text, max_lines)
 
@@ -32,7 +32,7 @@ def raw_encode(tokenizer: str, text: str, max_lines: int) -> Callable[[], dict]:
 
 def trimworks_count(tokenizer: str, text: str, max_lines: int) -> Callable[[], dict]:
     """trimworks' counting: encode and tally every token id."""
-    from tasks.engine.counting import count_tokens
+    from tasks.engine.counting.tokens import count_tokens
 
     lines = _lines(text, max_lines)
 

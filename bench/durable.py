@@ -23,7 +23,7 @@ from bench.surgery import surgery
 
 def durable_surgery(base: str, kept: str, out: str) -> Callable[[], dict]:
     """Surgery, then every file and folder fsynced (what publishing now does)."""
-    from tasks.engine.atomic import fsync_dir, fsync_tree
+    from tasks.engine.runtime.atomic import fsync_dir, fsync_tree
 
     plain = surgery(base, kept, out)
 

@@ -24,11 +24,11 @@ def prepare(out: Path) -> None:
     import transformers as T
 
     from bench.subjects import qwen2_tokenizer
-    from tasks.engine.counting import count_tokens, write_counts
-    from tasks.engine.selection import SelectionPolicy
+    from tasks.engine.counting.tokens import count_tokens, write_counts
+    from tasks.engine.selection.policy import SelectionPolicy
     from tasks.engine.trim import trim_model
-    from tasks.pipeline.benchmark_text import udhr_lines
-    from tasks.pipeline.corpora import wordfreq_text
+    from tasks.pipeline.evaluation.benchmark_text import udhr_lines
+    from tasks.pipeline.corpus.reader import wordfreq_text
 
     tok = qwen2_tokenizer()
     assert tok is not None, "needs ../shared/data/tokenizers/gguf (the real Qwen2 tokenizer)"

@@ -1,5 +1,5 @@
 """Row 5: the Prefect flow against a plain loop doing the same work. Both sides plan with
-`tasks.pipeline.plan` and call the same pipeline and engine functions; the loop simply runs
+`tasks.pipeline.production.plan` and call the same pipeline and engine functions; the loop simply runs
 what the plan names in order, in one process, without Prefect."""
 
 from __future__ import annotations
@@ -50,15 +50,15 @@ def run_plain(manifest: str, force: bool = True) -> list:
 
     The same outputs as the flow (plots, every variant, the catalog); no retries, no
     concurrency, no record of runs."""
-    from tasks.engine.model_folder import load_tokenizer_json
-    from tasks.engine.vocab import analyze_tokenizer
-    from tasks.pipeline.build import build_and_publish, failed_record, skipped_record
-    from tasks.pipeline.catalog import plot_coverage, write_catalog
-    from tasks.pipeline.counts_cache import ensure_counts, ensure_heldout, read_heldout
+    from tasks.engine.checkpoint.model_folder import load_tokenizer_json
+    from tasks.engine.tokenizer.vocab import analyze_tokenizer
+    from tasks.pipeline.production.build import build_and_publish, failed_record, skipped_record
+    from tasks.pipeline.report.catalog import plot_coverage, write_catalog
+    from tasks.pipeline.corpus.counts_cache import ensure_counts, ensure_heldout, read_heldout
     from tasks.pipeline.manifest import load_manifest
-    from tasks.pipeline.plan import BaseState, Outcome, plan
-    from tasks.pipeline.publish import publisher_for
-    from tasks.pipeline.sources import materialize_base
+    from tasks.pipeline.production.plan import BaseState, Outcome, plan
+    from tasks.pipeline.publish.targets import publisher_for
+    from tasks.pipeline.production.base_models import materialize_base
 
     m = load_manifest(Path(manifest))
     bases = [BaseState.ready(b.id, materialize_base(m, b)) for b in m.spec.base_models]
@@ -88,10 +88,10 @@ def run_plain(manifest: str, force: bool = True) -> list:
 
 def counts_side(manifest: str) -> Callable[[], dict]:
     """Only the counts and held-out splits a run needs (what the first run of a manifest leaves)."""
-    from tasks.pipeline.counts_cache import ensure_counts, ensure_heldout
+    from tasks.pipeline.corpus.counts_cache import ensure_counts, ensure_heldout
     from tasks.pipeline.manifest import load_manifest
-    from tasks.pipeline.plan import BaseState, plan
-    from tasks.pipeline.sources import materialize_base
+    from tasks.pipeline.production.plan import BaseState, plan
+    from tasks.pipeline.production.base_models import materialize_base
 
     def section() -> dict:
         m = load_manifest(Path(manifest))
@@ -218,9 +218,9 @@ def plan_command_seconds(n: int) -> dict:
     import yaml
 
     from tasks.pipeline.manifest import fingerprint_fields, fingerprint_parts, load_manifest
-    from tasks.pipeline.plan_report import corpus_identities, local_bases, plan_report
-    from tasks.pipeline.plan import plan
-    from tasks.pipeline.publish import RECORD_NAME, LocalRegistry
+    from tasks.pipeline.report.plan_report import corpus_identities, local_bases, plan_report
+    from tasks.pipeline.production.plan import plan
+    from tasks.pipeline.publish.targets import RECORD_NAME, LocalRegistry
 
     toy = subjects.CACHE / "toy-model"
     if not (toy / "config.json").exists():

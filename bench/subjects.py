@@ -88,7 +88,7 @@ def xlmr_base_shaped(smoke: bool) -> Path:
 
 def text_file(lang: str, megabytes: float) -> Path:
     """wordfreq-weighted sentences, `megabytes` of UTF-8, one per line (cached)."""
-    from tasks.pipeline.corpora import wordfreq_sentences
+    from tasks.pipeline.corpus.reader import wordfreq_sentences
 
     path = CACHE / "text" / f"{lang}-{megabytes:g}MB.txt"
     if path.exists():

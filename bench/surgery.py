@@ -17,8 +17,8 @@ from bench.report import WORK, fresh, row
 def kept_ids(model: Path, text: Path, out: Path) -> Path:
     """~30 k ids an English selection keeps (top_k 30,016, multiple 64), computed once."""
     if not out.exists():
-        from tasks.engine.counting import count_tokens
-        from tasks.engine.selection import SelectionPolicy
+        from tasks.engine.counting.tokens import count_tokens
+        from tasks.engine.selection.policy import SelectionPolicy
         from tasks.engine.trim import select_for_model
 
         counts = count_tokens(model / "tokenizer.json", text.read_text().splitlines()[:200_000], "en")
@@ -27,14 +27,14 @@ def kept_ids(model: Path, text: Path, out: Path) -> Path:
 
 
 def _inputs(base: str, kept: str):
-    from tasks.engine.model_folder import inspect_model_folder
+    from tasks.engine.checkpoint.model_folder import inspect_model_folder
 
     return inspect_model_folder(Path(base)), np.load(kept)
 
 
 def surgery(base: str, kept: str, out: str) -> Callable[[], dict]:
     """trimworks: stream the kept rows of vocab-sized tensors, byte-copy the rest."""
-    from tasks.engine.surgery import trim_weights, write_configs
+    from tasks.engine.checkpoint.surgery import trim_weights, write_configs
 
     folder, kept_ids_ = _inputs(base, kept)
 
@@ -50,7 +50,7 @@ def surgery(base: str, kept: str, out: str) -> Callable[[], dict]:
 def plain_write(base: str, kept: str, out: str, nbytes: int, fsync: bool = False) -> Callable[[], dict]:
     """The I/O limit: write as many bytes as the surgery writes, from one reused buffer
     (`fsync`: then make them durable, the limit of a durable write)."""
-    from tasks.engine.atomic import fsync_dir
+    from tasks.engine.runtime.atomic import fsync_dir
 
     _inputs(base, kept)  # the same baseline as the surgery side
 

@@ -63,8 +63,8 @@ def trimworks_count_and_trim(base: str, out: str, data: str) -> Callable[[], dic
     """trimworks' side: count the same 200 k lines (read the same way) and trim, min count 2."""
     import pyarrow.parquet as pq
 
-    from tasks.engine.counting import count_tokens
-    from tasks.engine.selection import SelectionPolicy
+    from tasks.engine.counting.tokens import count_tokens
+    from tasks.engine.selection.policy import SelectionPolicy
     from tasks.engine.trim import trim_model
 
     def section() -> dict:

@@ -17,19 +17,19 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.steps import build_task, count_task, heldout_task, make_publisher, materialize_base_task, plot_task
-from tasks.pipeline.build import failed_record, skipped_record
-from tasks.pipeline.checks import start_run
-from tasks.pipeline.catalog import catalog_rows, markdown_table
-from tasks.pipeline.plan import BaseState, Outcome, plan
-from tasks.pipeline.registry import RegistryOutputs, update_registry_catalog
-from tasks.engine.progress import progress_line
-from tasks.pipeline.record import VariantRecord
+from tasks.pipeline.production.build import failed_record, skipped_record
+from tasks.pipeline.production.checks import start_run
+from tasks.pipeline.report.catalog import catalog_rows, markdown_table
+from tasks.pipeline.production.plan import BaseState, Outcome, plan
+from tasks.pipeline.report.registry import RegistryOutputs, update_registry_catalog
+from tasks.engine.runtime.progress import progress_line
+from tasks.pipeline.report.record import VariantRecord
 from tasks.pipeline.manifest import load_manifest
-from tasks.pipeline.sources import DIGEST_CACHE
-from tasks.engine.redact import redact
-from tasks.pipeline.corpus_identity import corpus_content_key
-from tasks.pipeline.preflight import output_error_message, output_problem, weights_bytes
-from tasks.pipeline.publish import LocalRegistry
+from tasks.pipeline.production.base_models import DIGEST_CACHE
+from tasks.engine.runtime.redact import redact
+from tasks.pipeline.corpus.identity import corpus_content_key
+from tasks.pipeline.production.preflight import output_error_message, output_problem, weights_bytes
+from tasks.pipeline.publish.targets import LocalRegistry
 from flows.orphans import guard_temporary_server, hold_lease, mark_crashed_runs, release_lease
 
 DEFAULT_MANIFEST = "manifests/default.yaml"
@@ -56,7 +56,7 @@ class ProgressThrottle:
 def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: list[str] | None = None) -> dict:
     """Build and publish every variant of the manifest (or `only` these ids).
 
-    The decisions are `tasks.pipeline.plan`'s; this body only submits what the plan names
+    The decisions are `tasks.pipeline.production.plan`'s; this body only submits what the plan names
     and collects the results."""
     logger = get_run_logger()
     m = load_manifest(Path(manifest))

@@ -31,6 +31,6 @@ for key, value in _DEFAULTS.items():
 
 # Every log record of the process (stderr, Prefect's API log handler) is redacted: no Hub
 # token or Authorization value leaves through a log line or a traceback.
-from tasks.engine.redact import install_log_redaction  # noqa: E402
+from tasks.engine.runtime.redact import install_log_redaction  # noqa: E402
 
 install_log_redaction()

@@ -12,14 +12,14 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.engine.errors import TrimworksError
-from tasks.engine.redact import redact, register_secret
-from tasks.pipeline.build import build_and_publish
-from tasks.pipeline.catalog import plot_coverage
-from tasks.pipeline.counts_cache import ensure_counts, ensure_heldout, expected_train_lines, read_heldout
+from tasks.engine.runtime.redact import redact, register_secret
+from tasks.pipeline.production.build import build_and_publish
+from tasks.pipeline.report.catalog import plot_coverage
+from tasks.pipeline.corpus.counts_cache import ensure_counts, ensure_heldout, expected_train_lines, read_heldout
 from tasks.pipeline.manifest import HubTarget, LoadedManifest, Variant, load_manifest
-from tasks.engine.model_folder import TOKENIZER_JSON
-from tasks.pipeline.publish import Publisher, publisher_for
-from tasks.pipeline.sources import materialize_base
+from tasks.engine.checkpoint.model_folder import TOKENIZER_JSON
+from tasks.pipeline.publish.targets import Publisher, publisher_for
+from tasks.pipeline.production.base_models import materialize_base
 
 
 def open_manifest(path: str) -> LoadedManifest:
@@ -92,7 +92,7 @@ def count_task(manifest: str, tokenizer_json: str, language: str) -> str:
     path = ensure_counts(m, Path(tokenizer_json), language, on_progress=progress)
     if artifact is not None and shown[0] < 100:
         update_progress_artifact(artifact, 100.0)  # LID may have dropped lines: counting is done
-    return str(path)  # tasks/pipeline/counts_cache.py logs the count itself
+    return str(path)  # tasks/pipeline/corpus/counts_cache.py logs the count itself
 
 
 @task(name="heldout-text", cache_policy=NO_CACHE, task_run_name="heldout-{language}")

@@ -1,6 +1,6 @@
 """Clean stops for runs started from the command line.
 
-Ctrl-C or SIGTERM: the flow is told to stop (tasks/engine/stopping.py) and stops at its next
+Ctrl-C or SIGTERM: the flow is told to stop (tasks/engine/runtime/stopping.py) and stops at its next
 safe point — within a counting batch, a surgery shard or a variant stage; nothing partial is
 published. The flow run is then marked Cancelled, the temporary Prefect server (started here
 in its own process group, so the terminal's Ctrl-C does not kill it under the run) is shut
@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tasks.engine.stopping import clear_stop, request_stop, stop_requested
+from tasks.engine.runtime.stopping import clear_stop, request_stop, stop_requested
 
 log = logging.getLogger("trimworks.stop")
 _received: list[int] = []

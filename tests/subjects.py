@@ -38,7 +38,7 @@ def cached_gguf_tokenizer(name: str | Path) -> Path:
     from filelock import FileLock
 
     from bench.subjects import CACHE
-    from tasks.engine.atomic import atomic_folder
+    from tasks.engine.runtime.atomic import atomic_folder
 
     src = Path(name) if isinstance(name, Path) else GGUF_TOKENIZERS / f"ggml-vocab-{name}.gguf"
     st = src.stat()  # and the converter's version: another transformers may convert differently
@@ -56,8 +56,8 @@ def gguf_tokenizer(gguf: Path, out: Path) -> Path:
     """The tokenizer of a GGUF file, saved with `save_pretrained` (tokenizer.json and friends)."""
     from transformers import AutoTokenizer
 
-    from tasks.engine.gguf import one_parse_per_file
-    from tasks.engine.hf import HF_LOCK
+    from tasks.engine.checkpoint.gguf import one_parse_per_file
+    from tasks.engine.runtime.hf import HF_LOCK
 
     with HF_LOCK, one_parse_per_file():  # the file parsed once, not once for the config and again for the vocabulary
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -178,7 +178,7 @@ def make_manifest(tmp: Path, bases, **over) -> Path:
         "multiples": [8, 64],
         "selection": {"min_count": 1},
         "verify_sample_lines": 2,
-        "verify": {"outputs": "always"},  # these tests read every variant's output diff; tests/test_checks.py samples
+        "verify": {"outputs": "always"},  # these tests read every variant's output diff; tests/pipeline/test_checks.py samples
     }
     data.update(over)
     path = tmp / "manifest.yaml"

@@ -16,18 +16,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tasks import __version__
-from tasks.engine.architectures import SPECIAL_ID_KEYS, ArchitectureRules, default_rules
-from tasks.engine.atomic import atomic_folder, write_text_atomic
-from tasks.engine.counting import TokenCounts, check_counts_match, read_counts
+from tasks.engine.checkpoint.architectures import SPECIAL_ID_KEYS, ArchitectureRules, default_rules
+from tasks.engine.runtime.atomic import atomic_folder, write_text_atomic
+from tasks.engine.counting.tokens import TokenCounts, check_counts_match, read_counts
 from tasks.engine.errors import CountsMismatchError, OutputError
-from tasks.engine.generation_ids import required_ids
-from tasks.engine.guard import check_folder_loads
-from tasks.engine.model_folder import ModelFolder, inspect_model_folder, load_tokenizer_json, tokenizer_fingerprint
-from tasks.engine.safetensors_io import INDEX_NAME
-from tasks.engine.selection import Selection, SelectionPolicy, select_kept_ids
-from tasks.engine.surgery import SurgeryStats, copy_other_files, trim_weights, write_configs
-from tasks.engine.tokenizer_rebuild import TOKENIZER_FILES, rebuild_tokenizer_json, write_tokenizer_files
-from tasks.engine.vocab import Vocab, analyze_tokenizer
+from tasks.engine.tokenizer.generation_ids import required_ids
+from tasks.engine.checkpoint.guard import check_folder_loads
+from tasks.engine.checkpoint.model_folder import ModelFolder, inspect_model_folder, load_tokenizer_json, tokenizer_fingerprint
+from tasks.engine.checkpoint.safetensors_io import INDEX_NAME
+from tasks.engine.selection.policy import Selection, SelectionPolicy, select_kept_ids
+from tasks.engine.checkpoint.surgery import SurgeryStats, copy_other_files, trim_weights, write_configs
+from tasks.engine.tokenizer.rebuild import TOKENIZER_FILES, rebuild_tokenizer_json, write_tokenizer_files
+from tasks.engine.tokenizer.vocab import Vocab, analyze_tokenizer
 
 MANIFEST_NAME = "trimworks.json"
 
@@ -99,8 +99,8 @@ def select_for_model(
     Also kept: every token needed to encode `keep_texts` exactly, and (`chat_template`) every
     token of the base's chat template outside the message contents (see `chat.py`).
     """
-    from tasks.engine.chat import chat_markup_texts
-    from tasks.engine.keep_texts import ids_to_encode
+    from tasks.engine.tokenizer.chat import chat_markup_texts
+    from tasks.engine.selection.keep_texts import ids_to_encode
 
     rules = rules or default_rules()
     base = inspect_model_folder(model_dir)

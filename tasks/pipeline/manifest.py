@@ -22,10 +22,10 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from tasks import __version__
-from tasks.engine.architectures import ArchitectureData
+from tasks.engine.checkpoint.architectures import ArchitectureData
 from tasks.engine.errors import ManifestError
-from tasks.engine.backstop import BACKSTOP_RULES
-from tasks.engine.selection import SelectionPolicy
+from tasks.engine.selection.backstop import BACKSTOP_RULES
+from tasks.engine.selection.policy import SelectionPolicy
 
 NAME_FIELDS = {"org", "base", "langs", "multiple"}
 REPO_PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -244,20 +244,20 @@ class Manifest(_Strict):
     verify: VerifySpec = VerifySpec()
     counting: CountingSpec = CountingSpec()
     architectures: ArchitectureData | None = Field(
-        default=None, description="extra vocab-sized tensor rules, same schema as tasks/engine/data/architectures.json")
+        default=None, description="extra vocab-sized tensor rules, same schema as tasks/engine/checkpoint/data/architectures.json")
 
     @model_validator(mode="before")
     @classmethod
     def _normalise_language_codes(cls, data: Any) -> Any:
-        """`fra`, `FR`, `pt-br` -> `fr`, `fr`, `pt_BR` (tasks/pipeline/languages.py)."""
-        from tasks.pipeline.languages import normalize_languages
+        """`fra`, `FR`, `pt-br` -> `fr`, `fr`, `pt_BR` (tasks/pipeline/corpus/languages.py)."""
+        from tasks.pipeline.corpus.languages import normalize_languages
 
         return normalize_languages(data) if isinstance(data, dict) else data
 
     @field_validator("languages")
     @classmethod
     def _codes_ok(cls, v: dict[str, LanguageSpec]) -> dict[str, LanguageSpec]:
-        from tasks.engine.langtags import standardize  # thread-safe: build threads open the manifest too
+        from tasks.engine.runtime.langtags import standardize  # thread-safe: build threads open the manifest too
 
         for code in v:
             if not re.fullmatch(r"[a-z]{2,3}([_-][A-Za-z0-9]{2,8})*", code) or standardize(code.replace("_", "-")) is None:
@@ -301,7 +301,7 @@ def language_code_problem(code: str, lid_labels: set[str] | None = None) -> str 
     if len(primary) == 3 and "qaa" <= primary <= "qtz":
         return f"language code {code!r} is in ISO 639's private-use range qaa–qtz; it names no known language"
     if lid_labels is not None:
-        from tasks.pipeline.lid import lid_label
+        from tasks.pipeline.corpus.lid import lid_label
 
         if lid_label(code) not in lid_labels:
             return (f"language code {code!r}: the LID model has no label {lid_label(code).removeprefix('__label__')!r}, "
@@ -392,8 +392,8 @@ class LoadedManifest:
 
 def resolved_keep_texts(m: LoadedManifest) -> list[str]:
     """`selection.keep_texts` files read (relative to the manifest); inline texts stay in the policy."""
-    from tasks.engine.keep_texts import read_keep_text_files
-    from tasks.engine.selection import KeepTextFile
+    from tasks.engine.selection.keep_texts import read_keep_text_files
+    from tasks.engine.selection.policy import KeepTextFile
 
     out: list[str] = []
     for i, entry in enumerate(m.spec.selection.keep_texts):
@@ -516,7 +516,7 @@ def lid_label_problem(m: LoadedManifest) -> str | None:
     recognise (every line would be dropped), or None."""
     if not m.spec.lid.enabled:
         return None
-    from tasks.pipeline.languages import lid_code, lid_model_labels, unknown_to_lid
+    from tasks.pipeline.corpus.languages import lid_code, lid_model_labels, unknown_to_lid
 
     filtered = [code for code, lang in m.spec.languages.items()
                 if any(c.lid if c.lid is not None else not isinstance(c, WordfreqCorpus)

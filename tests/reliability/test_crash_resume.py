@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.engine.failpoints import ENV, POINTS
+from tasks.engine.runtime.failpoints import ENV, POINTS
 from tests import subjects
 
 pytestmark = pytest.mark.slow

@@ -12,9 +12,9 @@ import shutil
 
 import pytest
 
-from tasks.engine import content_id
+from tasks.engine.checkpoint import content_id
 from tasks.engine.errors import CorpusError
-from tasks.engine.safetensors_io import LazyCheckpoint
+from tasks.engine.checkpoint.safetensors_io import LazyCheckpoint
 from tests import subjects
 
 
@@ -81,8 +81,8 @@ def fr_manifest(tmp_path, bases, lines):
 
 
 def test_counts_follow_corpus_content(tmp_path, bases):
-    from tasks.engine.counting import read_counts
-    from tasks.pipeline.counts_cache import ensure_counts
+    from tasks.engine.counting.tokens import read_counts
+    from tasks.pipeline.corpus.counts_cache import ensure_counts
 
     lines = subjects.wordfreq_sentences("fr", 3000)
     m, fr = fr_manifest(tmp_path, bases, lines)
@@ -96,7 +96,7 @@ def test_counts_follow_corpus_content(tmp_path, bases):
 
 
 def test_a_corpus_truncated_while_counted_is_an_error(tmp_path, bases, monkeypatch):
-    from tasks.pipeline import counts_cache
+    from tasks.pipeline.corpus import counts_cache
 
     lines = subjects.wordfreq_sentences("fr", 20000)
     m, fr = fr_manifest(tmp_path, bases, lines)

@@ -10,11 +10,11 @@ import struct
 import numpy as np
 import pytest
 
-from tasks.engine.counting import count_tokens, write_counts
+from tasks.engine.counting.tokens import count_tokens, write_counts
 from tasks.engine.errors import ModelFolderError
-from tasks.engine.integrity import nonfinite_rows
-from tasks.engine.safetensors_io import LazyCheckpoint
-from tasks.engine.selection import SelectionPolicy
+from tasks.engine.checkpoint.integrity import nonfinite_rows
+from tasks.engine.checkpoint.safetensors_io import LazyCheckpoint
+from tasks.engine.selection.policy import SelectionPolicy
 from tasks.engine.trim import trim_model
 from tests import subjects
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks.engine.counting import count_tokens, write_counts
-from tasks.engine.selection import SelectionPolicy
+from tasks.engine.counting.tokens import count_tokens, write_counts
+from tasks.engine.selection.policy import SelectionPolicy
 from tasks.engine.trim import trim_model
 from tasks.pipeline.manifest import Variant
-from tasks.pipeline.publish import LocalRegistry
+from tasks.pipeline.publish.targets import LocalRegistry
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_variant_files_are_fsynced_before_the_rename_and_the_parent_after(tmp_pa
 
 
 def test_trimmed_folder_and_small_files_are_durable(tmp_path, toy_model, toy_lines, trace):
-    from tasks.pipeline.catalog import write_catalog
+    from tasks.pipeline.report.catalog import write_catalog
 
     out = tmp_path / "out"
     counts = write_counts(count_tokens(toy_model / "tokenizer.json", toy_lines[:300], "en"), toy_model / "tokenizer.json",
@@ -86,11 +86,11 @@ def test_the_pipeline_publishes_durably_with_staging_flushed_behind_the_proof(tm
     """build_and_publish writes staging without waiting for the disk (its fsyncs run on a
     helper thread behind the proof); what reaches the registry is still fsynced file by file
     before the publishing rename, and the registry folder after it."""
-    from tasks.pipeline.build import build_and_publish
-    from tasks.pipeline.checks import start_run
-    from tasks.pipeline.counts_cache import ensure_counts, ensure_heldout
+    from tasks.pipeline.production.build import build_and_publish
+    from tasks.pipeline.production.checks import start_run
+    from tasks.pipeline.corpus.counts_cache import ensure_counts, ensure_heldout
     from tasks.pipeline.manifest import expand, load_manifest
-    from tasks.pipeline.sources import materialize_base
+    from tasks.pipeline.production.base_models import materialize_base
     from tests import subjects
 
     m = load_manifest(subjects.make_manifest(tmp_path, bases, subsets=[["en"]], multiples=[8], verify={"outputs": "never"}))
@@ -112,7 +112,7 @@ def test_the_pipeline_publishes_durably_with_staging_flushed_behind_the_proof(tm
 
 
 def test_a_staging_folder_is_written_whole_without_fsync_and_a_vanished_one_flushes_quietly(tmp_path, trace):
-    from tasks.engine.atomic import atomic_folder, flush_in_background
+    from tasks.engine.runtime.atomic import atomic_folder, flush_in_background
 
     out = tmp_path / "staging" / "v"
     with atomic_folder(out, durable=False) as tmp:

@@ -11,8 +11,8 @@ import socket
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.engine.redact import redact, register_secret
-from tasks.pipeline.publish import is_transport_error, with_retries
+from tasks.engine.runtime.redact import redact, register_secret
+from tasks.pipeline.publish.targets import is_transport_error, with_retries
 from tests import subjects
 from tests.hub_server import Fault, HubServer
 
@@ -131,7 +131,7 @@ def test_hub_bases_are_keyed_by_full_commit_checked_and_recorded(tmp_path, monke
 
     from tasks.engine.errors import ModelFolderError
     from tasks.pipeline.manifest import load_manifest
-    from tasks.pipeline.sources import hub_commit_of, materialize_base
+    from tasks.pipeline.production.base_models import hub_commit_of, materialize_base
 
     weights = b"weights" * 100
     good = hashlib.sha256(weights).hexdigest()

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from tasks.engine.counting import iter_text_file
+from tasks.engine.counting.tokens import iter_text_file
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def test_a_200mb_line_is_skipped_under_an_address_space_cap(tmp_path, toy_model_
     script = textwrap.dedent(f"""
         import os, resource
         from pathlib import Path
-        from tasks.engine.counting import count_tokens, iter_text_file
+        from tasks.engine.counting.tokens import count_tokens, iter_text_file
 
         def vm_bytes():
             return int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1]) * 1024

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.engine.failpoints import ENV
+from tasks.engine.runtime.failpoints import ENV
 from tests import subjects
 
 pytestmark = pytest.mark.slow

@@ -83,7 +83,7 @@ def test_codes_the_lid_model_cannot_label_are_refused(tmp_path):
 
 
 def test_symlinked_tokenizer_is_refused_before_it_is_read(tmp_path, toy_model):
-    from tasks.pipeline.sources import base_identity
+    from tasks.pipeline.production.base_models import base_identity
 
     outside = tmp_path / "elsewhere.json"
     outside.write_text((toy_model / "tokenizer.json").read_text())

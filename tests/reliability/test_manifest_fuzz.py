@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from tasks.engine.errors import ManifestError
 from tasks.pipeline.manifest import expand, load_manifest
-from tasks.pipeline.publish import LocalRegistry
+from tasks.pipeline.publish.targets import LocalRegistry
 from tests.subjects import MINIMAL_MANIFEST
 
 BASE = MINIMAL_MANIFEST

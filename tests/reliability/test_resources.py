@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from tasks.engine.counting import count_tokens, write_counts
-from tasks.engine.safetensors_io import LazyCheckpoint
+from tasks.engine.counting.tokens import count_tokens, write_counts
+from tasks.engine.checkpoint.safetensors_io import LazyCheckpoint
 from tests import subjects
 
 pytestmark = pytest.mark.slow
@@ -49,7 +49,7 @@ def test_model_bigger_than_memory_cap_still_trims(tmp_path, toy_model_session, t
     script = textwrap.dedent(f"""
         import resource
         from pathlib import Path
-        from tasks.engine.selection import SelectionPolicy
+        from tasks.engine.selection.policy import SelectionPolicy
         from tasks.engine.trim import trim_model
         # Libraries are mapped before the cap: it bounds the trim's own memory. (The load check
         # after surgery builds the model on the meta device: no weights in memory.)
@@ -83,8 +83,8 @@ def test_disk_full_during_surgery_fails_the_variant_cleanly(tmp_path, bases, mon
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("tasks.engine.surgery.copy_bytes", disk_full)
-    monkeypatch.setattr("tasks.engine.surgery.copy_and_remember", disk_full)  # the pipeline's copy (digests for the proof)
+    monkeypatch.setattr("tasks.engine.checkpoint.surgery.copy_bytes", disk_full)
+    monkeypatch.setattr("tasks.engine.checkpoint.surgery.copy_and_remember", disk_full)  # the pipeline's copy (digests for the proof)
     manifest = subjects.make_manifest(tmp_path, bases, subsets=[["en"]], multiples=[8])
     summary = publish_all(manifest=str(manifest))
     assert set(summary["failed"]) == {"toy-a-en-v8", "toy-b-en-v8"}

@@ -1,0 +1,191 @@
+"""Streaming weight surgery: slice vocab-sized tensors, copy the rest, never load the model.
+
+Each output shard mirrors an input shard (same name, same tensor order). Vocab-sized tensors
+(found by the rule table in `architectures`) keep only the rows of the kept ids; everything
+else is byte-copied. Config and generation config get the new size and remapped special ids.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from collections.abc import Callable
+
+import numpy as np
+
+from tasks.engine.checkpoint.architectures import HOW_TO_EXTEND, SPECIAL_ID_KEYS, ArchitectureRules, default_rules
+from tasks.engine.runtime.atomic import write_text_atomic
+from tasks.engine.checkpoint.digests import copy_and_remember, too_big_to_cache
+from tasks.engine.errors import DroppedSpecialTokenError, ModelFolderError
+from tasks.engine.runtime.failpoints import failpoint
+from tasks.engine.checkpoint.integrity import check_finite_rows
+from tasks.engine.tokenizer.generation_ids import remap_config_ids
+from tasks.engine.checkpoint.guard import check_vocab_dims
+from tasks.engine.runtime.stopping import check_stop
+from tasks.engine.checkpoint.model_folder import ModelFolder
+from tasks.engine.selection.policy import old_to_new_map
+from tasks.engine.checkpoint.safetensors_io import (
+    INDEX_NAME,
+    LazyCheckpoint,
+    PlannedTensor,
+    TensorInfo,
+    copy_bytes,
+    write_rows,
+    write_safetensors,
+)
+
+log = logging.getLogger("trimworks.surgery")
+
+
+@dataclass(frozen=True)
+class SurgeryStats:
+    params_before: int
+    params_after: int
+    bytes_before: int
+    bytes_after: int
+    embedding_params_before: int
+    embedding_params_after: int
+    sliced_tensors: tuple[str, ...]
+    largest_tensor_bytes: int
+    warnings: tuple[str, ...]
+
+
+def _take_axis(info: TensorInfo, rows: np.ndarray, axis: int, ckpt: LazyCheckpoint, out) -> None:
+    kept = np.ascontiguousarray(np.moveaxis(np.take(ckpt.load_numpy(info.name), rows, axis=axis), axis, 0))
+    row_bytes = kept.nbytes // kept.shape[0] if kept.shape[0] else 0
+    check_finite_rows(kept.tobytes(), info.dtype, row_bytes, rows, info.name, info.file)  # per kept token id
+    out.write(np.ascontiguousarray(np.moveaxis(kept, 0, axis)).tobytes())
+
+
+def trim_weights(
+    base: ModelFolder, out_dir: Path, kept_ids: np.ndarray, rules: ArchitectureRules | None = None,
+    tokenizer_size: int | None = None, remember_base_digests: bool = False,
+) -> SurgeryStats:
+    """Write the trimmed safetensors shards (and index) of `base` into `out_dir`.
+
+    Before anything is written, the guard refuses any vocab-sized tensor no rule slices.
+    `remember_base_digests` (when a proof follows): digest each copied base tensor from the
+    read that copies it, so the proof reads only the output.
+    """
+    rules = rules or default_rules()
+    ckpt = LazyCheckpoint(base.path)
+    vocab_size = base.vocab_size
+    if kept_ids.size and int(kept_ids.max()) >= vocab_size:
+        raise ModelFolderError(
+            f"{base.path}/config.json: vocab_size {vocab_size} is smaller than kept token id {int(kept_ids.max())}; "
+            "tokenizer and model do not match"
+        )
+    will_slice = []
+    for name, info in ckpt.tensors.items():
+        rule = rules.vocab_rule_for(name)
+        if rule is not None and len(info.shape) > rule.axis and info.shape[rule.axis] == vocab_size:
+            will_slice.append(name)
+    if will_slice:  # no rule matched at all: the clearer "no embedding" error below
+        check_vocab_dims({n: i.shape for n, i in ckpt.tensors.items()}, will_slice, (vocab_size, tokenizer_size or 0),
+                         rules, f"{base.path} ({base.model_type})")
+    uncache = too_big_to_cache(sum(t.nbytes for t in ckpt.tensors.values()))
+    warnings: list[str] = []
+    sliced: list[str] = []
+    params_before = params_after = bytes_before = bytes_after = emb_before = emb_after = 0
+    weight_map: dict[str, str] = {}
+    for shard in ckpt.shards:
+        planned: list[PlannedTensor] = []
+        for name in shard.tensor_names:
+            info = ckpt.tensors[name]
+            n_params = math.prod(info.shape)
+            params_before += n_params
+            bytes_before += info.nbytes
+            rule = rules.vocab_rule_for(name)
+            if rule is not None and len(info.shape) > rule.axis and info.shape[rule.axis] == vocab_size:
+                shape = list(info.shape)
+                shape[rule.axis] = int(kept_ids.size)
+                if rule.axis == 0:
+                    produce = functools.partial(write_rows, info, kept_ids)
+                else:
+                    produce = functools.partial(_take_axis, info, kept_ids, rule.axis, ckpt)
+                planned.append(PlannedTensor(name, info.dtype, tuple(shape), produce))
+                sliced.append(name)
+                emb_before += n_params
+                emb_after += math.prod(shape)
+            else:
+                if rule is not None:
+                    raise ModelFolderError(
+                        f"{info.file}: tensor {name!r} is a {rule.role} but its shape {info.shape} does not match "
+                        f"config vocab_size {vocab_size}; if this tensor is not vocab-sized for this architecture, {HOW_TO_EXTEND}"
+                    )
+                copy = functools.partial(copy_and_remember, uncache=uncache) if remember_base_digests else copy_bytes
+                planned.append(PlannedTensor(name, info.dtype, info.shape, functools.partial(copy, info)))
+            params_after += math.prod(planned[-1].shape)
+            weight_map[name] = shard.file.name
+        bytes_after += write_safetensors(out_dir / shard.file.name, planned, shard.metadata)
+        failpoint("surgery")
+        check_stop()
+    if not sliced:
+        raise ModelFolderError(
+            f"{base.path}: no embedding or output-head tensor with {vocab_size} rows was found; "
+            f"to trim architecture {base.config.get('architectures')} ({base.model_type}), {HOW_TO_EXTEND}"
+        )
+    if ckpt.sharded:
+        index = {"metadata": {"total_size": bytes_after}, "weight_map": weight_map}
+        write_text_atomic(out_dir / INDEX_NAME, json.dumps(index, indent=2))
+    warnings += _size_dependent_layer_warnings(base.path)
+    for w in warnings:
+        log.warning("%s: %s", base.path, w)
+    largest = max(t.nbytes for t in ckpt.tensors.values())
+    return SurgeryStats(params_before, params_after, bytes_before, bytes_after, emb_before, emb_after,
+                        tuple(sliced), largest, tuple(warnings))
+
+
+def _size_dependent_layer_warnings(folder: Path) -> list[str]:
+    modules = folder / "modules.json"
+    if not modules.exists():
+        return []
+    try:
+        entries = json.loads(modules.read_text())
+    except json.JSONDecodeError:
+        return [f"{modules}: unreadable; could not check for layers after the embeddings"]
+    dense = [e.get("path") for e in entries if "Dense" in str(e.get("type", ""))]
+    if dense:
+        return [f"sentence-transformers Dense module(s) {dense} follow the transformer; trimming is known to hurt such models"]
+    return []
+
+
+def remap_special_ids(config: dict[str, Any], table: dict[int, int], source: str) -> dict[str, Any]:
+    """Remap every token-id field; a dropped special id is an error, not a silent change."""
+    return remap_config_ids(config, table, source, SPECIAL_ID_KEYS)
+
+
+def write_configs(
+    base: ModelFolder, out_dir: Path, kept_ids: np.ndarray, rules: ArchitectureRules | None = None,
+    token_of: Callable[[int], str | None] = lambda i: None, base_id_space: int | None = None,
+) -> None:
+    """config.json and generation_config.json with the new size(s) and every id field remapped."""
+    rules = rules or default_rules()
+    table = old_to_new_map(kept_ids)
+    config = remap_config_ids(base.config, table, f"{base.path}/config.json", rules.special_id_keys, token_of, base_id_space)
+    old_vocab = base.config["vocab_size"]
+    for key in rules.vocab_size_keys:  # vocab_size, and e.g. Marian's decoder_vocab_size when it is the same
+        if config.get(key) == old_vocab:
+            config[key] = int(kept_ids.size)
+    write_text_atomic(out_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+    gen = base.path / "generation_config.json"
+    if gen.exists():
+        gen_cfg = remap_config_ids(json.loads(gen.read_text()), table, str(gen), rules.special_id_keys, token_of, base_id_space)
+        write_text_atomic(out_dir / "generation_config.json", json.dumps(gen_cfg, indent=2, sort_keys=True) + "\n")
+
+
+def copy_other_files(base_dir: Path, out_dir: Path, skip: set[str]) -> None:
+    """Carry over everything that is not weights, configs or tokenizer files (e.g. 1_Pooling/)."""
+    for item in sorted(Path(base_dir).iterdir()):
+        if item.name in skip or item.suffix == ".safetensors" or item.name.startswith("."):
+            continue
+        if item.is_dir():
+            shutil.copytree(item, out_dir / item.name)
+        elif item.is_file():
+            shutil.copy2(item, out_dir / item.name)

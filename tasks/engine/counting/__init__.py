@@ -1,0 +1,3 @@
+"""Token frequencies: text streamed through the model's own tokenizer, directly or through
+distinct-chunk counts.
+"""

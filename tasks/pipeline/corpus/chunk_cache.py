@@ -1,0 +1,78 @@
+"""Chunk counts once per (language, corpus spec, LID settings), shared by every tokenizer.
+
+Tables live at work_dir/chunks/<language>-<corpus key>-<chunking>.parquet (+ the proof
+sample beside it); like token counts they are computed once under a file lock and written
+atomically. `count_language` turns them into one tokenizer's token counts, or counts
+directly when the tokenizer is not chunk-local (and says so in the log and the table).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from filelock import FileLock
+
+from tasks.engine.counting.chunks import (CHUNKING, ChunkCounts, count_chunks, counted_directly, read_chunk_counts,
+                                 tokens_from_chunk_counts, write_chunk_counts)
+from tasks.engine.counting.tokens import TokenCounts, count_tokens
+from tasks.pipeline.corpus.lid import LidStats
+from tasks.pipeline.corpus.identity import check_snapshot, corpus_content_key, corpus_snapshot
+from tasks.pipeline.manifest import LoadedManifest, corpus_key
+
+log = logging.getLogger("trimworks.counts")
+
+
+def chunks_path(m: LoadedManifest, language: str) -> Path:
+    # Keyed on the corpus content (spec, LID settings and file digests), like the counts tables.
+    return m.work_dir / "chunks" / f"{language}-{corpus_content_key(m, language)[:16]}-{CHUNKING}.parquet"
+
+
+def corpus_label(m: LoadedManifest, language: str) -> str:
+    return f"{language}:{corpus_key(m, language)[:16]}"
+
+
+def ensure_chunk_counts(m: LoadedManifest, language: str, on_progress: Callable[[int], None] | None = None,
+                        stats: LidStats | None = None) -> Path:
+    """The language's chunk table, computed once (one corpus pass, LID included) if missing;
+    `stats` (if given) follows the LID filter while this pass reads."""
+    from tasks.pipeline.corpus.counts_cache import train_stream
+
+    snapshot = corpus_snapshot(m, language)  # before the key's digests: any later change shows
+    path = chunks_path(m, language)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if path.exists():
+            return path
+        stats = stats if stats is not None else LidStats()
+        cc = count_chunks(train_stream(m, language, stats), sample_lines=m.spec.counting.proof_lines, progress=on_progress)
+        check_snapshot(snapshot, language)  # truncated or rewritten while read: no table of mixed bytes
+        cc.meta.update(lid_seen=stats.seen, lid_kept=stats.kept)
+        log.info("chunked %s: %d lines (%d read, LID kept %.1f%%), %d chunks, %d distinct (%.1f%%)", language, cc.lines,
+                 stats.seen, 100 * stats.kept_share, cc.chunks, cc.distinct, 100 * cc.distinct / max(cc.chunks, 1))
+        write_chunk_counts(cc, path, corpus_label(m, language))
+    return path
+
+
+def count_language(
+    m: LoadedManifest, tokenizer_json: Path, language: str, stats: LidStats,
+    on_progress: Callable[[int], None] | None = None,
+) -> TokenCounts:
+    """One tokenizer's counts for a language: from the shared chunk table when the manifest's
+    counting method is `chunks` and the tokenizer is proven chunk-local, else direct."""
+    from tasks.pipeline.corpus.counts_cache import train_stream
+
+    label = corpus_label(m, language)
+    prov = {"method": "direct", "fallback": "counting.method is direct in the manifest"}
+    if m.spec.counting.method == "chunks":
+        cc: ChunkCounts = read_chunk_counts(ensure_chunk_counts(m, language, on_progress, stats))
+        stats.seen, stats.kept = int(cc.meta.get("lid_seen", cc.lines)), int(cc.meta.get("lid_kept", cc.lines))
+        counts, prov = tokens_from_chunk_counts(tokenizer_json, cc, label)
+        if counts is not None:
+            log.info("counts for %s from %d distinct chunks (%s)", language, cc.distinct, prov["detail"])
+            return counts
+        log.warning("counting %s directly with %s: %s", language, tokenizer_json, prov["fallback"])
+    return counted_directly(count_tokens(tokenizer_json, train_stream(m, language, stats), label, progress=on_progress), prov)

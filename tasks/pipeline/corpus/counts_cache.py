@@ -1,0 +1,128 @@
+"""Counts computed once per (tokenizer fingerprint, language, corpus spec), reused forever.
+
+Tables live at work_dir/counts/<tokenizer fp>/<language>-<corpus key>.parquet; a file lock
+makes concurrent runs compute each table once, and the atomic write means a crash leaves
+either no table or a complete one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from filelock import FileLock
+
+from tasks.engine.runtime.progress import RateLog
+from tasks.engine.runtime.atomic import write_text_atomic
+from tasks.pipeline.corpus.reader import split_lines
+from tasks.engine.counting.tokens import count_tokens, write_counts
+from tasks.engine.errors import CorpusError
+from tasks.pipeline.corpus.identity import check_snapshot, corpus_content_key, corpus_snapshot
+from tasks.pipeline.corpus.lid import LanguageFilter, LidStats
+from tasks.pipeline.manifest import LoadedManifest, WordfreqCorpus, corpus_key
+from tasks.engine.checkpoint.model_folder import tokenizer_fingerprint
+
+log = logging.getLogger("trimworks.counts")
+
+
+def counts_path(m: LoadedManifest, tokenizer_json: Path, language: str) -> Path:
+    fp = tokenizer_fingerprint(tokenizer_json)
+    return m.work_dir / "counts" / fp[:16] / f"{language}-{corpus_content_key(m, language)[:16]}.parquet"
+
+
+def train_stream(m: LoadedManifest, language: str, stats: LidStats | None = None):
+    items = split_lines(m, language, "train")
+    if m.spec.lid.enabled:
+        lid = LanguageFilter(m.resolve(m.spec.lid.model), m.spec.lid.min_prob)
+        return lid.filter(items, language, stats)
+    return (line for line, _ in items)
+
+
+def heldout_path(m: LoadedManifest, language: str) -> Path:
+    return m.work_dir / "heldout" / f"{language}-{corpus_content_key(m, language)[:16]}.txt"
+
+
+def ensure_heldout(m: LoadedManifest, language: str) -> Path:
+    """The language's held-out lines (after LID), saved once as text for every variant to reuse."""
+    snapshot = corpus_snapshot(m, language)
+    path = heldout_path(m, language)
+    if not path.exists():
+        lines = heldout_lines(m, language)
+        check_snapshot(snapshot, language)  # a corpus changed while read is an error
+        if not lines:
+            raise CorpusError(f"{m.path}: languages.{language}: no held-out lines; add text or heldout.corpora")
+        write_text_atomic(path, "\n".join(lines) + "\n")
+    return path
+
+
+def read_heldout(path: Path) -> list[str]:
+    return [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line]
+
+
+def heldout_lines(m: LoadedManifest, language: str) -> list[str]:
+    items = split_lines(m, language, "heldout")
+    cap = m.spec.languages[language].heldout.max_lines
+    if m.spec.lid.enabled:
+        lid = LanguageFilter(m.resolve(m.spec.lid.model), m.spec.lid.min_prob)
+        lines = lid.filter(items, language)
+    else:
+        lines = (line for line, _ in items)
+    out = []
+    for line in lines:
+        out.append(line)
+        if len(out) >= cap:
+            break
+    return out
+
+
+def expected_train_lines(m: LoadedManifest, language: str) -> int | None:
+    """Lines counting will read, when every corpus says so up front (wordfreq, max_lines)."""
+    lang = m.spec.languages[language]
+    total = 0
+    for c in lang.corpora:
+        n = c.wordfreq.lines if isinstance(c, WordfreqCorpus) else c.max_lines
+        if n is None:
+            return None
+        total += n if lang.heldout.corpora else round(n * (1 - lang.heldout.percent / 100))
+    return total
+
+
+def ensure_counts(
+    m: LoadedManifest, tokenizer_json: Path, language: str, on_progress: Callable[[int], None] | None = None
+) -> Path:
+    """Return the cached counts table, computing it (once, under a lock) if missing.
+    `on_progress(lines)` is called after every batch (e.g. to update a progress artifact)."""
+    snapshot = corpus_snapshot(m, language)  # before the key's digests: any later change shows
+    path = counts_path(m, tokenizer_json, language)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if path.exists():
+            return path
+        stats = LidStats()
+        who = f"counting {language} ({tokenizer_json.parent.name} tokenizer)"
+        rate = RateLog(who, "lines", lambda line: log.info("%s; LID kept %.1f%%", line, 100 * stats.kept_share),
+                       total=expected_train_lines(m, language))
+
+        def progress(lines: int) -> None:
+            if on_progress is not None:
+                on_progress(lines)
+            rate.update(lines)  # every few seconds, with rate and ETA
+
+        # Chunk counts shared by every tokenizer by default; direct counting when not chunk-local.
+        from tasks.pipeline.corpus.chunk_cache import count_language
+
+        counts = count_language(m, tokenizer_json, language, stats, progress)
+        check_snapshot(snapshot, language)  # truncated or rewritten while counted: not a partial table
+        if counts.tokens == 0:
+            raise CorpusError(
+                f"{m.path}: languages.{language}: no text left to count "
+                f"({stats.seen} lines read, {stats.kept} kept by the LID filter); check its corpora"
+            )
+        log.info("counted %s with the %s tokenizer: %d lines (%d read, LID kept %.1f%%), %d tokens in %.1f s (%s)", language,
+                 tokenizer_json.parent.name, counts.lines, stats.seen, 100 * stats.kept_share, counts.tokens,
+                 rate.clock() - rate.start, counts.provenance.get("method"))
+        write_counts(counts, tokenizer_json, path)
+    return path

@@ -1,0 +1,2 @@
+"""Fidelity on real text: the vendored UDHR benchmark and the real-text report.
+"""

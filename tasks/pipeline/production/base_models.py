@@ -1,0 +1,121 @@
+"""Making a manifest's base model a local safetensors folder, and naming its identity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from filelock import FileLock
+
+from tasks.engine.errors import ModelFolderError
+from tasks.engine.checkpoint.gguf import convert_gguf
+from tasks.pipeline.manifest import BaseModelSpec, GGUFSource, HubSource, LoadedManifest, LocalSource
+from tasks.engine.runtime.atomic import write_text_atomic
+from tasks.engine.checkpoint.content_id import file_digest, folder_identity, sha256_file
+from tasks.pipeline.manifest import COMMIT_RE
+
+DIGEST_CACHE = "digests.json"  # under work_dir: sha256 per (path, size, mtime, inode)
+SOURCE_RECORD = ".trimworks-source.json"
+
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*/*.json"]
+
+
+def base_folder(m: LoadedManifest, base: BaseModelSpec) -> Path | None:
+    """Where the base's local folder is, or will be once materialised (nothing is fetched).
+    None for a Hub base pinned by a tag: its folder is named by the commit the tag resolves to."""
+    src = base.source
+    if isinstance(src, LocalSource):
+        return m.resolve(src.local)
+    cache = m.work_dir / "bases"
+    if isinstance(src, GGUFSource):
+        gguf = m.resolve(src.gguf)
+        if not gguf.is_file():
+            raise ModelFolderError(f"base_models[{base.id}].source.gguf: {gguf} not found")
+        return cache / f"{base.id}-gguf-{sha256_file(gguf)[:16]}-{src.dtype}"
+    if isinstance(src, HubSource):
+        return cache / f"{base.id}-hub-{src.revision}" if COMMIT_RE.match(src.revision) else None
+    raise ModelFolderError(f"base model {base.id}: unknown source {src!r}")  # pragma: no cover
+
+
+def materialize_base(m: LoadedManifest, base: BaseModelSpec) -> Path:
+    """Local folder as is; GGUF converted once into the work dir; hub repos downloaded once."""
+    src = base.source
+    if isinstance(src, LocalSource):
+        return m.resolve(src.local)
+    cache = m.work_dir / "bases"
+    cache.mkdir(parents=True, exist_ok=True)
+    if isinstance(src, GGUFSource):
+        out = base_folder(m, base)
+        with FileLock(str(out) + ".lock"):
+            return convert_gguf(m.resolve(src.gguf), out, dtype=src.dtype)
+    if isinstance(src, HubSource):
+        return materialize_hub(m, base, src, cache)
+    raise ModelFolderError(f"base model {base.id}: unknown source {src!r}")  # pragma: no cover
+
+
+def resolve_hub_revision(api, src: HubSource, max_retries: int = 5) -> str:
+    """The 40-hex commit a pinned revision names: a commit as is; a tag resolved through
+    the Hub (a branch name is refused: it moves)."""
+    from tasks.pipeline.publish.targets import with_retries
+
+    if COMMIT_RE.match(src.revision):
+        return src.revision
+    refs = with_retries(lambda: api.list_repo_refs(src.hub), f"{src.hub} list refs", max_retries)
+    if src.revision in {b.name for b in refs.branches}:
+        raise ModelFolderError(f"{src.hub}: revision {src.revision!r} is a branch, which moves; pin a commit sha or a tag")
+    for tag in refs.tags:
+        if tag.name == src.revision:
+            return tag.target_commit
+    raise ModelFolderError(f"{src.hub}: no tag or commit {src.revision!r}; pin the full 40-hex commit sha")
+
+
+def check_lfs_digests(folder: Path, expected: dict[str, str], cache: Path | None = None) -> None:
+    """Every downloaded LFS file must have the sha256 the Hub lists for it."""
+    for name, sha in sorted(expected.items()):
+        local = Path(folder) / name
+        if not local.is_file():
+            continue  # not downloaded (allow_patterns)
+        got = file_digest(local, cache)
+        if got != sha:
+            raise ModelFolderError(
+                f"{local}: sha256 {got[:16]}… differs from the Hub's {sha[:16]}… for {name}; the download is corrupt. "
+                f"Delete {Path(folder)} and rerun to download it again"
+            )
+
+
+def materialize_hub(m: LoadedManifest, base: BaseModelSpec, src: HubSource, cache: Path) -> Path:
+    """Download once per full commit sha, check LFS files against the Hub's sha256 and record
+    which commit a tag resolved to (`.trimworks-source.json`, shown on the cards)."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    from tasks.pipeline.publish.targets import with_retries
+
+    retries = m.spec.publish.hub.max_retries
+    api = HfApi()
+    commit = resolve_hub_revision(api, src, retries)
+    out = cache / f"{base.id}-hub-{commit}"
+    record = out / SOURCE_RECORD
+    with FileLock(str(out) + ".lock"):
+        if not record.exists():
+            with_retries(lambda: snapshot_download(src.hub, revision=commit, local_dir=str(out), allow_patterns=HUB_PATTERNS),
+                         f"{src.hub} download", retries)
+            info = with_retries(lambda: api.model_info(src.hub, revision=commit, files_metadata=True), f"{src.hub} model_info", retries)
+            expected = {s.rfilename: s.lfs.sha256 for s in (info.siblings or []) if getattr(s, "lfs", None) is not None}
+            check_lfs_digests(out, expected, m.work_dir / DIGEST_CACHE)
+            write_text_atomic(record, json.dumps({"hub": src.hub, "revision": src.revision, "commit": commit}))
+    return out
+
+
+def hub_commit_of(folder: Path) -> str | None:
+    """The commit a Hub base was downloaded at (None for other sources)."""
+    try:
+        return json.loads((Path(folder) / SOURCE_RECORD).read_text()).get("commit")
+    except (OSError, ValueError):
+        return None
+
+
+def base_identity(folder: Path, cache: Path | None = None) -> str:
+    """Content identity of a model folder: streamed sha256 of every weight, config and
+    tokenizer file (cached by path, size, mtime and inode), so a changed or repaired base
+    changes every fingerprint made from it."""
+    return folder_identity(folder, cache)

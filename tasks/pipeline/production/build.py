@@ -1,0 +1,210 @@
+"""One variant, start to finish: select -> rebuild tokenizer -> surgery -> verify -> card -> publish.
+
+Pure Python (no Prefect): the flow maps this over variants. Any failure becomes a failed
+VariantRecord with a located error, so one bad variant never stops the batch.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import shutil
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+
+from filelock import FileLock
+
+from tasks.engine.runtime.atomic import flush_in_background, write_text_atomic
+from tasks.pipeline.evaluation.benchmark_text import udhr_lines
+from tasks.pipeline.report.card import variant_card
+from tasks.pipeline.corpus.counts_cache import read_heldout
+from tasks.engine.errors import ExactnessError, SelectionError, TrimworksError
+from tasks.engine.runtime.heap import release_free_memory
+from tasks.engine.checkpoint.integrity import check_tensor_names
+from tasks.engine.runtime.redact import redact
+from tasks.pipeline.production.preflight import output_error_message
+from tasks.pipeline.evaluation.realtext import benchmark_labels, counting_corpus
+from tasks.pipeline.report.record import VariantRecord, language_score, variant_metrics
+from tasks.pipeline.manifest import LoadedManifest, Variant, fingerprint_fields, fingerprint_parts, resolved_keep_texts, spec_hash
+from tasks.engine.checkpoint.architectures import load_rules
+from tasks.pipeline.report.variant_plot import plot_variant
+from tasks.engine.runtime.stopping import StopRequested, check_stop
+from tasks.pipeline.publish.targets import RECORD_NAME, LocalRegistry, Publisher
+from tasks.pipeline.production.base_models import DIGEST_CACHE, base_identity
+from tasks.pipeline.corpus.identity import corpus_content_key
+from tasks.engine.trim import apply_selection, select_for_model
+from tasks.engine.verify.proof import prove_variant
+from tasks.engine.verify.outputs import ExactnessReport, add_chat_check, verify_exactness
+from tasks.pipeline.production.checks import base_weight_fields, output_check, proof_fields
+
+log = logging.getLogger("trimworks.build")
+
+
+def record_of(variant: Variant, status: str, **fields) -> VariantRecord:
+    """A variant's record: its identity from the Variant, the rest from `fields`."""
+    return VariantRecord(variant_id=variant.id, base=variant.base, languages=list(variant.languages),
+                         multiple=variant.multiple, repo_id=variant.repo_id, fingerprint=variant.fingerprint,
+                         status=status, **fields)
+
+
+def failed_record(variant: Variant, error: str, seconds: float | None = None) -> VariantRecord:
+    return record_of(variant, "failed", error=redact(error), seconds=seconds)
+
+
+def skipped_record(publisher: Publisher, variant: Variant) -> VariantRecord:
+    """A variant already published with this fingerprint: reuse its stored record."""
+    if isinstance(publisher, LocalRegistry):
+        try:
+            data = json.loads((publisher.target(variant) / RECORD_NAME).read_text())
+            return VariantRecord.model_validate({**data, "status": "skipped"})
+        except (OSError, ValueError):
+            pass
+    return record_of(variant, "skipped", location=publisher.location(variant))
+
+
+def _fingerprint_parts(m: LoadedManifest, variant: Variant, base_dir: Path) -> dict[str, str]:
+    """The variant's fingerprint field by field (empty if they do not hash to its fingerprint)."""
+    corpus_content = {lang: corpus_content_key(m, lang) for lang in variant.languages}
+    fields = fingerprint_fields(m, m.base(variant.base), variant.languages, variant.multiple,
+                                base_identity(base_dir, m.work_dir / DIGEST_CACHE), corpus_content=corpus_content)
+    return fingerprint_parts(fields) if spec_hash(fields) == variant.fingerprint else {}
+
+
+def staging_root(m: LoadedManifest, publisher: Publisher) -> Path:
+    """Where a variant is built: on the output's filesystem, so publishing is one rename."""
+    builds = m.work_dir / "builds"
+    return publisher.staging_root(builds) if isinstance(publisher, LocalRegistry) else builds
+
+
+def check_trims(selection, variant: Variant) -> None:
+    """A multiple that rounds the kept set up to the whole vocabulary would publish an
+    untrimmed copy under a trimmed name: an error naming the base."""
+    size, base_vocab = selection.size, selection.base_vocab_size
+    if size >= base_vocab and (selection.n_rounding > 0 or variant.multiple >= base_vocab):
+        raise SelectionError(
+            f"{variant.id}: multiple {variant.multiple} rounds the kept vocabulary up to {size:,}, not below base model "
+            f"{variant.base!r}'s {base_vocab:,} tokens: it would not trim. Use a multiple well below {base_vocab:,} (e.g. 8 or 64)"
+        )
+
+
+def _remove_stale(builds: Path, variant_id: str) -> None:
+    """Temp folders a killed run left for this variant (we hold its lock, so none is live)."""
+    for suffix in ("tmp", "old", "replaced"):  # atomic_folder's and LocalRegistry.publish's temp names
+        for p in builds.glob(f".{variant_id}.{suffix}-*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def build_and_publish(
+    m: LoadedManifest,
+    variant: Variant,
+    base_dir: Path,
+    counts: Mapping[str, Path],
+    heldout: Mapping[str, Path],
+    publisher: Publisher,
+    plot_png: Path | None = None,
+    force: bool = False,
+) -> VariantRecord:
+    """Build and publish under a per-variant lock: concurrent runs publish each variant once."""
+    lock_path = m.work_dir / "locks" / f"{variant.id}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock_path)):
+        if not force and publisher.published_fingerprint(variant) == variant.fingerprint:
+            return skipped_record(publisher, variant)  # another run got here first
+        _remove_stale(staging_root(m, publisher), variant.id)
+        try:
+            return _build_and_publish(m, variant, base_dir, counts, heldout, publisher, plot_png)
+        finally:
+            release_free_memory()  # a long run creeps less (tasks/engine/runtime/heap.py)
+
+
+def _build_and_publish(
+    m: LoadedManifest,
+    variant: Variant,
+    base_dir: Path,
+    counts: Mapping[str, Path],
+    heldout: Mapping[str, Path],
+    publisher: Publisher,
+    plot_png: Path | None,
+) -> VariantRecord:
+    start = time.perf_counter()
+    staging = staging_root(m, publisher) / variant.id
+    try:
+        check_stop()
+        rules = load_rules([m.spec.architectures] if m.spec.architectures else [])
+        selection = select_for_model(base_dir, [counts[lang] for lang in variant.languages], m.spec.selection, variant.multiple,
+                                     rules=rules, keep_texts=resolved_keep_texts(m), languages=variant.languages)
+        check_trims(selection, variant)
+        check_tensor_names(base_dir)  # after the folder checks (pickles, remote code) in select_for_model
+        # Staging is never trusted after a crash (rebuilt, see _remove_stale): not fsynced here.
+        # Publishing fsyncs it before its rename; the disk writes start now, behind the proof.
+        trim = apply_selection(base_dir, selection, staging, overwrite=True,
+                               provenance={"base_model": variant.base, "variant": variant.id, "fingerprint": variant.fingerprint},
+                               rules=rules, remember_base_digests=True,  # the proof below then reads only the variant
+                               durable=False)
+        flushing = flush_in_background(staging) if isinstance(publisher, LocalRegistry) else None
+        check_stop()
+        texts = {lang: read_heldout(heldout[lang]) for lang in variant.languages}
+        benchmark_texts = {f"benchmark:{lang}": lines for lang in variant.languages if (lines := udhr_lines(lang))}
+        # Every variant, constant memory; kept ids from trimworks.json. Check (d) runs on the
+        # held-out split and on the real benchmark text (UDHR) of each language.
+        proof = prove_variant(base_dir, staging, {**texts, **benchmark_texts})
+        if not proof.passed:
+            raise ExactnessError(f"{variant.id}: the structural proof failed: {proof.failures()[:3]}")
+        check = output_check(m.spec.verify, variant, base_dir, m.spec.verify_sample_lines)
+        compare, why = check.compare, check.why
+        if compare:
+            report = verify_exactness(base_dir, staging, texts, sample_lines=m.spec.verify_sample_lines,
+                                      tolerance=check.tolerance, compute_dtype=check.dtype)
+        else:  # the proof stands for outputs; the chat check still runs on every variant
+            report = ExactnessReport(languages=[f for f in proof.languages if f.language in texts])
+            add_chat_check(report, base_dir, staging, texts, proof.covered_lines(list(texts)))
+        if not report.exact:
+            bad = [(lang.language, lang.mismatches[:2]) for lang in report.languages if lang.mismatches]
+            raise ExactnessError(f"{variant.id}: trimmed model is not exact (mismatching lines {bad}, "
+                                 f"max abs diff {report.output_max_abs_diff})")
+        vacuous = report.vacuous_reason(outputs_expected=compare and m.spec.verify_sample_lines > 0)
+        if vacuous:
+            raise ExactnessError(f"{variant.id}: evaluation proves nothing: {vacuous}")
+        # The proof measured the benchmark text already (and failed on any covered line that differs).
+        benchmark = {f.language.removeprefix("benchmark:"): f.model_copy(update={"language": f.language.removeprefix("benchmark:")})
+                     for f in proof.languages if f.language in benchmark_texts}
+        corpus_label, synthetic = counting_corpus(m, variant.languages)
+        record = record_of(variant, "published", location=publisher.location(variant),
+                           fingerprint_parts=_fingerprint_parts(m, variant, base_dir), **variant_metrics(trim, report),
+                           **proof_fields(proof, compare, why), **base_weight_fields(base_dir),
+                           benchmark={lang: language_score(f) for lang, f in benchmark.items()},
+                           benchmark_text=benchmark_labels(variant.languages), counting_corpus=corpus_label,
+                           counting_synthetic=synthetic)
+        plot_name = None
+        if plot_png is not None and Path(plot_png).exists():
+            if not plot_variant(Path(plot_png), record, staging / "coverage.png"):  # marks this variant
+                shutil.copy2(plot_png, staging / "coverage.png")
+            plot_name = "coverage.png"
+        card = variant_card(m, record, json.loads((base_dir / "config.json").read_text()), plot_name, base_dir,
+                            location=publisher.location(variant) if isinstance(publisher, LocalRegistry) else variant.repo_id)
+        write_text_atomic(staging / "README.md", str(card))
+        record.seconds = round(time.perf_counter() - start, 2)
+        write_text_atomic(staging / RECORD_NAME, record.model_dump_json(indent=2))
+        check_stop()  # the last safe point: after it the variant is published whole
+        if flushing is not None:
+            flushing.result()
+        record.location = publisher.publish(staging, variant)
+        log.info("published %s: vocab %s -> %s, %.1f%% smaller, min coverage %s, in %.1f s -> %s", variant.id,
+                 f"{record.vocab_before:,}", f"{record.vocab_after:,}", record.size_reduction_pct or 0,
+                 f"{min(f.coverage for f in record.fidelity.values()):.1%}" if record.fidelity else "–",
+                 time.perf_counter() - start, record.location)
+        return record
+    except StopRequested:
+        shutil.rmtree(staging, ignore_errors=True)  # a stop is not a failure: no record, nothing left
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded, the batch goes on
+        shutil.rmtree(staging, ignore_errors=True)
+        detail = redact(str(exc) if isinstance(exc, TrimworksError) else f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+            detail = output_error_message(exc, staging)
+        log.error("variant %s failed: %s", variant.id, detail)
+        log.debug("%s", traceback.format_exc())
+        return failed_record(variant, detail, round(time.perf_counter() - start, 2))

@@ -1,0 +1,149 @@
+"""Which checks a variant carries: the structural proof always; output comparison sampled.
+
+The proof (tasks/engine/verify/proof.py) shows, per variant and in constant memory, that the
+trimmed files are the base's with rows removed. Comparing outputs loads both models (one
+after the other, in the checkpoint's dtype, computing in float64), which for a 7 B base
+does not fit and for small bases dominates a variant's build time. Its job is to check the
+architecture assumption behind the proof (which tensors are vocab-sized), which is the same
+for every variant of a base; so `verify.outputs: auto` compares outputs once per base model
+and architecture per run, plus a deterministic sample of the others, and not at all above a
+size.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from tasks.engine.checkpoint.gguf import read_source_info
+from tasks.engine.verify.proof import ProofReport, parameter_count
+from tasks.engine.checkpoint.safetensors_io import LazyCheckpoint
+from tasks.pipeline.manifest import Variant, VerifySpec
+from tasks.pipeline.report.record import VariantRecord
+
+FLOAT64_TOLERANCE = 1e-5
+FLOAT32_TOLERANCE = 1e-3
+_FIRST_OF_BASE: dict[tuple[str, str], str] = {}  # (base folder, architecture) -> variant id that compared outputs
+_LOCK = threading.Lock()
+
+
+def start_run() -> None:
+    """Forget which bases had their outputs compared: a new run compares each base again."""
+    with _LOCK:
+        _FIRST_OF_BASE.clear()
+
+
+@functools.lru_cache(maxsize=256)
+def _base_facts(base_dir: str, mtime_ns: int) -> tuple[int, str]:
+    config = json.loads((Path(base_dir) / "config.json").read_text())
+    arch = ",".join(config.get("architectures") or []) or str(config.get("model_type", "unknown"))
+    return parameter_count(Path(base_dir)), arch
+
+
+def sampled(fingerprint: str, share: float) -> bool:
+    """Deterministic: the same variant is (or is not) in the sample on every run and machine."""
+    if share <= 0:
+        return False
+    u = int.from_bytes(hashlib.sha256(f"outputs:{fingerprint}".encode()).digest()[:8], "big") / 2**64
+    return u < share
+
+
+class OutputCheck(NamedTuple):
+    """Whether a variant compares model outputs, why, and in which precision."""
+
+    compare: bool
+    why: str
+    dtype: str = "float64"
+    tolerance: float = FLOAT64_TOLERANCE
+
+
+def _precision(spec: VerifySpec, params: int) -> tuple[str, float] | None:
+    """float64 where the weights fit the memory budget, else float32, else None.
+
+    The rule counts a full copy of the weights in that precision (8 or 4 bytes a parameter):
+    an upper bound, as the comparison streams one layer at a time from the checkpoint
+    (tasks/engine/verify/streamed_model.py), or, for a model the stream cannot build, keeps the
+    checkpoint's dtype and widens one layer at a time (verify.compute_in).
+
+    float64 makes BLAS's shape-dependent rounding ~1e-13, so any real difference stands out;
+    float32 halves the memory but leaves ~1e-5 of rounding on logits, hence its wider tolerance
+    (a wrong row or tensor moves outputs by far more)."""
+    budget = spec.outputs_memory_gb * 1e9
+    if 8 * params <= budget:
+        return "float64", FLOAT64_TOLERANCE
+    if 4 * params <= budget:
+        return "float32", FLOAT32_TOLERANCE
+    return None
+
+
+def output_check(spec: VerifySpec, variant: Variant, base_dir: Path, sample_lines: int) -> OutputCheck:
+    """Whether (and how) one variant about to be built compares outputs."""
+    if spec.outputs == "never":
+        return OutputCheck(False, "not compared: verify.outputs is never")
+    if sample_lines <= 0:
+        return OutputCheck(False, "not compared: verify_sample_lines is 0")
+    base = Path(base_dir).resolve()
+    params, arch = _base_facts(str(base), (base / "config.json").stat().st_mtime_ns)
+    precision = _precision(spec, params)
+    if spec.outputs == "always":
+        dtype, tol = precision or ("float32", FLOAT32_TOLERANCE)
+        return OutputCheck(True, f"compared in {dtype} (verify.outputs: always)", dtype, tol)
+    if params > spec.outputs_max_params:
+        return OutputCheck(False, f"not compared: the base has {params:,} parameters, above verify.outputs_max_params "
+                                  f"{spec.outputs_max_params:,} (the structural proof covers it)")
+    if precision is None:
+        return OutputCheck(False, f"not compared: {params:,} parameters need {4 * params / 1e9:.1f} GB even in float32, above "
+                                  f"verify.outputs_memory_gb {spec.outputs_memory_gb:g} (the structural proof covers it)")
+    dtype, tol = precision
+    key = (str(base), arch)
+    with _LOCK:
+        first = _FIRST_OF_BASE.setdefault(key, variant.id)
+    if first == variant.id:
+        return OutputCheck(True, f"compared in {dtype}: first variant of this base and architecture ({arch}) in the run",
+                           dtype, tol)
+    if sampled(variant.fingerprint, spec.outputs_sample):
+        return OutputCheck(True, f"compared in {dtype}: in the {spec.outputs_sample:.0%} sample of variants", dtype, tol)
+    return OutputCheck(False, f"not compared: {first} carried this base's output comparison in this run")
+
+
+def checks_section(records: Sequence[VariantRecord]) -> list[str]:
+    """Catalog lines: which variant carried which check."""
+    rows = [r for r in records if r.status != "failed" and (r.checks or r.output_check)]
+    if not rows:
+        return []
+    out = ["## Checks per variant", "",
+           "Every variant carries the streamed structural proof; output comparison is sampled (`verify.outputs`).", "",
+           "| variant | checks | proof | output comparison |", "|---|---|---|---|"]
+    for r in rows:
+        proof = "–" if r.proof_passed is None else ("passed" if r.proof_passed else "FAILED")
+        if r.proof_passed is not None and r.proof_seconds is not None:
+            proof += f" ({len(r.proof)} checks, {r.proof_seconds:.2f} s)"
+        out.append(f"| {r.variant_id} | {', '.join(r.checks) or '–'} | {proof} | {r.output_check or '–'} |")
+    return out + [""]
+
+
+def proof_fields(proof: ProofReport, compared: bool, why: str) -> dict:
+    """VariantRecord fields saying which checks ran and their results."""
+    return {"checks": ["proof"] + (["outputs"] if compared else []), "proof": proof.checks,
+            "proof_passed": proof.passed, "proof_seconds": proof.seconds, "output_check": why}
+
+
+def base_weight_fields(base_dir: Path) -> dict:
+    """The base's dtype (by bytes) and, for a converted GGUF, its file and quantization."""
+    by_dtype: dict[str, int] = {}
+    for t in LazyCheckpoint(Path(base_dir)).tensors.values():
+        by_dtype[t.dtype] = by_dtype.get(t.dtype, 0) + t.nbytes
+    fields = {"dtype": DTYPE_NAMES.get(max(by_dtype, key=by_dtype.get), None) if by_dtype else None}
+    info = read_source_info(Path(base_dir))
+    if info and info.get("format") == "gguf":
+        fields.update(source_file=info.get("file"), source_quantization=info.get("quantization"))
+    return fields
+
+
+DTYPE_NAMES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float64", "F8_E4M3": "float8_e4m3",
+               "F8_E5M2": "float8_e5m2"}

@@ -1,0 +1,2 @@
+"""Publishing targets: the local registry folder and the Hugging Face Hub.
+"""

@@ -1,0 +1,274 @@
+"""Publishing targets: a local hub-like registry folder (default) and the Hugging Face Hub.
+
+Both answer two questions: which fingerprint is published for a variant (to skip work),
+and publish this folder. Local publishing is one atomic rename; the Hub gets one commit per
+variant, retried with exponential backoff on 429/5xx/dropped connections, under a
+concurrency limit. The token is passed to the client only, never logged or written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from tasks.engine.runtime.atomic import fsync_dir, fsync_tree
+from tasks.engine.errors import PublishError
+from tasks.engine.runtime.redact import register_secret
+from tasks.engine.runtime.failpoints import failpoint
+from tasks.pipeline.manifest import HubTarget, LoadedManifest, Variant
+
+log = logging.getLogger("trimworks.publish")
+RECORD_NAME = "evaluation.json"
+RETRY_STATUS = {408, 409, 412, 423, 429, 500, 502, 503, 504}
+T = TypeVar("T")
+
+
+class Publisher(Protocol):
+    def published_fingerprint(self, variant: Variant) -> str | None: ...
+
+    def location(self, variant: Variant) -> str:
+        """Where the variant is (or would be) published: a folder or a Hub URL."""
+        ...
+
+    def publish(self, folder: Path, variant: Variant) -> str: ...
+
+
+def publisher_for(m: LoadedManifest, token: str | None = None) -> Publisher:
+    """The manifest's publish target (`token`: the Hub token, when the target is the Hub)."""
+    if m.spec.publish.target == "hub":
+        return HubPublisher(m.spec.publish.hub, token)
+    return LocalRegistry(m.output_dir)
+
+
+class LocalRegistry:
+    """`<root>/<org>/<name>/`: a hub-like layout with README.md, weights and evaluation.json."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def target(self, variant: Variant) -> Path:
+        target = (self.root / variant.repo_id).resolve()
+        if self.root.resolve() not in target.parents:
+            raise PublishError(f"{variant.id}: repo id {variant.repo_id!r} would write outside {self.root}")
+        return target
+
+    def location(self, variant: Variant) -> str:
+        return str(self.target(variant))
+
+    def published_fingerprint(self, variant: Variant) -> str | None:
+        record = self.target(variant) / RECORD_NAME
+        try:
+            return json.loads(record.read_text()).get("fingerprint")
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def staging_root(self, builds: Path) -> Path:
+        """Where variants are built: `builds` when it shares the registry's filesystem, else
+        a hidden folder inside the registry, so publishing is always one same-filesystem
+        rename (never EXDEV, never a cross-device copy that a full disk can leave half done)."""
+        return builds if same_filesystem(builds, self.root) else self.root / STAGING_DIR
+
+    def publish(self, folder: Path, variant: Variant) -> str:
+        """Move a complete staging folder into place by rename: readers of the registry see
+        the old folder, no folder, or the new one — never a partial one. Every file is
+        fsynced before the rename and the parent folder after it (durable after power loss)."""
+        target = self.target(variant)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tag = f"{variant.id}-{uuid.uuid4().hex[:8]}"
+        source = Path(folder)
+        if not same_filesystem(source, target.parent):  # staged elsewhere: copy beside the target first
+            source = self.root / f"{INCOMING_PREFIX}{tag}"
+            try:
+                shutil.copytree(folder, source)
+            except shutil.Error as exc:  # copytree gathers per-file errors: surface a full disk as such
+                shutil.rmtree(source, ignore_errors=True)
+                if "No space left" in str(exc) or "Disk quota" in str(exc):
+                    raise OSError(errno.ENOSPC, "No space left on device", str(self.root)) from exc
+                raise
+            except BaseException:
+                shutil.rmtree(source, ignore_errors=True)
+                raise
+        fsync_tree(source)
+        trash = self.root / f"{REPLACED_PREFIX}{tag}"  # same filesystem as the target: a --force swap is a rename
+        if target.exists():
+            os.replace(target, trash)  # out of the registry first
+        failpoint("publishing")
+        try:
+            os.replace(source, target)
+        except BaseException:
+            if trash.exists() and not target.exists():
+                os.replace(trash, target)  # put the published variant back
+            if source != Path(folder):
+                shutil.rmtree(source, ignore_errors=True)
+            raise
+        fsync_dir(target.parent)
+        shutil.rmtree(trash, ignore_errors=True)
+        if source != Path(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+        return str(target)
+
+    def clean_stale(self, lock_dir: Path) -> list[Path]:
+        """Temp folders a killed or failed run left in the registry (`.incoming-*`,
+        `.replaced-*`, staging): removed when no live run holds their variant's lock."""
+        from filelock import FileLock, Timeout
+
+        removed = []
+        if not self.root.is_dir():
+            return removed
+        candidates = [p for p in self.root.iterdir() if p.name.startswith((INCOMING_PREFIX, REPLACED_PREFIX))]
+        staging = self.root / STAGING_DIR
+        if staging.is_dir():
+            candidates += list(staging.iterdir())
+        for p in candidates:
+            name = p.name.removeprefix(INCOMING_PREFIX).removeprefix(REPLACED_PREFIX).lstrip(".")
+            variant_id = re.sub(r"(-[0-9a-f]{8}|\.(tmp|old|replaced)-[0-9a-f]{8})$", "", name)
+            try:
+                with FileLock(str(Path(lock_dir) / f"{variant_id}.lock"), timeout=0):
+                    shutil.rmtree(p, ignore_errors=True)
+                    removed.append(p)
+            except Timeout:
+                continue  # a live run is building this variant
+        return removed
+
+
+INCOMING_PREFIX = ".incoming-"
+REPLACED_PREFIX = ".replaced-"
+STAGING_DIR = ".staging"
+
+
+def same_filesystem(a: Path, b: Path) -> bool:
+    """Whether two paths (or their nearest existing parents) are on one filesystem."""
+
+    def dev(p: Path) -> int:
+        p = Path(p).absolute()
+        while not p.exists() and p != p.parent:
+            p = p.parent
+        return os.stat(p).st_dev
+
+    return dev(a) == dev(b)
+
+
+TRANSPORT_ERROR_NAMES = {"TransportError", "TimeoutException", "NetworkError", "ConnectError", "ConnectTimeout",
+                         "ReadTimeout", "WriteTimeout", "PoolTimeout", "RemoteProtocolError", "ReadError", "WriteError"}
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """A request that never got a reply: refused, DNS failure, timeout, dropped connection.
+    Matched by class name as well as type: huggingface_hub may bundle its own copy of httpx
+    (`httpx2.ConnectError` is no `httpx.TransportError`)."""
+    import socket
+
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)):
+            return True
+        if any(cls.__name__ in TRANSPORT_ERROR_NAMES for cls in type(exc).__mro__):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    value = getattr(response, "headers", {}).get("Retry-After") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def with_retries(fn: Callable[[], T], what: str, max_retries: int, base_delay: float = 1.0, max_delay: float = 60.0) -> T:
+    """Call `fn`, retrying transient Hub failures with exponential backoff (Retry-After wins)."""
+    import httpx
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    for attempt in range(max_retries + 1):
+        try:
+            return fn()
+        except OfflineModeIsEnabled:
+            raise  # HF_HUB_OFFLINE is set: retrying cannot help
+        except Exception as exc:  # noqa: BLE001 - classified below
+            status = _status(exc)
+            transient = status in RETRY_STATUS or (status is None and (isinstance(exc, httpx.TransportError) or is_transport_error(exc)))
+            if not transient or attempt == max_retries:
+                raise
+            delay = _retry_after(exc)
+            if delay is None:
+                delay = min(max_delay, base_delay * 2**attempt) * (0.5 + random.random() / 2)
+            log.warning("%s: attempt %d failed (%s); retrying in %.1fs", what, attempt + 1, status or type(exc).__name__, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class HubPublisher:
+    """One commit per variant to the Hub (or a Hub-compatible endpoint)."""
+
+    _semaphores: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+
+    def __init__(self, spec: HubTarget, token: str | None, base_delay: float = 1.0):
+        from huggingface_hub import HfApi
+
+        self.spec = spec
+        register_secret(token)
+        self.api = HfApi(endpoint=spec.endpoint, token=token)
+        self.base_delay = base_delay
+        key = (spec.endpoint or "hub", spec.max_concurrency)
+        self.semaphore = self._semaphores.setdefault(key, threading.BoundedSemaphore(spec.max_concurrency))
+
+    def _remote(self, variant: Variant) -> tuple[str | None, str | None]:
+        """(head commit, published fingerprint) of the variant's repo; (None, None) if absent."""
+        from huggingface_hub.errors import RepositoryNotFoundError
+
+        try:
+            info = self.api.model_info(variant.repo_id)
+        except RepositoryNotFoundError:
+            return None, None
+        card = info.card_data.to_dict() if info.card_data is not None else {}
+        return info.sha, card.get("trimworks_fingerprint")
+
+    def location(self, variant: Variant) -> str:
+        return f"{self.api.endpoint}/{variant.repo_id}"
+
+    def published_fingerprint(self, variant: Variant) -> str | None:
+        return with_retries(lambda: self._remote(variant), f"{variant.id} model_info",
+                            self.spec.max_retries, self.base_delay)[1]
+
+    def publish(self, folder: Path, variant: Variant) -> str:
+        with self.semaphore:
+            with_retries(lambda: self.api.create_repo(variant.repo_id, exist_ok=True, private=self.spec.private),
+                         f"{variant.id} create_repo", self.spec.max_retries, self.base_delay)
+
+            def commit_once():
+                # Exactly once: a lost reply may hide a commit that landed, and the client
+                # replays POSTs on its own. Committing on top of the head we read makes any
+                # replay fail (412) once the first landed; then the fingerprint check ends it.
+                head, fingerprint = self._remote(variant)
+                if fingerprint == variant.fingerprint:
+                    return None
+                return self.api.upload_folder(
+                    repo_id=variant.repo_id, folder_path=str(folder), parent_commit=head,
+                    commit_message=f"trimworks: {variant.id} (fingerprint {variant.fingerprint[:16]})",
+                    commit_description=f"fingerprint: {variant.fingerprint}",
+                )
+
+            commit = with_retries(commit_once, f"{variant.id} commit", self.spec.max_retries, self.base_delay)
+        with contextlib.suppress(Exception):
+            shutil.rmtree(folder)
+        return str(getattr(commit, "commit_url", None) or f"{self.api.endpoint}/{variant.repo_id}")

@@ -1,0 +1,333 @@
+"""Model cards from a template, with huggingface_hub's ModelCard/ModelCardData."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from tasks.engine.checkpoint.architectures import auto_class_name
+from tasks.pipeline.manifest import GGUFSource, HubSource, LoadedManifest, LocalSource
+from tasks.pipeline.evaluation.benchmark_text import BENCHMARK_DESCRIPTION, BENCHMARK_NAME
+from tasks.pipeline.evaluation.realtext import SYNTHETIC_NOTE
+from tasks.pipeline.report.record import VariantRecord
+from tasks.pipeline.production.base_models import hub_commit_of
+
+PIPELINE_TAGS = {"bert": "feature-extraction", "xlm-roberta": "fill-mask", "t5": "text2text-generation"}
+
+TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ repo_id }}
+
+A **vocabulary-trimmed** version of [{{ base_name }}]({{ base_link }}) for
+{{ language_names }}, produced by trimworks. Tokens that text in these languages never
+uses were removed from the tokenizer, and the matching rows of the input embeddings and
+the output head were sliced out. Nothing was retrained: on text whose tokens are all kept
+the model gives exactly the original's outputs (restricted to the kept tokens).
+
+## What was removed, and why
+
+| | base | trimmed |
+|---|---:|---:|
+| vocabulary | {{ vocab_before }} | {{ vocab_after }} |
+| parameters | {{ params_before }} | {{ params_after }} |
+| bytes on disk | {{ bytes_before }} | {{ bytes_after }} |
+| embedding share of parameters | {{ emb_before }} | {{ emb_after }} |
+
+Size reduction: **{{ reduction }} %**. The kept set holds every token seen in the counting
+corpora (selection policy: `{{ policy }}`), all special and added tokens, what keeps every
+string encodable (byte alphabet / byte fallback / unknown token), BPE merge parents, and
+the next most frequent tokens to round the vocabulary up to a multiple of {{ multiple }}.
+{{ source_line }}
+{{ backstop_line }}
+
+## Fidelity on real text: {{ benchmark_name }}
+
+{{ benchmark_section }}
+
+## Fidelity on held-out text of the counting corpora
+
+Counting corpus: {{ counting_corpus }}.{{ synthetic_note }}
+
+| language | held-out lines | covered lines | identical tokenization (covered) | token coverage | lines gaining an unknown token | tokens/char before | after |
+|---|---:|---:|---:|---:|---:|---:|---:|
+{{ fidelity_rows }}
+
+{% if output_compared %}Output equivalence on a sample of covered lines: max abs difference of {{ output_kind }}
+= **{{ max_diff }}** (computed in float64).{{ loss_line }}{% else %}Outputs were not compared for this variant: {{ output_why }}.{% endif %}
+{{ chat_line }}
+
+{{ proof_section }}
+
+{{ plot_line }}
+
+## Corpora and provenance
+
+{{ corpora }}
+
+Manifest fingerprint: `{{ fingerprint }}` (base model revision, tokenizer, corpus specs,
+policy, multiple and trimworks version).
+
+## Usage
+
+{{ usage }}
+"""
+
+USAGE_TRANSFORMERS = """```python
+from transformers import {model_class}, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{location}")
+model = {model_class}.from_pretrained("{location}")
+```"""
+
+USAGE_SENTENCE_TRANSFORMERS = """With [sentence-transformers](https://www.sbert.net) (the base ships its `modules.json` and
+pooling configuration, copied here):
+
+```python
+from sentence_transformers import SentenceTransformer
+
+model = SentenceTransformer("{location}")
+embeddings = model.encode(["A sentence in one of the kept languages."])
+```
+
+Or with transformers alone (mean pooling is then yours to apply):
+
+```python
+from transformers import {model_class}, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{location}")
+model = {model_class}.from_pretrained("{location}")
+```"""
+
+LOSS_NOTE = (" Held-out loss (nats/token) before {before:.4f}, after {after:.4f}. The drop is not an improvement:"
+             " the trimmed head's softmax runs over the kept tokens only, so the same logits give each kept token"
+             " a larger share of probability (the removed tokens' share is redistributed). The logits themselves"
+             " are identical, as the difference above shows.")
+
+
+def _chat_line(rec: VariantRecord) -> str:
+    """The chat check (chat.py): only for bases with a chat template."""
+    if rec.chat_prompts is None:
+        return ""
+    share = rec.chat_identical / rec.chat_prompts if rec.chat_prompts else 1.0
+    return (f"\nChat template: **{rec.chat_identical} of {rec.chat_prompts}** chat prompts ({share:.0%}) built with "
+            "`apply_chat_template(..., tokenize=True)` from covered messages (with/without system message, generation "
+            "prompt, tools where the template takes them) give the base's token ids. The template's own tokens (role "
+            "names, markup, default system prompt) are always kept.\n")
+
+
+def _fmt_int(x: int | None) -> str:
+    return f"{x:,}" if isinstance(x, int) else "–"
+
+
+_HELDOUT_KIND = {True: " (synthetic: wordfreq pseudo-text, not a measure of the language)", False: " (real text)", None: ""}
+
+
+def _fmt_share(x: float | None) -> str:
+    return f"{x:.4f}" if isinstance(x, float) else "–"
+
+
+def benchmark_section(rec: VariantRecord) -> str:
+    """The UDHR table: real text in each language, independent of the counting corpora."""
+    if not rec.benchmark:
+        return (f"The {BENCHMARK_NAME} has no text in {', '.join(rec.languages)}: this variant was not measured "
+                "on independent real text.")
+    rows = "\n".join(
+        f"| {lang} | {rec.benchmark_text.get(lang, lang)} | {f.lines} | {_fmt_share(f.token_coverage)} | "
+        f"{f.tokens_per_char_after / f.tokens_per_char_before if f.tokens_per_char_before else 1.0:.4f} | "
+        f"{_fmt_int(f.lines_gaining_unknown)} | {f.coverage:.2%} | {f.identity:.2%} |"
+        for lang, f in rec.benchmark.items())
+    missing = [lang for lang in rec.languages if lang not in rec.benchmark]
+    tail = f"\n\nNo {BENCHMARK_NAME} text for: {', '.join(missing)}." if missing else ""
+    return (f"{BENCHMARK_DESCRIPTION}. *Token coverage*: share of the base model's tokens that the trimmed "
+            "vocabulary keeps; *lines gaining an unknown token*: lines where trimming produces an unknown token "
+            "the base did not; *line coverage*: lines whose tokens are all kept (those are tokenized identically).\n\n"
+            "| language | text | lines | token coverage | tokens/char, trimmed ÷ base | lines gaining an unknown token "
+            "| line coverage | identical tokenization (covered) |\n|---|---|---:|---:|---:|---:|---:|---:|\n" + rows + tail)
+
+
+def benchmark_eval_results(rec: VariantRecord) -> list[EvalResult]:
+    """model-index entries for the UDHR, labelled as real text (dataset type `udhr`)."""
+    out = []
+    for lang, f in rec.benchmark.items():
+        common = dict(task_type="vocabulary-trimming", dataset_type="udhr",
+                      dataset_name=f"{rec.benchmark_text.get(lang, BENCHMARK_NAME)} (real text)",
+                      dataset_config=lang, task_name="Vocabulary trimming fidelity on real text")
+        if f.token_coverage is not None:
+            out.append(EvalResult(metric_type="token_coverage", metric_name="share of base tokens kept",
+                                  metric_value=round(f.token_coverage, 6), **common))
+        if f.lines_gaining_unknown is not None:
+            out.append(EvalResult(metric_type="lines_gaining_unknown", metric_name="lines gaining an unknown token",
+                                  metric_value=f.lines_gaining_unknown, **common))
+        out.append(EvalResult(metric_type="coverage", metric_name="covered lines", metric_value=round(f.coverage, 6), **common))
+        out.append(EvalResult(metric_type="tokens_per_char_ratio", metric_name="tokens per char, trimmed / base",
+                              metric_value=round(f.tokens_per_char_after / f.tokens_per_char_before, 6)
+                              if f.tokens_per_char_before else 1.0, **common))
+    return out
+
+
+def render_card(
+    rec: VariantRecord,
+    base_name: str,
+    base_link: str,
+    license: str,
+    model_type: str,
+    is_causal: bool,
+    policy: str,
+    corpora: list[str],
+    plot_file: str | None = None,
+    model_class: str = "AutoModel",
+    sentence_transformers: bool = False,
+    location: str | None = None,
+) -> ModelCard:
+    """`sentence_transformers`: the base ships `modules.json` (library and usage follow);
+    `location`: where a user loads it from — the Hub id, or the local registry path."""
+    evals = []
+    for lang, f in rec.fidelity.items():
+        common = dict(task_type="vocabulary-trimming", dataset_type="held-out", dataset_name=f"held-out {lang}{_HELDOUT_KIND[rec.counting_synthetic]}",
+                      dataset_config=lang, task_name="Vocabulary trimming fidelity")
+        evals.append(EvalResult(metric_type="coverage", metric_name="covered held-out lines", metric_value=round(f.coverage, 6), **common))
+        evals.append(EvalResult(metric_type="identity", metric_name="identical tokenization of covered lines", metric_value=round(f.identity, 6), **common))
+    if rec.output_max_abs_diff is not None:
+        evals.append(EvalResult(task_type="vocabulary-trimming", dataset_type="held-out", dataset_name="held-out sample",
+                                metric_type="max_abs_diff", metric_name="max abs output difference",
+                                metric_value=float(rec.output_max_abs_diff), task_name="Vocabulary trimming fidelity"))
+    data = ModelCardData(
+        base_model=base_name,
+        language=sorted({lang.split("_")[0] for lang in rec.languages}),
+        license=license,
+        library_name="sentence-transformers" if sentence_transformers else "transformers",
+        tags=["trimmed", "vocabulary-trimming", "trimworks"] + (["sentence-transformers"] if sentence_transformers else []),
+        pipeline_tag="text-generation" if is_causal else "sentence-similarity" if sentence_transformers
+        else PIPELINE_TAGS.get(model_type, "feature-extraction"),
+        model_name=rec.repo_id,
+        eval_results=evals,
+        trimworks_fingerprint=rec.fingerprint,
+    )
+    rows = "\n".join(
+        f"| {lang} | {f.lines} | {f.coverage:.2%} | {f.identity:.2%} | {_fmt_share(f.token_coverage)} | "
+        f"{_fmt_int(f.lines_gaining_unknown)} | {f.tokens_per_char_before:.4f} | {f.tokens_per_char_after:.4f} |"
+        for lang, f in rec.fidelity.items()
+    )
+    evals += benchmark_eval_results(rec)
+    loss = ""
+    if rec.loss_before is not None and rec.loss_after is not None:
+        loss = LOSS_NOTE.format(before=rec.loss_before, after=rec.loss_after)
+    return ModelCard.from_template(
+        data,
+        template_str=TEMPLATE,
+        repo_id=rec.repo_id,
+        base_name=base_name,
+        base_link=base_link,
+        language_names=", ".join(rec.languages),
+        vocab_before=_fmt_int(rec.vocab_before),
+        vocab_after=_fmt_int(rec.vocab_after),
+        params_before=_fmt_int(rec.params_before),
+        params_after=_fmt_int(rec.params_after),
+        bytes_before=_fmt_int(rec.bytes_before),
+        bytes_after=_fmt_int(rec.bytes_after),
+        emb_before=f"{rec.embedding_share_before:.1%}" if rec.embedding_share_before is not None else "–",
+        emb_after=f"{rec.embedding_share_after:.1%}" if rec.embedding_share_after is not None else "–",
+        reduction=f"{rec.size_reduction_pct:.1f}" if rec.size_reduction_pct is not None else "–",
+        policy=policy,
+        multiple=rec.multiple,
+        fidelity_rows=rows,
+        benchmark_name=BENCHMARK_NAME,
+        benchmark_section=benchmark_section(rec),
+        counting_corpus=rec.counting_corpus or "not recorded",
+        synthetic_note=(" **This held-out text is synthetic** (" + SYNTHETIC_NOTE.removeprefix("synthetic: ") + ")."
+                        ) if rec.counting_synthetic else " The held-out lines are real text of the counting corpora.",
+        backstop_line=(f"A character backstop keeps every single-character token of the scripts "
+                       f"{', '.join(rec.backstop_scripts) or '(none found)'} plus ASCII digits, punctuation and symbols, so "
+                       f"text in these scripts gains no unknown token; it cost {rec.backstop_tokens:,} tokens the counts alone "
+                       f"would not have kept.") if rec.backstop_tokens is not None else "",
+        output_kind=rec.output_kind or "outputs",
+        max_diff=f"{rec.output_max_abs_diff:.3g}" if rec.output_max_abs_diff is not None else "not measured",
+        loss_line=loss,
+        chat_line=_chat_line(rec),
+        plot_line=f"![held-out coverage against kept vocabulary size]({plot_file})" if plot_file else "",
+        corpora="\n".join(f"- {c}" for c in corpora),
+        fingerprint=rec.fingerprint,
+        model_class=model_class,
+        source_line=source_line(rec),
+        output_compared="outputs" in rec.checks or not rec.checks,
+        output_why=(rec.output_check or "").removeprefix("not compared: "),
+        proof_section=proof_section(rec),
+        usage=(USAGE_SENTENCE_TRANSFORMERS if sentence_transformers else USAGE_TRANSFORMERS).format(
+            model_class=model_class, location=location or rec.repo_id),
+    )
+
+
+def base_link(m: LoadedManifest, base_id: str, base_dir: Path | None = None) -> tuple[str, str]:
+    """(name, link) of the base model the card credits: its Hub page when there is one, at
+    the commit a tag resolved to when the download recorded it."""
+    spec = m.base(base_id)
+    src = spec.source
+    if isinstance(src, HubSource):
+        commit = (hub_commit_of(base_dir) if base_dir is not None else None) or src.revision
+        return src.hub, f"https://huggingface.co/{src.hub}/tree/{commit}"
+    name = spec.display_name or base_id
+    if "/" in name:  # a display name like org/model names its Hub page
+        return name, f"https://huggingface.co/{name}"
+    return name, src.local if isinstance(src, LocalSource) else src.gguf if isinstance(src, GGUFSource) else ""
+
+
+def corpora_lines(m: LoadedManifest, languages: tuple[str, ...]) -> list[str]:
+    """The card's provenance list: each language's corpus specs and the LID filter."""
+    out = []
+    for lang in languages:
+        for c in m.spec.languages[lang].corpora:
+            out.append(f"`{lang}`: {json.dumps(c.model_dump(exclude_none=True), sort_keys=True)}")
+    lid = m.spec.lid
+    out.append(f"fastText language-ID filter: {'on' if lid.enabled else 'off'} (min probability {lid.min_prob})")
+    return out
+
+
+def variant_card(m: LoadedManifest, rec: VariantRecord, config: dict, plot_file: str | None,
+                 base_dir: Path | None = None, location: str | None = None) -> ModelCard:
+    """The card of a built variant: its record plus what the manifest and base config say
+    (`location`: where users load it from, a local registry path or the Hub id)."""
+    name, link = base_link(m, rec.base, base_dir)
+    model_class = auto_class_name(config)
+    return render_card(
+        rec, base_name=name, base_link=link, license=m.base(rec.base).license,
+        model_type=config.get("model_type", ""), is_causal=model_class == "AutoModelForCausalLM",
+        policy=m.spec.selection.model_dump_json(exclude_defaults=True) or "{}",
+        corpora=corpora_lines(m, tuple(rec.languages)), plot_file=plot_file, model_class=model_class,
+        sentence_transformers=base_dir is not None and (Path(base_dir) / "modules.json").is_file(), location=location,
+    )
+
+
+def source_line(rec: VariantRecord) -> str:
+    """Where the base weights came from, and the dtype the sizes above are measured in."""
+    if rec.source_file:
+        return (f"\nThe base weights come from the GGUF file `{rec.source_file}` (quantization "
+                f"{rec.source_quantization or 'unknown'}), dequantized and stored in {rec.dtype or 'its dtype'}; both "
+                f"columns above are in {rec.dtype or 'that dtype'}, so the reduction compares like with like. Exactness "
+                "holds against that dequantized base, not against an unquantized original.")
+    if rec.dtype:
+        return f"\nWeights keep the base's dtype ({rec.dtype}); both columns above are in it."
+    return ""
+
+
+def proof_section(rec: VariantRecord) -> str:
+    """The card's "Proof" section: which checks ran on this variant, and their results."""
+    if not rec.proof:
+        return ""
+    lines = ["## Proof", "",
+             "A streamed structural check of the published files against the base's, in constant memory: "
+             "tensors that are not vocab-sized are byte-identical (xxh3-128 digests), each kept row of each "
+             "vocab-sized tensor equals the base's row at its old id, the configs differ only in the remapped "
+             "fields, and covered held-out lines tokenize identically. Together with the architecture (a token "
+             "reaches the model only through its embedding row, and leaves it only through its head row) this "
+             "means equal outputs on covered text.", "",
+             "| check | result | items | detail |", "|---|---|---:|---|"]
+    for c in rec.proof:
+        detail = c.detail + (f" (first: {c.failures[0]})" if c.failures else "")
+        lines.append(f"| {c.name} | {'passed' if c.passed else 'FAILED'} | {c.items:,} | {detail.replace('|', '/')} |")
+    if rec.proof_seconds is not None:
+        lines += ["", f"Proof time: {rec.proof_seconds:.2f} s. Checks on this variant: {', '.join(rec.checks)}."]
+    return "\n".join(lines)

@@ -1,0 +1,98 @@
+"""The per-variant record: size, fidelity and where it was published (one catalog row)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from tasks.engine.verify.proof import ProofCheck
+from tasks.engine.trim import TrimResult
+from tasks.engine.verify.outputs import ExactnessReport, LanguageFidelity
+
+
+class LanguageScore(BaseModel):
+    lines: int
+    coverage: float
+    identity: float
+    tokens_per_char_before: float
+    tokens_per_char_after: float
+    covered_lines: int | None = None
+    token_coverage: float | None = None  # share of the base's tokens that are kept
+    lines_gaining_unknown: int | None = None  # lines with more unknown tokens than the base gives
+
+
+class VariantRecord(BaseModel):
+    """Everything the catalog and the card say about one variant. Small: no tensors."""
+
+    variant_id: str
+    base: str
+    languages: list[str]
+    multiple: int
+    repo_id: str
+    fingerprint: str
+    status: Literal["published", "skipped", "failed"]
+    error: str | None = None
+    vocab_before: int | None = None
+    vocab_after: int | None = None
+    params_before: int | None = None
+    params_after: int | None = None
+    bytes_before: int | None = None
+    bytes_after: int | None = None
+    size_reduction_pct: float | None = None
+    embedding_share_before: float | None = None
+    embedding_share_after: float | None = None
+    fidelity: dict[str, LanguageScore] = {}
+    output_kind: str | None = None
+    output_max_abs_diff: float | None = None
+    loss_before: float | None = None
+    loss_after: float | None = None
+    location: str | None = None
+    seconds: float | None = None
+    fingerprint_parts: dict[str, str] = {}  # one hash per fingerprint field: `trimworks plan` names what changed
+    # Which checks this variant carried (issue 13): the structural proof, and outputs when sampled.
+    checks: list[str] = []
+    proof: list[ProofCheck] = []
+    proof_passed: bool | None = None
+    proof_seconds: float | None = None
+    output_check: str | None = None
+    # Where the base weights came from and in which dtype they (and the sizes above) are.
+    dtype: str | None = None
+    source_file: str | None = None
+    source_quantization: str | None = None
+    chat_prompts: int | None = None  # chat check: prompts compared (None: base has no chat template)
+    chat_identical: int | None = None  # ... of which tokenized identically (must equal chat_prompts)
+    # Real-text benchmark (UDHR) per language, and what each measured text is.
+    benchmark: dict[str, LanguageScore] = {}
+    benchmark_text: dict[str, str] = {}  # language -> e.g. "UDHR German, Standard (1996) (deu_1996)"
+    counting_corpus: str | None = None
+    counting_synthetic: bool | None = None
+    backstop_tokens: int | None = None  # tokens kept only by the character backstop
+    backstop_scripts: list[str] = []
+
+
+def language_score(f: LanguageFidelity) -> LanguageScore:
+    return LanguageScore(
+        lines=f.lines, coverage=f.coverage, identity=f.identity, tokens_per_char_before=f.tokens_per_char_before,
+        tokens_per_char_after=f.tokens_per_char_after, covered_lines=f.covered_lines, token_coverage=f.token_coverage,
+        lines_gaining_unknown=f.lines_gaining_unknown,
+    )
+
+
+def variant_metrics(trim: TrimResult, report: ExactnessReport) -> dict:
+    """Size and fidelity numbers of a built variant, as VariantRecord fields."""
+    s = trim.surgery
+    return {
+        **trim.summary(),
+        "embedding_share_before": s.embedding_params_before / s.params_before if s.params_before else None,
+        "embedding_share_after": s.embedding_params_after / s.params_after if s.params_after else None,
+        "fidelity": {lang.language: language_score(lang) for lang in report.languages},
+        "backstop_tokens": trim.selection.n_backstop,
+        "backstop_scripts": list(trim.selection.backstop_scripts),
+        "output_kind": report.output_kind,
+        "output_max_abs_diff": report.output_max_abs_diff,
+        "loss_before": report.loss_before,
+        "loss_after": report.loss_after,
+        "chat_prompts": report.chat_prompts,
+        "chat_identical": report.chat_identical,
+    }

@@ -1,0 +1,2 @@
+"""Tests of tasks/engine/: pure functions, no Prefect.
+"""

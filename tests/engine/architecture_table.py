@@ -1,0 +1,135 @@
+"""The architecture table: one tiny random model per `transformers` family with a vocab-sized
+tensor, the tokenizer type it is paired with, and what trimming must give (exact, or refused
+with a message naming the tensor/field). `tests/engine/test_architectures.py` runs every row;
+`python -m tests.engine.architecture_table` prints the README table from the same rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+H = 16  # hidden size of every subject
+TOKENIZERS = {
+    "wordpiece": "WordPiece (trained here)",
+    "bytelevel": "byte-level BPE (trained here)",
+    "unigram": "Unigram / Metaspace (trained here)",
+    "clip": "byte-level BPE, EOS = highest id (trained here)",
+    "wordlevel": "WordLevel (trained here)",
+    "llama-spm": "real Llama-2 SentencePiece BPE, byte fallback",
+    "qwen2": "real Qwen2 byte-level BPE",
+}
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    model_class: str
+    config_class: str
+    tokenizer: str
+    config: dict = field(default_factory=dict)
+    tensors: tuple[str, ...] = ()  # vocab-sized tensors in the checkpoint (sliced)
+    status: str = "exact"  # or "refused: <regex the error must match>"
+    note: str = ""
+
+    @property
+    def head(self) -> str:
+        if not self.model_class.endswith(("LM", "Generation", "MTModel", "LMHeadModel")):
+            return "none (encoder)"
+        return "untied" if any(t in ("lm_head.weight", "embed_out.weight", "proj_out.weight") for t in self.tensors) else "tied"
+
+
+def _lm(**kw) -> dict:
+    return dict(hidden_size=H, num_hidden_layers=1, num_attention_heads=2, intermediate_size=2 * H, **kw)
+
+
+def _s2s(**kw) -> dict:
+    return dict(d_model=H, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+                encoder_ffn_dim=2 * H, decoder_ffn_dim=2 * H, max_position_embeddings=64, **kw)
+
+
+_T5 = dict(d_model=H, d_kv=8, d_ff=2 * H, num_layers=1, num_heads=2)
+_DEC = dict(num_key_value_heads=1)
+
+ARCHITECTURES: tuple[Arch, ...] = (
+    Arch("BERT", "BertForMaskedLM", "BertConfig", "wordpiece", _lm(max_position_embeddings=64),
+         ("bert.embeddings.word_embeddings.weight", "cls.predictions.bias")),
+    Arch("DistilBERT", "DistilBertForMaskedLM", "DistilBertConfig", "wordpiece",
+         dict(dim=H, n_layers=1, n_heads=2, hidden_dim=2 * H, max_position_embeddings=64),
+         ("distilbert.embeddings.word_embeddings.weight", "vocab_projector.bias")),
+    Arch("ALBERT", "AlbertForMaskedLM", "AlbertConfig", "unigram", _lm(embedding_size=8, max_position_embeddings=64),
+         ("albert.embeddings.word_embeddings.weight", "predictions.bias")),
+    Arch("ELECTRA (generator)", "ElectraForMaskedLM", "ElectraConfig", "wordpiece", _lm(embedding_size=H, max_position_embeddings=64),
+         ("electra.embeddings.word_embeddings.weight", "generator_lm_head.bias")),
+    Arch("RoBERTa", "RobertaForMaskedLM", "RobertaConfig", "bytelevel", _lm(max_position_embeddings=66),
+         ("roberta.embeddings.word_embeddings.weight", "lm_head.bias")),
+    Arch("XLM-R", "XLMRobertaForMaskedLM", "XLMRobertaConfig", "unigram", _lm(max_position_embeddings=66),
+         ("roberta.embeddings.word_embeddings.weight", "lm_head.bias")),
+    Arch("CamemBERT", "CamembertForMaskedLM", "CamembertConfig", "unigram", _lm(max_position_embeddings=66),
+         ("roberta.embeddings.word_embeddings.weight", "lm_head.bias")),
+    Arch("ModernBERT", "ModernBertForMaskedLM", "ModernBertConfig", "bytelevel",
+         _lm(max_position_embeddings=64, global_attn_every_n_layers=1, local_attention=16),
+         ("model.embeddings.tok_embeddings.weight", "decoder.bias")),
+    Arch("DeBERTa-v2", "DebertaV2ForMaskedLM", "DebertaV2Config", "unigram", _lm(max_position_embeddings=64),
+         ("cls.predictions.bias", "deberta.embeddings.word_embeddings.weight")),
+    Arch("MPNet", "MPNetForMaskedLM", "MPNetConfig", "wordpiece", _lm(max_position_embeddings=66),
+         ("mpnet.embeddings.word_embeddings.weight", "lm_head.bias")),
+    Arch("T5", "T5ForConditionalGeneration", "T5Config", "unigram", dict(_T5), ("shared.weight",)),
+    Arch("mT5", "MT5ForConditionalGeneration", "MT5Config", "unigram", dict(_T5, tie_word_embeddings=False),
+         ("shared.weight", "lm_head.weight")),
+    Arch("BART", "BartForConditionalGeneration", "BartConfig", "bytelevel", _s2s(),
+         ("final_logits_bias", "model.shared.weight")),
+    Arch("mBART", "MBartForConditionalGeneration", "MBartConfig", "unigram", _s2s(),
+         ("final_logits_bias", "model.shared.weight")),
+    Arch("Marian", "MarianMTModel", "MarianConfig", "unigram", _s2s(),
+         ("final_logits_bias", "model.shared.weight")),
+    Arch("GPT-2", "GPT2LMHeadModel", "GPT2Config", "bytelevel", dict(n_embd=H, n_layer=1, n_head=2, n_positions=64),
+         ("transformer.wte.weight",)),
+    Arch("GPT-NeoX", "GPTNeoXForCausalLM", "GPTNeoXConfig", "bytelevel", _lm(max_position_embeddings=64),
+         ("embed_out.weight", "gpt_neox.embed_in.weight")),
+    Arch("Llama", "LlamaForCausalLM", "LlamaConfig", "llama-spm", _lm(**_DEC),
+         ("lm_head.weight", "model.embed_tokens.weight")),
+    Arch("Mistral", "MistralForCausalLM", "MistralConfig", "llama-spm", _lm(**_DEC),
+         ("lm_head.weight", "model.embed_tokens.weight")),
+    Arch("Qwen2", "Qwen2ForCausalLM", "Qwen2Config", "qwen2", _lm(**_DEC, tie_word_embeddings=True),
+         ("model.embed_tokens.weight",)),
+    Arch("Qwen3", "Qwen3ForCausalLM", "Qwen3Config", "qwen2", _lm(**_DEC, head_dim=8, tie_word_embeddings=True),
+         ("model.embed_tokens.weight",)),
+    Arch("Phi-3", "Phi3ForCausalLM", "Phi3Config", "llama-spm", _lm(**_DEC),
+         ("lm_head.weight", "model.embed_tokens.weight")),
+    Arch("Gemma", "GemmaForCausalLM", "GemmaConfig", "llama-spm", _lm(**_DEC, head_dim=8),
+         ("model.embed_tokens.weight",)),
+    Arch("Gemma 2", "Gemma2ForCausalLM", "Gemma2Config", "llama-spm", _lm(**_DEC, head_dim=8),
+         ("model.embed_tokens.weight",)),
+    Arch("Gemma 3 (text)", "Gemma3ForCausalLM", "Gemma3TextConfig", "llama-spm", _lm(**_DEC, head_dim=8),
+         ("model.embed_tokens.weight",)),
+    Arch("OLMo 2", "Olmo2ForCausalLM", "Olmo2Config", "bytelevel", _lm(**_DEC),
+         ("lm_head.weight", "model.embed_tokens.weight")),
+    Arch("CLIP text tower", "CLIPTextModel", "CLIPTextConfig", "clip", _lm(max_position_embeddings=64),
+         ("embeddings.token_embedding.weight",),
+         note="pools at `eos_token_id` (remapped); hidden states and pooled output equal"),
+    Arch("CLIP text tower, legacy `eos_token_id: 2`", "CLIPTextModel", "CLIPTextConfig", "clip",
+         _lm(max_position_embeddings=64, eos_token_id=2), ("embeddings.token_embedding.weight",),
+         note="pools at the highest id (argmax): EOS stays highest because ids keep their order; the flag is left at 2"),
+    Arch("SigLIP text tower", "SiglipTextModel", "SiglipTextConfig", "unigram", _lm(max_position_embeddings=64),
+         ("embeddings.token_embedding.weight",), note="pools at the last position"),
+    Arch("BERT + WordLevel tokenizer", "BertForMaskedLM", "BertConfig", "wordlevel", _lm(max_position_embeddings=64),
+         ("bert.embeddings.word_embeddings.weight", "cls.predictions.bias")),
+    Arch("unknown head (`my_head.weight`)", "BertModel", "BertConfig", "wordpiece", _lm(max_position_embeddings=64),
+         ("embeddings.word_embeddings.weight",), status="refused: 'my_head.weight'.*architectures",
+         note="a vocab-sized tensor no rule names: refused, the error says how to describe it"),
+)
+
+
+def markdown_table() -> str:
+    rows = ["| architecture | class | tokenizer | head | vocab-sized tensors | status |", "|---|---|---|---|---|---|"]
+    for a in ARCHITECTURES:
+        status = "exact" if a.status == "exact" else "refused (error names the tensor)"
+        if a.note:
+            status += f": {a.note}"
+        tensors = ", ".join(f"`{t}`" for t in a.tensors)
+        rows.append(f"| {a.name} | `{a.model_class}` | {TOKENIZERS[a.tokenizer]} | {a.head} | {tensors} | {status} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,74 @@
+"""The guards (guard.py) and the architecture data (architectures.py): a folder that would not
+load is never produced, and the rules are extended from data, never by editing code."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from tasks.engine.checkpoint.architectures import ArchitectureData, default_rules, load_rules, read_architecture_file
+from tasks.engine.errors import ManifestError, ModelFolderError
+from tasks.engine.checkpoint.guard import check_folder_loads, check_vocab_dims
+
+
+def test_packaged_table_is_data_and_extendable(tmp_path):
+    rules = default_rules()
+    assert rules.vocab_rule_for("distilbert.embeddings.word_embeddings.weight").axis == 0
+    assert rules.vocab_rule_for("final_logits_bias").axis == 1
+    assert rules.vocab_rule_for("my_head.weight") is None
+    assert "decoder_vocab_size" in rules.vocab_size_keys
+    f = tmp_path / "rules.yaml"
+    f.write_text(yaml.safe_dump({"vocab_tensors": [{"pattern": r"^my_head\.weight$", "axis": 0, "role": "probe"}],
+                                 "not_vocab": [{"pattern": "^buckets$", "reason": "bucket count"}]}))
+    ext = load_rules([f])
+    assert ext.vocab_rule_for("my_head.weight").role == "probe"
+    assert ext.not_vocab_reason("buckets") == "bucket count"
+    assert ext.vocab_rule_for("lm_head.weight") is not None  # the packaged rules stay
+
+
+@pytest.mark.parametrize("content,match", [
+    ('{"vocab_tensors": [{"pattern": "(", "axis": 0}]}', "invalid architecture file"),
+    ('{"vocab_tensor": []}', "vocab_tensor"),
+    ('{"vocab_tensors": [{"pattern": "x", "axis": -1}]}', "axis"),
+])
+def test_bad_architecture_file_is_located(tmp_path, content, match):
+    f = tmp_path / "rules.json"
+    f.write_text(content)
+    with pytest.raises(ModelFolderError, match=match):
+        read_architecture_file(f)
+
+
+def test_unsliced_vocab_dim_is_refused_unless_explained():
+    shapes = {"emb.weight": (1000, 16), "probe.weight": (16, 1000), "other.weight": (16, 16)}
+    with pytest.raises(ModelFolderError, match=r"'probe.weight' \[16, 1000\].*--architectures"):
+        check_vocab_dims(shapes, ["emb.weight"], (1000,), default_rules(), "m")
+    explained = default_rules().extended(ArchitectureData(not_vocab=[{"pattern": "^probe", "reason": "r"}]))
+    check_vocab_dims(shapes, ["emb.weight"], (1000,), explained, "m")
+
+
+def test_a_folder_that_would_not_load_is_refused(toy_model, tmp_path):
+    assert check_folder_loads(toy_model) > 0
+    broken = tmp_path / "broken"
+    shutil.copytree(toy_model, broken)
+    cfg = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**cfg, "vocab_size": cfg["vocab_size"] - 8}))
+    with pytest.raises(ModelFolderError, match=r"would not load: 'transformer.wte.weight'"):
+        check_folder_loads(broken)
+
+
+def test_manifest_architectures_section_is_validated(tmp_path):
+    from tasks.pipeline.manifest import load_manifest
+    from tests.subjects import MINIMAL_MANIFEST
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "fr.txt").write_text("bonjour\n")
+    good = {**MINIMAL_MANIFEST, "architectures": {"vocab_tensors": [{"pattern": "^x$", "axis": 0}]}}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(good))
+    assert load_manifest(tmp_path / "m.yaml").spec.architectures.vocab_tensors[0].pattern == "^x$"
+    bad = {**MINIMAL_MANIFEST, "architectures": {"vocab_tensors": [{"pattern": "^x$", "axes": 0}]}}
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ManifestError, match=r"architectures.vocab_tensors\[0\]"):
+        load_manifest(tmp_path / "b.yaml")

@@ -1,0 +1,2 @@
+"""Tests of flows/: the CLI, Prefect flows and deployments.
+"""

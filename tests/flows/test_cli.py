@@ -1,0 +1,49 @@
+"""The `trimworks` command line, as a user would run it."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tasks.engine.counting.tokens import read_counts
+
+runner = CliRunner()
+
+
+def test_count_trim_verify(toy_model, toy_lines, tmp_path):
+    text = tmp_path / "en.txt"
+    text.write_text("\n".join(toy_lines[:100]))
+    held = tmp_path / "heldout.txt"
+    held.write_text("\n".join(toy_lines[1000:1200]))
+    counts = tmp_path / "en.parquet"
+    r = runner.invoke(app, ["count", str(toy_model), "--text", str(text), "-o", str(counts)])
+    assert r.exit_code == 0, r.output
+    assert "100 lines" in r.output and "counted from chunk counts" in r.output
+    direct = tmp_path / "en-direct.parquet"
+    r = runner.invoke(app, ["count", str(toy_model), "--text", str(text), "-o", str(direct), "--method", "direct"])
+    assert r.exit_code == 0 and "counted directly" in r.output, r.output
+    fast, slow = read_counts(counts), read_counts(direct)
+    assert fast.provenance["method"] == "chunks" and slow.provenance["method"] == "direct"
+    assert (fast.counts == slow.counts).all() and fast.lines == slow.lines == 100
+    r = runner.invoke(app, ["count", str(toy_model), "--text", str(text), "-o", str(direct), "--method", "fast"])
+    assert r.exit_code == 2 and "use chunks or direct" in r.output
+    out = tmp_path / "trimmed"
+    r = runner.invoke(app, ["trim", str(toy_model), "--counts", str(counts), "--multiple", "64", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "vocab" in r.output and "smaller" in r.output
+    vocab_size = json.loads((out / "config.json").read_text())["vocab_size"]
+    assert vocab_size % 64 == 0 and vocab_size < 1200
+    r = runner.invoke(app, ["verify", str(toy_model), str(out), "--text", str(held), "--sample", "2"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["languages"][0]["identical_covered_lines"] > 0
+    r = runner.invoke(app, ["trim", str(toy_model), "--counts", str(counts), "-o", str(out)])
+    assert r.exit_code == 2
+    assert "already exists" in r.output
+
+
+def test_bad_model_folder_message(tmp_path):
+    r = runner.invoke(app, ["count", str(tmp_path / "nope"), "--text", "x.txt", "-o", str(tmp_path / "c.parquet")])
+    assert r.exit_code == 2
+    assert "does not exist" in r.output

@@ -1,0 +1,2 @@
+"""Tests of tasks/pipeline/: manifest-driven production without Prefect.
+"""

@@ -1,0 +1,175 @@
+"""Which variant carries which check: the proof always, output comparison once per base and
+architecture per run plus a sample, never above a size; the card's proof section and the
+catalog's checks; and the base's dtype kept, from a bf16 folder or a GGUF file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from tasks.engine.verify.proof import parameter_count
+from tasks.engine.checkpoint.safetensors_io import LazyCheckpoint
+from tasks.pipeline.production.build import build_and_publish
+from tasks.pipeline.report.catalog import write_catalog
+from tasks.pipeline.production.checks import output_check, sampled, start_run
+from tasks.pipeline.corpus.counts_cache import ensure_counts, ensure_heldout
+from tasks.pipeline.manifest import Variant, VerifySpec, expand, load_manifest
+from tasks.pipeline.publish.targets import LocalRegistry
+from tasks.pipeline.production.base_models import materialize_base
+from tests import subjects
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory, toy_model_session):
+    return subjects.two_toy_bases(tmp_path_factory.mktemp("bases"), toy_model_session)
+
+
+def _variant(i: int, base: str = "b") -> Variant:
+    return Variant(id=f"{base}-en-v{i}", base=base, languages=("en",), multiple=i, repo_id=f"o/{base}-{i}", fingerprint=f"fp{i}")
+
+
+def test_output_check_policy(toy_model):
+    start_run()
+    auto = VerifySpec(outputs_sample=0.0)
+    decisions = [output_check(auto, _variant(i), toy_model, 8) for i in range(4)]
+    assert [d[0] for d in decisions] == [True, False, False, False]  # once per base and architecture
+    assert "GPT2LMHeadModel" in decisions[0][1] and "b-en-v0 carried" in decisions[1][1]
+    start_run()  # a new run compares the base again
+    assert output_check(auto, _variant(3), toy_model, 8)[0]
+    assert not output_check(VerifySpec(outputs="never"), _variant(5), toy_model, 8)[0]
+    assert output_check(VerifySpec(outputs="always"), _variant(6), toy_model, 8)[0]
+    assert not output_check(VerifySpec(outputs="always"), _variant(6), toy_model, 0)[0]
+    small = VerifySpec(outputs_max_params=1000)
+    start_run()
+    compared, why, *_ = output_check(small, _variant(7), toy_model, 8)
+    assert not compared and "above verify.outputs_max_params" in why
+
+
+def test_output_precision_follows_the_memory_budget(toy_model):
+    """float64 where 8 bytes per parameter fit verify.outputs_memory_gb, else float32 with its
+    wider tolerance, else (auto) not compared; the reason says which."""
+    params = parameter_count(toy_model)
+    start_run()
+    roomy = output_check(VerifySpec(), _variant(1), toy_model, 8)
+    assert roomy.compare and roomy.dtype == "float64" and roomy.tolerance == 1e-5 and "in float64" in roomy.why
+    start_run()
+    half = VerifySpec(outputs_memory_gb=6 * params / 1e9)  # float32 fits, float64 does not
+    c = output_check(half, _variant(2), toy_model, 8)
+    assert c.compare and c.dtype == "float32" and c.tolerance == 1e-3 and "in float32" in c.why
+    start_run()
+    tight = VerifySpec(outputs_memory_gb=2 * params / 1e9)
+    c = output_check(tight, _variant(3), toy_model, 8)
+    assert not c.compare and "verify.outputs_memory_gb" in c.why
+    c = output_check(VerifySpec(outputs="always", outputs_memory_gb=2 * params / 1e9), _variant(4), toy_model, 8)
+    assert c.compare and c.dtype == "float32"
+
+
+def test_sample_is_deterministic_and_near_its_share():
+    picks = [sampled(f"fingerprint-{i}", 0.1) for i in range(4000)]
+    assert picks == [sampled(f"fingerprint-{i}", 0.1) for i in range(4000)]
+    assert 0.08 < sum(picks) / len(picks) < 0.12
+    assert not any(sampled(f"fingerprint-{i}", 0.0) for i in range(100))
+
+
+def _build_all(tmp_path: Path, bases, **over) -> tuple[list, Path]:
+    """The pipeline's per-variant path (no Prefect): materialize, count, build and publish each."""
+    m = load_manifest(subjects.make_manifest(tmp_path, bases, **over))
+    start_run()
+    registry = LocalRegistry(m.output_dir)
+    records = []
+    for v in expand(m):
+        base_dir = materialize_base(m, m.base(v.base))
+        counts = {lang: ensure_counts(m, base_dir / "tokenizer.json", lang) for lang in v.languages}
+        held = {lang: ensure_heldout(m, lang) for lang in v.languages}
+        records.append(build_and_publish(m, v, base_dir, counts, held, registry, str(registry.target(v))))
+    write_catalog(records, m.output_dir, {})
+    return records, m.output_dir
+
+
+def test_pipeline_records_which_variant_carried_which_check(tmp_path, bases):
+    records, out = _build_all(tmp_path, bases, verify={"outputs": "auto", "outputs_sample": 0.0})
+    assert all(r.status == "published" for r in records), [r.error for r in records]
+    assert all(r.proof_passed and r.checks[0] == "proof" for r in records)
+    compared = [r for r in records if "outputs" in r.checks]
+    assert sorted(r.base for r in compared) == ["toy-a", "toy-b"]  # one per base model in the run
+    assert all(r.output_max_abs_diff == 0.0 or r.output_max_abs_diff <= 1e-12 for r in compared)
+    assert all(r.output_max_abs_diff is None and "carried" in r.output_check for r in records if r not in compared)
+    assert {r.dtype for r in records} == {"float32"}
+
+    card = (Path(records[1].location) / "README.md").read_text()
+    assert "## Proof" in card and "| kept_rows_identical | passed |" in card and "| config | passed |" in card
+    not_compared = next(r for r in records if r not in compared)
+    card = (Path(not_compared.location) / "README.md").read_text()
+    assert "Outputs were not compared for this variant: toy-" in card and "FAILED" not in card
+    catalog = pq.read_table(out / "catalog.parquet").to_pylist()
+    assert {(c["variant_id"], c["checks"]) for c in catalog} == {(r.variant_id, ",".join(r.checks)) for r in records}
+    md = (out / "catalog.md").read_text()
+    assert "## Checks per variant" in md and md.count("| proof, outputs |") == 2
+
+
+def test_never_compares_outputs_and_still_proves(tmp_path, bases):
+    records, _ = _build_all(tmp_path, bases, verify={"outputs": "never"}, subsets=[["en"]], multiples=[8])
+    assert all(r.status == "published" and r.checks == ["proof"] and r.proof_passed for r in records)
+    assert all(r.fidelity["en"].identity == 1.0 for r in records)
+    # Check (d) ran on the held-out split and on the real benchmark text (UDHR), each named.
+    for r in records:
+        names = {c.name if hasattr(c, "name") else c["name"] for c in r.proof}
+        assert {"tokenization:en", "tokenization:benchmark:en"} <= names, names
+        assert set(r.fidelity) == {"en"}  # the held-out figures stay held-out only
+
+
+def test_gguf_source_kept_in_bf16_and_named_on_the_card(tmp_path, monkeypatch):
+    """The real SmolLM2 Q4_1 GGUF, converted once (~20 s) to the manifest's dtype (default bf16),
+    its fields parsed once (config, tokenizer, weights and quantization share one reader)."""
+    import gguf as gguf_lib
+
+    parsed = []
+
+    class CountingReader(gguf_lib.GGUFReader):
+        def __init__(self, path, mode="r"):
+            parsed.append(str(path))
+            super().__init__(path, mode)
+
+    monkeypatch.setattr(gguf_lib, "GGUFReader", CountingReader)
+    gguf = subjects.smollm2_gguf()
+    data = {
+        "work_dir": str(tmp_path / "work"), "output_dir": str(tmp_path / "published"),
+        "base_models": [{"id": "smol", "display_name": "HuggingFaceTB/SmolLM2-135M-Instruct",
+                         "source": {"gguf": str(gguf)}, "license": "apache-2.0"}],
+        "languages": {"en": {"corpora": [{"wordfreq": {"lines": 300, "words": 500}}]}},
+        "subsets": [["en"]], "multiples": [64], "selection": {"min_count": 1},
+        "verify": {"outputs": "never"}, "lid": {"enabled": False},
+    }
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(data))
+    m = load_manifest(path)
+    assert m.spec.base_models[0].source.dtype == "bfloat16"
+    base_dir = materialize_base(m, m.base("smol"))
+    assert base_dir.name.endswith("-bfloat16")
+    assert parsed == [str(gguf)], parsed
+    assert gguf_lib.GGUFReader is CountingReader  # the conversion gave the module back as it found it
+    ckpt = LazyCheckpoint(base_dir)
+    assert {t.dtype for t in ckpt.tensors.values()} == {"BF16"}
+    info = json.loads((base_dir / "trimworks_source.json").read_text())
+    assert info["file"] == gguf.name and info["quantization"] == "Q4_1" and info["dtype"] == "bfloat16"
+    assert info["tensor_types"]["Q4_1"] > 100
+    (v,) = expand(m)
+    counts = {"en": ensure_counts(m, base_dir / "tokenizer.json", "en")}
+    registry = LocalRegistry(m.output_dir)
+    rec = build_and_publish(m, v, base_dir, counts, {"en": ensure_heldout(m, "en")}, registry, str(registry.target(v)))
+    assert rec.status == "published", rec.error
+    assert rec.dtype == "bfloat16" and rec.source_file == gguf.name and rec.source_quantization == "Q4_1"
+    assert rec.bytes_before == sum(t.nbytes for t in ckpt.tensors.values()) < 300e6  # bf16: ~269 MB, not fp32's 538 MB
+    out_dtypes = {t.dtype for t in LazyCheckpoint(Path(rec.location)).tensors.values()}
+    assert out_dtypes == {"BF16"}
+    card = (Path(rec.location) / "README.md").read_text()
+    assert f"GGUF file `{gguf.name}` (quantization Q4_1)" in card and "stored in bfloat16" in card
+    # Another dtype is another cached folder.
+    data["base_models"][0]["source"]["dtype"] = "float16"
+    path.write_text(yaml.safe_dump(data))
+    m16 = load_manifest(path)
+    assert expand(m16)[0].fingerprint != v.fingerprint
