@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tasks import __version__
+from tasks.engine.checkpoint.body import Body
 from tasks.engine.checkpoint.architectures import SPECIAL_ID_KEYS, ArchitectureRules, default_rules
 from tasks.engine.runtime.atomic import atomic_folder, write_text_atomic
 from tasks.engine.counting.tokens import TokenCounts, check_counts_match, read_counts
@@ -129,16 +130,18 @@ def check_counts_not_empty(table: TokenCounts, source: str) -> None:
 def apply_selection(
     model_dir: Path, selection: Selection, out_dir: Path, overwrite: bool = False, provenance: dict | None = None,
     rules: ArchitectureRules | None = None, remember_base_digests: bool = False, durable: bool = True,
+    layout: str = "mirror", body: Body | None = None, body_mode: str = "link",
 ) -> TrimResult:
     """Build the trimmed folder for an already chosen kept set (atomically).
     `remember_base_digests`: a proof follows (see `surgery.trim_weights`). `durable=False`: a
-    staging folder that a later durable rename publishes (see `atomic.atomic_folder`)."""
+    staging folder that a later durable rename publishes (see `atomic.atomic_folder`).
+    `layout`, `body`, `body_mode`: the weight files' layout (see `surgery.py`, `body.py`)."""
     base = inspect_model_folder(model_dir)
     tok, vocab = parsed_tokenizer(base.tokenizer_json)
     new_tok = rebuild_tokenizer_json(tok, vocab, selection.kept_ids)
     try:
         return _write_trimmed(base, tok, vocab, new_tok, selection, Path(out_dir), overwrite, provenance,
-                              rules or default_rules(), remember_base_digests, durable)
+                              rules or default_rules(), remember_base_digests, durable, layout, body, body_mode)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise OutputError(
@@ -151,13 +154,13 @@ def apply_selection(
 def _write_trimmed(
     base: ModelFolder, tok: dict, vocab: Vocab, new_tok: dict, selection: Selection, out_dir: Path,
     overwrite: bool, provenance: dict | None, rules: ArchitectureRules, remember_base_digests: bool = False,
-    durable: bool = True,
+    durable: bool = True, layout: str = "mirror", body: Body | None = None, body_mode: str = "link",
 ) -> TrimResult:
     kept = selection.kept_ids
     with atomic_folder(Path(out_dir), overwrite=overwrite, durable=durable) as tmp:
         write_configs(base, tmp, kept, rules, vocab.id_to_token.get, vocab.id_space)
         tok_files = write_tokenizer_files(base.path, tmp, new_tok, vocab, kept)
-        stats = trim_weights(base, tmp, kept, rules, vocab.size, remember_base_digests)
+        stats = trim_weights(base, tmp, kept, rules, vocab.size, remember_base_digests, layout, body, body_mode)
         skip = {"config.json", "generation_config.json", INDEX_NAME, "README.md", MANIFEST_NAME, *TOKENIZER_FILES, *tok_files}
         copy_other_files(base.path, tmp, skip)
         record = {
@@ -185,9 +188,10 @@ def trim_model(
     rules: ArchitectureRules | None = None,
     keep_texts: Sequence[str] = (),
     languages: Sequence[str] = (),
+    layout: str = "mirror",
 ) -> TrimResult:
     """Select and apply in one call (the `trimworks trim` command)."""
     selection = select_for_model(model_dir, counts, policy, multiple, merge_closure, rules, keep_texts,
                                  languages=languages)
-    return apply_selection(model_dir, selection, out_dir, overwrite, rules=rules)
+    return apply_selection(model_dir, selection, out_dir, overwrite, rules=rules, layout=layout)
 

@@ -1,8 +1,11 @@
 """Streaming weight surgery: slice vocab-sized tensors, copy the rest, never load the model.
 
-Each output shard mirrors an input shard (same name, same tensor order). Vocab-sized tensors
-(found by the rule table in `architectures`) keep only the rows of the kept ids; everything
-else is byte-copied. Config and generation config get the new size and remapped special ids.
+Vocab-sized tensors (found by the rule table in `architectures`) keep only the rows of the
+kept ids; everything else is byte-copied, in the base's tensor order. Three file layouts:
+`mirror` (each output shard mirrors an input shard: same names), `single` (one
+model.safetensors) and `shared` (the body shard(s) every variant of a base shares, see
+`body.py`, plus the variant's own vocab shard). Config and generation config get the new size
+and remapped special ids.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import numpy as np
 
 from tasks.engine.checkpoint.architectures import HOW_TO_EXTEND, SPECIAL_ID_KEYS, ArchitectureRules, default_rules
 from tasks.engine.runtime.atomic import write_text_atomic
+from tasks.engine.checkpoint.body import (BODY_METADATA, VOCAB_SHARD, Body, base_order, is_vocab_sized, place_body,
+                                         write_body_files)
 from tasks.engine.checkpoint.digests import copy_and_remember, too_big_to_cache
 from tasks.engine.errors import DroppedSpecialTokenError, ModelFolderError
 from tasks.engine.runtime.failpoints import failpoint
@@ -54,6 +59,14 @@ class SurgeryStats:
     sliced_tensors: tuple[str, ...]
     largest_tensor_bytes: int
     warnings: tuple[str, ...]
+    layout: str = "mirror"
+    body_digest: str | None = None  # shared layout: the proved body the variant's files link to
+    body_placed: str | None = None  # link | copy | written (no body store: written into the folder)
+    own_bytes: int = 0  # tensor bytes only this variant holds (all of them, except in the shared layout)
+
+
+LAYOUTS = ("mirror", "single", "shared")
+SINGLE_FILE = "model.safetensors"
 
 
 def _take_axis(info: TensorInfo, rows: np.ndarray, axis: int, ckpt: LazyCheckpoint, out) -> None:
@@ -65,14 +78,19 @@ def _take_axis(info: TensorInfo, rows: np.ndarray, axis: int, ckpt: LazyCheckpoi
 
 def trim_weights(
     base: ModelFolder, out_dir: Path, kept_ids: np.ndarray, rules: ArchitectureRules | None = None,
-    tokenizer_size: int | None = None, remember_base_digests: bool = False,
+    tokenizer_size: int | None = None, remember_base_digests: bool = False, layout: str = "mirror",
+    body: Body | None = None, body_mode: str = "link",
 ) -> SurgeryStats:
-    """Write the trimmed safetensors shards (and index) of `base` into `out_dir`.
+    """Write the trimmed safetensors file(s) (and index) of `base` into `out_dir`.
 
     Before anything is written, the guard refuses any vocab-sized tensor no rule slices.
     `remember_base_digests` (when a proof follows): digest each copied base tensor from the
-    read that copies it, so the proof reads only the output.
+    read that copies it, so the proof reads only the output. `layout` (see the module
+    docstring); with `shared`, `body` is the base's proved body from the store (placed by
+    `body_mode`: link or copy), or None to write the body files into the folder itself.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r}: use one of {LAYOUTS}")
     rules = rules or default_rules()
     ckpt = LazyCheckpoint(base.path)
     vocab_size = base.vocab_size
@@ -81,65 +99,89 @@ def trim_weights(
             f"{base.path}/config.json: vocab_size {vocab_size} is smaller than kept token id {int(kept_ids.max())}; "
             "tokenizer and model do not match"
         )
-    will_slice = []
-    for name, info in ckpt.tensors.items():
-        rule = rules.vocab_rule_for(name)
-        if rule is not None and len(info.shape) > rule.axis and info.shape[rule.axis] == vocab_size:
-            will_slice.append(name)
+    will_slice = [name for name, info in ckpt.tensors.items() if is_vocab_sized(info, rules, vocab_size)]
     if will_slice:  # no rule matched at all: the clearer "no embedding" error below
         check_vocab_dims({n: i.shape for n, i in ckpt.tensors.items()}, will_slice, (vocab_size, tokenizer_size or 0),
                          rules, f"{base.path} ({base.model_type})")
     uncache = too_big_to_cache(sum(t.nbytes for t in ckpt.tensors.values()))
-    warnings: list[str] = []
     sliced: list[str] = []
-    params_before = params_after = bytes_before = bytes_after = emb_before = emb_after = 0
-    weight_map: dict[str, str] = {}
-    for shard in ckpt.shards:
-        planned: list[PlannedTensor] = []
-        for name in shard.tensor_names:
-            info = ckpt.tensors[name]
-            n_params = math.prod(info.shape)
-            params_before += n_params
-            bytes_before += info.nbytes
-            rule = rules.vocab_rule_for(name)
-            if rule is not None and len(info.shape) > rule.axis and info.shape[rule.axis] == vocab_size:
-                shape = list(info.shape)
-                shape[rule.axis] = int(kept_ids.size)
-                if rule.axis == 0:
-                    produce = functools.partial(write_rows, info, kept_ids)
-                else:
-                    produce = functools.partial(_take_axis, info, kept_ids, rule.axis, ckpt)
-                planned.append(PlannedTensor(name, info.dtype, tuple(shape), produce))
-                sliced.append(name)
-                emb_before += n_params
-                emb_after += math.prod(shape)
+    params_before = params_after = bytes_before = emb_before = emb_after = 0
+    planned: dict[str, PlannedTensor] = {}
+    for info in base_order(ckpt):
+        name = info.name
+        n_params = math.prod(info.shape)
+        params_before += n_params
+        bytes_before += info.nbytes
+        rule = rules.vocab_rule_for(name)
+        if is_vocab_sized(info, rules, vocab_size):
+            shape = list(info.shape)
+            shape[rule.axis] = int(kept_ids.size)
+            if rule.axis == 0:
+                produce = functools.partial(write_rows, info, kept_ids)
             else:
-                if rule is not None:
-                    raise ModelFolderError(
-                        f"{info.file}: tensor {name!r} is a {rule.role} but its shape {info.shape} does not match "
-                        f"config vocab_size {vocab_size}; if this tensor is not vocab-sized for this architecture, {HOW_TO_EXTEND}"
-                    )
-                copy = functools.partial(copy_and_remember, uncache=uncache) if remember_base_digests else copy_bytes
-                planned.append(PlannedTensor(name, info.dtype, info.shape, functools.partial(copy, info)))
-            params_after += math.prod(planned[-1].shape)
-            weight_map[name] = shard.file.name
-        bytes_after += write_safetensors(out_dir / shard.file.name, planned, shard.metadata)
-        failpoint("surgery")
-        check_stop()
+                produce = functools.partial(_take_axis, info, kept_ids, rule.axis, ckpt)
+            planned[name] = PlannedTensor(name, info.dtype, tuple(shape), produce)
+            sliced.append(name)
+            emb_before += n_params
+            emb_after += math.prod(shape)
+        else:
+            if rule is not None:
+                raise ModelFolderError(
+                    f"{info.file}: tensor {name!r} is a {rule.role} but its shape {info.shape} does not match "
+                    f"config vocab_size {vocab_size}; if this tensor is not vocab-sized for this architecture, {HOW_TO_EXTEND}"
+                )
+            copy = functools.partial(copy_and_remember, uncache=uncache) if remember_base_digests else copy_bytes
+            planned[name] = PlannedTensor(name, info.dtype, info.shape, functools.partial(copy, info))
+        params_after += math.prod(planned[name].shape)
     if not sliced:
         raise ModelFolderError(
             f"{base.path}: no embedding or output-head tensor with {vocab_size} rows was found; "
             f"to trim architecture {base.config.get('architectures')} ({base.model_type}), {HOW_TO_EXTEND}"
         )
-    if ckpt.sharded:
-        index = {"metadata": {"total_size": bytes_after}, "weight_map": weight_map}
-        write_text_atomic(out_dir / INDEX_NAME, json.dumps(index, indent=2))
-    warnings += _size_dependent_layer_warnings(base.path)
+    body_digest = placed = None
+    if layout == "shared":
+        body_tensors = [ckpt.tensors[n] for n in planned if n not in set(sliced)]
+        if body is not None:
+            if set(body.weight_map) != {t.name for t in body_tensors}:
+                raise ModelFolderError(f"{body.folder}: this shared body does not hold {base.path}'s non-vocabulary tensors; "
+                                       "it belongs to another base or rule table (delete it and rerun)")
+            placed, body_digest, weight_map = place_body(body, out_dir, body_mode), body.digest, dict(body.weight_map)
+        else:
+            placed, weight_map = "written", write_body_files(body_tensors, out_dir, remember_base_digests=remember_base_digests)
+        own = [planned[n] for n in sliced]
+        own_bytes = write_safetensors(out_dir / VOCAB_SHARD, own, BODY_METADATA)
+        weight_map |= {n: VOCAB_SHARD for n in sliced}
+        bytes_after = own_bytes + sum(t.nbytes for t in body_tensors)
+        _write_index(out_dir, weight_map, bytes_after)
+    elif layout == "single":
+        metadata = ckpt.shards[0].metadata if ckpt.shards else {}
+        bytes_after = own_bytes = write_safetensors(out_dir / SINGLE_FILE, list(planned.values()), metadata)
+    else:
+        bytes_after = 0
+        weight_map = {}
+        for shard in ckpt.shards:
+            bytes_after += write_safetensors(out_dir / shard.file.name, [planned[n] for n in shard.tensor_names], shard.metadata)
+            weight_map |= {n: shard.file.name for n in shard.tensor_names}
+            failpoint("surgery")
+            check_stop()
+        own_bytes = bytes_after
+        if ckpt.sharded:
+            _write_index(out_dir, weight_map, bytes_after, sort=False)
+    if layout != "mirror":  # mirror checks after each shard, above
+        failpoint("surgery")
+        check_stop()
+    warnings = _size_dependent_layer_warnings(base.path)
     for w in warnings:
         log.warning("%s: %s", base.path, w)
     largest = max(t.nbytes for t in ckpt.tensors.values())
     return SurgeryStats(params_before, params_after, bytes_before, bytes_after, emb_before, emb_after,
-                        tuple(sliced), largest, tuple(warnings))
+                        tuple(sliced), largest, tuple(warnings), layout, body_digest, placed, own_bytes)
+
+
+def _write_index(out_dir: Path, weight_map: dict[str, str], total_size: int, sort: bool = True) -> None:
+    entries = dict(sorted(weight_map.items())) if sort else weight_map
+    index = {"metadata": {"total_size": total_size}, "weight_map": entries}
+    write_text_atomic(out_dir / INDEX_NAME, json.dumps(index, indent=2))
 
 
 def _size_dependent_layer_warnings(folder: Path) -> list[str]:

@@ -38,6 +38,7 @@ import numpy as np
 import xxhash
 from pydantic import BaseModel, PrivateAttr
 
+from tasks.engine.checkpoint.body import Body, FileStamp, body_file_proved
 from tasks.engine.checkpoint.architectures import SPECIAL_ID_KEYS, VOCAB_SIZE_KEYS, vocab_rule_for
 from tasks.engine.counting.tokens import load_plain_tokenizer
 from tasks.engine.checkpoint.digests import tensor_digest, thread_buffer
@@ -62,6 +63,7 @@ class ProofCheck(BaseModel):
 class ProofReport(BaseModel):
     checks: list[ProofCheck]
     languages: list[LanguageFidelity] = []
+    body_digest: str | None = None  # the shared body the weights check rests on (shared layout)
     bytes_read: int = 0
     seconds: float = 0.0
     # Per text set, the lines the kept vocabulary covers (the chat check's message contents);
@@ -137,8 +139,13 @@ def _both_digests(pair: tuple[TensorInfo, TensorInfo]) -> tuple[str, str, int]:
     return db, dt, rb + rt
 
 
-def prove_weights(base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, vocab_size: int) -> tuple[list[ProofCheck], int]:
-    """Checks (a) and (b), plus the tensor set and dtypes; returns the checks and bytes read."""
+def prove_weights(base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, vocab_size: int,
+                  body: Body | None = None) -> tuple[list[ProofCheck], int]:
+    """Checks (a) and (b), plus the tensor set and dtypes; returns the checks and bytes read.
+
+    `body`: the base's proved shared body (`body.ensure_body`, keyed by the base's content
+    identity). A tensor in one of its files stands on that proof once the file is shown to be
+    the proved one: constant time for a hard link (same inode, size, mtime), one read for a copy."""
     base, trim = LazyCheckpoint(Path(base_dir)), LazyCheckpoint(Path(trimmed_dir))
     kept = np.asarray(kept_ids, dtype=np.int64)
     missing = sorted(set(base.tensors) - set(trim.tensors))
@@ -153,6 +160,8 @@ def prove_weights(base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, vocab
     buf_b = memoryview(bytearray(BLOCK_BYTES))
     order = sorted((t for t in base.tensors.values() if t.name in trim.tensors), key=lambda t: (str(t.file), t.start))
     copied: list[tuple[TensorInfo, TensorInfo]] = []
+    body_files: dict[str, str | None] = {}  # variant body file -> why it is not the proved one (None: it is)
+    n_body = 0
     for b in order:
         t = trim.tensors[b.name]
         if t.dtype != b.dtype:
@@ -183,6 +192,18 @@ def prove_weights(base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, vocab
             if t.shape != b.shape:
                 copy_fail.append(f"{b.name}: shape {list(t.shape)}, base {list(b.shape)}")
                 continue
+            if body is not None and t.file.name in body.stamps:
+                if t.file.name not in body_files:
+                    linked = FileStamp.of(t.file) == body.stamps[t.file.name]
+                    body_files[t.file.name] = body_file_proved(body, t.file)
+                    read += 0 if linked else t.file.stat().st_size  # a copy is read once
+                why = body_files[t.file.name]
+                if why is None and body.weight_map.get(b.name) != t.file.name:
+                    why = f"not in {t.file.name} of the proved body"
+                if why is not None:
+                    copy_fail.append(f"{b.name}: {why}")
+                n_body += 1
+                continue
             copied.append((b, t))
     # Two tensors at a time: reading (from disk, or from the page cache a fresh variant is
     # still in) and xxh3 both release the GIL, so a second thread is a second core's worth.
@@ -198,8 +219,11 @@ def prove_weights(base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, vocab
                    detail="every tensor keeps the base's dtype" if not dtype_fail else f"{len(dtype_fail)} tensors changed dtype",
                    failures=dtype_fail[:MAX_DETAILS]),
         ProofCheck(name="non_vocab_tensors_identical", passed=not copy_fail, items=n_copied,
-                   detail=f"{n_copied} tensors byte-identical to the base (xxh3-128, streamed)" if not copy_fail
-                   else f"{len(copy_fail)} of {n_copied} tensors differ", failures=copy_fail[:MAX_DETAILS]),
+                   detail=(f"{n_copied} tensors byte-identical to the base (xxh3-128, streamed)" if not n_body else
+                           f"{n_copied} tensors byte-identical to the base: {n_body} in shared body {body.digest}, "
+                           f"proved against the base once, its files here the proved ones"
+                           + (f"; {n_copied - n_body} streamed" if n_copied > n_body else ""))
+                   if not copy_fail else f"{len(copy_fail)} of {n_copied} tensors differ", failures=copy_fail[:MAX_DETAILS]),
         ProofCheck(name="kept_rows_identical", passed=not rows_fail and n_sliced > 0, items=n_rows,
                    detail=f"{n_sliced} vocab-sized tensors, {n_rows:,} kept rows equal the base rows at their old ids"
                    if not rows_fail and n_sliced else (f"{len(rows_fail)} of {n_sliced} vocab-sized tensors differ" if n_sliced
@@ -298,17 +322,20 @@ def prove_variant(
     trimmed_dir: Path,
     texts: Mapping[str, Sequence[str]] | None = None,
     kept_ids: np.ndarray | None = None,
+    body: Body | None = None,
 ) -> ProofReport:
-    """The whole proof (a)-(d) of one trimmed folder against its base, in constant memory."""
+    """The whole proof (a)-(d) of one trimmed folder against its base, in constant memory.
+    `body`: the base's proved shared body (see `prove_weights`)."""
     t0 = time.perf_counter()
     kept = load_kept_ids(trimmed_dir) if kept_ids is None else np.asarray(kept_ids, dtype=np.int64)
     vocab_size = int(json.loads((Path(base_dir) / "config.json").read_text())["vocab_size"])
-    checks, read = prove_weights(base_dir, trimmed_dir, kept, vocab_size)
+    checks, read = prove_weights(base_dir, trimmed_dir, kept, vocab_size, body)
     checks += prove_configs(base_dir, trimmed_dir, kept, vocab_size)
     covered: dict[str, list[str]] = {}
     tok_checks, fids = prove_tokenization(base_dir, trimmed_dir, kept, texts or {}, covered)
     checks += tok_checks
-    report = ProofReport(checks=checks, languages=fids, bytes_read=read, seconds=round(time.perf_counter() - t0, 3))
+    report = ProofReport(checks=checks, languages=fids, bytes_read=read, seconds=round(time.perf_counter() - t0, 3),
+                         body_digest=body.digest if body is not None else None)
     report._covered = covered
     return report
 
