@@ -304,6 +304,10 @@ def bench_big_model(reps: int = 1, kernel_copy: bool = True, tiny: bool = False)
           f"{t['proof_bytes_read'] / GB:.1f} GB, sync {t['sync_s']:.1f}s); plain copy {plains[-1].seconds:.1f}s of "
           f"{out_bytes / GB:.1f} GB; proof of a second variant (base digests remembered) {t['proof_again_s']:.1f}s")
     print(f"wrote {RESULTS}")
+    if not tiny:  # the tiny run checks the code path, measures nothing
+        from bench.readme import write_readme
+
+        print(f"wrote {write_readme()}")
     return rows
 
 

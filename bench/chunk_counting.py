@@ -210,6 +210,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
            "note": "one repetition per side; the machine was shared with other jobs (see load average)"}
     RESULTS.write_text(json.dumps({"env": env, "results": results, "rows": table_rows(results)}, indent=2))
     print(f"\nwrote {RESULTS}")
+    from bench.readme import write_readme
+
+    print(f"wrote {write_readme()}")
     return results
 
 

@@ -8,6 +8,8 @@ counted: the counts are the default manifest's wordfreq text), with random weigh
 
     python -m bench.gpu_fidelity prepare DIR   # here, on CPU: base + variant + lines (~35 MB)
     python -m bench.gpu_fidelity check DIR OUT.json   # on the GPU machine (and on CPU for reference)
+
+Copy OUT.json to bench/results-gpu-fidelity.json and run `python -m bench.readme`.
 """
 
 from __future__ import annotations
@@ -134,4 +136,12 @@ if __name__ == "__main__":
                 for shaped in (False, True) if device == "cuda" else (False,):
                     results.append(check(folder, device, dtype, shaped=shaped))
                     print(json.dumps(results[-1]), flush=True)
-        Path(sys.argv[3]).write_text(json.dumps(results, indent=2))
+        # When and where it was measured, as every results file records it (bench/README.md shows it).
+        import os
+        import platform
+        from datetime import date
+
+        machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        if torch.cuda.is_available():
+            machine += f", {torch.cuda.get_device_name()}"
+        Path(sys.argv[3]).write_text(json.dumps({"date": str(date.today()), "machine": machine, "rows": results}, indent=2))

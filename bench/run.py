@@ -120,6 +120,10 @@ def _rows(args: argparse.Namespace, smoke: bool, reps: int, out_path, previous: 
         save()
     print_table(rows)
     print(f"\nwrote {out_path} in {time.perf_counter() - t0:.0f}s")
+    if not smoke:  # smoke runs measure nothing: bench/README.md shows measured runs only
+        from bench.readme import write_readme
+
+        print(f"wrote {write_readme()}")
     return 0
 
 

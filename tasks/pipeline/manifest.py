@@ -330,7 +330,7 @@ def _validation_message(path: Path, exc: ValidationError) -> str:
         loc = format_loc(tuple(err["loc"]))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key; check its spelling against the manifest reference in README.md"
+            msg = "unknown key; check its spelling against the manifest reference in docs/manifest.md"
         key = (loc, msg)
         if key not in seen:
             seen.add(key)

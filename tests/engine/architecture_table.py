@@ -1,7 +1,7 @@
 """The architecture table: one tiny random model per `transformers` family with a vocab-sized
 tensor, the tokenizer type it is paired with, and what trimming must give (exact, or refused
 with a message naming the tensor/field). `tests/engine/test_architectures.py` runs every row;
-`python -m tests.engine.architecture_table` prints the README table from the same rows.
+`python -m tests.engine.architecture_table` prints the table of docs/architectures.md from the same rows.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Every architecture of the table (tests/engine/architecture_table.py): a tiny random model is trimmed
 and either is exact — loads with its class, covered lines tokenize identically, outputs equal
 in float64 restricted to the kept ids — or is refused with a message naming the tensor.
-The README's architecture table is generated from the same rows (checked here)."""
+The architecture table in docs/architectures.md is generated from the same rows (checked here)."""
 
 from __future__ import annotations
 
@@ -230,6 +230,7 @@ def _check_pooled(base: Path, out: Path, kept, heldout: list[str]) -> None:
         assert float((a - b).abs().max()) <= 1e-9
 
 
-def test_readme_shows_the_architecture_table():
-    readme = (REPO / "README.md").read_text()
-    assert markdown_table() in readme, "README's architecture table is stale: paste `python -m tests.engine.architecture_table`"
+def test_docs_show_the_architecture_table():
+    page = (REPO / "docs" / "architectures.md").read_text()
+    assert markdown_table() in page, ("docs/architectures.md's architecture table is stale: "
+                                      "paste `python -m tests.engine.architecture_table`")

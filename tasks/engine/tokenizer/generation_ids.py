@@ -1,6 +1,6 @@
 """Every token id a config.json or generation_config.json holds, remapped to the new ids.
 
-Rules (documented in the README, "Ids in configs"):
+Rules (documented in docs/architectures.md, "Every id in the configs"):
 * single special ids (`*_token_id` keys of the architecture table, lists such as a list of
   `eos_token_id`s, Whisper's `no_timestamps_token_id` / `prev_sot_token_id`), the values of
   Whisper's `lang_to_id` / `task_to_id`, and the non-null ids of `forced_decoder_ids` are

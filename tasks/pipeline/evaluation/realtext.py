@@ -3,7 +3,7 @@
 The held-out split is drawn from the counting corpora; when those are synthetic (wordfreq)
 its coverage measures the generator, not the language. So every variant is also measured on
 the UDHR of each of its languages (`benchmark_text`), and `realtext_report` measures published
-variants on any real text (UDHR, gettext held-out lines, lingua sentences) for the README.
+variants on any real text (UDHR, gettext held-out lines, lingua sentences) for docs/fidelity.md.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def counting_corpus(m: LoadedManifest, languages: Sequence[str]) -> tuple[str, b
     return "; ".join(parts), synthetic
 
 
-# --- the report (README table) -------------------------------------------------------------
+# --- the report (docs/fidelity.md table) -------------------------------------------------------------
 class RealTextRow(BaseModel):
     variant_id: str
     language: str
