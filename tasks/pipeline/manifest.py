@@ -284,16 +284,18 @@ def language_code_problem(code: str, lid_labels: set[str] | None = None) -> str 
 
 # --- loading ---------------------------------------------------------------------------
 def format_loc(loc: tuple[Any, ...]) -> str:
-    out = ""
+    out, tagged = "", False
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif str(part) in ("local", "hub", "gguf", *SOURCES) and out.endswith(("source", "]")):
-            continue  # the union tag, not a key of the user's mapping
+        elif not tagged and str(part) in ("local", "hub", "gguf", *SOURCES) and out.endswith(("source", "]")):
+            tagged = True  # the union tag, not a key of the user's mapping; the same word next is the key
+            continue
         elif str(part).startswith(("function-", "constrained-")):
             continue
         else:
             out += ("." if out else "") + str(part)
+        tagged = tagged and not isinstance(part, int)
     return out or "(top level)"
 
 
