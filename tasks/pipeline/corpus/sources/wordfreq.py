@@ -24,7 +24,7 @@ class WordfreqSpec(StrictSpec):
     seed: int = 0
     style: Literal["sentences", "text"] = Field(
         default="sentences", description="sentences: frequency-weighted lower-case pseudo-sentences; "
-        "text: every listed word in turn, with capitals, punctuation and numbers (see corpora.wordfreq_text)")
+        "text: every listed word in turn, with capitals, punctuation and numbers (see wordfreq_text below)")
 
 
 class WordfreqCorpus(CorpusBase):
