@@ -124,11 +124,21 @@ def test_bad_rows_name_file_and_line(tmp_path, row, message):
         list(lines)
 
 
-def test_a_truncated_archive_and_another_field(tmp_path):
-    whole = gzip.compress(_jsonl(LINES))
-    (tmp_path / "cut.jsonl.gz").write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(CorpusError, match=r"cut\.jsonl\.gz: cannot decompress after line \d+"):
-        list(JsonlCorpus(jsonl={"path": ["cut.jsonl.gz"]}).read(CorpusPlace("fr", tmp_path)))
+@pytest.mark.parametrize("compress", [gzip.compress, lambda data: zstandard.ZstdCompressor().compress(data)], ids=["gz", "zst"])
+def test_a_truncated_or_foreign_archive_is_an_error(tmp_path, compress):
+    suffix = ".gz" if compress is gzip.compress else ".zst"
+    whole = compress(_jsonl(LINES * 20))
+    (tmp_path / f"cut.jsonl{suffix}").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / f"junk.jsonl{suffix}").write_bytes(b"not compressed at all\n" * 10)
+    for name in ("cut", "junk"):
+        with pytest.raises(CorpusError, match=rf"{name}\.jsonl\{suffix}: cannot decompress after line \d+"):
+            list(JsonlCorpus(jsonl={"path": [f"{name}.jsonl{suffix}"]}).read(CorpusPlace("fr", tmp_path)))
+    (tmp_path / f"two.jsonl{suffix}").write_bytes(whole + compress(_jsonl(["and one more frame"])))
+    assert list(JsonlCorpus(jsonl={"path": [f"two.jsonl{suffix}"]}).read(CorpusPlace("fr", tmp_path))) == LINES * 20 + [
+        "and one more frame"]  # concatenated members / frames are one stream
+
+
+def test_another_field(tmp_path):
     (tmp_path / "body.jsonl").write_text('{"body": "  corps  ", "text": 1}\n{"body": ""}\n', encoding="utf-8")
     assert list(JsonlCorpus(jsonl={"path": ["body.jsonl"], "field": "body"}).read(CorpusPlace("fr", tmp_path))) == ["corps"]
 

@@ -57,12 +57,60 @@ def open_stream(path: Path) -> IO[bytes]:
 
         return gzip.open(path, "rb")  # type: ignore[return-value]
     if path.suffix == ".zst":
+        return io.BufferedReader(ZstdStream(path))
+    return path.open("rb")
+
+
+class ZstdStream(io.RawIOBase):
+    """A .zst file's decompressed bytes, every frame in turn (pzstd, `cat a.zst b.zst`).
+
+    zstandard's own stream reader ends silently when the file ends inside a frame; a
+    truncated corpus must be an error, so frames are tracked here."""
+
+    READ = 1 << 16  # compressed bytes per step: the decompressed output stays modest
+
+    def __init__(self, path: Path):
         import zstandard
 
-        # read_across_frames: a file written in several frames (pzstd, cat a.zst b.zst) is read whole
-        reader = zstandard.ZstdDecompressor().stream_reader(path.open("rb"), read_across_frames=True, closefd=True)
-        return io.BufferedReader(reader)  # type: ignore[arg-type]
-    return path.open("rb")
+        self._error = zstandard.ZstdError
+        self._file = path.open("rb")
+        self._zstd = zstandard.ZstdDecompressor()
+        self._frame = self._zstd.decompressobj()
+        self._in_frame = False  # bytes of an unfinished frame were fed
+        self._out = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # noqa: ANN001 - a writable buffer
+        while not self._out:
+            data = self._file.read(self.READ)
+            if not data:
+                if self._in_frame:
+                    raise EOFError("the file ends inside a Zstandard frame (truncated)")
+                return 0
+            self._out = self._decompress(data)
+        n = min(len(buffer), len(self._out))
+        buffer[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def _decompress(self, data: bytes) -> bytes:
+        out = []
+        try:
+            while data:
+                if self._frame.eof:
+                    self._frame = self._zstd.decompressobj()
+                out.append(self._frame.decompress(data))
+                self._in_frame = not self._frame.eof
+                data = self._frame.unused_data if self._frame.eof else b""
+        except self._error as exc:
+            raise ValueError(f"not Zstandard data ({exc})") from exc
+        return b"".join(out)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 def iter_jsonl(path: Path, field: str, max_line_bytes: int) -> Iterator[str]:
