@@ -26,6 +26,16 @@ from tasks.engine.checkpoint.architectures import ArchitectureData
 from tasks.engine.errors import ManifestError
 from tasks.engine.selection.backstop import BACKSTOP_RULES
 from tasks.engine.selection.policy import SelectionPolicy
+from tasks.pipeline.corpus.sources import (  # noqa: F401 - the corpus specs, importable from here as before
+    SOURCES,
+    CorpusPlace,
+    DatasetsCorpus,
+    JsonlCorpus,
+    ParquetCorpus,
+    TextCorpus,
+    WordfreqCorpus,
+    WordfreqSpec,
+)
 
 NAME_FIELDS = {"org", "base", "langs", "multiple"}
 REPO_PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -119,48 +129,11 @@ class BaseModelSpec(_Strict):
 
 
 # --- corpora ---------------------------------------------------------------------------
-class _Corpus(_Strict):
-    lid: bool | None = Field(default=None, description="fastText LID filter; default on, off for wordfreq")
-    max_lines: int | None = Field(default=None, ge=1)
-    max_line_bytes: int | None = Field(default=None, ge=64, le=1 << 30,
-                                       description="longer lines are skipped with a counted warning (default 1 MiB)")
-
-
-class TextCorpus(_Corpus):
-    text: list[str] = Field(description="UTF-8 text files or globs, one example per line")
-
-
-class ParquetCorpus(_Corpus):
-    parquet: list[str]
-    column: str = "text"
-
-
-class DatasetsCorpus(_Corpus):
-    datasets: str = Field(description="local dataset folder/file or a hub dataset name")
-    config: str | None = None
-    split: str = "train"
-    column: str = "text"
-    streaming: bool = True
-
-
-class WordfreqSpec(_Strict):
-    lines: int = Field(default=20000, ge=1)
-    words: int = Field(default=5000, ge=10)
-    seed: int = 0
-    style: Literal["sentences", "text"] = Field(
-        default="sentences", description="sentences: frequency-weighted lower-case pseudo-sentences; "
-        "text: every listed word in turn, with capitals, punctuation and numbers (see corpora.wordfreq_text)")
-
-
-class WordfreqCorpus(_Corpus):
-    wordfreq: WordfreqSpec = WordfreqSpec()
-
-
+# Each kind's spec lives with its reader in tasks/pipeline/corpus/sources/; the union is the registry's.
 CorpusSpec = Annotated[
-    Union[Annotated[TextCorpus, Tag("text")], Annotated[ParquetCorpus, Tag("parquet")],
-          Annotated[DatasetsCorpus, Tag("datasets")], Annotated[WordfreqCorpus, Tag("wordfreq")]],
-    Discriminator(_tag_by_key("text", "parquet", "datasets", "wordfreq"), custom_error_type="corpus",
-                  custom_error_message="a corpus needs exactly one of: text, parquet, datasets, wordfreq"),
+    Union[tuple(Annotated[cls, Tag(kind)] for kind, cls in SOURCES.items())],  # type: ignore[valid-type]
+    Discriminator(_tag_by_key(*SOURCES), custom_error_type="corpus",
+                  custom_error_message=f"a corpus needs exactly one of: {', '.join(SOURCES)}"),
 ]
 
 
@@ -311,16 +284,18 @@ def language_code_problem(code: str, lid_labels: set[str] | None = None) -> str 
 
 # --- loading ---------------------------------------------------------------------------
 def format_loc(loc: tuple[Any, ...]) -> str:
-    out = ""
+    out, tagged = "", False
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif str(part) in ("local", "hub", "gguf", "text", "parquet", "datasets", "wordfreq") and out.endswith(("source", "]")):
-            continue  # the union tag, not a key of the user's mapping
+        elif not tagged and str(part) in ("local", "hub", "gguf", *SOURCES) and out.endswith(("source", "]")):
+            tagged = True  # the union tag, not a key of the user's mapping; the same word next is the key
+            continue
         elif str(part).startswith(("function-", "constrained-")):
             continue
         else:
             out += ("." if out else "") + str(part)
+        tagged = tagged and not isinstance(part, int)
     return out or "(top level)"
 
 
@@ -497,15 +472,8 @@ def missing_files(m: LoadedManifest) -> list[str]:
         corpora = [("corpora", lang.corpora)] + ([("heldout.corpora", lang.heldout.corpora)] if lang.heldout.corpora else [])
         for where, items in corpora:
             for j, c in enumerate(items):
-                loc = f"languages.{code}.{where}[{j}]"
-                if isinstance(c, TextCorpus):
-                    for k, v in enumerate(c.text):
-                        check(f"{loc}.text[{k}]", v)
-                elif isinstance(c, ParquetCorpus):
-                    for k, v in enumerate(c.parquet):
-                        check(f"{loc}.parquet[{k}]", v)
-                elif isinstance(c, DatasetsCorpus) and (c.datasets.startswith((".", "/", "pkg://")) or m.resolve(c.datasets).exists()):
-                    check(f"{loc}.datasets", c.datasets)
+                for entry, value in c.named_paths(CorpusPlace(code, m.base_dir)):
+                    check(f"languages.{code}.{where}[{j}].{entry}", value)
     if m.spec.lid.enabled:
         check("lid.model", m.spec.lid.model)
     return problems
@@ -519,8 +487,7 @@ def lid_label_problem(m: LoadedManifest) -> str | None:
     from tasks.pipeline.corpus.languages import lid_code, lid_model_labels, unknown_to_lid
 
     filtered = [code for code, lang in m.spec.languages.items()
-                if any(c.lid if c.lid is not None else not isinstance(c, WordfreqCorpus)
-                       for c in [*lang.corpora, *(lang.heldout.corpora or [])])]
+                if any(c.lid_applies for c in [*lang.corpora, *(lang.heldout.corpora or [])])]
     try:
         labels = lid_model_labels(m.resolve(m.spec.lid.model))
     except (OSError, ValueError):
@@ -556,9 +523,13 @@ def spec_hash(obj: Any) -> str:
 
 def corpus_key(m: LoadedManifest, language: str) -> str:
     """Identity of a language's counting input: its corpora and the LID filter."""
-    lang = m.spec.languages[language]
+    return language_corpus_key(language, m.spec.languages[language], m.spec.lid)
+
+
+def language_corpus_key(language: str, lang: LanguageSpec, lid: LidSpec) -> str:
+    """corpus_key from the settings it hashes, for code that holds only those."""
     return spec_hash({"language": language, "corpora": [c.model_dump() for c in lang.corpora],
-                      "heldout": lang.heldout.model_dump(), "lid": m.spec.lid.model_dump()})
+                      "heldout": lang.heldout.model_dump(), "lid": lid.model_dump()})
 
 
 def fingerprint_fields(m: LoadedManifest, b: BaseModelSpec, langs: tuple[str, ...], multiple: int,

@@ -258,12 +258,13 @@ def _manifest(tmp: Path, real_lines: list[str], toy: Path, method: str = "chunks
 def test_pipeline_counts_from_one_shared_chunk_pass(toy_model, gguf_tokenizers, real_lines, tmp_path, caplog):
     from tasks.pipeline.corpus.chunk_cache import chunks_path
     from tasks.pipeline.corpus.counts_cache import ensure_counts, train_stream
+    from tasks.pipeline.corpus.reader import LanguageCorpora
 
     m = _manifest(tmp_path, real_lines, toy_model)
     legacy = _legacy_llama2(gguf_tokenizers("llama-spm") / "tokenizer.json", tmp_path / "legacy")
     toks = [toy_model / "tokenizer.json", gguf_tokenizers("gpt-2") / "tokenizer.json",
             gguf_tokenizers("llama-spm") / "tokenizer.json", legacy]
-    train = list(train_stream(m, "de"))
+    train = list(train_stream(LanguageCorpora.of(m, "de")))
     with caplog.at_level(logging.INFO, logger="trimworks.counts"):
         paths = [ensure_counts(m, t, "de") for t in toks]
     assert sum("chunked de" in r.message for r in caplog.records) == 1  # one chunk pass for four tokenizers
@@ -282,12 +283,13 @@ def test_pipeline_counts_from_one_shared_chunk_pass(toy_model, gguf_tokenizers, 
 def test_pipeline_direct_method_is_recorded(toy_model, real_lines, tmp_path):
     from tasks.pipeline.corpus.chunk_cache import chunks_path
     from tasks.pipeline.corpus.counts_cache import ensure_counts, train_stream
+    from tasks.pipeline.corpus.reader import LanguageCorpora
 
     m = _manifest(tmp_path, real_lines, toy_model, method="direct")
     c = read_counts(ensure_counts(m, toy_model / "tokenizer.json", "de"))
     assert c.provenance["method"] == "direct" and "manifest" in c.provenance["fallback"]
     assert not chunks_path(m, "de").exists()
-    assert _same(c.counts, _direct(toy_model / "tokenizer.json", list(train_stream(m, "de"))))
+    assert _same(c.counts, _direct(toy_model / "tokenizer.json", list(train_stream(LanguageCorpora.of(m, "de")))))
 
 
 @pytest.mark.parametrize("special", [False, True])

@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tasks.pipeline.corpus.reader import is_heldout, iter_corpus, split_lines, wordfreq_sentences
+from tasks.pipeline.corpus.reader import LanguageCorpora, is_heldout, split_lines, wordfreq_sentences
+from tasks.pipeline.corpus.sources import CorpusPlace
 from tasks.engine.errors import CorpusError
 from tasks.pipeline.manifest import DatasetsCorpus, ParquetCorpus, TextCorpus, WordfreqCorpus, load_manifest
 
@@ -27,27 +28,31 @@ def manifest(tmp_path):
     return load_manifest(tmp_path / "m.yaml")
 
 
+def _place(m) -> CorpusPlace:
+    return CorpusPlace("fr", m.base_dir)
+
+
 def test_text_globs_parquet_and_caps(manifest):
-    assert list(iter_corpus(TextCorpus(text=["*.txt"]), "fr", manifest)) == LINES
-    assert list(iter_corpus(ParquetCorpus(parquet=["fr.parquet"]), "fr", manifest)) == LINES
-    assert len(list(iter_corpus(ParquetCorpus(parquet=["fr.parquet"], max_lines=7), "fr", manifest))) == 7
+    assert list(TextCorpus(text=["*.txt"]).read(_place(manifest))) == LINES
+    assert list(ParquetCorpus(parquet=["fr.parquet"]).read(_place(manifest))) == LINES
+    assert len(list(ParquetCorpus(parquet=["fr.parquet"], max_lines=7).read(_place(manifest)))) == 7
     with pytest.raises(CorpusError, match="no column 'texte'"):
-        list(iter_corpus(ParquetCorpus(parquet=["fr.parquet"], column="texte"), "fr", manifest))
+        list(ParquetCorpus(parquet=["fr.parquet"], column="texte").read(_place(manifest)))
 
 
 def test_datasets_local_file_and_saved_folder(manifest, tmp_path):
     import datasets
 
-    assert list(iter_corpus(DatasetsCorpus(datasets="fr.parquet"), "fr", manifest)) == LINES
+    assert list(DatasetsCorpus(datasets="fr.parquet").read(_place(manifest))) == LINES
     datasets.Dataset.from_dict({"text": LINES}).save_to_disk(str(tmp_path / "saved"))
-    got = list(iter_corpus(DatasetsCorpus(datasets="saved", streaming=False, max_lines=10), "fr", manifest))
+    got = list(DatasetsCorpus(datasets="saved", streaming=False, max_lines=10).read(_place(manifest)))
     assert got == LINES[:10]
     with pytest.raises(CorpusError, match="datasets source 'no-such/dataset'"):
-        list(iter_corpus(DatasetsCorpus(datasets="no-such/dataset"), "fr", manifest))
+        list(DatasetsCorpus(datasets="no-such/dataset").read(_place(manifest)))
 
 
 def test_wordfreq_is_deterministic_and_language_specific(manifest):
-    a = list(iter_corpus(WordfreqCorpus(), "fr", manifest))
+    a = list(WordfreqCorpus().read(_place(manifest)))
     assert a == wordfreq_sentences("fr", 20000, 5000, 0) and len(a) == 20000
     assert " les " in " ".join(a[:2000]) and a[:50] != wordfreq_sentences("de", 50, 5000, 0)
     with pytest.raises(CorpusError, match="no word list"):
@@ -55,7 +60,7 @@ def test_wordfreq_is_deterministic_and_language_specific(manifest):
 
 
 def test_train_and_heldout_split_is_a_stable_partition(manifest):
-    train = [line for line, _ in split_lines(manifest, "fr", "train")]
-    held = [line for line, _ in split_lines(manifest, "fr", "heldout")]
+    train = [line for line, _ in split_lines(LanguageCorpora.of(manifest, "fr"), "train")]
+    held = [line for line, _ in split_lines(LanguageCorpora.of(manifest, "fr"), "heldout")]
     assert sorted(train + held) == sorted(LINES) and not set(train) & set(held)
     assert held == [line for line in LINES if is_heldout(line, 20)] and 0 < len(held) < 25

@@ -102,8 +102,8 @@ def test_a_corpus_truncated_while_counted_is_an_error(tmp_path, bases, monkeypat
     m, fr = fr_manifest(tmp_path, bases, lines)
     real_stream = counts_cache.train_stream  # read by chunk counting and direct counting alike
 
-    def truncating_stream(m, language, stats=None):
-        for i, line in enumerate(real_stream(m, language, stats)):
+    def truncating_stream(corpora, stats=None):
+        for i, line in enumerate(real_stream(corpora, stats)):
             if i == 1000:
                 os.truncate(fr, fr.stat().st_size // 7)  # another process truncates the file
             yield line

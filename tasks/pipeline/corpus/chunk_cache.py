@@ -19,6 +19,7 @@ from tasks.engine.counting.chunks import (CHUNKING, ChunkCounts, count_chunks, c
 from tasks.engine.counting.tokens import TokenCounts, count_tokens
 from tasks.pipeline.corpus.lid import LidStats
 from tasks.pipeline.corpus.identity import check_snapshot, corpus_content_key, corpus_snapshot
+from tasks.pipeline.corpus.reader import LanguageCorpora
 from tasks.pipeline.manifest import LoadedManifest, corpus_key
 
 log = logging.getLogger("trimworks.counts")
@@ -39,7 +40,8 @@ def ensure_chunk_counts(m: LoadedManifest, language: str, on_progress: Callable[
     `stats` (if given) follows the LID filter while this pass reads."""
     from tasks.pipeline.corpus.counts_cache import train_stream
 
-    snapshot = corpus_snapshot(m, language)  # before the key's digests: any later change shows
+    corpora = LanguageCorpora.of(m, language)
+    snapshot = corpus_snapshot(corpora)  # before the key's digests: any later change shows
     path = chunks_path(m, language)
     if path.exists():
         return path
@@ -48,7 +50,7 @@ def ensure_chunk_counts(m: LoadedManifest, language: str, on_progress: Callable[
         if path.exists():
             return path
         stats = stats if stats is not None else LidStats()
-        cc = count_chunks(train_stream(m, language, stats), sample_lines=m.spec.counting.proof_lines, progress=on_progress)
+        cc = count_chunks(train_stream(corpora, stats), sample_lines=m.spec.counting.proof_lines, progress=on_progress)
         check_snapshot(snapshot, language)  # truncated or rewritten while read: no table of mixed bytes
         cc.meta.update(lid_seen=stats.seen, lid_kept=stats.kept)
         log.info("chunked %s: %d lines (%d read, LID kept %.1f%%), %d chunks, %d distinct (%.1f%%)", language, cc.lines,
@@ -75,4 +77,4 @@ def count_language(
             log.info("counts for %s from %d distinct chunks (%s)", language, cc.distinct, prov["detail"])
             return counts
         log.warning("counting %s directly with %s: %s", language, tokenizer_json, prov["fallback"])
-    return counted_directly(count_tokens(tokenizer_json, train_stream(m, language, stats), label, progress=on_progress), prov)
+    return counted_directly(count_tokens(tokenizer_json, train_stream(LanguageCorpora.of(m, language), stats), label, progress=on_progress), prov)

@@ -8,19 +8,19 @@ either no table or a complete one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from filelock import FileLock
 
 from tasks.engine.runtime.progress import RateLog
 from tasks.engine.runtime.atomic import write_text_atomic
-from tasks.pipeline.corpus.reader import split_lines
 from tasks.engine.counting.tokens import count_tokens, write_counts
 from tasks.engine.errors import CorpusError
 from tasks.pipeline.corpus.identity import check_snapshot, corpus_content_key, corpus_snapshot
 from tasks.pipeline.corpus.lid import LanguageFilter, LidStats
-from tasks.pipeline.manifest import LoadedManifest, WordfreqCorpus, corpus_key
+from tasks.pipeline.corpus.reader import LanguageCorpora, expected_lines, split_lines
+from tasks.pipeline.manifest import LoadedManifest
 from tasks.engine.checkpoint.model_folder import tokenizer_fingerprint
 
 log = logging.getLogger("trimworks.counts")
@@ -31,12 +31,17 @@ def counts_path(m: LoadedManifest, tokenizer_json: Path, language: str) -> Path:
     return m.work_dir / "counts" / fp[:16] / f"{language}-{corpus_content_key(m, language)[:16]}.parquet"
 
 
-def train_stream(m: LoadedManifest, language: str, stats: LidStats | None = None):
-    items = split_lines(m, language, "train")
-    if m.spec.lid.enabled:
-        lid = LanguageFilter(m.resolve(m.spec.lid.model), m.spec.lid.min_prob)
-        return lid.filter(items, language, stats)
+def lid_filtered(corpora: LanguageCorpora, items: Iterator[tuple[str, bool]], stats: LidStats | None = None) -> Iterator[str]:
+    """The lines of (line, whether LID applies) items the manifest's LID settings keep."""
+    if corpora.lid.enabled:
+        lid = LanguageFilter(corpora.resolve(corpora.lid.model), corpora.lid.min_prob)
+        return lid.filter(items, corpora.language, stats)
     return (line for line, _ in items)
+
+
+def train_stream(corpora: LanguageCorpora, stats: LidStats | None = None) -> Iterator[str]:
+    """The lines counting reads: the train split after the LID filter."""
+    return lid_filtered(corpora, split_lines(corpora, "train"), stats)
 
 
 def heldout_path(m: LoadedManifest, language: str) -> Path:
@@ -45,10 +50,11 @@ def heldout_path(m: LoadedManifest, language: str) -> Path:
 
 def ensure_heldout(m: LoadedManifest, language: str) -> Path:
     """The language's held-out lines (after LID), saved once as text for every variant to reuse."""
-    snapshot = corpus_snapshot(m, language)
+    corpora = LanguageCorpora.of(m, language)
+    snapshot = corpus_snapshot(corpora)
     path = heldout_path(m, language)
     if not path.exists():
-        lines = heldout_lines(m, language)
+        lines = heldout_lines(corpora)
         check_snapshot(snapshot, language)  # a corpus changed while read is an error
         if not lines:
             raise CorpusError(f"{m.path}: languages.{language}: no held-out lines; add text or heldout.corpora")
@@ -60,16 +66,11 @@ def read_heldout(path: Path) -> list[str]:
     return [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line]
 
 
-def heldout_lines(m: LoadedManifest, language: str) -> list[str]:
-    items = split_lines(m, language, "heldout")
-    cap = m.spec.languages[language].heldout.max_lines
-    if m.spec.lid.enabled:
-        lid = LanguageFilter(m.resolve(m.spec.lid.model), m.spec.lid.min_prob)
-        lines = lid.filter(items, language)
-    else:
-        lines = (line for line, _ in items)
-    out = []
-    for line in lines:
+def heldout_lines(corpora: LanguageCorpora) -> list[str]:
+    """The held-out split after the LID filter, up to `heldout.max_lines`."""
+    cap = corpora.spec.heldout.max_lines
+    out: list[str] = []
+    for line in lid_filtered(corpora, split_lines(corpora, "heldout")):
         out.append(line)
         if len(out) >= cap:
             break
@@ -78,14 +79,7 @@ def heldout_lines(m: LoadedManifest, language: str) -> list[str]:
 
 def expected_train_lines(m: LoadedManifest, language: str) -> int | None:
     """Lines counting will read, when every corpus says so up front (wordfreq, max_lines)."""
-    lang = m.spec.languages[language]
-    total = 0
-    for c in lang.corpora:
-        n = c.wordfreq.lines if isinstance(c, WordfreqCorpus) else c.max_lines
-        if n is None:
-            return None
-        total += n if lang.heldout.corpora else round(n * (1 - lang.heldout.percent / 100))
-    return total
+    return expected_lines(LanguageCorpora.of(m, language))
 
 
 def ensure_counts(
@@ -93,7 +87,7 @@ def ensure_counts(
 ) -> Path:
     """Return the cached counts table, computing it (once, under a lock) if missing.
     `on_progress(lines)` is called after every batch (e.g. to update a progress artifact)."""
-    snapshot = corpus_snapshot(m, language)  # before the key's digests: any later change shows
+    snapshot = corpus_snapshot(LanguageCorpora.of(m, language))  # before the key's digests: any later change shows
     path = counts_path(m, tokenizer_json, language)
     if path.exists():
         return path

@@ -13,45 +13,27 @@ from pathlib import Path
 
 from tasks.engine.checkpoint.content_id import DigestCache, check_unchanged, stat_key
 from tasks.engine.errors import CorpusError
-from tasks.pipeline.manifest import (
-    DatasetsCorpus,
-    LoadedManifest,
-    ParquetCorpus,
-    TextCorpus,
-    corpus_key,
-    expand_globs,
-    spec_hash,
-)
+from tasks.pipeline.corpus.reader import LanguageCorpora
+from tasks.pipeline.manifest import LoadedManifest, spec_hash
 
 DIGEST_CACHE = "digests.json"
 
 
-def corpus_files(m: LoadedManifest, language: str) -> list[Path]:
-    """Every local file a language's corpora (and explicit held-out corpora) read."""
-    lang = m.spec.languages[language]
-    out: list[Path] = []
-    for spec in list(lang.corpora) + list(lang.heldout.corpora or []):
-        if isinstance(spec, TextCorpus):
-            out += expand_globs(spec.text, m.base_dir)
-        elif isinstance(spec, ParquetCorpus):
-            out += expand_globs(spec.parquet, m.base_dir)
-        elif isinstance(spec, DatasetsCorpus):
-            local = m.resolve(spec.datasets)
-            if local.is_file():
-                out.append(local)
-            elif local.is_dir():
-                out += sorted(p for p in local.rglob("*") if p.is_file())
-    return out
+def corpus_files(corpora: LanguageCorpora) -> list[Path]:
+    """Every local file a language's corpora (and explicit held-out corpora) read: what each
+    kind's `files()` names (corpus/sources/)."""
+    place = corpora.place
+    return [p for spec in corpora.all_specs for p in spec.files(place)]
 
 
-def corpus_snapshot(m: LoadedManifest, language: str) -> dict[str, tuple[int, int, int]]:
+def corpus_snapshot(corpora: LanguageCorpora) -> dict[str, tuple[int, int, int]]:
     """Stat keys of the language's files, to compare after reading them."""
     snap = {}
-    for p in corpus_files(m, language):
+    for p in corpus_files(corpora):
         try:
             snap[str(p)] = stat_key(p)
         except OSError as exc:
-            raise CorpusError(f"{p}: cannot read corpus file ({exc.strerror}) for languages.{language}") from exc
+            raise CorpusError(f"{p}: cannot read corpus file ({exc.strerror}) for languages.{corpora.language}") from exc
     return snap
 
 
@@ -68,17 +50,22 @@ def check_snapshot(snapshot: dict[str, tuple[int, int, int]], language: str) -> 
 
 def corpus_content_key(m: LoadedManifest, language: str) -> str:
     """corpus_key (spec and LID settings) plus the content digest of every local file."""
-    cache = DigestCache(m.work_dir / DIGEST_CACHE)
+    return content_key(LanguageCorpora.of(m, language), m.work_dir)
+
+
+def content_key(corpora: LanguageCorpora, work_dir: Path) -> str:
+    """corpus_content_key from the language's settings; file digests are cached in `work_dir`."""
+    cache = DigestCache(work_dir / DIGEST_CACHE)
     files = []
-    for p in corpus_files(m, language):
+    for p in corpus_files(corpora):
         try:
             files.append((str(p), cache.digest(p)))
         except OSError as exc:
-            raise CorpusError(f"{p}: cannot read corpus file ({exc.strerror}) for languages.{language}") from exc
+            raise CorpusError(f"{p}: cannot read corpus file ({exc.strerror}) for languages.{corpora.language}") from exc
         except Exception as exc:  # noqa: BLE001 - changed while hashed
-            raise CorpusError(f"languages.{language}: {exc}") from exc
+            raise CorpusError(f"languages.{corpora.language}: {exc}") from exc
     try:
         cache.save()
     except OSError:
         pass  # a cache that cannot be saved only costs a rehash next time
-    return spec_hash({"spec": corpus_key(m, language), "files": files})
+    return spec_hash({"spec": corpora.key, "files": files})

@@ -17,7 +17,7 @@ from tasks.engine.counting.tokens import load_plain_tokenizer
 from tasks.engine.errors import ExactnessError
 from tasks.engine.verify.outputs import LanguageFidelity, load_kept_ids, tokenization_fidelity
 from tasks.pipeline.evaluation.benchmark_text import udhr_label, udhr_lines
-from tasks.pipeline.manifest import LoadedManifest, WordfreqCorpus
+from tasks.pipeline.manifest import LoadedManifest
 
 SYNTHETIC_NOTE = ("synthetic: wordfreq pseudo-sentences, so held-out coverage measures the generator, "
                   "not the language; see the UDHR figures for real text")
@@ -39,14 +39,9 @@ def counting_corpus(m: LoadedManifest, languages: Sequence[str]) -> tuple[str, b
     """(what the counting corpora are, whether any is synthetic) for the card and catalog."""
     parts, synthetic = [], False
     for lang in languages:
-        kinds = []
-        for c in m.spec.languages[lang].corpora:
-            if isinstance(c, WordfreqCorpus):
-                synthetic = True
-                kinds.append(f"wordfreq pseudo-text ({c.wordfreq.style}, top {c.wordfreq.words:,} words, synthetic)")
-            else:
-                kinds.append(type(c).__name__.removesuffix("Corpus").lower() + " (real text)")
-        parts.append(f"{lang}: " + " + ".join(kinds))
+        corpora = m.spec.languages[lang].corpora
+        synthetic = synthetic or any(c.synthetic for c in corpora)
+        parts.append(f"{lang}: " + " + ".join(c.describe() for c in corpora))  # each kind's own words (corpus/sources/)
     return "; ".join(parts), synthetic
 
 
