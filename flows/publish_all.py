@@ -204,7 +204,7 @@ def write_catalog_anywhere(records, m, manifest: str, logger) -> RegistryOutputs
     full) this run's into work_dir, else the run's summary and artifacts still list every variant."""
     for folder in (m.output_dir, m.work_dir / "catalog"):
         try:
-            out = update_registry_catalog(folder, records, manifest)
+            out = update_registry_catalog(folder, records, manifest, registry=m.output_dir)
             if folder != m.output_dir:
                 logger.error("the catalog could not be written to %s; it is at %s", m.output_dir, out.markdown)
             return out

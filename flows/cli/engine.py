@@ -66,6 +66,9 @@ def trim(
         "--architectures", help="JSON/YAML file extending the vocab-sized tensor rules (repeatable)")] = None,
     language: Annotated[Optional[list[str]], typer.Option(
         help="target language (ISO code, repeatable): its scripts' single characters are always kept")] = None,
+    layout: Annotated[str, typer.Option(
+        help="weight files: mirror (the base's own files), single (one model.safetensors), or shared "
+             "(body shard(s) + the variant's vocab shard, as the pipeline publishes)")] = "mirror",
 ) -> None:
     """Trim a model to the tokens its counts show are used."""
     from tasks.engine.checkpoint.architectures import load_rules
@@ -78,7 +81,7 @@ def trim(
         rules = load_rules(architectures or ())
         texts = read_keep_text_files(keep_text or ())
         result = trim_model(model_dir, counts, policy, multiple, out, overwrite=overwrite, rules=rules, keep_texts=texts,
-                             languages=tuple(language or ()))
+                             languages=tuple(language or ()), layout=layout)
     except (TrimworksError, ValueError) as exc:
         _fail(exc)
     s = result.summary()

@@ -171,8 +171,19 @@ class HubTarget(_Strict):
     token_secret_block: str | None = Field(default=None, description="Prefect Secret block holding the token")
 
 
+class OutputSpec(_Strict):
+    """How a variant's weights are laid out (tasks/engine/checkpoint/surgery.py)."""
+
+    layout: Literal["shared", "single"] = Field(
+        default="shared", description="shared: body shard(s) written once per base and shared by every variant, plus "
+        "the variant's own vocab shard; single: one model.safetensors per variant")
+
+
 class PublishSpec(_Strict):
     target: Literal["local", "hub"] = "local"
+    body: Literal["link", "copy"] = Field(
+        default="link", description="shared layout, local registry: hard-link each variant's body shard(s) to the one "
+        "body file (a copy where the filesystem cannot link), or always copy")
     org: RepoPart = "trimworks"
     name_template: str = "{base}-trimmed-{langs}-v{multiple}"
     hub: HubTarget = HubTarget()
@@ -213,6 +224,7 @@ class Manifest(_Strict):
     selection: SelectionPolicy = SelectionPolicy()
     lid: LidSpec = LidSpec()
     publish: PublishSpec = PublishSpec()
+    output: OutputSpec = OutputSpec()
     verify_sample_lines: int = Field(default=8, ge=0)
     verify: VerifySpec = VerifySpec()
     counting: CountingSpec = CountingSpec()
@@ -546,6 +558,7 @@ def fingerprint_fields(m: LoadedManifest, b: BaseModelSpec, langs: tuple[str, ..
         "multiple": multiple,
         "trimworks": __version__,
         "backstop": BACKSTOP_RULES,
+        "layout": m.spec.output.layout,
     }
     if corpus_content:
         fields["corpus_content"] = {lang: corpus_content.get(lang) for lang in langs}

@@ -33,7 +33,7 @@ make_manifest = subjects.make_manifest
 
 
 def published_files(root: Path) -> dict[str, float]:
-    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("model.safetensors")}
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("model-vocab.safetensors")}
 
 
 def test_publish_all_rerun_force_and_regenerate_one(tmp_path, bases):
@@ -51,8 +51,15 @@ def test_publish_all_rerun_force_and_regenerate_one(tmp_path, bases):
 
     out = tmp_path / "published"
     folder = out / "trimworks" / "toy-a-trimmed-en-fr-v64"
-    for name in ("README.md", "config.json", "tokenizer.json", "model.safetensors", "evaluation.json", "coverage.png"):
+    for name in ("README.md", "config.json", "tokenizer.json", "model.safetensors.index.json", "model-vocab.safetensors", "evaluation.json", "coverage.png"):
         assert (folder / name).exists(), name
+    # One body per base, shared by hard links: every variant of toy-a holds the same body inodes.
+    by_base: dict[str, set] = {}
+    for index in (out / "trimworks").glob("*/model.safetensors.index.json"):
+        files = set(json.loads(index.read_text())["weight_map"].values()) - {"model-vocab.safetensors"}
+        by_base.setdefault(index.parent.name.split("-trimmed-")[0], set()).update(
+            (index.parent / f).stat().st_ino for f in files)
+    assert set(by_base) == {"toy-a", "toy-b"} and all(len(inodes) == 1 for inodes in by_base.values()), by_base
     card = (folder / "README.md").read_text()
     meta = yaml.safe_load(card.split("---")[1])
     assert meta["base_model"] == "tests/toy-a" and meta["license"] == "mit"
@@ -87,7 +94,7 @@ def test_publish_all_rerun_force_and_regenerate_one(tmp_path, bases):
     assert one["published"] == ["toy-b-en-v8"]
     after_one = published_files(out)
     changed = [k for k in after_one if after_one[k] != after_force[k]]
-    assert changed == ["trimworks/toy-b-trimmed-en-v8/model.safetensors"]
+    assert changed == ["trimworks/toy-b-trimmed-en-v8/model-vocab.safetensors"]
 
 
 def test_one_failing_variant_does_not_stop_the_others(tmp_path, bases):
@@ -145,7 +152,7 @@ def test_hub_target_on_loopback_server(tmp_path, bases, monkeypatch, caplog):
         for repo in hub.state.repos.values():
             assert len(repo["commits"]) == 1  # one commit per variant, after the retried faults
             assert "fingerprint" in repo["commits"][0]["summary"]
-            assert {"README.md", "model.safetensors", "tokenizer.json"} <= set(repo["files"])
+            assert {"README.md", "model-vocab.safetensors", "model.safetensors.index.json", "tokenizer.json"} <= set(repo["files"])
         assert hub.state.max_in_flight_commits == 1  # the concurrency limit held
         assert all(r[2]["authorized"] for r in hub.state.requests)
 

@@ -56,5 +56,5 @@ def test_broken_inputs_never_stop_the_batch(tmp_path, bases, toy_model_session):
     assert "languages.it" in failed["good-it-v8"] and "no text left to count" in failed["good-it-v8"]
     for vid in failed:
         assert f"FAILED {vid}" in err
-    assert (tmp_path / "published" / "trimworks" / "good-trimmed-en-v8" / "model.safetensors").exists()
+    assert (tmp_path / "published" / "trimworks" / "good-trimmed-en-v8" / "model-vocab.safetensors").exists()
     assert [p.name for p in (tmp_path / "published" / "trimworks").iterdir()] == ["good-trimmed-en-v8"]

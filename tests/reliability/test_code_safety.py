@@ -27,7 +27,7 @@ def test_trust_remote_code_is_never_enabled():
                 value = kw.get("trust_remote_code")
                 assert value is None or (isinstance(value, ast.Constant) and value.value is False), path
     # The one place that loads arbitrary model folders says so explicitly.
-    assert any(name == "verify.py" and isinstance(kw.get("trust_remote_code"), ast.Constant) for name, kw in calls)
+    assert any(name == "outputs.py" and isinstance(kw.get("trust_remote_code"), ast.Constant) for name, kw in calls)
 
 
 def test_unsafe_bases_fail_alone(tmp_path, bases, toy_model_session, prefect_harness):

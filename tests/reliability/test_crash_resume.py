@@ -24,7 +24,7 @@ def one_base_manifest(tmp: Path, bases) -> Path:
 
 
 def weights_by_variant(published: Path) -> dict[str, str]:
-    return {p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(published.rglob("model.safetensors"))}
+    return {p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(published.rglob("model-vocab.safetensors"))}
 
 
 def assert_registry_complete(published: Path) -> None:
@@ -33,7 +33,7 @@ def assert_registry_complete(published: Path) -> None:
         return
     for entry in org.iterdir():
         assert not entry.name.startswith("."), f"temp folder visible in the registry: {entry}"
-        for name in ("README.md", "model.safetensors", "tokenizer.json", "config.json", "evaluation.json"):
+        for name in ("README.md", "model.safetensors.index.json", "model-vocab.safetensors", "tokenizer.json", "config.json", "evaluation.json"):
             assert (entry / name).is_file(), f"partial folder in the registry: {entry} lacks {name}"
 
 

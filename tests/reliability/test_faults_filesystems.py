@@ -26,7 +26,7 @@ def leftovers(published) -> list[str]:
 
 def assert_complete(published) -> None:
     for entry in (published / "trimworks").iterdir():
-        for name in ("README.md", "model.safetensors", "tokenizer.json", "config.json", "evaluation.json"):
+        for name in ("README.md", "model.safetensors.index.json", "model-vocab.safetensors", "tokenizer.json", "config.json", "evaluation.json"):
             assert (entry / name).is_file(), f"{entry} lacks {name}"
 
 
@@ -64,7 +64,7 @@ def test_full_output_disk_fails_cleanly_and_the_catalog_is_written(tmp_path, bas
         catalog = summary["catalog"]
         assert catalog is not None  # in the output folder, or in work_dir when even that was full
         rows = {r["variant_id"]: r["status"] for r in pq.read_table(catalog).to_pylist()}
-        assert len(rows) == 4 and {v for v, s in rows.items() if s == "failed"} == set(summary["failed"])
+        assert len(rows) == 4 and {v for v, s in rows.items() if s == "failed"} == set(summary["failed"]), rows
 
         remount(out, "size=64m")  # space freed: a rerun finishes the job and leaves nothing stale
         rerun = publish_all(manifest=str(manifest))

@@ -34,6 +34,7 @@ from tasks.pipeline.report.variant_plot import plot_variant
 from tasks.engine.runtime.stopping import StopRequested, check_stop
 from tasks.pipeline.publish.targets import RECORD_NAME, LocalRegistry, Publisher
 from tasks.pipeline.production.base_models import DIGEST_CACHE, base_identity
+from tasks.pipeline.production.bodies import base_body
 from tasks.pipeline.corpus.identity import corpus_content_key
 from tasks.engine.trim import apply_selection, select_for_model
 from tasks.engine.verify.proof import prove_variant
@@ -140,17 +141,19 @@ def _build_and_publish(
         check_tensor_names(base_dir)  # after the folder checks (pickles, remote code) in select_for_model
         # Staging is never trusted after a crash (rebuilt, see _remove_stale): not fsynced here.
         # Publishing fsyncs it before its rename; the disk writes start now, behind the proof.
+        layout = m.spec.output.layout
+        body = base_body(m.work_dir, publisher, base_dir, rules) if layout == "shared" else None  # once per base
         trim = apply_selection(base_dir, selection, staging, overwrite=True,
                                provenance={"base_model": variant.base, "variant": variant.id, "fingerprint": variant.fingerprint},
                                rules=rules, remember_base_digests=True,  # the proof below then reads only the variant
-                               durable=False)
+                               durable=False, layout=layout, body=body, body_mode=m.spec.publish.body)
         flushing = flush_in_background(staging) if isinstance(publisher, LocalRegistry) else None
         check_stop()
         texts = {lang: read_heldout(heldout[lang]) for lang in variant.languages}
         benchmark_texts = {f"benchmark:{lang}": lines for lang in variant.languages if (lines := udhr_lines(lang))}
         # Every variant, constant memory; kept ids from trimworks.json. Check (d) runs on the
         # held-out split and on the real benchmark text (UDHR) of each language.
-        proof = prove_variant(base_dir, staging, {**texts, **benchmark_texts})
+        proof = prove_variant(base_dir, staging, {**texts, **benchmark_texts}, body=body)
         if not proof.passed:
             raise ExactnessError(f"{variant.id}: the structural proof failed: {proof.failures()[:3]}")
         check = output_check(m.spec.verify, variant, base_dir, m.spec.verify_sample_lines)

@@ -55,6 +55,9 @@ class VariantRecord(BaseModel):
     proof: list[ProofCheck] = []
     proof_passed: bool | None = None
     proof_seconds: float | None = None
+    layout: str | None = None  # weight files: shared (body + vocab shard) or single
+    body_digest: str | None = None  # shared layout: the proved body the proof rests on
+    own_bytes: int | None = None  # tensor bytes only this variant holds (its vocab shard in the shared layout)
     output_check: str | None = None
     # Where the base weights came from and in which dtype they (and the sizes above) are.
     dtype: str | None = None
@@ -95,4 +98,7 @@ def variant_metrics(trim: TrimResult, report: ExactnessReport) -> dict:
         "loss_after": report.loss_after,
         "chat_prompts": report.chat_prompts,
         "chat_identical": report.chat_identical,
+        "layout": s.layout,
+        "body_digest": s.body_digest,
+        "own_bytes": s.own_bytes,
     }

@@ -184,13 +184,15 @@ def last_run_markdown(run: Sequence[VariantRecord], manifest: str | None, when: 
     return "\n".join(md) + "\n"
 
 
-def update_registry_catalog(out_dir: Path, run: Sequence[VariantRecord] = (), manifest: str | None = None) -> RegistryOutputs:
-    """Rewrite the catalog from the registry, the web catalog, and the last-run summary."""
+def update_registry_catalog(out_dir: Path, run: Sequence[VariantRecord] = (), manifest: str | None = None,
+                            registry: Path | None = None) -> RegistryOutputs:
+    """Rewrite the catalog from the registry, the web catalog, and the last-run summary.
+    `registry`: where the variants are, when the catalog is written elsewhere (a full registry disk)."""
     from tasks.pipeline.report.site import write_site
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = registry_records(out_dir, run)
+    records = registry_records(Path(registry or out_dir), run)
     rows = catalog_rows(records)
     parquet = out_dir / CATALOG_PARQUET
     with atomic_file(parquet) as fh:
