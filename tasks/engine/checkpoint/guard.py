@@ -8,7 +8,6 @@
 2. `check_folder_loads` (before the output folder is renamed into place): the folder is
    instantiated with its architecture class on the meta device (no memory, no weights) and
    every checkpoint tensor's shape is compared with the parameter the config implies.
-
 3. `check_tensor_names` (before a base is trimmed): tensor names that do not belong to the
    architecture (a shard header edited or mixed up) raise an error naming the shard and the
    tensor, checked against the same meta-device instance (no weights loaded).
