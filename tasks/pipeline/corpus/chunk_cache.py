@@ -17,11 +17,22 @@ from filelock import FileLock
 from tasks.engine.counting.chunks import (CHUNKING, ChunkCounts, count_chunks, counted_directly, read_chunk_counts,
                                  tokens_from_chunk_counts, write_chunk_counts)
 from tasks.engine.counting.tokens import TokenCounts, count_tokens
-from tasks.pipeline.corpus.lid import LidStats
+from tasks.pipeline.corpus.lid import LanguageFilter, LidStats
 from tasks.pipeline.corpus.identity import check_snapshot, corpus_content_key, corpus_snapshot
+from tasks.pipeline.corpus.reader import split_lines
 from tasks.pipeline.manifest import LoadedManifest, corpus_key
 
 log = logging.getLogger("trimworks.counts")
+
+
+def train_stream(m: LoadedManifest, language: str, stats: LidStats | None = None):
+    """The language's training lines, after the LID filter when the manifest enables it: what
+    chunk counting and direct counting both read."""
+    items = split_lines(m, language, "train")
+    if m.spec.lid.enabled:
+        lid = LanguageFilter(m.resolve(m.spec.lid.model), m.spec.lid.min_prob)
+        return lid.filter(items, language, stats)
+    return (line for line, _ in items)
 
 
 def chunks_path(m: LoadedManifest, language: str) -> Path:
@@ -37,8 +48,6 @@ def ensure_chunk_counts(m: LoadedManifest, language: str, on_progress: Callable[
                         stats: LidStats | None = None) -> Path:
     """The language's chunk table, computed once (one corpus pass, LID included) if missing;
     `stats` (if given) follows the LID filter while this pass reads."""
-    from tasks.pipeline.corpus.counts_cache import train_stream
-
     snapshot = corpus_snapshot(m, language)  # before the key's digests: any later change shows
     path = chunks_path(m, language)
     if path.exists():
@@ -63,8 +72,6 @@ def count_language(
 ) -> TokenCounts:
     """One tokenizer's counts for a language: from the shared chunk table when the manifest's
     counting method is `chunks` and the tokenizer is proven chunk-local, else direct."""
-    from tasks.pipeline.corpus.counts_cache import train_stream
-
     label = corpus_label(m, language)
     prov = {"method": "direct", "fallback": "counting.method is direct in the manifest"}
     if m.spec.counting.method == "chunks":

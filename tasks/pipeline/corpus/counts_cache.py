@@ -18,6 +18,7 @@ from tasks.engine.runtime.atomic import write_text_atomic
 from tasks.pipeline.corpus.reader import split_lines
 from tasks.engine.counting.tokens import count_tokens, write_counts
 from tasks.engine.errors import CorpusError
+from tasks.pipeline.corpus.chunk_cache import count_language
 from tasks.pipeline.corpus.identity import check_snapshot, corpus_content_key, corpus_snapshot
 from tasks.pipeline.corpus.lid import LanguageFilter, LidStats
 from tasks.pipeline.manifest import LoadedManifest, WordfreqCorpus, corpus_key
@@ -29,14 +30,6 @@ log = logging.getLogger("trimworks.counts")
 def counts_path(m: LoadedManifest, tokenizer_json: Path, language: str) -> Path:
     fp = tokenizer_fingerprint(tokenizer_json)
     return m.work_dir / "counts" / fp[:16] / f"{language}-{corpus_content_key(m, language)[:16]}.parquet"
-
-
-def train_stream(m: LoadedManifest, language: str, stats: LidStats | None = None):
-    items = split_lines(m, language, "train")
-    if m.spec.lid.enabled:
-        lid = LanguageFilter(m.resolve(m.spec.lid.model), m.spec.lid.min_prob)
-        return lid.filter(items, language, stats)
-    return (line for line, _ in items)
 
 
 def heldout_path(m: LoadedManifest, language: str) -> Path:
@@ -112,8 +105,6 @@ def ensure_counts(
             rate.update(lines)  # every few seconds, with rate and ETA
 
         # Chunk counts shared by every tokenizer by default; direct counting when not chunk-local.
-        from tasks.pipeline.corpus.chunk_cache import count_language
-
         counts = count_language(m, tokenizer_json, language, stats, progress)
         check_snapshot(snapshot, language)  # truncated or rewritten while counted: not a partial table
         if counts.tokens == 0:
