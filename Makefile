@@ -39,7 +39,7 @@ nightly-now: install           ## trigger one nightly run now
 	$(TRIMWORKS) nightly-now
 
 lid-report: install            ## measure the fastText LID filter on ../shared/data/manpages
-	$(TRIMWORKS) lid-report $$($(BIN)/python -c "from tests.subjects import minilm_folder; print(minilm_folder())") \
+	$(TRIMWORKS) lid-report $$($(BIN)/python -c "from bench.subjects import minilm_folder; print(minilm_folder())") \
 		$(foreach f,$(wildcard ../shared/data/manpages/*.txt),--text $(f))
 
 realtext-report: install       ## measure published variants on real text (UDHR; gettext/lingua if ../shared/data exists)

@@ -107,9 +107,7 @@ def tokenizers() -> dict[str, Path]:
         if not (folder / "tokenizer.json").exists():
             AutoTokenizer.from_pretrained(str(SHARED / "tokenizers" / "gguf"), gguf_file=f"ggml-vocab-{name}.gguf").save_pretrained(str(folder))
         out[name] = folder / "tokenizer.json"
-    from tests.subjects import minilm_folder
-
-    out["minilm"] = minilm_folder() / "tokenizer.json"
+    out["minilm"] = subjects.minilm_folder() / "tokenizer.json"
     return out
 
 

@@ -121,11 +121,9 @@ def loop_side(manifest: str, home: str) -> Callable[[], dict]:
 def orchestration_manifest(n: int) -> Path:
     import yaml
 
-    from tests.subjects import toy_bytelevel_model, wordfreq_sentences
-
     toy = subjects.CACHE / "toy-model"
     if not (toy / "config.json").exists():
-        toy_bytelevel_model(toy, wordfreq_sentences("en", 3000))
+        subjects.toy_bytelevel_model(toy, subjects.wordfreq_sentences("en", 3000))
     langs = ["en", "fr", "de", "es", "it", "pt", "nl", "pl", "sv", "da"]
     subsets = [[l] for l in langs] + [list(p) for k in (2, 3, 4) for p in itertools.combinations(langs, k)]  # 385
     multiples = [8, 16, 32, 64] if n <= 4 * len(subsets) else [8, 16, 24, 32, 40, 48, 56, 64]

@@ -55,7 +55,7 @@ def main() -> int:
         # server (the caller's, when PREFECT_API_URL is set, as in the test suite) instead of
         # starting a temporary one per child (~15 s each on 2 cores). The at-scale row still
         # starts its own (bench_scale), as it measures the server's memory.
-        from tests.subjects import SharedPrefectServer
+        from bench.prefect_server import SharedPrefectServer
 
         server = SharedPrefectServer()
         os.environ["PREFECT_API_URL"] = server.start(WORK / "prefect-home-smoke")

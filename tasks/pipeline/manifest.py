@@ -11,7 +11,6 @@ import collections
 import functools
 import glob
 import hashlib
-import importlib.util
 import json
 import re
 from functools import cached_property
@@ -22,6 +21,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from tasks import __version__
+from tasks.pipeline.paths import expand_globs, resolve_path  # noqa: F401 (part of the manifest's API)
 from tasks.engine.checkpoint.architectures import ArchitectureData
 from tasks.engine.errors import ManifestError
 from tasks.engine.selection.backstop import BACKSTOP_RULES
@@ -323,31 +323,6 @@ def _validation_message(path: Path, exc: ValidationError) -> str:
             seen.add(key)
             lines.append(f"  {loc}: {msg}")
     return f"{path}: invalid manifest\n" + "\n".join(lines[:20])
-
-
-def resolve_path(value: str, base_dir: Path) -> Path:
-    """`pkg://package/rel` -> the file inside an installed package; relative -> manifest dir."""
-    if value.startswith("pkg://"):
-        package, _, rel = value[len("pkg://"):].partition("/")
-        spec = importlib.util.find_spec(package) if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", package) else None
-        if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError(f"package {package!r} is not installed (run `make install`)")
-        root = Path(list(spec.submodule_search_locations)[0])
-        matches = sorted(root.glob(rel)) if any(c in rel for c in "*?[") else [root / rel]
-        return (matches[0] if matches else root / rel).resolve()
-    p = Path(value).expanduser()
-    return (p if p.is_absolute() else (base_dir / p)).resolve()
-
-
-def expand_globs(values: list[str], base_dir: Path) -> list[Path]:
-    out: list[Path] = []
-    for v in values:
-        p = resolve_path(v, base_dir)
-        if any(c in str(p) for c in "*?["):
-            out.extend(Path(x) for x in sorted(glob.glob(str(p), recursive=True)))
-        else:
-            out.append(p)
-    return out
 
 
 class LoadedManifest:

@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent("""
     from tasks.engine.runtime import hf
     from tasks.engine.verify import outputs as verify
     from tasks.engine.checkpoint.guard import check_folder_loads
-    from tasks.engine.checkpoint.integrity import check_tensor_names
+    from tasks.engine.checkpoint.guard import check_tensor_names
     from tasks.engine.counting.tokens import load_plain_tokenizer
 
     model = Path(sys.argv[1])

@@ -256,8 +256,8 @@ def _manifest(tmp: Path, real_lines: list[str], toy: Path, method: str = "chunks
 
 
 def test_pipeline_counts_from_one_shared_chunk_pass(toy_model, gguf_tokenizers, real_lines, tmp_path, caplog):
-    from tasks.pipeline.corpus.chunk_cache import chunks_path
-    from tasks.pipeline.corpus.counts_cache import ensure_counts, train_stream
+    from tasks.pipeline.corpus.chunk_cache import chunks_path, train_stream
+    from tasks.pipeline.corpus.counts_cache import ensure_counts
     from tasks.pipeline.corpus.reader import LanguageCorpora
 
     m = _manifest(tmp_path, real_lines, toy_model)
@@ -281,8 +281,8 @@ def test_pipeline_counts_from_one_shared_chunk_pass(toy_model, gguf_tokenizers, 
 
 
 def test_pipeline_direct_method_is_recorded(toy_model, real_lines, tmp_path):
-    from tasks.pipeline.corpus.chunk_cache import chunks_path
-    from tasks.pipeline.corpus.counts_cache import ensure_counts, train_stream
+    from tasks.pipeline.corpus.chunk_cache import chunks_path, train_stream
+    from tasks.pipeline.corpus.counts_cache import ensure_counts
     from tasks.pipeline.corpus.reader import LanguageCorpora
 
     m = _manifest(tmp_path, real_lines, toy_model, method="direct")

@@ -96,11 +96,11 @@ def test_counts_follow_corpus_content(tmp_path, bases):
 
 
 def test_a_corpus_truncated_while_counted_is_an_error(tmp_path, bases, monkeypatch):
-    from tasks.pipeline.corpus import counts_cache
+    from tasks.pipeline.corpus import chunk_cache, counts_cache
 
     lines = subjects.wordfreq_sentences("fr", 20000)
     m, fr = fr_manifest(tmp_path, bases, lines)
-    real_stream = counts_cache.train_stream  # read by chunk counting and direct counting alike
+    real_stream = chunk_cache.train_stream  # read by chunk counting and direct counting alike
 
     def truncating_stream(corpora, stats=None):
         for i, line in enumerate(real_stream(corpora, stats)):
@@ -108,7 +108,7 @@ def test_a_corpus_truncated_while_counted_is_an_error(tmp_path, bases, monkeypat
                 os.truncate(fr, fr.stat().st_size // 7)  # another process truncates the file
             yield line
 
-    monkeypatch.setattr(counts_cache, "train_stream", truncating_stream)
+    monkeypatch.setattr(chunk_cache, "train_stream", truncating_stream)
     with pytest.raises(CorpusError, match="changed while it was being read"):
         counts_cache.ensure_counts(m, bases[0] / "tokenizer.json", "fr")
     assert not list((tmp_path / "work").rglob("*.parquet"))  # no partial counts or chunk table kept

@@ -1,4 +1,4 @@
-"""Two guards that make a silently broken trimmed model impossible.
+"""Guards that make a silently broken trimmed model impossible: two on the way out, one on the way in.
 
 1. `check_vocab_dims` (before any byte is written): every tensor of the base with a
    dimension equal to the tokenizer's length or to `config.vocab_size` must be sliced by a
@@ -8,15 +8,21 @@
 2. `check_folder_loads` (before the output folder is renamed into place): the folder is
    instantiated with its architecture class on the meta device (no memory, no weights) and
    every checkpoint tensor's shape is compared with the parameter the config implies.
+3. `check_tensor_names` (before a base is trimmed): tensor names that do not belong to the
+   architecture (a shard header edited or mixed up) raise an error naming the shard and the
+   tensor, checked against the same meta-device instance (no weights loaded).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from tasks.engine.checkpoint.architectures import HOW_TO_EXTEND, ArchitectureRules
+from tasks.engine.checkpoint.safetensors_io import LazyCheckpoint
 from tasks.engine.errors import ModelFolderError
 from tasks.engine.runtime.hf import HF_LOCK, model_class
 
@@ -70,8 +76,6 @@ def expected_shapes(folder: Path) -> tuple[dict[str, tuple[int, ...]], str]:
 
 def check_folder_loads(folder: Path) -> int:
     """Raise unless every checkpoint tensor fits the model its config describes. Returns tensors checked."""
-    from tasks.engine.checkpoint.safetensors_io import LazyCheckpoint
-
     folder = Path(folder)
     expected, prefix = expected_shapes(folder)
     ckpt = LazyCheckpoint(folder)
@@ -104,3 +108,66 @@ def check_folder_loads(folder: Path) -> int:
         if n > int(config["vocab_size"]):
             raise ModelFolderError(f"{folder}: tokenizer has {n} tokens but config vocab_size is {config['vocab_size']}")
     return checked
+
+
+def _expected_names(folder: Path) -> tuple[dict[str, tuple[int, ...]], str] | None:
+    """Parameter and persistent buffer names of the folder's architecture, and its
+    base_model_prefix; None when the class cannot be built here (an unknown architecture:
+    surgery's own rules still apply)."""
+    try:
+        shapes, prefix = expected_shapes(folder)
+    except ModelFolderError:
+        return None
+    return shapes, prefix or ""
+
+
+@functools.lru_cache(maxsize=32)
+def _check_names_cached(folder: str, stamp: tuple) -> None:
+    import difflib
+
+    path = Path(folder)
+    expected = _expected_names(path)
+    if expected is None:
+        return
+    shapes, prefix = expected
+    ckpt = LazyCheckpoint(path)
+
+    def strip(n: str) -> str:
+        return n[len(prefix) + 1:] if prefix and n.startswith(prefix + ".") else n
+
+    want = {strip(n): (n, shape) for n, shape in shapes.items()}
+    have = {strip(n): info for n, info in ckpt.tensors.items()}
+    missing = {n: want[n] for n in want if n not in have}
+    # A renamed tensor leaves an unknown name with the shape of a missing one. Unknown names
+    # alone are legacy buffers (e.g. attn.bias); missing ones alone are tied weights.
+    for name, info in have.items():
+        if name in want:
+            continue
+        same_shape = [m for m, (_, shape) in missing.items() if shape == tuple(info.shape)]
+        if not same_shape:
+            continue
+        closest = (difflib.get_close_matches(name, same_shape, n=1, cutoff=0) or same_shape)[0]
+        raise ModelFolderError(
+            f"{info.file}: tensor {info.name!r} in the shard header is not a weight of {ckpt_arch(path)} "
+            f"(and {missing[closest][0]!r}, of the same shape {tuple(info.shape)}, is missing): the header was altered "
+            "or belongs to another model. Restore the shard (re-download or re-convert) and rerun"
+        )
+
+
+def ckpt_arch(folder: Path) -> str:
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+        return ",".join(cfg.get("architectures") or [cfg.get("model_type", "this model")])
+    except (OSError, ValueError):
+        return "this model"
+
+
+def check_tensor_names(folder: Path) -> None:
+    """Every tensor name in the shards belongs to the model's architecture (cached per folder
+    state: shard names, sizes and mtimes)."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
+        return  # reported by the folder checks
+    stamp = tuple(sorted((p.name, os.stat(p).st_size, os.stat(p).st_mtime_ns)
+                         for p in folder.glob("*.safetensors"))) + ((folder / "config.json").stat().st_mtime_ns,)
+    _check_names_cached(str(folder.resolve()), stamp)

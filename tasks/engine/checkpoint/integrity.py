@@ -1,17 +1,13 @@
-"""Corruption detected where it starts, not blamed on trimming later.
+"""Corruption detected where it starts, not blamed on trimming later: non-finite values
+(NaN/Inf) in the embedding rows a variant keeps raise an error naming the tensor and the row
+(token id), checked on the bytes surgery reads anyway.
 
-* Non-finite values (NaN/Inf) in the embedding rows a variant keeps: an error naming the
-  tensor and the row (token id). Checked on the bytes surgery reads anyway.
-* Tensor names that do not belong to the architecture (a shard header edited or mixed up):
-  an error naming the shard and the tensor, checked against the model class's own
-  parameter names on the meta device (no weights loaded).
+Pure bytes, no model class: `safetensors_io` calls it while it streams rows. The check of a
+shard's tensor names against the architecture lives in `guard` (`check_tensor_names`).
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -54,70 +50,3 @@ def check_finite_rows(data: bytes | memoryview, dtype: str, row_bytes: int, row_
             + (f" (also rows {ids[1:]}{' …' if bad.size > 5 else ''})" if len(ids) > 1 else "")
             + "; the base checkpoint is corrupt. Restore it (re-download or re-convert) and rerun"
         )
-
-
-def _expected_names(folder: Path) -> tuple[dict[str, tuple[int, ...]], str] | None:
-    """Parameter and persistent buffer names of the folder's architecture, and its
-    base_model_prefix; None when the class cannot be built here (an unknown architecture:
-    surgery's own rules still apply)."""
-    from tasks.engine.checkpoint.guard import expected_shapes
-
-    try:
-        shapes, prefix = expected_shapes(folder)
-    except ModelFolderError:
-        return None
-    return shapes, prefix or ""
-
-
-@functools.lru_cache(maxsize=32)
-def _check_names_cached(folder: str, stamp: tuple) -> None:
-    import difflib
-
-    from tasks.engine.checkpoint.safetensors_io import LazyCheckpoint
-
-    path = Path(folder)
-    expected = _expected_names(path)
-    if expected is None:
-        return
-    shapes, prefix = expected
-    ckpt = LazyCheckpoint(path)
-
-    def strip(n: str) -> str:
-        return n[len(prefix) + 1:] if prefix and n.startswith(prefix + ".") else n
-
-    want = {strip(n): (n, shape) for n, shape in shapes.items()}
-    have = {strip(n): info for n, info in ckpt.tensors.items()}
-    missing = {n: want[n] for n in want if n not in have}
-    # A renamed tensor leaves an unknown name with the shape of a missing one. Unknown names
-    # alone are legacy buffers (e.g. attn.bias); missing ones alone are tied weights.
-    for name, info in have.items():
-        if name in want:
-            continue
-        same_shape = [m for m, (_, shape) in missing.items() if shape == tuple(info.shape)]
-        if not same_shape:
-            continue
-        closest = (difflib.get_close_matches(name, same_shape, n=1, cutoff=0) or same_shape)[0]
-        raise ModelFolderError(
-            f"{info.file}: tensor {info.name!r} in the shard header is not a weight of {ckpt_arch(path)} "
-            f"(and {missing[closest][0]!r}, of the same shape {tuple(info.shape)}, is missing): the header was altered "
-            "or belongs to another model. Restore the shard (re-download or re-convert) and rerun"
-        )
-
-
-def ckpt_arch(folder: Path) -> str:
-    try:
-        cfg = json.loads((folder / "config.json").read_text())
-        return ",".join(cfg.get("architectures") or [cfg.get("model_type", "this model")])
-    except (OSError, ValueError):
-        return "this model"
-
-
-def check_tensor_names(folder: Path) -> None:
-    """Every tensor name in the shards belongs to the model's architecture (cached per folder
-    state: shard names, sizes and mtimes)."""
-    folder = Path(folder)
-    if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
-        return  # reported by the folder checks
-    stamp = tuple(sorted((p.name, os.stat(p).st_size, os.stat(p).st_mtime_ns)
-                         for p in folder.glob("*.safetensors"))) + ((folder / "config.json").stat().st_mtime_ns,)
-    _check_names_cached(str(folder.resolve()), stamp)

@@ -9,7 +9,7 @@ directly when the tokenizer is not chunk-local (and says so in the log and the t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from filelock import FileLock
@@ -17,12 +17,25 @@ from filelock import FileLock
 from tasks.engine.counting.chunks import (CHUNKING, ChunkCounts, count_chunks, counted_directly, read_chunk_counts,
                                  tokens_from_chunk_counts, write_chunk_counts)
 from tasks.engine.counting.tokens import TokenCounts, count_tokens
-from tasks.pipeline.corpus.lid import LidStats
+from tasks.pipeline.corpus.lid import LanguageFilter, LidStats
 from tasks.pipeline.corpus.identity import check_snapshot, corpus_content_key, corpus_snapshot
-from tasks.pipeline.corpus.reader import LanguageCorpora
+from tasks.pipeline.corpus.reader import LanguageCorpora, split_lines
 from tasks.pipeline.manifest import LoadedManifest, corpus_key
 
 log = logging.getLogger("trimworks.counts")
+
+
+def lid_filtered(corpora: LanguageCorpora, items: Iterator[tuple[str, bool]], stats: LidStats | None = None) -> Iterator[str]:
+    """The lines of (line, whether LID applies) items the manifest's LID settings keep."""
+    if corpora.lid.enabled:
+        lid = LanguageFilter(corpora.resolve(corpora.lid.model), corpora.lid.min_prob)
+        return lid.filter(items, corpora.language, stats)
+    return (line for line, _ in items)
+
+
+def train_stream(corpora: LanguageCorpora, stats: LidStats | None = None) -> Iterator[str]:
+    """The lines counting reads: the train split after the LID filter."""
+    return lid_filtered(corpora, split_lines(corpora, "train"), stats)
 
 
 def chunks_path(m: LoadedManifest, language: str) -> Path:
@@ -38,8 +51,6 @@ def ensure_chunk_counts(m: LoadedManifest, language: str, on_progress: Callable[
                         stats: LidStats | None = None) -> Path:
     """The language's chunk table, computed once (one corpus pass, LID included) if missing;
     `stats` (if given) follows the LID filter while this pass reads."""
-    from tasks.pipeline.corpus.counts_cache import train_stream
-
     corpora = LanguageCorpora.of(m, language)
     snapshot = corpus_snapshot(corpora)  # before the key's digests: any later change shows
     path = chunks_path(m, language)
@@ -65,8 +76,6 @@ def count_language(
 ) -> TokenCounts:
     """One tokenizer's counts for a language: from the shared chunk table when the manifest's
     counting method is `chunks` and the tokenizer is proven chunk-local, else direct."""
-    from tasks.pipeline.corpus.counts_cache import train_stream
-
     label = corpus_label(m, language)
     prov = {"method": "direct", "fallback": "counting.method is direct in the manifest"}
     if m.spec.counting.method == "chunks":

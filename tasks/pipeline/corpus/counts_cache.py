@@ -8,7 +8,7 @@ either no table or a complete one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from filelock import FileLock
@@ -18,7 +18,8 @@ from tasks.engine.runtime.atomic import write_text_atomic
 from tasks.engine.counting.tokens import count_tokens, write_counts
 from tasks.engine.errors import CorpusError
 from tasks.pipeline.corpus.identity import check_snapshot, corpus_content_key, corpus_snapshot
-from tasks.pipeline.corpus.lid import LanguageFilter, LidStats
+from tasks.pipeline.corpus.chunk_cache import count_language, lid_filtered
+from tasks.pipeline.corpus.lid import LidStats
 from tasks.pipeline.corpus.reader import LanguageCorpora, expected_lines, split_lines
 from tasks.pipeline.manifest import LoadedManifest
 from tasks.engine.checkpoint.model_folder import tokenizer_fingerprint
@@ -29,19 +30,6 @@ log = logging.getLogger("trimworks.counts")
 def counts_path(m: LoadedManifest, tokenizer_json: Path, language: str) -> Path:
     fp = tokenizer_fingerprint(tokenizer_json)
     return m.work_dir / "counts" / fp[:16] / f"{language}-{corpus_content_key(m, language)[:16]}.parquet"
-
-
-def lid_filtered(corpora: LanguageCorpora, items: Iterator[tuple[str, bool]], stats: LidStats | None = None) -> Iterator[str]:
-    """The lines of (line, whether LID applies) items the manifest's LID settings keep."""
-    if corpora.lid.enabled:
-        lid = LanguageFilter(corpora.resolve(corpora.lid.model), corpora.lid.min_prob)
-        return lid.filter(items, corpora.language, stats)
-    return (line for line, _ in items)
-
-
-def train_stream(corpora: LanguageCorpora, stats: LidStats | None = None) -> Iterator[str]:
-    """The lines counting reads: the train split after the LID filter."""
-    return lid_filtered(corpora, split_lines(corpora, "train"), stats)
 
 
 def heldout_path(m: LoadedManifest, language: str) -> Path:
@@ -106,8 +94,6 @@ def ensure_counts(
             rate.update(lines)  # every few seconds, with rate and ETA
 
         # Chunk counts shared by every tokenizer by default; direct counting when not chunk-local.
-        from tasks.pipeline.corpus.chunk_cache import count_language
-
         counts = count_language(m, tokenizer_json, language, stats, progress)
         check_snapshot(snapshot, language)  # truncated or rewritten while counted: not a partial table
         if counts.tokens == 0:

@@ -23,7 +23,7 @@ from tasks.pipeline.report.card import variant_card
 from tasks.pipeline.corpus.counts_cache import read_heldout
 from tasks.engine.errors import ExactnessError, SelectionError, TrimworksError
 from tasks.engine.runtime.heap import release_free_memory
-from tasks.engine.checkpoint.integrity import check_tensor_names
+from tasks.engine.checkpoint.guard import check_tensor_names
 from tasks.engine.runtime.redact import redact
 from tasks.pipeline.production.preflight import output_error_message
 from tasks.pipeline.evaluation.realtext import benchmark_labels, counting_corpus

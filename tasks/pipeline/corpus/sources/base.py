@@ -22,6 +22,8 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.pipeline.paths import expand_globs, resolve_path
+
 log = logging.getLogger("trimworks.corpora")
 
 
@@ -35,13 +37,11 @@ class CorpusPlace:
 
     def resolve(self, value: str) -> Path:
         """A path as the manifest means it: relative to its folder, or `pkg://package/path`."""
-        from tasks.pipeline.manifest import resolve_path  # the manifest imports this package
 
         return resolve_path(value, self.base_dir)
 
     def expand(self, values: list[str]) -> list[Path]:
         """Paths and globs (sorted matches, `**` recursive), in the order given."""
-        from tasks.pipeline.manifest import expand_globs
 
         return expand_globs(values, self.base_dir)
 
