@@ -81,6 +81,13 @@ SECTIONS: dict[str, tuple[str, str]] = {
         "against a plain copy of the same output bytes through a 16 MiB buffer, and against the kernel's "
         "copy (`copy_file_range`, as `cp`). The page cache is dropped before each side, so both read from disk.",
     ),
+    "results-shared-body.json": (
+        "Row 8: twenty variants of one Qwen2-7B-shaped bf16 base in the shared layout",
+        "The row 7 subject; 10 language subsets (wordfreq text, 20 k lines each, counted once) × multiples 8 "
+        "and 64. The base's body is written and proved once, then per variant: selection, tokenizer rebuild, "
+        "the vocab shard beside hard links to the body, and the proof resting on the proved body; then `sync`. "
+        "Against one plain buffered copy of the base; the page cache is dropped before each side.",
+    ),
     "results-gpu-fidelity.json": (
         "On a GPU: kept logits and greedy generation of a base and its variant",
         "A Qwen2 model with the real Qwen2 tokenizer and random weights, de + fr variant (30,400 kept ids); "
