@@ -28,6 +28,8 @@ def bench_end_to_end(xlmr: Path, smoke: bool) -> list[dict]:
             lang["corpora"] = [{"wordfreq": {"lines": 2000, "words": 4000}}]
     cases = [("default manifest" if not smoke else "default manifest (smoke: MiniLM, en, v64)",
               e2e_manifest(f"e2e-default{tag}", default))]
+    if not smoke:  # long enough that start-up is not the figure: 2 bases x 12 subsets x 2 multiples
+        cases.append(("default manifest, 12 subsets (48 variants)", e2e_manifest("e2e-default-48", wide_default(default))))
     langs = ["en", "fr", "de", "es", "it", "pt", "nl", "pl"]
     xl = {"work_dir": str(WORK / f"e2e-xlmr{tag}-work"), "output_dir": str(WORK / f"e2e-xlmr{tag}-published"),
           "base_models": [{"id": "xlmr-base-shaped", "source": {"local": str(xlmr)}, "license": "mit"}],
@@ -40,6 +42,19 @@ def bench_end_to_end(xlmr: Path, smoke: bool) -> list[dict]:
             never = {**data, "verify": {"outputs": "never"}, "output_dir": data["output_dir"] + "-proof-only"}
             cases.append((f"{label}, proof only (verify.outputs: never)", e2e_manifest(f"{name}-proof-only", never)))
     return [row_of(label, manifest, home, smoke) for label, manifest in cases]
+
+
+WIDE_LANGS = ["de", "fr", "es", "it", "pt", "nl"]
+
+
+def wide_default(default: dict) -> dict:
+    """The default manifest's bases, corpora and policies over 12 subsets: 6 languages alone
+    and 6 pairs (48 variants with multiples 8 and 64)."""
+    corpus = default["languages"]["de"]["corpora"]
+    pairs = [[a, b] for a, b in zip(WIDE_LANGS, WIDE_LANGS[1:] + WIDE_LANGS[:1])]
+    return {**default, "work_dir": str(WORK / "e2e-default-48-work"), "output_dir": str(WORK / "e2e-default-48-published"),
+            "languages": {lang: {"corpora": corpus} for lang in WIDE_LANGS},
+            "subsets": [[lang] for lang in WIDE_LANGS] + pairs}
 
 
 def row_of(label: str, manifest: Path, home: str, smoke: bool) -> dict:
