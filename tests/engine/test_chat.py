@@ -158,3 +158,158 @@ def test_card_and_record_show_the_chat_check():
 
     assert "**140 of 140** chat prompts (100%)" in card(chat_prompts=140, chat_identical=140)
     assert "Chat template" not in card()  # a base without a chat template
+
+
+# Templates exercising what transformers' renderer adds to jinja2: trim/lstrip blocks, loop controls,
+# `{% generation %}`, tojson, namespace, raise_exception, special tokens, tools, named templates.
+TEMPLATES = {
+    "bos_tokens": "{{ bos_token }}{% for m in messages %}  {{ m['role'] }}: {{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+                  "{% if add_generation_prompt %}assistant:{% endif %}",
+    "no_system": "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
+                 "[{{ m['role'] | upper }}]\n    {{ m['content'] | trim }}\n{% endfor %}",
+    "tools_json": "{%- if tools is not none %}<tools>{{ tools | tojson(indent=2) }}</tools>\n{%- endif %}"
+                  "{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}"
+                  "{% if loop.index > 3 %}{% break %}{% endif %}<{{ ns.n }}|{{ m.role }}>{{ m.content }}\n"
+                  "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% generation %}{% endgeneration %}{% endif %}",
+    "broken": "{% for m in messages %}{{ m.content }",
+    "multiline": """{% for m in messages %}
+    {% if m['role'] == 'user' %}
+    <user>{{ m['content'] }}
+    {% else %}
+    <{{ m['role'] }}>{{ m['content'] }}
+    {% endif %}
+{% endfor %}
+{% if add_generation_prompt %}
+    <assistant>
+{% endif %}""",
+}
+
+
+def _with_template(src: Path, dst: Path, template: str | None = None, config: dict | None = None,
+                   extra: dict[str, str] | None = None) -> Path:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.safetensors", "chat_template.jinja"))
+    if template is not None:
+        (dst / "chat_template.jinja").write_text(template)
+    for name, text in (extra or {}).items():
+        (dst / "additional_chat_templates").mkdir(exist_ok=True)
+        (dst / "additional_chat_templates" / f"{name}.jinja").write_text(text)
+    if config is not None:
+        cfg = json.loads((dst / "tokenizer_config.json").read_text())
+        (dst / "tokenizer_config.json").write_text(json.dumps({**cfg, **config}))
+    return dst
+
+
+def _transformers_markup(folder: Path) -> list[str]:
+    """chat_markup_texts as it was: rendered by transformers' apply_chat_template."""
+    from tasks.engine.tokenizer import chat
+
+    tok = T.AutoTokenizer.from_pretrained(str(folder))
+    if not getattr(tok, "chat_template", None):
+        return []
+    return chat._markup(lambda messages, gen, tools: chat._render(tok, messages, gen, tools))
+
+
+def _assert_renders_as_transformers(folder: Path) -> None:
+    from tasks.engine.tokenizer.chat import SENTINEL, _conversations, read_chat_template, render_chat
+
+    source = read_chat_template(folder)
+    tok = T.AutoTokenizer.from_pretrained(str(folder))
+    rendered = 0
+    for messages, gen, tools in _conversations([SENTINEL.format(i) for i in range(4)] + ["  Grüß Gott!\n  "]):
+        try:
+            want = tok.apply_chat_template(messages, add_generation_prompt=gen, tokenize=False,
+                                           **({"tools": chat_tools()} if tools else {}))
+        except Exception as exc:  # noqa: BLE001
+            with pytest.raises(type(exc)):
+                render_chat(source, messages, gen, tools)
+            continue
+        assert render_chat(source, messages, gen, tools) == want
+        rendered += 1
+    assert rendered, "no conversation rendered: the comparison proves nothing"
+
+
+def chat_tools():
+    from tasks.engine.tokenizer.chat import TOOLS
+
+    return TOOLS
+
+
+@pytest.mark.parametrize("subject", ["qwen2_chat", "smollm2_chat"])
+def test_real_templates_render_as_transformers(subject, request, tmp_path):
+    base = request.getfixturevalue(subject)
+    _assert_renders_as_transformers(base)
+    assert chat_markup_texts(base) == _transformers_markup(base)
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_templates_render_as_transformers(name, smollm2_chat, tmp_path):
+    folder = _with_template(smollm2_chat, tmp_path / name, TEMPLATES[name])
+    if name != "broken":
+        _assert_renders_as_transformers(folder)
+    assert chat_markup_texts(folder) == _transformers_markup(folder)
+    assert (chat_markup_texts(folder) == []) == (name == "broken")
+
+
+def test_template_sources_as_transformers_reads_them(smollm2_chat, tmp_path):
+    """A template in tokenizer_config.json, named templates (tool_use picked with tools), a named
+    special token, a template file overriding the config's entry, no template at all."""
+    from tasks.engine.tokenizer.chat import read_chat_template
+
+    cases = {
+        "in_config": dict(config={"chat_template": TEMPLATES["bos_tokens"]}),
+        "named_in_config": dict(config={"chat_template": [{"name": "default", "template": TEMPLATES["bos_tokens"]},
+                                                          {"name": "tool_use", "template": TEMPLATES["tools_json"]}]}),
+        "named_files": dict(template=TEMPLATES["no_system"], extra={"tool_use": TEMPLATES["tools_json"]}),
+        "file_wins": dict(template=TEMPLATES["no_system"], config={"chat_template": TEMPLATES["bos_tokens"]}),
+        "no_default": dict(extra={"tool_use": TEMPLATES["tools_json"]}),
+        "model_token": dict(template="{{ image_token }}{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}",
+                            config={"image_token": {"content": "<img>", "__type": "AddedToken"},
+                                    "bos_token": {"content": "<|im_start|>", "__type": "AddedToken"}}),
+        "none": dict(),
+    }
+    for name, kw in cases.items():
+        folder = _with_template(smollm2_chat, tmp_path / name, **kw)
+        assert chat_markup_texts(folder) == _transformers_markup(folder), name
+        if name not in ("none", "no_default"):
+            _assert_renders_as_transformers(folder)
+    assert read_chat_template(tmp_path / "none") is None
+    assert "<img><|im_start|>" in chat_markup_texts(tmp_path / "model_token")
+
+
+def test_unsettled_special_token_falls_back_to_transformers(smollm2_chat, tmp_path, monkeypatch):
+    """A `*_token` the files do not give (a tokenizer class may default it): transformers renders."""
+    from tasks.engine.tokenizer import chat
+
+    folder = _with_template(smollm2_chat, tmp_path / "sep", "{{ sep_token }}|{% for m in messages %}{{ m.content }}{% endfor %}")
+    with pytest.raises(chat.NeedsTransformers):
+        chat.render_chat(chat.read_chat_template(folder), [{"role": "user", "content": "x"}], True, False)
+    loads = []
+    monkeypatch.setattr(chat, "load_chat_tokenizer", lambda f: loads.append(f) or T.AutoTokenizer.from_pretrained(str(f)))
+    assert chat_markup_texts(folder) == _transformers_markup(folder) and loads == [folder]
+
+
+def test_selection_imports_neither_transformers_nor_torch(smollm2_chat, tmp_path):
+    """`trimworks trim`'s selection (counts, chat-template tokens, keep-texts) in a fresh process:
+    importing transformers to render the template cost ~10 s of a 1-2 s trim."""
+    import subprocess
+    import sys
+
+    lines = tmp_path / "de.txt"
+    lines.write_text("Guten Morgen, wie geht es dir?\nDas Wetter ist heute schön.\n")
+    code = f"""
+import sys
+from pathlib import Path
+from tasks.engine.counting.tokens import count_tokens, iter_text_file
+from tasks.engine.selection.policy import SelectionPolicy
+from tasks.engine.trim import select_for_model
+base = Path({str(smollm2_chat)!r})
+counts = count_tokens(base / "tokenizer.json", iter_text_file(Path({str(lines)!r})), "de")
+sel = select_for_model(base, [counts], SelectionPolicy(min_count=1), 8, keep_texts=["Grüß Gott"])
+print(sel.size, sorted(m for m in ("transformers", "torch") if m in sys.modules))
+"""
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0, out.stderr
+    size, loaded = out.stdout.split(" ", 1)
+    assert int(size) > 0 and loaded.strip() == "[]", out.stdout

@@ -2,11 +2,17 @@
 
 Instruct models are used through `apply_chat_template`. Their role names, markup and default
 system prompt are not in any corpus, so counting alone drops them (Qwen2 ja+ko: `assistant`
-became `ass ist ant`). `chat_markup_texts` renders the base's template with the tokenizer's
-own `apply_chat_template` — with and without a system message, with the generation prompt,
-with tools where the template takes them — using sentinel message contents, and returns the
-rendered text outside the contents; selection keeps every token needed to encode it.
-`chat_fidelity` is verification's chat check.
+became `ass ist ant`). `chat_markup_texts` renders the base's template — with and without a
+system message, with the generation prompt, with tools where the template takes them — using
+sentinel message contents, and returns the rendered text outside the contents; selection keeps
+every token needed to encode it.
+
+It renders with jinja2 directly, as transformers' `apply_chat_template` does (same sandbox,
+options, filters and globals; same template files; the special tokens from the tokenizer's
+files): importing transformers to load a tokenizer costs ~10 s of a 1-2 s `trimworks trim`.
+Where the files do not settle a value the template reads (a `*_token` only a tokenizer class
+would supply, a custom tokenizer), it falls back to transformers' own tokenizer.
+`chat_fidelity` is verification's chat check (with transformers: it checks what users run).
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -98,16 +106,210 @@ def _render(tok, messages, generation_prompt: bool, tools: bool, tokenize: bool 
     return out
 
 
+# What transformers reads (tokenization_utils_base: `_from_pretrained`, `SPECIAL_TOKENS_ATTRIBUTES`).
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+CHAT_TEMPLATE_DIR = "additional_chat_templates"
+SPECIAL_TOKENS_ATTRIBUTES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+# Variables apply_chat_template passes besides the special tokens.
+RENDER_VARIABLES = frozenset({"messages", "tools", "documents", "add_generation_prompt"})
+
+
+class NeedsTransformers(Exception):
+    """The folder's files do not settle what transformers would render: ask transformers."""
+
+
+@dataclass(frozen=True)
+class ChatTemplateSource:
+    """A folder's chat template(s), as transformers loads them, and its named special tokens."""
+
+    templates: str | dict[str, str]  # one template, or named ones (`default`, `tool_use`, ...)
+    special_tokens: dict[str, str]
+
+    def template_for(self, tools: bool) -> str:
+        """`PreTrainedTokenizerBase.get_chat_template(None, tools)`."""
+        if isinstance(self.templates, str):
+            return self.templates
+        if tools and "tool_use" in self.templates:
+            return self.templates["tool_use"]
+        if "default" in self.templates:
+            return self.templates["default"]
+        raise ValueError(f"multiple chat templates {sorted(self.templates)} and no default")
+
+
+def _token_content(value) -> str | None:
+    """A special token entry's text: a string, or an AddedToken dict's content."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping) and isinstance(value.get("content"), str):
+        return value["content"]
+    return None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise NeedsTransformers(f"{path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise NeedsTransformers(f"{path}: not a JSON object")
+    return data
+
+
+def read_chat_template(folder: Path) -> ChatTemplateSource | None:
+    """The template(s) and special tokens `AutoTokenizer.from_pretrained(folder)` would hold (None
+    without a template). Raises NeedsTransformers where only a tokenizer class could say."""
+    folder = Path(folder)
+    cfg_path = folder / "tokenizer_config.json"
+    init = _read_json(cfg_path) if cfg_path.is_file() else {}
+    if "auto_map" in init or "MistralCommon" in str(init.get("tokenizer_class")) or (folder / "tekken.json").exists():
+        raise NeedsTransformers("custom or mistral-common tokenizer")
+    # Template files take priority over the config's entry; one `default` alone is a single template.
+    templates: dict[str, str] = {}
+    if (folder / CHAT_TEMPLATE_FILE).is_file():
+        templates["default"] = (folder / CHAT_TEMPLATE_FILE).read_text(encoding="utf-8")
+    if (folder / CHAT_TEMPLATE_DIR).is_dir():
+        for f in (folder / CHAT_TEMPLATE_DIR).glob("*.jinja"):
+            templates[f.name.removesuffix(".jinja")] = f.read_text(encoding="utf-8")
+    chosen: str | dict[str, str] | None
+    if len(templates) == 1 and "default" in templates:
+        chosen = templates["default"]
+    elif templates:
+        chosen = templates
+    else:
+        chosen = init.get("chat_template")
+        if isinstance(chosen, (list, tuple)):
+            try:
+                chosen = {t["name"]: t["template"] for t in chosen}
+            except (KeyError, TypeError) as exc:
+                raise NeedsTransformers(f"{cfg_path}: chat_template list ({exc})") from exc
+    if not chosen:
+        return None
+    if not isinstance(chosen, (str, dict)):
+        raise NeedsTransformers(f"{cfg_path}: chat_template is a {type(chosen).__name__}")
+    # Named special tokens: the config's, then (legacy, without added_tokens_decoder) special_tokens_map.json's.
+    entries = dict(init)
+    stm = folder / "special_tokens_map.json"
+    if "added_tokens_decoder" not in init and stm.is_file():
+        entries.update(_read_json(stm))
+    named = {k: v for k, v in entries.items() if k.endswith("_token")}
+    extra = entries.get("extra_special_tokens") or entries.get("additional_special_tokens")
+    if isinstance(extra, Mapping):  # named extra tokens join the map (a list does not)
+        named.update(extra)
+    special = {k: c for k, v in named.items() if (c := _token_content(v)) is not None}
+    return ChatTemplateSource(chosen, special)
+
+
+@functools.lru_cache(maxsize=16)
+def _compile(template: str):
+    """`transformers.utils.chat_template_utils._cached_compile_jinja_template`, without
+    transformers: the same sandboxed environment, options, extensions, filters and globals."""
+    import jinja2
+    import jinja2.ext
+    import jinja2.nodes
+    import jinja2.utils
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class GenerationBlock(jinja2.ext.Extension):
+        """`{% generation %}...{% endgeneration %}` renders its body (transformers' AssistantTracker,
+        which also records the span for assistant masks; no masks here)."""
+
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(["name:endgeneration"], drop_needle=True)
+            return jinja2.nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
+
+        @jinja2.pass_eval_context
+        def _body(self, context, caller):
+            return caller()
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    def strftime_now(format):
+        return datetime.now().strftime(format)
+
+    class TemplateDict:
+        def __call__(self, *args, **kwargs):
+            return dict(*args, **kwargs)
+
+        def fromkeys(self, *args, **kwargs):
+            return dict.fromkeys(*args, **kwargs)
+
+    class TemplateNamespace(jinja2.utils.Namespace):
+        def __init__(*args, **kwargs):
+            self, args = args[0], args[1:]
+            attrs = dict(*args, **kwargs)
+            for name in attrs:
+                TemplateNamespace._check_name(name)
+            jinja2.utils.Namespace.__init__(self, attrs)
+
+        def __setitem__(self, name, value):
+            TemplateNamespace._check_name(name)
+            jinja2.utils.Namespace.__setitem__(self, name, value)
+
+        @staticmethod
+        def _check_name(name):
+            if isinstance(name, str) and name.startswith("_"):
+                raise jinja2.exceptions.SecurityError(f"underscore-prefixed namespace attribute {name!r}")
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[GenerationBlock, jinja2.ext.loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = strftime_now
+    env.globals["dict"] = TemplateDict()
+    env.globals["namespace"] = TemplateNamespace
+    return env, env.from_string(template)
+
+
+@functools.lru_cache(maxsize=16)
+def _undeclared(template: str) -> frozenset[str]:
+    import jinja2.meta
+
+    env, _ = _compile(template)
+    return frozenset(jinja2.meta.find_undeclared_variables(env.parse(template)))
+
+
+def render_chat(source: ChatTemplateSource, messages: list[dict], generation_prompt: bool, tools: bool) -> str:
+    """`apply_chat_template(messages, add_generation_prompt=..., tools=TOOLS if tools, tokenize=False)`.
+    Raises NeedsTransformers when the template reads a `*_token` the files do not give."""
+    template = source.template_for(tools)
+    unknown = {v for v in _undeclared(template) - RENDER_VARIABLES - source.special_tokens.keys()
+               if v.endswith("_token")}  # a tokenizer class may supply a default: only transformers knows
+    if unknown:
+        raise NeedsTransformers(f"the template reads {sorted(unknown)}")
+    _, compiled = _compile(template)
+    return compiled.render(messages=[dict(m) for m in messages], tools=json.loads(json.dumps(TOOLS)) if tools else None,
+                           documents=None, add_generation_prompt=generation_prompt, **source.special_tokens)
+
+
 def chat_markup_texts(folder: Path) -> list[str]:
     """The base's chat-template text outside message contents (empty without a template)."""
-    tok = load_chat_tokenizer(folder)
-    if tok is None:
-        return []
+    try:
+        source = read_chat_template(folder)
+        if source is None:
+            return []
+        return _markup(lambda messages, gen, tools: render_chat(source, messages, gen, tools))
+    except NeedsTransformers:
+        tok = load_chat_tokenizer(folder)
+        if tok is None:
+            return []
+        return _markup(lambda messages, gen, tools: _render(tok, messages, gen, tools))
+
+
+def _markup(render) -> list[str]:
     sentinels = [SENTINEL.format(i) for i in range(4)]
     out: list[str] = []
     for messages, gen, tools in _conversations(sentinels):
         try:
-            text = _render(tok, messages, gen, tools)
+            text = render(messages, gen, tools)
+        except NeedsTransformers:
+            raise
         except Exception:  # noqa: BLE001 - e.g. a template that refuses system messages or tools
             continue
         out.extend(part for part in SENTINEL_RE.split(text) if part)
