@@ -27,7 +27,7 @@ from tasks.engine.checkpoint.integrity import check_tensor_names
 from tasks.engine.runtime.redact import redact
 from tasks.pipeline.production.preflight import output_error_message
 from tasks.pipeline.evaluation.realtext import benchmark_labels, counting_corpus
-from tasks.pipeline.report.record import VariantRecord, language_score, variant_metrics
+from tasks.pipeline.report.record import LanguageScore, VariantRecord, variant_metrics
 from tasks.pipeline.manifest import LoadedManifest, Variant, fingerprint_fields, fingerprint_parts, resolved_keep_texts, spec_hash
 from tasks.engine.checkpoint.architectures import load_rules
 from tasks.pipeline.report.variant_plot import plot_variant
@@ -175,7 +175,7 @@ def _build_and_publish(
         record = record_of(variant, "published", location=publisher.location(variant),
                            fingerprint_parts=_fingerprint_parts(m, variant, base_dir), **variant_metrics(trim, report),
                            **proof_fields(proof, compare, why), **base_weight_fields(base_dir),
-                           benchmark={lang: language_score(f) for lang, f in benchmark.items()},
+                           benchmark={lang: LanguageScore.model_validate(f, from_attributes=True) for lang, f in benchmark.items()},
                            benchmark_text=benchmark_labels(variant.languages), counting_corpus=corpus_label,
                            counting_synthetic=synthetic)
         plot_name = None
