@@ -19,7 +19,7 @@ from filelock import FileLock
 
 from tasks.engine.runtime.atomic import flush_in_background, write_text_atomic
 from tasks.pipeline.evaluation.benchmark_text import udhr_lines
-from tasks.pipeline.report.card import variant_card
+from tasks.pipeline.report.card import corpora_lines, variant_card
 from tasks.pipeline.corpus.counts_cache import read_heldout
 from tasks.engine.errors import ExactnessError, SelectionError, TrimworksError
 from tasks.engine.runtime.heap import release_free_memory
@@ -183,7 +183,9 @@ def _build_and_publish(
             if not plot_variant(Path(plot_png), record, staging / "coverage.png"):  # marks this variant
                 shutil.copy2(plot_png, staging / "coverage.png")
             plot_name = "coverage.png"
-        card = variant_card(m, record, json.loads((base_dir / "config.json").read_text()), plot_name, base_dir,
+        corpora = corpora_lines({lang: m.spec.languages[lang] for lang in variant.languages}, m.spec.lid)
+        card = variant_card(record, m.base(variant.base), m.spec.selection, corpora,
+                            json.loads((base_dir / "config.json").read_text()), plot_name, base_dir,
                             location=publisher.location(variant) if isinstance(publisher, LocalRegistry) else variant.repo_id)
         write_text_atomic(staging / "README.md", str(card))
         record.seconds = round(time.perf_counter() - start, 2)

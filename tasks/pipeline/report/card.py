@@ -6,13 +6,14 @@ metrics.py that have a `card`, `heldout`/`udhr` Show or a model-index entry."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from tasks.engine.checkpoint.architectures import auto_class_name
-from tasks.pipeline.manifest import GGUFSource, HubSource, LoadedManifest, LocalSource
+from tasks.engine.selection.policy import SelectionPolicy
+from tasks.pipeline.manifest import BaseModelSpec, GGUFSource, HubSource, LanguageSpec, LidSpec, LocalSource
 from tasks.pipeline.evaluation.benchmark_text import BENCHMARK_DESCRIPTION, BENCHMARK_NAME
 from tasks.pipeline.evaluation.realtext import SYNTHETIC_NOTE
 from tasks.pipeline.report import metrics
@@ -258,42 +259,42 @@ def render_card(
     )
 
 
-def base_link(m: LoadedManifest, base_id: str, base_dir: Path | None = None) -> tuple[str, str]:
+def base_link(spec: BaseModelSpec, base_dir: Path | None = None) -> tuple[str, str]:
     """(name, link) of the base model the card credits: its Hub page when there is one, at
     the commit a tag resolved to when the download recorded it."""
-    spec = m.base(base_id)
     src = spec.source
     if isinstance(src, HubSource):
         commit = (hub_commit_of(base_dir) if base_dir is not None else None) or src.revision
         return src.hub, f"https://huggingface.co/{src.hub}/tree/{commit}"
-    name = spec.display_name or base_id
+    name = spec.display_name or spec.id
     if "/" in name:  # a display name like org/model names its Hub page
         return name, f"https://huggingface.co/{name}"
     return name, src.local if isinstance(src, LocalSource) else src.gguf if isinstance(src, GGUFSource) else ""
 
 
-def corpora_lines(m: LoadedManifest, languages: tuple[str, ...]) -> list[str]:
-    """The card's provenance list: each language's corpus specs and the LID filter."""
+def corpora_lines(languages: Mapping[str, LanguageSpec], lid: LidSpec) -> list[str]:
+    """The card's provenance list: each language's corpus specs (the manifest's `languages`
+    entries of the variant, in its order) and the LID filter."""
     out = []
-    for lang in languages:
-        for c in m.spec.languages[lang].corpora:
+    for lang, spec in languages.items():
+        for c in spec.corpora:
             out.append(f"`{lang}`: {json.dumps(c.model_dump(exclude_none=True), sort_keys=True)}")
-    lid = m.spec.lid
     out.append(f"fastText language-ID filter: {'on' if lid.enabled else 'off'} (min probability {lid.min_prob})")
     return out
 
 
-def variant_card(m: LoadedManifest, rec: VariantRecord, config: dict, plot_file: str | None,
-                 base_dir: Path | None = None, location: str | None = None) -> ModelCard:
-    """The card of a built variant: its record plus what the manifest and base config say
-    (`location`: where users load it from, a local registry path or the Hub id)."""
-    name, link = base_link(m, rec.base, base_dir)
+def variant_card(rec: VariantRecord, base: BaseModelSpec, selection: SelectionPolicy, corpora: list[str], config: dict,
+                 plot_file: str | None, base_dir: Path | None = None, location: str | None = None) -> ModelCard:
+    """The card of a built variant: its record plus the manifest's sections it was built from
+    (its base, the selection policy, `corpora_lines`) and the base's config (`location`: where
+    users load it from, a local registry path or the Hub id)."""
+    name, link = base_link(base, base_dir)
     model_class = auto_class_name(config)
     return render_card(
-        rec, base_name=name, base_link=link, license=m.base(rec.base).license,
+        rec, base_name=name, base_link=link, license=base.license,
         model_type=config.get("model_type", ""), is_causal=model_class == "AutoModelForCausalLM",
-        policy=m.spec.selection.model_dump_json(exclude_defaults=True) or "{}",
-        corpora=corpora_lines(m, tuple(rec.languages)), plot_file=plot_file, model_class=model_class,
+        policy=selection.model_dump_json(exclude_defaults=True) or "{}",
+        corpora=corpora, plot_file=plot_file, model_class=model_class,
         sentence_transformers=base_dir is not None and (Path(base_dir) / "modules.json").is_file(), location=location,
     )
 
