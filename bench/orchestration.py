@@ -62,7 +62,7 @@ def run_plain(manifest: str, force: bool = True) -> list:
 
     m = load_manifest(Path(manifest))
     bases = [BaseState.ready(b.id, materialize_base(m, b)) for b in m.spec.base_models]
-    publisher = publisher_for(m)
+    publisher = publisher_for(m.spec.publish, m.output_dir)
     p = plan(m, bases, publisher.published_fingerprint, force=force)
     records = {d.variant.id: skipped_record(publisher, d.variant) for d in p.decisions if d.action == "skip"}
     records |= {d.variant.id: failed_record(d.variant, d.reason) for d in p.decisions if d.action == "fail"}

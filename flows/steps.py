@@ -58,7 +58,7 @@ def resolve_hub_token(spec: HubTarget) -> str | None:
 def make_publisher(m: LoadedManifest) -> Publisher:
     """The manifest's publish target, with the Hub token from the environment or a Prefect Secret."""
     hub = m.spec.publish.hub if m.spec.publish.target == "hub" else None
-    return publisher_for(m, resolve_hub_token(hub) if hub is not None else None)
+    return publisher_for(m.spec.publish, m.output_dir, resolve_hub_token(hub) if hub is not None else None)
 
 
 @task(name="materialize-base", cache_policy=NO_CACHE)

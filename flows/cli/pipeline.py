@@ -44,7 +44,7 @@ def plan_cmd(
 
     try:
         m = load_manifest(manifest)
-        report = plan_report(m, str(manifest), publisher_for(m, os.environ.get("HF_TOKEN")))
+        report = plan_report(m, str(manifest), publisher_for(m.spec.publish, m.output_dir, os.environ.get("HF_TOKEN")))
     except TrimworksError as exc:
         _fail(exc)
     typer.echo(json.dumps(report.as_json(), indent=2) if as_json else report.render(show_all))

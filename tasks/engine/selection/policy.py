@@ -21,6 +21,22 @@ from tasks.engine.errors import SelectionError
 from tasks.engine.tokenizer.vocab import Vocab
 
 
+# Vocabulary multiples beyond this never trim a real model (the largest vocabularies are
+# ~262k tokens); per base, a multiple that would keep the whole vocabulary is an error too
+# (tasks/pipeline/production/build.py, once the base's vocabulary is known).
+MAX_MULTIPLE = 65536
+
+
+def multiple_problem(multiple: object) -> str | None:
+    """The one rule for a vocabulary multiple, wherever one comes in (the manifest, `trimworks
+    trim --multiple`): None when it is fine, else what is wrong."""
+    if isinstance(multiple, bool) or not isinstance(multiple, int):
+        return f"a vocabulary multiple is a whole number, got {multiple!r}"
+    if not 1 <= multiple <= MAX_MULTIPLE:
+        return f"a vocabulary multiple is from 1 to {MAX_MULTIPLE:,} (8 or 64 suit GPUs), got {multiple:,}"
+    return None
+
+
 class KeepTextFile(BaseModel):
     """A UTF-8 file of texts to encode exactly (the whole file and each line); relative to the manifest."""
 
@@ -154,8 +170,8 @@ def select_kept_ids(
 ) -> Selection:
     """Pick the kept ids. `merge_closure=False` exists only to demonstrate why closure matters.
     `languages` (ISO codes) name the scripts of the character backstop, with the counted ones."""
-    if multiple < 1:
-        raise SelectionError(f"multiple must be a positive integer, got {multiple}")
+    if problem := multiple_problem(multiple):
+        raise SelectionError(problem)
     if not counts:
         raise SelectionError("no counts tables given: count at least one corpus first")
     n = vocab.id_space

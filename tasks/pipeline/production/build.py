@@ -19,7 +19,7 @@ from filelock import FileLock
 
 from tasks.engine.runtime.atomic import flush_in_background, write_text_atomic
 from tasks.pipeline.evaluation.benchmark_text import udhr_lines
-from tasks.pipeline.report.card import variant_card
+from tasks.pipeline.report.card import corpora_lines, variant_card
 from tasks.pipeline.corpus.counts_cache import read_heldout
 from tasks.engine.errors import ExactnessError, SelectionError, TrimworksError
 from tasks.engine.runtime.heap import release_free_memory
@@ -27,7 +27,7 @@ from tasks.engine.checkpoint.guard import check_tensor_names
 from tasks.engine.runtime.redact import redact
 from tasks.pipeline.production.preflight import output_error_message
 from tasks.pipeline.evaluation.realtext import benchmark_labels, counting_corpus
-from tasks.pipeline.report.record import VariantRecord, language_score, variant_metrics
+from tasks.pipeline.report.record import LanguageScore, VariantRecord, variant_metrics
 from tasks.pipeline.manifest import LoadedManifest, Variant, fingerprint_fields, fingerprint_parts, resolved_keep_texts, spec_hash
 from tasks.engine.checkpoint.architectures import load_rules
 from tasks.pipeline.report.variant_plot import plot_variant
@@ -178,7 +178,7 @@ def _build_and_publish(
         record = record_of(variant, "published", location=publisher.location(variant),
                            fingerprint_parts=_fingerprint_parts(m, variant, base_dir), **variant_metrics(trim, report),
                            **proof_fields(proof, compare, why), **base_weight_fields(base_dir),
-                           benchmark={lang: language_score(f) for lang, f in benchmark.items()},
+                           benchmark={lang: LanguageScore.model_validate(f, from_attributes=True) for lang, f in benchmark.items()},
                            benchmark_text=benchmark_labels(variant.languages), counting_corpus=corpus_label,
                            counting_synthetic=synthetic)
         plot_name = None
@@ -186,7 +186,9 @@ def _build_and_publish(
             if not plot_variant(Path(plot_png), record, staging / "coverage.png"):  # marks this variant
                 shutil.copy2(plot_png, staging / "coverage.png")
             plot_name = "coverage.png"
-        card = variant_card(m, record, json.loads((base_dir / "config.json").read_text()), plot_name, base_dir,
+        corpora = corpora_lines({lang: m.spec.languages[lang] for lang in variant.languages}, m.spec.lid)
+        card = variant_card(record, m.base(variant.base), m.spec.selection, corpora,
+                            json.loads((base_dir / "config.json").read_text()), plot_name, base_dir,
                             location=publisher.location(variant) if isinstance(publisher, LocalRegistry) else variant.repo_id)
         write_text_atomic(staging / "README.md", str(card))
         record.seconds = round(time.perf_counter() - start, 2)

@@ -27,7 +27,7 @@ from tasks.engine.runtime.atomic import fsync_dir, fsync_tree
 from tasks.engine.errors import PublishError
 from tasks.engine.runtime.redact import register_secret
 from tasks.engine.runtime.failpoints import failpoint
-from tasks.pipeline.manifest import HubTarget, LoadedManifest, Variant
+from tasks.pipeline.manifest import HubTarget, PublishSpec, Variant
 
 log = logging.getLogger("trimworks.publish")
 RECORD_NAME = "evaluation.json"
@@ -45,11 +45,12 @@ class Publisher(Protocol):
     def publish(self, folder: Path, variant: Variant) -> str: ...
 
 
-def publisher_for(m: LoadedManifest, token: str | None = None) -> Publisher:
-    """The manifest's publish target (`token`: the Hub token, when the target is the Hub)."""
-    if m.spec.publish.target == "hub":
-        return HubPublisher(m.spec.publish.hub, token)
-    return LocalRegistry(m.output_dir)
+def publisher_for(publish: PublishSpec, output_dir: Path, token: str | None = None) -> Publisher:
+    """The manifest's publish target: its `publish` section, and its output folder resolved
+    against the manifest (`token`: the Hub token, when the target is the Hub)."""
+    if publish.target == "hub":
+        return HubPublisher(publish.hub, token)
+    return LocalRegistry(output_dir)
 
 
 class LocalRegistry:

@@ -1,16 +1,22 @@
-"""Model cards from a template, with huggingface_hub's ModelCard/ModelCardData."""
+"""Model cards from a template, with huggingface_hub's ModelCard/ModelCardData.
+
+The size table, the two fidelity tables and the `model-index` metadata list the metrics of
+metrics.py that have a `card`, `heldout`/`udhr` Show or a model-index entry."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from tasks.engine.checkpoint.architectures import auto_class_name
-from tasks.pipeline.manifest import GGUFSource, HubSource, LoadedManifest, LocalSource
+from tasks.engine.selection.policy import SelectionPolicy
+from tasks.pipeline.manifest import BaseModelSpec, GGUFSource, HubSource, LanguageSpec, LidSpec, LocalSource
 from tasks.pipeline.evaluation.benchmark_text import BENCHMARK_DESCRIPTION, BENCHMARK_NAME
 from tasks.pipeline.evaluation.realtext import SYNTHETIC_NOTE
+from tasks.pipeline.report import metrics
 from tasks.pipeline.report.record import VariantRecord
 from tasks.pipeline.production.base_models import hub_commit_of
 
@@ -32,10 +38,7 @@ the model gives exactly the original's outputs (restricted to the kept tokens).
 
 | | base | trimmed |
 |---|---:|---:|
-| vocabulary | {{ vocab_before }} | {{ vocab_after }} |
-| parameters | {{ params_before }} | {{ params_after }} |
-| bytes on disk | {{ bytes_before }} | {{ bytes_after }} |
-| embedding share of parameters | {{ emb_before }} | {{ emb_after }} |
+{{ size_rows }}
 
 Size reduction: **{{ reduction }} %**. The kept set holds every token seen in the counting
 corpora (selection policy: `{{ policy }}`), all special and added tokens, what keeps every
@@ -52,9 +55,7 @@ the next most frequent tokens to round the vocabulary up to a multiple of {{ mul
 
 Counting corpus: {{ counting_corpus }}.{{ synthetic_note }}
 
-| language | held-out lines | covered lines | identical tokenization (covered) | token coverage | lines gaining an unknown token | tokens/char before | after |
-|---|---:|---:|---:|---:|---:|---:|---:|
-{{ fidelity_rows }}
+{{ fidelity_table }}
 
 {% if output_compared %}Output equivalence on a sample of covered lines: max abs difference of {{ output_kind }}
 = **{{ max_diff }}** (computed in float64).{{ loss_line }}{% else %}Outputs were not compared for this variant: {{ output_why }}.{% endif %}
@@ -119,15 +120,35 @@ def _chat_line(rec: VariantRecord) -> str:
             "names, markup, default system prompt) are always kept.\n")
 
 
-def _fmt_int(x: int | None) -> str:
-    return f"{x:,}" if isinstance(x, int) else "–"
-
-
 _HELDOUT_KIND = {True: " (synthetic: wordfreq pseudo-text, not a measure of the language)", False: " (real text)", None: ""}
 
 
-def _fmt_share(x: float | None) -> str:
-    return f"{x:.4f}" if isinstance(x, float) else "–"
+def size_rows(rec: VariantRecord) -> str:
+    """The size table: metrics with a `card` Show; two with one label are its base and trimmed cells."""
+    rows: dict[str, list[str]] = {}
+    for m, s in metrics.shown(metrics.VARIANT_METRICS, "card"):
+        rows.setdefault(s.label, []).append(metrics.cell(m.value(rec), m, s))
+    return "\n".join(f"| {label} | {' | '.join(cells if len(cells) == 2 else ['', *cells])} |" for label, cells in rows.items())
+
+
+def language_table(scores: dict, view: str, first: Sequence[tuple[str, Callable[[str], str]]]) -> str:
+    """A per-language table of the metrics with a `view` Show ("heldout", "udhr"), after the
+    `first` text columns (header, cell of a language)."""
+    columns = metrics.shown(metrics.LANGUAGE_METRICS, view)
+    head = "| " + " | ".join([h for h, _ in first] + [s.label for _, s in columns]) + " |\n"
+    rule = "|" + "---|" * len(first) + "---:|" * len(columns) + "\n"
+    return head + rule + "\n".join(
+        "| " + " | ".join([cell(lang) for _, cell in first] + [metrics.cell(m.of(f), m, s) for m, s in columns]) + " |"
+        for lang, f in scores.items())
+
+
+def language_eval_results(scores: dict, view: str, **common) -> list[EvalResult]:
+    """model-index entries of each language's metrics with a `view` entry (`heldout_index`, `udhr_index`);
+    `common(lang)` gives the dataset fields. A metric without a value is left out."""
+    make = common.pop("dataset")
+    return [EvalResult(metric_type=e.type, metric_name=e.name, metric_value=metrics.index_value(v, e), **make(lang))
+            for lang, f in scores.items() for m, e in metrics.indexed(metrics.LANGUAGE_METRICS, view)
+            if (v := m.of(f)) is not None]
 
 
 def benchmark_section(rec: VariantRecord) -> str:
@@ -135,37 +156,35 @@ def benchmark_section(rec: VariantRecord) -> str:
     if not rec.benchmark:
         return (f"The {BENCHMARK_NAME} has no text in {', '.join(rec.languages)}: this variant was not measured "
                 "on independent real text.")
-    rows = "\n".join(
-        f"| {lang} | {rec.benchmark_text.get(lang, lang)} | {f.lines} | {_fmt_share(f.token_coverage)} | "
-        f"{f.tokens_per_char_after / f.tokens_per_char_before if f.tokens_per_char_before else 1.0:.4f} | "
-        f"{_fmt_int(f.lines_gaining_unknown)} | {f.coverage:.2%} | {f.identity:.2%} |"
-        for lang, f in rec.benchmark.items())
+    table = language_table(rec.benchmark, "udhr", [("language", lambda lang: lang),
+                                                   ("text", lambda lang: rec.benchmark_text.get(lang, lang))])
     missing = [lang for lang in rec.languages if lang not in rec.benchmark]
     tail = f"\n\nNo {BENCHMARK_NAME} text for: {', '.join(missing)}." if missing else ""
     return (f"{BENCHMARK_DESCRIPTION}. *Token coverage*: share of the base model's tokens that the trimmed "
             "vocabulary keeps; *lines gaining an unknown token*: lines where trimming produces an unknown token "
             "the base did not; *line coverage*: lines whose tokens are all kept (those are tokenized identically).\n\n"
-            "| language | text | lines | token coverage | tokens/char, trimmed ÷ base | lines gaining an unknown token "
-            "| line coverage | identical tokenization (covered) |\n|---|---|---:|---:|---:|---:|---:|---:|\n" + rows + tail)
+            + table + tail)
 
 
 def benchmark_eval_results(rec: VariantRecord) -> list[EvalResult]:
     """model-index entries for the UDHR, labelled as real text (dataset type `udhr`)."""
-    out = []
-    for lang, f in rec.benchmark.items():
-        common = dict(task_type="vocabulary-trimming", dataset_type="udhr",
-                      dataset_name=f"{rec.benchmark_text.get(lang, BENCHMARK_NAME)} (real text)",
-                      dataset_config=lang, task_name="Vocabulary trimming fidelity on real text")
-        if f.token_coverage is not None:
-            out.append(EvalResult(metric_type="token_coverage", metric_name="share of base tokens kept",
-                                  metric_value=round(f.token_coverage, 6), **common))
-        if f.lines_gaining_unknown is not None:
-            out.append(EvalResult(metric_type="lines_gaining_unknown", metric_name="lines gaining an unknown token",
-                                  metric_value=f.lines_gaining_unknown, **common))
-        out.append(EvalResult(metric_type="coverage", metric_name="covered lines", metric_value=round(f.coverage, 6), **common))
-        out.append(EvalResult(metric_type="tokens_per_char_ratio", metric_name="tokens per char, trimmed / base",
-                              metric_value=round(f.tokens_per_char_after / f.tokens_per_char_before, 6)
-                              if f.tokens_per_char_before else 1.0, **common))
+    return language_eval_results(rec.benchmark, "udhr_index", dataset=lambda lang: dict(
+        task_type="vocabulary-trimming", dataset_type="udhr",
+        dataset_name=f"{rec.benchmark_text.get(lang, BENCHMARK_NAME)} (real text)", dataset_config=lang,
+        task_name="Vocabulary trimming fidelity on real text"))
+
+
+def heldout_eval_results(rec: VariantRecord) -> list[EvalResult]:
+    """model-index entries for the held-out split, per language, then the variant's own metrics."""
+    out = language_eval_results(rec.fidelity, "heldout_index", dataset=lambda lang: dict(
+        task_type="vocabulary-trimming", dataset_type="held-out",
+        dataset_name=f"held-out {lang}{_HELDOUT_KIND[rec.counting_synthetic]}", dataset_config=lang,
+        task_name="Vocabulary trimming fidelity"))
+    for m in metrics.VARIANT_METRICS:
+        if m.model_index is not None and (v := m.value(rec)) is not None:
+            out.append(EvalResult(task_type="vocabulary-trimming", dataset_type="held-out", dataset_name="held-out sample",
+                                  metric_type=m.model_index.type, metric_name=m.model_index.name,
+                                  metric_value=metrics.index_value(v, m.model_index), task_name="Vocabulary trimming fidelity"))
     return out
 
 
@@ -185,16 +204,7 @@ def render_card(
 ) -> ModelCard:
     """`sentence_transformers`: the base ships `modules.json` (library and usage follow);
     `location`: where a user loads it from — the Hub id, or the local registry path."""
-    evals = []
-    for lang, f in rec.fidelity.items():
-        common = dict(task_type="vocabulary-trimming", dataset_type="held-out", dataset_name=f"held-out {lang}{_HELDOUT_KIND[rec.counting_synthetic]}",
-                      dataset_config=lang, task_name="Vocabulary trimming fidelity")
-        evals.append(EvalResult(metric_type="coverage", metric_name="covered held-out lines", metric_value=round(f.coverage, 6), **common))
-        evals.append(EvalResult(metric_type="identity", metric_name="identical tokenization of covered lines", metric_value=round(f.identity, 6), **common))
-    if rec.output_max_abs_diff is not None:
-        evals.append(EvalResult(task_type="vocabulary-trimming", dataset_type="held-out", dataset_name="held-out sample",
-                                metric_type="max_abs_diff", metric_name="max abs output difference",
-                                metric_value=float(rec.output_max_abs_diff), task_name="Vocabulary trimming fidelity"))
+    evals = heldout_eval_results(rec)
     data = ModelCardData(
         base_model=base_name,
         language=sorted({lang.split("_")[0] for lang in rec.languages}),
@@ -207,11 +217,6 @@ def render_card(
         eval_results=evals,
         trimworks_fingerprint=rec.fingerprint,
     )
-    rows = "\n".join(
-        f"| {lang} | {f.lines} | {f.coverage:.2%} | {f.identity:.2%} | {_fmt_share(f.token_coverage)} | "
-        f"{_fmt_int(f.lines_gaining_unknown)} | {f.tokens_per_char_before:.4f} | {f.tokens_per_char_after:.4f} |"
-        for lang, f in rec.fidelity.items()
-    )
     evals += benchmark_eval_results(rec)
     loss = ""
     if rec.loss_before is not None and rec.loss_after is not None:
@@ -223,18 +228,11 @@ def render_card(
         base_name=base_name,
         base_link=base_link,
         language_names=", ".join(rec.languages),
-        vocab_before=_fmt_int(rec.vocab_before),
-        vocab_after=_fmt_int(rec.vocab_after),
-        params_before=_fmt_int(rec.params_before),
-        params_after=_fmt_int(rec.params_after),
-        bytes_before=_fmt_int(rec.bytes_before),
-        bytes_after=_fmt_int(rec.bytes_after),
-        emb_before=f"{rec.embedding_share_before:.1%}" if rec.embedding_share_before is not None else "–",
-        emb_after=f"{rec.embedding_share_after:.1%}" if rec.embedding_share_after is not None else "–",
+        size_rows=size_rows(rec),
         reduction=f"{rec.size_reduction_pct:.1f}" if rec.size_reduction_pct is not None else "–",
         policy=policy,
         multiple=rec.multiple,
-        fidelity_rows=rows,
+        fidelity_table=language_table(rec.fidelity, "heldout", [("language", lambda lang: lang)]),
         benchmark_name=BENCHMARK_NAME,
         benchmark_section=benchmark_section(rec),
         counting_corpus=rec.counting_corpus or "not recorded",
@@ -261,42 +259,42 @@ def render_card(
     )
 
 
-def base_link(m: LoadedManifest, base_id: str, base_dir: Path | None = None) -> tuple[str, str]:
+def base_link(spec: BaseModelSpec, base_dir: Path | None = None) -> tuple[str, str]:
     """(name, link) of the base model the card credits: its Hub page when there is one, at
     the commit a tag resolved to when the download recorded it."""
-    spec = m.base(base_id)
     src = spec.source
     if isinstance(src, HubSource):
         commit = (hub_commit_of(base_dir) if base_dir is not None else None) or src.revision
         return src.hub, f"https://huggingface.co/{src.hub}/tree/{commit}"
-    name = spec.display_name or base_id
+    name = spec.display_name or spec.id
     if "/" in name:  # a display name like org/model names its Hub page
         return name, f"https://huggingface.co/{name}"
     return name, src.local if isinstance(src, LocalSource) else src.gguf if isinstance(src, GGUFSource) else ""
 
 
-def corpora_lines(m: LoadedManifest, languages: tuple[str, ...]) -> list[str]:
-    """The card's provenance list: each language's corpus specs and the LID filter."""
+def corpora_lines(languages: Mapping[str, LanguageSpec], lid: LidSpec) -> list[str]:
+    """The card's provenance list: each language's corpus specs (the manifest's `languages`
+    entries of the variant, in its order) and the LID filter."""
     out = []
-    for lang in languages:
-        for c in m.spec.languages[lang].corpora:
+    for lang, spec in languages.items():
+        for c in spec.corpora:
             out.append(f"`{lang}`: {json.dumps(c.model_dump(exclude_none=True), sort_keys=True)}")
-    lid = m.spec.lid
     out.append(f"fastText language-ID filter: {'on' if lid.enabled else 'off'} (min probability {lid.min_prob})")
     return out
 
 
-def variant_card(m: LoadedManifest, rec: VariantRecord, config: dict, plot_file: str | None,
-                 base_dir: Path | None = None, location: str | None = None) -> ModelCard:
-    """The card of a built variant: its record plus what the manifest and base config say
-    (`location`: where users load it from, a local registry path or the Hub id)."""
-    name, link = base_link(m, rec.base, base_dir)
+def variant_card(rec: VariantRecord, base: BaseModelSpec, selection: SelectionPolicy, corpora: list[str], config: dict,
+                 plot_file: str | None, base_dir: Path | None = None, location: str | None = None) -> ModelCard:
+    """The card of a built variant: its record plus the manifest's sections it was built from
+    (its base, the selection policy, `corpora_lines`) and the base's config (`location`: where
+    users load it from, a local registry path or the Hub id)."""
+    name, link = base_link(base, base_dir)
     model_class = auto_class_name(config)
     return render_card(
-        rec, base_name=name, base_link=link, license=m.base(rec.base).license,
+        rec, base_name=name, base_link=link, license=base.license,
         model_type=config.get("model_type", ""), is_causal=model_class == "AutoModelForCausalLM",
-        policy=m.spec.selection.model_dump_json(exclude_defaults=True) or "{}",
-        corpora=corpora_lines(m, tuple(rec.languages)), plot_file=plot_file, model_class=model_class,
+        policy=selection.model_dump_json(exclude_defaults=True) or "{}",
+        corpora=corpora, plot_file=plot_file, model_class=model_class,
         sentence_transformers=base_dir is not None and (Path(base_dir) / "modules.json").is_file(), location=location,
     )
 

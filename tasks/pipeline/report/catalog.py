@@ -1,4 +1,6 @@
-"""The catalog of every variant (Parquet + markdown) and the per-base coverage plots."""
+"""The catalog of every variant (Parquet + markdown) and the per-base coverage plots.
+
+Its columns, their headers and formats are the entries of metrics.py."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from tasks.engine.counting.tokens import load_plain_tokenizer, read_counts
 from tasks.engine.runtime.memo import lines_key
 from tasks.pipeline.production.checks import checks_section
 from tasks.engine.runtime.redact import redact
+from tasks.pipeline.report.metrics import catalog_row, markdown_columns
 from tasks.pipeline.report.record import VariantRecord
 from tasks.engine.tokenizer.vocab import Vocab
 
@@ -25,72 +28,18 @@ CATALOG_MARKDOWN = "catalog.md"
 
 
 def catalog_rows(records: Sequence[VariantRecord]) -> list[dict]:
-    rows = []
-    for r in records:
-        fid = r.fidelity.values()
-        rows.append({
-            "variant_id": r.variant_id, "base": r.base, "languages": ",".join(r.languages), "multiple": r.multiple,
-            "status": r.status, "repo_id": r.repo_id, "vocab_before": r.vocab_before, "vocab_after": r.vocab_after,
-            "params_before": r.params_before, "params_after": r.params_after, "bytes_before": r.bytes_before,
-            "bytes_after": r.bytes_after, "size_reduction_pct": r.size_reduction_pct,
-            "min_coverage": min((f.coverage for f in fid), default=None),
-            "min_identity": min((f.identity for f in fid), default=None),
-            "output_max_abs_diff": r.output_max_abs_diff, "loss_before": r.loss_before, "loss_after": r.loss_after,
-            "location": r.location, "error": redact(r.error) if r.error else r.error, "fingerprint": r.fingerprint,
-            "fidelity_json": json.dumps({k: v.model_dump() for k, v in r.fidelity.items()}),
-            "checks": ",".join(r.checks), "proof_passed": r.proof_passed, "output_check": r.output_check,
-            "dtype": r.dtype, "source_file": r.source_file, "source_quantization": r.source_quantization,
-            **benchmark_columns(r),
-        })
-    return rows
-
-
-def benchmark_columns(r: VariantRecord) -> dict:
-    """Real-text (UDHR) and held-out figures side by side, each named for what the text is."""
-    bench = r.benchmark.values()
-    fid = r.fidelity.values()
-    ratios = [f.tokens_per_char_after / f.tokens_per_char_before for f in bench if f.tokens_per_char_before]
-    return {
-        "heldout_text": ("synthetic (wordfreq)" if r.counting_synthetic else "real") if r.counting_synthetic is not None else None,
-        "heldout_min_token_coverage": min((f.token_coverage for f in fid if f.token_coverage is not None), default=None),
-        "udhr_min_token_coverage": min((f.token_coverage for f in bench if f.token_coverage is not None), default=None),
-        "udhr_min_line_coverage": min((f.coverage for f in bench), default=None),
-        "udhr_max_tokens_per_char_ratio": max(ratios, default=None),
-        "udhr_lines_gaining_unknown": sum(f.lines_gaining_unknown or 0 for f in bench) if r.benchmark else None,
-        "udhr_languages": ",".join(r.benchmark),
-        "backstop_tokens": r.backstop_tokens,
-        "benchmark_json": json.dumps({k: v.model_dump() for k, v in r.benchmark.items()}),
-    }
+    """One row per record: the catalog columns of metrics.py, in their order."""
+    return [catalog_row(r) for r in records]
 
 
 def realtext_markdown_table(rows: Sequence[dict]) -> str:
     """The catalog's real-text table: UDHR (independent real text) beside the held-out split."""
-    head = ("| variant | held-out text | held-out min token coverage | UDHR min token coverage | UDHR tokens/char ÷ base (max) "
-            "| UDHR lines gaining unknown | UDHR min line coverage | backstop tokens |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
-    return head + "".join(
-        f"| {r['variant_id']} | {r.get('heldout_text') or '–'} | {_fmt(r.get('heldout_min_token_coverage'), '.4f')} | "
-        f"{_fmt(r.get('udhr_min_token_coverage'), '.4f')} | {_fmt(r.get('udhr_max_tokens_per_char_ratio'), '.4f')} | "
-        f"{_fmt(r.get('udhr_lines_gaining_unknown'))} | {_fmt(r.get('udhr_min_line_coverage'), '.2%')} | "
-        f"{_fmt(r.get('backstop_tokens'), ',')} |\n"
-        for r in rows)
-
-
-def _fmt(v, spec: str = "") -> str:
-    if v is None:
-        return "–"
-    return format(v, spec)
+    return markdown_columns(rows, "realtext")
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
-    head = "| variant | status | vocab | params | size −% | min coverage | identity | max abs diff | published at |\n|---|---|---:|---:|---:|---:|---:|---:|---|\n"
-    body = "".join(
-        f"| {r['variant_id']} | {r['status']} | {_fmt(r['vocab_before'], ',')} → {_fmt(r['vocab_after'], ',')} | "
-        f"{_fmt(r['params_before'], ',')} → {_fmt(r['params_after'], ',')} | {_fmt(r['size_reduction_pct'], '.1f')} | "
-        f"{_fmt(r['min_coverage'], '.2%')} | {_fmt(r['min_identity'], '.2%')} | {_fmt(r['output_max_abs_diff'], '.2g')} | "
-        f"{r['location'] or ''} |\n"
-        for r in rows
-    )
-    return head + body
+    """The catalog's main table: size and fidelity of every variant."""
+    return markdown_columns(rows, "table")
 
 
 def write_catalog(records: Sequence[VariantRecord], out_dir: Path, plots: Mapping[str, Path]) -> tuple[Path, Path]:

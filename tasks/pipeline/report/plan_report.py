@@ -143,7 +143,7 @@ class _Published:
 
 def plan_report(m: LoadedManifest, manifest: str, publisher: Publisher | None = None) -> PlanReport:
     bases = local_bases(m)
-    published = _Published(publisher or publisher_for(m))
+    published = _Published(publisher or publisher_for(m.spec.publish, m.output_dir))
     content = corpus_identities(m)
     p = plan(m, bases, published.fingerprint, corpus_identity=content)
     failures = last_failures(m)

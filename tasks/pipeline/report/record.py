@@ -1,25 +1,24 @@
-"""The per-variant record: size, fidelity and where it was published (one catalog row)."""
+"""The per-variant record: size, fidelity and where it was published (one catalog row).
+
+`LanguageScore`, a language's fidelity on one text, is made from the stored per-language
+metrics of metrics.py (`LANGUAGE_METRICS`): a new one is an entry there, not a field here.
+Build it from the engine's measure with `LanguageScore.model_validate(fidelity, from_attributes=True)`.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 
 from tasks.engine.verify.proof import ProofCheck
 from tasks.engine.trim import TrimResult
-from tasks.engine.verify.outputs import ExactnessReport, LanguageFidelity
+from tasks.engine.verify.outputs import ExactnessReport
+from tasks.pipeline.report.metrics import LANGUAGE_METRICS
 
-
-class LanguageScore(BaseModel):
-    lines: int
-    coverage: float
-    identity: float
-    tokens_per_char_before: float
-    tokens_per_char_after: float
-    covered_lines: int | None = None
-    token_coverage: float | None = None  # share of the base's tokens that are kept
-    lines_gaining_unknown: int | None = None  # lines with more unknown tokens than the base gives
+LanguageScore = create_model(
+    "LanguageScore", __doc__="A language's fidelity on one text (fields: metrics.LANGUAGE_METRICS with `stored`).",
+    **{m.name: m.stored for m in LANGUAGE_METRICS if m.stored is not None})
 
 
 class VariantRecord(BaseModel):
@@ -74,14 +73,6 @@ class VariantRecord(BaseModel):
     backstop_scripts: list[str] = []
 
 
-def language_score(f: LanguageFidelity) -> LanguageScore:
-    return LanguageScore(
-        lines=f.lines, coverage=f.coverage, identity=f.identity, tokens_per_char_before=f.tokens_per_char_before,
-        tokens_per_char_after=f.tokens_per_char_after, covered_lines=f.covered_lines, token_coverage=f.token_coverage,
-        lines_gaining_unknown=f.lines_gaining_unknown,
-    )
-
-
 def variant_metrics(trim: TrimResult, report: ExactnessReport) -> dict:
     """Size and fidelity numbers of a built variant, as VariantRecord fields."""
     s = trim.surgery
@@ -89,7 +80,7 @@ def variant_metrics(trim: TrimResult, report: ExactnessReport) -> dict:
         **trim.summary(),
         "embedding_share_before": s.embedding_params_before / s.params_before if s.params_before else None,
         "embedding_share_after": s.embedding_params_after / s.params_after if s.params_after else None,
-        "fidelity": {lang.language: language_score(lang) for lang in report.languages},
+        "fidelity": {lang.language: LanguageScore.model_validate(lang, from_attributes=True) for lang in report.languages},
         "backstop_tokens": trim.selection.n_backstop,
         "backstop_scripts": list(trim.selection.backstop_scripts),
         "output_kind": report.output_kind,

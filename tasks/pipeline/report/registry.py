@@ -218,5 +218,5 @@ def update_registry_catalog(out_dir: Path, run: Sequence[VariantRecord] = (), ma
     write_text_atomic(last, last_run_markdown(run, manifest, when))
     write_text_atomic(out_dir / LAST_RUN_JSON, json.dumps(
         {"finished": when, "manifest": manifest, "variants": [r.model_dump(mode="json") for r in run]}, indent=1))
-    html = write_site(out_dir, records, rows, plots)
+    html = write_site(out_dir, records, plots)
     return RegistryOutputs(parquet=parquet, markdown=md, html=html, last_run=last, rows=rows)

@@ -3,9 +3,8 @@ open the file, or put the output folder behind any web server.
 
 The table is plain HTML (readable without JavaScript); a few lines of script filter it
 (every word typed must appear in the row; `#q=words` in the URL pre-fills the filter) and
-sort it by any column (click a header, or `#sort=-vocab after` in the URL). Columns come from COLUMNS, then every other numeric field a record
-has (top level, or one level down in a mapping such as per-language scores), so a new
-metric in VariantRecord shows up without touching this file.
+sort it by any column (click a header, or `#sort=-vocab after` in the URL). The columns are
+the entries of metrics.py with a `site` Show: a new metric is an entry there, not a change here.
 """
 
 from __future__ import annotations
@@ -15,68 +14,40 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tasks.engine.runtime.atomic import write_text_atomic
+from tasks.pipeline.report import metrics
+from tasks.pipeline.report.metrics import Show, VariantMetric
 from tasks.pipeline.report.record import VariantRecord
 
 INDEX = "index.html"
 CARDS = "cards"
 
-# (row key, header, format): format is a format spec, "pct" (0..1 shown as %), or "" (text).
-COLUMNS: list[tuple[str, str, str]] = [
-    ("base", "base", ""),
-    ("languages", "languages", ""),
-    ("multiple", "×", "d"),
-    ("status", "status", ""),
-    ("vocab_before", "vocab before", ",d"),
-    ("vocab_after", "vocab after", ",d"),
-    ("params_after", "params after", ",d"),
-    ("size_reduction_pct", "size −%", ".1f"),
-    ("min_coverage", "min coverage", "pct"),
-    ("min_identity", "identity", "pct"),
-    ("output_max_abs_diff", "max abs diff", ".2g"),
-    ("loss_before", "loss before", ".3f"),
-    ("loss_after", "loss after", ".3f"),
-]
-# Numeric record fields left out of the table on purpose (shown on the card instead).
-NOT_COLUMNS = {"params_before", "bytes_before", "bytes_after", "embedding_share_before", "embedding_share_after",
-               "seconds", "fidelity"}
+def site_columns(records: Sequence[VariantRecord]) -> list[tuple[VariantMetric, Show]]:
+    """The page's columns: those always shown, in registry order, then those shown when present
+    in the order the records first have them."""
+    shown_metrics = metrics.shown(metrics.VARIANT_METRICS, "site")
+    always = [(m, s) for m, s in shown_metrics if not s.when_present]
+    present: dict[str, tuple[VariantMetric, Show]] = {}
+    for r in records:
+        for m, s in shown_metrics:
+            if s.when_present and m.name not in present and _is_num(m.value(r)):
+                present[m.name] = (m, s)
+    return always + list(present.values())
 
 
 def _is_num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def extra_columns(records: Sequence[VariantRecord]) -> list[str]:
-    """Numeric fields of the records not in COLUMNS: `name` or `name.key` (one level down)."""
-    known = {k for k, _, _ in COLUMNS} | NOT_COLUMNS
-    seen: dict[str, None] = {}
-    for r in records:
-        for k, v in r.model_dump().items():
-            if k in known:
-                continue
-            if _is_num(v):
-                seen[k] = None
-            elif isinstance(v, Mapping):
-                for sub, sv in v.items():
-                    if _is_num(sv):
-                        seen[f"{k}.{sub}"] = None
-    return list(seen)
+def _fmt(m: VariantMetric, s: Show) -> str:
+    return m.fmt if s.fmt is None else s.fmt
 
 
-def _extra_value(r: VariantRecord, key: str):
-    field, _, sub = key.partition(".")
-    v = getattr(r, field, None)
-    if sub:
-        v = v.get(sub) if isinstance(v, Mapping) else None
-    return v if _is_num(v) else None
-
-
-def _cell(value, fmt: str) -> str:
+def _cell(value, m: VariantMetric, s: Show) -> str:
     if value is None or value == "":
         return '<td data-v="">–</td>'
-    if fmt == "":
+    if _fmt(m, s) == "":
         return f'<td data-v="{html.escape(str(value))}">{html.escape(str(value))}</td>'
-    shown = f"{value:.2%}" if fmt == "pct" else format(value, fmt)
-    return f'<td class="n" data-v="{float(value)!r}">{shown}</td>'
+    return f'<td class="n" data-v="{float(value)!r}">{metrics.cell(value, m, s)}</td>'
 
 
 def render_card_html(readme: str, title: str, folder_rel: str) -> str:
@@ -115,19 +86,17 @@ def write_cards(out_dir: Path, records: Sequence[VariantRecord]) -> dict[str, st
     return pages
 
 
-def render_index(records: Sequence[VariantRecord], rows: Sequence[dict], plots: Mapping[str, str],
-                 cards: Mapping[str, str]) -> str:
-    extras = extra_columns(records)
+def render_index(records: Sequence[VariantRecord], plots: Mapping[str, str], cards: Mapping[str, str]) -> str:
+    columns = site_columns(records)
     head = "<th data-k='text'>variant</th>" + "".join(
-        f"<th data-k='{'text' if f == '' else 'num'}'>{html.escape(t)}</th>" for _, t, f in COLUMNS
-    ) + "".join(f"<th data-k='num'>{html.escape(k)}</th>" for k in extras) + "<th>links</th>"
+        f"<th data-k='{'text' if _fmt(m, s) == '' else 'num'}'>{html.escape(s.label)}</th>" for m, s in columns
+    ) + "<th>links</th>"
     body = []
-    for r, row in zip(records, rows, strict=True):
+    for r in records:
         link = cards.get(r.variant_id)
         name = html.escape(r.variant_id)
         first = f'<td data-v="{name}">' + (f'<a class="card" href="{html.escape(link)}">{name}</a>' if link else name) + "</td>"
-        cells = "".join(_cell(row.get(k), f) for k, _, f in COLUMNS)
-        cells += "".join(_cell(_extra_value(r, k), ".4g") for k in extras)
+        cells = "".join(_cell(m.value(r), m, s) for m, s in columns)
         links = []
         if r.location and r.status != "failed":
             links.append(f'<a href="{html.escape(r.location)}{"" if r.location.startswith("http") else "/"}">files</a>')
@@ -161,10 +130,10 @@ def render_index(records: Sequence[VariantRecord], rows: Sequence[dict], plots: 
 """
 
 
-def write_site(out_dir: Path, records: Sequence[VariantRecord], rows: Sequence[dict], plots: Mapping[str, str]) -> Path:
+def write_site(out_dir: Path, records: Sequence[VariantRecord], plots: Mapping[str, str]) -> Path:
     cards = write_cards(out_dir, records)
     path = out_dir / INDEX
-    write_text_atomic(path, render_index(records, rows, plots, cards))
+    write_text_atomic(path, render_index(records, plots, cards))
     return path
 
 
