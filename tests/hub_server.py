@@ -1,7 +1,11 @@
 """A small Hub-API server on 127.0.0.1 for tests: records repos and commits, injects faults.
 
 It speaks the few endpoints huggingface_hub uses to create a repo, read model info and
-make a commit with inline (non-LFS) files. No real network is involved.
+make a commit. As the Hub does, it takes `*.safetensors` through the LFS batch API (the
+client asks which objects to upload, PUTs each, then verifies it) and the rest inline. The
+LFS store is global by default, like the Hub's content-addressed (Xet) storage that
+deduplicates across repos; `lfs_scope="repo"` keeps one store per repo, as plain Git LFS
+does. No real network is involved.
 """
 
 from __future__ import annotations
@@ -35,6 +39,18 @@ class HubState:
     in_flight_commits: int = 0
     max_in_flight_commits: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    lfs_suffixes: tuple[str, ...] = (".safetensors",)
+    lfs_scope: str = "global"  # or "repo"
+    lfs: dict[tuple[str, str], bytes] = field(default_factory=dict)  # (scope, sha256) -> content
+    lfs_uploads: list[tuple[str, str, int]] = field(default_factory=list)  # (repo, oid, bytes received)
+    inline_bytes: dict[str, int] = field(default_factory=dict)  # repo -> bytes of inline files committed
+
+    def lfs_key(self, repo: str, oid: str) -> tuple[str, str]:
+        return (repo if self.lfs_scope == "repo" else "*", oid)
+
+    def uploaded_bytes(self, repo: str) -> int:
+        """What the client sent for one repo's files: LFS uploads plus inline content."""
+        return sum(n for r, _, n in self.lfs_uploads if r == repo) + self.inline_bytes.get(repo, 0)
 
 
 def _card_data(readme: bytes | None) -> dict | None:
@@ -93,6 +109,14 @@ class Handler(BaseHTTPRequestHandler):
         if self._fault():
             return
         parts = self.path.split("?")[0].strip("/").split("/")
+        if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "tree":
+            info = self.state.repos.get(f"{parts[2]}/{parts[3]}")
+            if info is None:
+                self._send(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+                return
+            self._send(200, [{"type": "file", "path": p, "size": len(c), "oid": hashlib.sha1(c).hexdigest()}
+                             for p, c in sorted(info["files"].items())])
+            return
         if parts[:2] == ["api", "models"] and len(parts) >= 4:
             repo = f"{parts[2]}/{parts[3]}"
             info = self.state.repos.get(repo)
@@ -130,7 +154,22 @@ class Handler(BaseHTTPRequestHandler):
             return
         if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "preupload":
             files = json.loads(body)["files"]
-            self._send(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]})
+            mode = lambda path: "lfs" if path.endswith(self.state.lfs_suffixes) else "regular"  # noqa: E731
+            self._send(200, {"files": [{"path": f["path"], "uploadMode": mode(f["path"]), "shouldIgnore": False}
+                                       for f in files]})
+            return
+        if len(parts) == 6 and parts[1].endswith(".git") and parts[2:] == ["info", "lfs", "objects", "batch"]:
+            self._lfs_batch(f"{parts[0]}/{parts[1].removesuffix('.git')}", json.loads(body))
+            return
+        if parts[:1] == ["lfs-verify"] and len(parts) == 4:
+            repo, oid = f"{parts[1]}/{parts[2]}", parts[3]
+            req = json.loads(body)
+            with self.state.lock:
+                content = self.state.lfs.get(self.state.lfs_key(repo, oid))
+            if content is None or len(content) != req.get("size") or req.get("oid") != oid:
+                self._send(404, {"error": f"LFS object {oid} not found or of another size"})
+                return
+            self._send(200, {})
             return
         if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "commit":
             repo = f"{parts[2]}/{parts[3]}"
@@ -145,6 +184,39 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._send(404, {"error": f"not implemented: POST {self.path}"})
 
+    def _lfs_batch(self, repo: str, req: dict) -> None:
+        """Which objects the client must upload: those the store lacks, with upload and verify actions."""
+        out = []
+        for obj in req.get("objects", []):
+            oid, size = obj["oid"], obj["size"]
+            with self.state.lock:
+                have = self.state.lfs_key(repo, oid) in self.state.lfs
+            entry = {"oid": oid, "size": size, "authenticated": True}
+            if not have:
+                base = f"http://{self.headers.get('Host')}"
+                entry["actions"] = {"upload": {"href": f"{base}/lfs-upload/{repo}/{oid}", "header": {}},
+                                    "verify": {"href": f"{base}/lfs-verify/{repo}/{oid}", "header": {}}}
+            out.append(entry)
+        self._send(200, {"transfer": "basic", "objects": out})
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._record("PUT")
+        body = self._body()
+        if self._fault():
+            return
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if parts[:1] == ["lfs-upload"] and len(parts) == 4:
+            repo, oid = f"{parts[1]}/{parts[2]}", parts[3]
+            if hashlib.sha256(body).hexdigest() != oid:
+                self._send(400, {"error": f"content does not match its oid {oid}"})
+                return
+            with self.state.lock:
+                self.state.lfs[self.state.lfs_key(repo, oid)] = body
+                self.state.lfs_uploads.append((repo, oid, len(body)))
+            self._send(200, {})
+            return
+        self._send(404, {"error": f"not implemented: PUT {self.path}"})
+
     def _commit(self, repo: str, body: bytes) -> None:
         import time
 
@@ -153,7 +225,7 @@ class Handler(BaseHTTPRequestHandler):
         if info is None:
             self._send(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
             return
-        header, files = {}, {}
+        header, files, deleted, inline = {}, {}, [], 0
         for line in body.decode().splitlines():
             if not line.strip():
                 continue
@@ -163,12 +235,27 @@ class Handler(BaseHTTPRequestHandler):
             elif item["key"] == "file":
                 v = item["value"]
                 files[v["path"]] = base64.b64decode(v["content"]) if v.get("encoding") == "base64" else v["content"].encode()
+                inline += len(files[v["path"]])
+            elif item["key"] == "lfsFile":
+                v = item["value"]
+                with self.state.lock:
+                    content = self.state.lfs.get(self.state.lfs_key(repo, v["oid"]))
+                if content is None:
+                    self._send(400, {"error": f"LFS file {v['path']} ({v['oid']}) was never uploaded"})
+                    return
+                files[v["path"]] = content
+            elif item["key"] in ("deletedFile", "deletedFolder"):
+                deleted.append(item["value"]["path"])
         with self.state.lock:
             parent = header.get("parentCommit")
             if parent and parent != info["sha"]:
                 self._send(412, {"error": "A commit has happened since. Please refresh and try again."})
                 return
+            for path in deleted:
+                for name in [f for f in info["files"] if f == path or f.startswith(path.rstrip("/") + "/")]:
+                    del info["files"][name]
             info["files"].update(files)
+            self.state.inline_bytes[repo] = self.state.inline_bytes.get(repo, 0) + inline
             sha = hashlib.sha1(json.dumps([repo, len(info["commits"])]).encode()).hexdigest()
             info["sha"] = sha
             info["commits"].append({"summary": header.get("summary"), "description": header.get("description"),

@@ -67,13 +67,15 @@ PIPELINE_ROWS: dict[str, set[str]] = {
     f"{P}.publish": {f"{E}.errors", f"{E}.runtime", f"{P}.manifest"},
     f"{P}.corpus": {f"{E}.errors", f"{E}.runtime", f"{E}.checkpoint", f"{E}.counting", f"{P}.manifest",
                     f"{P}.corpus.lid", f"{P}.corpus.sources"},
-    f"{P}.report.record": {f"{E}.verify", f"{E}.trim"},
+    f"{P}.report.metrics": {f"{E}.runtime"},  # the one list of card, catalog and web-page metrics
+    f"{P}.report.record": {f"{E}.verify", f"{E}.trim", f"{P}.report.metrics"},
     f"{P}.production": {f"{E}.errors", f"{E}.runtime", f"{E}.checkpoint", f"{E}.verify", f"{P}.manifest",
                         f"{P}.publish", f"{P}.report.record"},
     f"{P}.evaluation": {f"{E}.errors", f"{E}.runtime", f"{E}.counting", f"{E}.verify", f"{P}.manifest",
                         f"{P}.publish", f"{P}.production"},
-    f"{P}.report": {f"{E}.runtime", f"{E}.checkpoint", f"{E}.counting", f"{E}.tokenizer", f"{P}.manifest",
-                    f"{P}.publish", f"{P}.corpus", f"{P}.production", f"{P}.evaluation", f"{P}.report.record"},
+    f"{P}.report": {f"{E}.runtime", f"{E}.checkpoint", f"{E}.counting", f"{E}.tokenizer", f"{E}.selection", f"{P}.manifest",
+                    f"{P}.publish", f"{P}.corpus", f"{P}.production", f"{P}.evaluation", f"{P}.report.record",
+                    f"{P}.report.metrics"},
     f"{P}.production.build": {f"{E}.errors", f"{E}.runtime", f"{E}.checkpoint", f"{E}.verify", f"{E}.trim",
                               f"{P}.manifest", f"{P}.publish", f"{P}.corpus", f"{P}.production", f"{P}.evaluation",
                               f"{P}.report", f"{P}.report.record"},
@@ -99,11 +101,16 @@ def _parsed(path: Path) -> ast.Module:
 
 def _imports(path: Path, module: str = "", is_package: bool = False) -> list[tuple[int, str]]:
     """(line, imported name) for every import in the file, at any depth; relative imports are
-    resolved against `module`. `from a import b` yields `a.b` (b may be a module or a name)."""
+    resolved against `module`. `from a import b` yields `a.b` (b may be a module or a name).
+    Imports under `if TYPE_CHECKING:` are left out: they never run, so they make no cycle."""
     tree = _parsed(path)
     package = module if is_package else module.rpartition(".")[0]
     found = []
+    type_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+                 for stmt in node.body for n in ast.walk(stmt)}
     for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             found += [(node.lineno, a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom):

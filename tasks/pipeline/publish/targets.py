@@ -267,6 +267,7 @@ class HubPublisher:
                     repo_id=variant.repo_id, folder_path=str(folder), parent_commit=head,
                     commit_message=f"trimworks: {variant.id} (fingerprint {variant.fingerprint[:16]})",
                     commit_description=f"fingerprint: {variant.fingerprint}",
+                    delete_patterns="*",  # in the same commit: files an older version had and this one has not
                 )
 
             commit = with_retries(commit_once, f"{variant.id} commit", self.spec.max_retries, self.base_delay)

@@ -19,6 +19,7 @@ from tasks.pipeline.production.plan import BaseState, Plan, plan
 from tasks.pipeline.publish.targets import RECORD_NAME, LocalRegistry, Publisher, publisher_for
 from tasks.pipeline.production.base_models import DIGEST_CACHE, base_folder
 from tasks.pipeline.corpus.identity import corpus_content_key
+from tasks.pipeline.report.disk_usage import DiskUsage, human_bytes, disk_usage
 
 UP_TO_DATE, STALE, MISSING, FAILED, BASE_UNAVAILABLE = "up to date", "stale", "missing", "failed last time", "base unavailable"
 ORDER = (FAILED, STALE, MISSING, BASE_UNAVAILABLE, UP_TO_DATE)
@@ -40,6 +41,8 @@ class PlanReport:
     to_count: list[tuple[str, str]] = field(default_factory=list)  # (base ids sharing the tokenizer, language)
     heldout_to_make: list[str] = field(default_factory=list)
     bases_to_materialize: list[str] = field(default_factory=list)
+    registry: DiskUsage | None = None  # the local registry now: logical and on disk (shared bodies once)
+    adds: RunAdds | None = None  # at most what a run would add to the disk
 
     def tally(self) -> Counter:
         return Counter(s.status for s in self.statuses)
@@ -52,6 +55,8 @@ class PlanReport:
             "would_count": [{"bases": b, "language": l} for b, l in self.to_count],
             "would_make_heldout": self.heldout_to_make,
             "would_materialize": self.bases_to_materialize,
+            "registry": self.registry.__dict__ if self.registry else None,
+            "would_add": self.adds.__dict__ if self.adds else None,
             "variants": [{"id": s.variant.id, "status": s.status, "changed": list(s.changed), "detail": s.detail}
                          for s in self.statuses],
         }
@@ -68,6 +73,10 @@ class PlanReport:
             lines.append(f"would extract held-out text: {', '.join(self.heldout_to_make)}")
         groups = {(v.base, v.languages) for v in self.plan.to_build}
         lines.append(f"would build {len(self.plan.to_build)} variant(s) in {len(groups)} build task(s)")
+        if self.registry is not None:
+            lines.append(f"registry: {self.registry.line()}")
+        if self.adds is not None and self.plan.to_build:
+            lines.append(f"would add at most {human_bytes(self.adds.total_bytes)} on disk: {self.adds.line()}")
         width = max((len(s.variant.id) for s in self.statuses), default=0)
         for s in sorted(self.statuses, key=lambda s: ORDER.index(s.status)):
             if s.status == UP_TO_DATE and not show_all:
@@ -75,6 +84,55 @@ class PlanReport:
             why = f"changed: {', '.join(s.changed)}" if s.changed else (s.detail or "")
             lines.append(f"  {s.status:<17} {s.variant.id:<{width}}  {why}".rstrip())
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class RunAdds:
+    """An upper bound of the bytes a run writes into the registry (and the body store)."""
+
+    new_bodies: int  # bases whose shared body is not in the store yet
+    body_bytes: int
+    variants: int
+    per_variant_bytes: int  # at most: the base's vocabulary-sized tensors whole (shared) or the whole base (single)
+    layout: str
+
+    @property
+    def total_bytes(self) -> int:
+        return self.body_bytes + self.per_variant_bytes
+
+    def line(self) -> str:
+        own = "vocab shards" if self.layout == "shared" else "whole variants"
+        body = f"{self.new_bodies} new shared bod{'y' if self.new_bodies == 1 else 'ies'} ({human_bytes(self.body_bytes)}) + " \
+            if self.layout == "shared" else ""
+        return f"{body}{self.variants} {own} (≤ {human_bytes(self.per_variant_bytes)})"
+
+
+def run_adds(m: LoadedManifest, p: Plan) -> RunAdds:
+    """What the planned builds add at most, from the bases' headers alone (no selection is run)."""
+    from tasks.engine.checkpoint.architectures import load_rules
+    from tasks.engine.checkpoint.body import body_key, body_tensors
+    from tasks.engine.checkpoint.safetensors_io import LazyCheckpoint
+    from tasks.pipeline.production.bodies import body_store
+
+    layout = m.spec.output.layout
+    rules = load_rules([m.spec.architectures] if m.spec.architectures else [])
+    store = body_store(m.work_dir, publisher_for(m.spec.publish, m.output_dir))
+    new_bodies = body_bytes = per_variant = 0
+    for base_id in dict.fromkeys(v.base for v in p.to_build):
+        base = p.bases[base_id]
+        if base.folder is None:
+            continue
+        n = sum(v.base == base_id for v in p.to_build)
+        total = sum(t.nbytes for t in LazyCheckpoint(base.folder).tensors.values())
+        body = body_tensors(base.folder, rules)
+        in_body = sum(t.nbytes for t in body)
+        if layout == "shared":
+            if not (store / body_key(base.identity or "", body) / "body.json").exists():
+                new_bodies, body_bytes = new_bodies + 1, body_bytes + in_body
+            per_variant += n * (total - in_body)
+        else:
+            per_variant += n * total
+    return RunAdds(new_bodies, body_bytes, len(p.to_build), per_variant, layout)
 
 
 def local_bases(m: LoadedManifest) -> list[BaseState]:
@@ -187,4 +245,10 @@ def plan_report(m: LoadedManifest, manifest: str, publisher: Publisher | None = 
             sharing.setdefault((base.tokenizer if base.folder else base.id, lang), []).append(base_id)
     report.to_count = [("+".join(ids), lang) for (_, lang), ids in sharing.items()]
     report.heldout_to_make = [lang for lang in p.heldout_languages() if not heldout_path(m, lang).exists()]
+    if m.spec.publish.target == "local":
+        report.registry = disk_usage(m.output_dir, skip_hidden=True)
+    try:
+        report.adds = run_adds(m, p)
+    except Exception:  # noqa: BLE001 - an unreadable base is reported by the run; the plan still lists the rest
+        report.adds = None
     return report

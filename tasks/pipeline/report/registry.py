@@ -33,6 +33,8 @@ from tasks.pipeline.publish.targets import RECORD_NAME
 from tasks.pipeline.report.record import VariantRecord
 from tasks.pipeline.report.variant_plot import MATPLOTLIB_LOCK
 
+from tasks.pipeline.report.disk_usage import disk_usage
+
 log = logging.getLogger("trimworks.registry")
 CATALOG_JSON = "catalog.json"
 LAST_RUN_MARKDOWN = "last-run.md"
@@ -148,12 +150,14 @@ def _rel(path: Path, out_dir: Path) -> str:
     return p.relative_to(out_dir).as_posix() if p.is_relative_to(out_dir) else str(p)
 
 
-def registry_markdown(records: Sequence[VariantRecord], rows: Sequence[dict], plots: Mapping[str, str]) -> str:
+def registry_markdown(records: Sequence[VariantRecord], rows: Sequence[dict], plots: Mapping[str, str],
+                      usage: str = "") -> str:
     published = [r for r in records if r.status != "failed"]
     failed = [r for r in records if r.status == "failed"]
     md = ["# trimworks catalog", "",
           f"{len(published)} published variants of {len({r.base for r in published})} base models"
-          + (f"; {len(failed)} failed in the last run and are not published." if failed else "."),
+          + (f"; {len(failed)} failed in the last run and are not published." if failed else ".")
+          + (f" Registry: {usage}." if usage else ""),
           f"What the last run did: [{LAST_RUN_MARKDOWN}]({LAST_RUN_MARKDOWN}). "
           "Browse and filter: [index.html](index.html).", "",
           markdown_table([{**row, "location": _md_link(row["location"])} for row in rows])]
@@ -211,12 +215,13 @@ def update_registry_catalog(out_dir: Path, run: Sequence[VariantRecord] = (), ma
         if png is not None:
             plots[base] = _rel(png, out_dir)
 
+    usage = disk_usage(Path(registry or out_dir), skip_hidden=True).line()  # variants share bodies by hard links
     md = out_dir / CATALOG_MARKDOWN
-    write_text_atomic(md, registry_markdown(records, rows, plots))
+    write_text_atomic(md, registry_markdown(records, rows, plots, usage))
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     last = out_dir / LAST_RUN_MARKDOWN
     write_text_atomic(last, last_run_markdown(run, manifest, when))
     write_text_atomic(out_dir / LAST_RUN_JSON, json.dumps(
         {"finished": when, "manifest": manifest, "variants": [r.model_dump(mode="json") for r in run]}, indent=1))
-    html = write_site(out_dir, records, plots)
+    html = write_site(out_dir, records, plots, usage)
     return RegistryOutputs(parquet=parquet, markdown=md, html=html, last_run=last, rows=rows)

@@ -86,7 +86,9 @@ def write_cards(out_dir: Path, records: Sequence[VariantRecord]) -> dict[str, st
     return pages
 
 
-def render_index(records: Sequence[VariantRecord], plots: Mapping[str, str], cards: Mapping[str, str]) -> str:
+def render_index(records: Sequence[VariantRecord], plots: Mapping[str, str], cards: Mapping[str, str],
+                 usage: str = "") -> str:
+    """`usage`: the registry's size, logical and on disk (report/disk_usage.py), for the header."""
     columns = site_columns(records)
     head = "<th data-k='text'>variant</th>" + "".join(
         f"<th data-k='{'text' if _fmt(m, s) == '' else 'num'}'>{html.escape(s.label)}</th>" for m, s in columns
@@ -115,7 +117,8 @@ def render_index(records: Sequence[VariantRecord], plots: Mapping[str, str], car
 <style>{_CSS}</style></head>
 <body>
 <h1>trimworks catalog</h1>
-<p>{n_pub} published variants of {len({r.base for r in records if r.status != "failed"})} base models.
+<p>{n_pub} published variants of {len({r.base for r in records if r.status != "failed"})} base models.{
+f" Registry: {html.escape(usage)}." if usage else ""}
 <a href="catalog.md">catalog.md</a> · <a href="catalog.parquet">catalog.parquet</a> · <a href="last-run.md">last run</a></p>
 <p><input id="q" type="search" placeholder="filter: words that must all appear, e.g. de v64" size="50" autofocus>
 <span id="count"></span></p>
@@ -130,10 +133,10 @@ def render_index(records: Sequence[VariantRecord], plots: Mapping[str, str], car
 """
 
 
-def write_site(out_dir: Path, records: Sequence[VariantRecord], plots: Mapping[str, str]) -> Path:
+def write_site(out_dir: Path, records: Sequence[VariantRecord], plots: Mapping[str, str], usage: str = "") -> Path:
     cards = write_cards(out_dir, records)
     path = out_dir / INDEX
-    write_text_atomic(path, render_index(records, plots, cards))
+    write_text_atomic(path, render_index(records, plots, cards, usage))
     return path
 
 
