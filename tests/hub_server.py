@@ -147,7 +147,8 @@ class Handler(BaseHTTPRequestHandler):
             repo = f"{req.get('organization')}/{req['name']}" if req.get("organization") else req["name"]
             with self.state.lock:
                 if repo in self.state.repos:
-                    self._send(409, {"error": "You already created this model repo", "url": f"http://hub/{repo}"})
+                    self._send(409, {"error": "You already created this model repo",
+                                     "url": f"http://{self.headers.get('Host')}/{repo}"})
                     return
                 self.state.repos[repo] = {"files": {}, "commits": [], "sha": hashlib.sha1(repo.encode()).hexdigest()}
             self._send(200, {"url": f"http://127.0.0.1/{repo}", "name": repo})

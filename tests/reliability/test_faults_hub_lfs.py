@@ -76,8 +76,14 @@ def test_republishing_removes_files_the_variant_no_longer_has(tmp_path, bases, m
         hub.state.repos[repo]["files"]["pytorch_model.bin"] = b"old pickled weights"  # what an older version left
         from flows.publish_all import publish_all
 
-        manifest = tmp_path / "manifest.yaml"
-        summary = publish_all(manifest=str(manifest), force=True)
-        assert not summary["failed"]
+        import yaml
+
+        manifest = tmp_path / "manifest.yaml"  # a new version of every variant: another selection
+        data = yaml.safe_load(manifest.read_text())
+        data["selection"] = {"min_count": 3}
+        manifest.write_text(yaml.safe_dump(data))
+        summary = publish_all(manifest=str(manifest))
+        assert not summary["failed"] and len(summary["published"]) == 4
+        assert len(hub.state.repos[repo]["commits"]) == 2
         assert "pytorch_model.bin" not in hub.state.repos[repo]["files"]
         assert "model-vocab.safetensors" in hub.state.repos[repo]["files"]
