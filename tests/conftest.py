@@ -8,6 +8,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+# The loopback Hub (tests/hub_server.py) speaks the LFS protocol, not Xet; with hf_xet installed
+# huggingface_hub would upload through Xet and wait minutes on a server that never answers it.
+os.environ["HF_HUB_DISABLE_XET"] = "1"
 
 import pytest  # noqa: E402
 

@@ -154,7 +154,10 @@ def test_hub_target_on_loopback_server(tmp_path, bases, monkeypatch, caplog):
             assert "fingerprint" in repo["commits"][0]["summary"]
             assert {"README.md", "model-vocab.safetensors", "model.safetensors.index.json", "tokenizer.json"} <= set(repo["files"])
         assert hub.state.max_in_flight_commits == 1  # the concurrency limit held
-        assert all(r[2]["authorized"] for r in hub.state.requests)
+        api_calls = [r for r in hub.state.requests if r[1].startswith("/api/")]
+        assert api_calls and all(r[2]["authorized"] for r in api_calls)  # every Hub API call carries the token
+        # the large-file uploads go to the storage URLs the batch call handed out, which never see it
+        assert not any(r[2]["authorized"] for r in hub.state.requests if r[1].startswith("/lfs-upload/"))
 
         again = publish_all(manifest=str(manifest))  # remote fingerprints match: nothing to do
         assert len(again["skipped"]) == 4

@@ -85,10 +85,14 @@ def test_disk_full_during_surgery_fails_the_variant_cleanly(tmp_path, bases, mon
 
     monkeypatch.setattr("tasks.engine.checkpoint.surgery.copy_bytes", disk_full)
     monkeypatch.setattr("tasks.engine.checkpoint.surgery.copy_and_remember", disk_full)  # the pipeline's copy (digests for the proof)
+    monkeypatch.setattr("tasks.engine.checkpoint.body.copy_bytes", disk_full)  # the shared body's shards
+    monkeypatch.setattr("tasks.engine.checkpoint.body.copy_and_remember", disk_full)
     manifest = subjects.make_manifest(tmp_path, bases, subsets=[["en"]], multiples=[8])
     summary = publish_all(manifest=str(manifest))
     assert set(summary["failed"]) == {"toy-a-en-v8", "toy-b-en-v8"}
     for error in summary["failed"].values():
         assert "disk full" in error and "nothing was left behind" in error and "Free space" in error
     assert not (tmp_path / "published" / "trimworks").exists()
-    assert not list((tmp_path / "work" / "builds").iterdir())  # no staging, no temp folders
+    for folder in (tmp_path / "work" / "builds", tmp_path / "work" / "bodies", tmp_path / "published" / ".bodies"):
+        left = [p for p in folder.iterdir() if p.suffix != ".lock"] if folder.exists() else []
+        assert not left, left  # no staging, no half-written body (lock files are the store's own)
