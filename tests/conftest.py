@@ -8,6 +8,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+# The product runs builds in worker processes; the many small pipeline runs here take threads
+# (no worker start-up), and the tests of the process runner ask for processes explicitly.
+os.environ.setdefault("TRIMWORKS_EXECUTOR", "threads")
 
 import pytest  # noqa: E402
 

@@ -1,7 +1,8 @@
 """Clean stops with a real signal: Ctrl-C (SIGINT to the terminal's process group) or SIGTERM
 (to the process, as a service manager sends it) ends a run in a few lines, the flow run is
 Cancelled, nothing partial is published, the temporary server is gone, and the message says
-how to resume."""
+how to resume. The builds run in worker processes (the product's default): the workers stop
+too and none is left behind; one run on threads keeps that path covered."""
 
 from __future__ import annotations
 
@@ -37,8 +38,14 @@ def wait_for(path: Path, text: str, proc: subprocess.Popen, timeout: float = 300
     raise AssertionError(f"{text!r} never appeared in {path}")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_a_signal_stops_the_run_cleanly(tmp_path, bases, sig):
+def group_members(pgid: int) -> str:
+    return subprocess.run(["ps", "-o", "pid=,args=", "-g", str(pgid)], capture_output=True, text=True).stdout
+
+
+@pytest.mark.parametrize(("sig", "executor"), [(signal.SIGINT, "processes"), (signal.SIGTERM, "processes"),
+                                               (signal.SIGTERM, "threads")],
+                         ids=["ctrl-c", "sigterm", "sigterm-threads"])
+def test_a_signal_stops_the_run_cleanly(tmp_path, bases, sig, executor):
     manifest = subjects.make_manifest(tmp_path, bases, multiples=[8, 16, 32, 64])  # 16 variants
     home = Path(os.environ.get("TRIMWORKS_TEST_PREFECT_HOME", tmp_path / "prefect-home"))
     env = {**os.environ, "PREFECT_HOME": str(home)}
@@ -46,7 +53,8 @@ def test_a_signal_stops_the_run_cleanly(tmp_path, bases, sig):
     out, err = tmp_path / "out.txt", tmp_path / "err.txt"
     exe = Path(sys.executable).parent / "trimworks"
     with out.open("w") as o, err.open("w") as e:
-        proc = subprocess.Popen([str(exe), "publish-all", str(manifest)], env=env, stdout=o, stderr=e, start_new_session=True)
+        proc = subprocess.Popen([str(exe), "publish-all", str(manifest), "--executor", executor], env=env, stdout=o,
+                                stderr=e, start_new_session=True)
         try:
             wait_for(err, "to build", proc)
             assert proc.poll() is None, err.read_text()[-3000:]
@@ -57,7 +65,9 @@ def test_a_signal_stops_the_run_cleanly(tmp_path, bases, sig):
                 proc.send_signal(sig)
             rc = proc.wait(timeout=300)
         finally:
-            with_group = subprocess.run(["ps", "-o", "pid=,args=", "-g", str(proc.pid)], capture_output=True, text=True).stdout
+            end = time.monotonic() + 10  # the run has exited: whatever is left of its group goes away now or is an orphan
+            while (with_group := group_members(proc.pid)) and time.monotonic() < end:
+                time.sleep(0.2)
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -69,6 +79,8 @@ def test_a_signal_stops_the_run_cleanly(tmp_path, bases, sig):
     assert "Traceback" not in text and "Error logging to API" not in text and "Connection refused" not in text, text[-3000:]
     assert len(after) <= 25, "\n".join(after)
     assert "Stopping temporary server" in text and "uvicorn" not in with_group  # shut down after the flow
+    assert not with_group, with_group  # no worker process (nor anything else of the run) is left behind
+    assert text.count("Starting temporary server") == 1  # the workers used the flow's server
     port = int(re.search(r"Starting temporary server on http://127.0.0.1:(\d+)", text).group(1))
     with pytest.raises(ConnectionRefusedError):  # it runs in its own process group: check it is really gone
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
