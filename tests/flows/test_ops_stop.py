@@ -6,6 +6,7 @@ too and none is left behind; one run on threads keeps that path covered."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -42,6 +43,11 @@ def group_members(pgid: int) -> str:
     return subprocess.run(["ps", "-o", "pid=,args=", "-g", str(pgid)], capture_output=True, text=True).stdout
 
 
+def living(ps_lines: str) -> str:
+    """Processes still running (an exited one waits as <defunct> until init reaps it)."""
+    return "\n".join(line for line in ps_lines.splitlines() if "<defunct>" not in line)
+
+
 @pytest.mark.parametrize(("sig", "executor"), [(signal.SIGINT, "processes"), (signal.SIGTERM, "processes"),
                                                (signal.SIGTERM, "threads")],
                          ids=["ctrl-c", "sigterm", "sigterm-threads"])
@@ -66,7 +72,7 @@ def test_a_signal_stops_the_run_cleanly(tmp_path, bases, sig, executor):
             rc = proc.wait(timeout=300)
         finally:
             end = time.monotonic() + 10  # the run has exited: whatever is left of its group goes away now or is an orphan
-            while (with_group := group_members(proc.pid)) and time.monotonic() < end:
+            while (with_group := living(group_members(proc.pid))) and time.monotonic() < end:
                 time.sleep(0.2)
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -90,3 +96,31 @@ def test_a_signal_stops_the_run_cleanly(tmp_path, bases, sig, executor):
     db = sqlite3.connect(home / "prefect.db")
     (state,) = db.execute("select state_type from flow_run order by created desc limit 1").fetchone()
     assert state == "CANCELLED"
+
+
+def test_a_killed_run_leaves_no_worker(tmp_path, bases):
+    """SIGKILL to the flow process (no chance to clean up): its worker processes die with it."""
+    manifest = subjects.make_manifest(tmp_path, bases, multiples=[8, 16, 32, 64])
+    env = {**os.environ, "PREFECT_HOME": str(Path(os.environ.get("TRIMWORKS_TEST_PREFECT_HOME", tmp_path / "home")))}
+    env.pop("PREFECT_API_URL", None)
+    err = tmp_path / "err.txt"
+    exe = Path(sys.executable).parent / "trimworks"
+    with err.open("w") as e:
+        proc = subprocess.Popen([str(exe), "publish-all", str(manifest), "--executor", "processes"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=e, start_new_session=True)
+        try:
+            wait_for(err, "to build", proc)
+            end = time.monotonic() + 120
+            while living(group_members(proc.pid)).count("multiprocessing.spawn") < 2 and time.monotonic() < end:
+                time.sleep(0.2)
+            workers = [line for line in living(group_members(proc.pid)).splitlines() if "multiprocessing.spawn" in line]
+            assert len(workers) == 2 and proc.poll() is None, err.read_text()[-3000:]
+            proc.kill()
+            proc.wait(timeout=30)
+            end = time.monotonic() + 15
+            while (left := living(group_members(proc.pid))) and time.monotonic() < end:
+                time.sleep(0.2)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert not left, left
