@@ -29,8 +29,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import logging
-import multiprocessing
 import os
 import signal
 import sys
@@ -42,7 +40,6 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 
 from tasks.engine.runtime.stopping import StopRequested, request_stop, stop_requested
 
-log = logging.getLogger("trimworks.workers")
 Executor = Literal["processes", "threads"]
 EXECUTORS: tuple[str, ...] = ("processes", "threads")
 EXECUTOR_ENV = "TRIMWORKS_EXECUTOR"  # the default executor where none is given (the product's: processes)
@@ -133,7 +130,7 @@ def _stop_on_signal(_signum: int, _frame: Any) -> None:
 
 def _warm_up() -> int:
     """The first call a worker runs: the build code's imports, while the flow prepares."""
-    import flows.steps  # noqa: F401
+    import tasks.pipeline.production.build  # noqa: F401
 
     return os.getpid()
 
