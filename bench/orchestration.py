@@ -36,7 +36,7 @@ def flow_side(manifest: str, home: str, workers: int = 1) -> Callable[[], dict]:
     def section() -> dict:
         from bench.child import descendant_peaks
 
-        summary = run_publish_all(manifest, force=True, workers=workers)
+        summary = run_publish_all(manifest, force=True, workers=workers, executor="threads")  # the rows' labels say threads
         assert not summary["failed"], summary["failed"]
         helpers = descendant_peaks()  # the temporary Prefect server, still up until this process exits
         return {"n": len(summary["published"]), "helper_peak_bytes": sum(h["peak"] for h in helpers),

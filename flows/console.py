@@ -33,3 +33,14 @@ def use_prefect_console() -> None:
             h.addFilter(_RoutineTaskEnd())
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def quiet_routine_task_ends() -> None:
+    """In a worker process: Prefect's logging set up now, without the routine task-end lines
+    (the flow process's console shows the same lines as a run on threads)."""
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging()
+    for h in logging.getLogger().handlers:
+        if not any(isinstance(f, _RoutineTaskEnd) for f in h.filters):
+            h.addFilter(_RoutineTaskEnd())

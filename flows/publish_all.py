@@ -2,6 +2,8 @@
 
     expand manifest -> materialize bases -> count (once per tokenizer x language) ->
     coverage plots -> build variants (one mapped task per base x subset) -> catalog + artifacts
+
+Tasks run in worker processes by default (flows/workers.py), threads or a Dask cluster on request.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from flows import runtime  # noqa: F401
 from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.futures import as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.steps import build_task, count_task, heldout_task, make_publisher, materialize_base_task, plot_task
+from flows.workers import local_task_runner, raise_if_stopped
 from tasks.pipeline.production.build import failed_record, skipped_record
-from tasks.pipeline.production.checks import start_run
+from tasks.pipeline.production.checks import choose_carriers
 from tasks.pipeline.report.catalog import catalog_rows, markdown_table
 from tasks.pipeline.production.plan import BaseState, Outcome, plan
 from tasks.pipeline.report.registry import RegistryOutputs, update_registry_catalog
@@ -52,7 +54,9 @@ class ProgressThrottle:
         return False
 
 
-@flow(name="publish-all", task_runner=ThreadPoolTaskRunner(max_workers=2))
+# The runner of a plain call (and of the served deployment): worker processes unless
+# TRIMWORKS_EXECUTOR says threads; run_publish_all picks one per run.
+@flow(name="publish-all", task_runner=local_task_runner(workers=2))
 def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: list[str] | None = None) -> dict:
     """Build and publish every variant of the manifest (or `only` these ids).
 
@@ -60,7 +64,6 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
     and collects the results."""
     logger = get_run_logger()
     m = load_manifest(Path(manifest))
-    start_run()  # output comparison: once per base model and architecture per run
     logger.info("manifest %s: %d base models, %d subsets, multiples %s", manifest, len(m.spec.base_models),
                 len(m.spec.subsets), m.spec.multiples)
     lease = start_run_housekeeping(m, logger)
@@ -95,6 +98,7 @@ def _publish_all(m, manifest: str, force: bool, only: list[str] | None, logger) 
         try:
             bases.append(BaseState.ready(base_id, Path(fut.result()), m.work_dir / DIGEST_CACHE))
         except Exception as exc:  # noqa: BLE001 - a broken base fails its variants, not the run
+            raise_if_stopped(exc)
             bases.append(BaseState.broken(base_id, redact(f"base model {base_id}: {exc}")))
             logger.error("%s", bases[-1].error)
     corpus_ids = {}
@@ -128,6 +132,7 @@ def _publish_all(m, manifest: str, force: bool, only: list[str] | None, logger) 
         try:
             return Outcome(path=Path(fut.result()))
         except Exception as exc:  # noqa: BLE001
+            raise_if_stopped(exc)
             return Outcome(error=redact(exc))
 
     counts = {key: outcome(f) for key, f in count_futures.items()}
@@ -152,11 +157,14 @@ def _publish_all(m, manifest: str, force: bool, only: list[str] | None, logger) 
     if groups:
         n_build = sum(len(g.variants) for g in groups)
         progress = create_progress_artifact(0.0, description=f"variants built of {n_build}")
+        # Output comparison once per base and architecture per run, decided here (workers
+        # share no state): the first variant of each base in plan order carries it.
+        carriers = choose_carriers([(v.id, g.base.folder) for g in groups for v in g.variants])
         futures = build_task.map(
             unmapped(manifest), [g.name for g in groups], [[v.model_dump() for v in g.variants] for g in groups],
             [str(g.base.folder) for g in groups], [{l: str(c) for l, c in g.counts.items()} for g in groups],
             [{l: str(h) for l, h in g.heldout.items()} for g in groups], [plots.get(g.base.id) for g in groups],
-            unmapped(force))
+            unmapped(force), [carriers[g.variants[0].id] for g in groups])
         by_future = {id(f): g for f, g in zip(futures, groups)}
         report, done, build_start = ProgressThrottle(PROGRESS_EVERY_S), 0, time.monotonic()
         for fut in as_completed(futures):
@@ -166,6 +174,7 @@ def _publish_all(m, manifest: str, force: bool, only: list[str] | None, logger) 
                     record = VariantRecord.model_validate(rec)
                     records[record.variant_id] = record
             except Exception as exc:  # noqa: BLE001 - a crashed task fails its own variants only
+                raise_if_stopped(exc)
                 for v in group.variants:
                     records.setdefault(v.id, failed_record(v, f"{type(exc).__name__}: {exc}"))
             done += len(group.variants)
@@ -213,27 +222,29 @@ def write_catalog_anywhere(records, m, manifest: str, logger) -> RegistryOutputs
     return None
 
 
-@flow(name="build-variant", task_runner=ThreadPoolTaskRunner(max_workers=2))
+@flow(name="build-variant", task_runner=local_task_runner(workers=2))
 def build_variant(manifest: str, variant_id: str) -> dict:
     """Regenerate exactly one model from its manifest entry, whatever is already published."""
     return publish_all.fn(manifest=manifest, force=True, only=[variant_id])
 
 
-def task_runner(dask_address: str | None = None, workers: int = 2):
-    """Local threads by default; an existing Dask cluster with --dask-address."""
+def task_runner(dask_address: str | None = None, workers: int = 2, executor: str | None = None):
+    """Local worker processes by default (`executor` threads, or TRIMWORKS_EXECUTOR); an
+    existing Dask cluster with --dask-address."""
     if dask_address:
         from prefect_dask import DaskTaskRunner
 
         return DaskTaskRunner(address=dask_address)
-    return ThreadPoolTaskRunner(max_workers=workers)
+    return local_task_runner(executor, workers)
 
 
 def run_publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: list[str] | None = None,
-                    dask_address: str | None = None, workers: int = 2) -> dict:
+                    dask_address: str | None = None, workers: int = 2, executor: str | None = None) -> dict:
     from flows.stopping import mark_cancelled_if_stopped  # a run stopped by Ctrl-C/SIGTERM ends Cancelled
 
     guard_temporary_server()  # before the first client call starts the temporary server
-    return publish_all.with_options(task_runner=task_runner(dask_address, workers), on_crashed=[mark_cancelled_if_stopped])(
+    runner = task_runner(dask_address, workers, executor)
+    return publish_all.with_options(task_runner=runner, on_crashed=[mark_cancelled_if_stopped])(
         manifest=manifest, force=force, only=only)
 
 

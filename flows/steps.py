@@ -1,5 +1,7 @@
 """Thin Prefect tasks over the pure functions in tasks/. They take and return small values
-(paths, ids, records as dicts), never tensors, so any executor (threads, Dask) can run them."""
+(paths, ids, records as dicts), never tensors, so any executor (worker processes, threads,
+Dask) can run them; what is per-run state (which variant compares outputs) comes in as an
+argument, decided by the flow."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.workers import cancel_on_stop
 from tasks.engine.errors import TrimworksError
 from tasks.engine.runtime.redact import redact, register_secret
 from tasks.pipeline.production.build import build_and_publish
@@ -62,6 +65,7 @@ def make_publisher(m: LoadedManifest) -> Publisher:
 
 
 @task(name="materialize-base", cache_policy=NO_CACHE)
+@cancel_on_stop
 def materialize_base_task(manifest: str, base_id: str) -> str:
     m = open_manifest(manifest)
     try:
@@ -73,6 +77,7 @@ def materialize_base_task(manifest: str, base_id: str) -> str:
 
 
 @task(name="count-tokens", cache_policy=NO_CACHE, task_run_name="count-{language}")
+@cancel_on_stop
 def count_task(manifest: str, tokenizer_json: str, language: str) -> str:
     m = open_manifest(manifest)
     expected = expected_train_lines(m, language)
@@ -96,6 +101,7 @@ def count_task(manifest: str, tokenizer_json: str, language: str) -> str:
 
 
 @task(name="heldout-text", cache_policy=NO_CACHE, task_run_name="heldout-{language}")
+@cancel_on_stop
 def heldout_task(manifest: str, language: str) -> str:
     return str(ensure_heldout(open_manifest(manifest), language))
 
@@ -111,22 +117,30 @@ def plot_task(manifest: str, base_id: str, base_dir: str, counts: dict[str, str]
 
 
 @task(name="build-variants", cache_policy=NO_CACHE, task_run_name="build-{group}")
+@cancel_on_stop
 def build_task(manifest: str, group: str, variants: list[dict], base_dir: str, counts: dict[str, str],
-               heldout: dict[str, str], plot: str | None, force: bool = False) -> list[dict]:
+               heldout: dict[str, str], plot: str | None, force: bool = False, carrier: str | None = None) -> list[dict]:
     """The variants of one base model x language subset (its vocab multiples), one by one.
 
     They share counts, held-out text and plot; one task per group instead of per variant
     keeps Prefect's fixed per-task cost off each variant. A failing variant is a failed
-    record, never a failed task, so its siblings still publish."""
+    record, never a failed task, so its siblings still publish.
+
+    `carrier` is the variant the flow chose to carry the base's output comparison; when it is
+    in this group and does not publish, the next variant of the group takes it over."""
     m = open_manifest(manifest)
     publisher = make_publisher(m)
     logger = get_run_logger()
     count_paths, heldout_paths = {k: Path(p) for k, p in counts.items()}, {k: Path(p) for k, p in heldout.items()}
     records = []
+    hand_over = False
     for variant in variants:
         v = Variant.model_validate(variant)
+        if hand_over:
+            carrier, hand_over = v.id, False
         record = build_and_publish(m, v, Path(base_dir), count_paths, heldout_paths, publisher,
-                                   Path(plot) if plot else None, force=force)
+                                   Path(plot) if plot else None, force=force, carrier=carrier)
+        hand_over = carrier == v.id and record.status != "published"
         if record.status == "skipped":  # built and failed variants are logged once, by build_and_publish
             logger.info("%s: up to date (another run published it)", v.id)
         records.append(record.model_dump(mode="json"))

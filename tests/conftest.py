@@ -11,6 +11,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 # The loopback Hub (tests/hub_server.py) speaks the LFS protocol, not Xet; with hf_xet installed
 # huggingface_hub would upload through Xet and wait minutes on a server that never answers it.
 os.environ["HF_HUB_DISABLE_XET"] = "1"
+# The product runs builds in worker processes; the many small pipeline runs here take threads
+# (no worker start-up), and the tests of the process runner ask for processes explicitly.
+os.environ.setdefault("TRIMWORKS_EXECUTOR", "threads")
 
 import pytest  # noqa: E402
 

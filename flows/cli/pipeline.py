@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import sys
 from pathlib import Path
@@ -11,6 +12,19 @@ import typer
 
 from flows.cli.app import app, fail as _fail
 from tasks.engine.errors import TrimworksError
+
+
+class Executor(str, enum.Enum):
+    """Where a run's tasks run locally (flows/workers.py)."""
+
+    processes = "processes"
+    threads = "threads"
+
+
+ExecutorOption = Annotated[Executor, typer.Option(
+    envvar="TRIMWORKS_EXECUTOR", case_sensitive=False,
+    help="run the builds in worker processes (variants per hour grow with cores) or threads (no start-up cost)")]
+WorkersOption = Annotated[int, typer.Option(min=1, help="local worker processes (or threads)")]
 
 
 @app.command("list")
@@ -56,10 +70,11 @@ def publish_all_cmd(
     force: Annotated[bool, typer.Option(help="rebuild variants even if already published")] = False,
     only: Annotated[Optional[list[str]], typer.Option(help="build only these variant ids")] = None,
     dask_address: Annotated[Optional[str], typer.Option(help="run builds on a Dask cluster, e.g. tcp://host:8786")] = None,
-    workers: Annotated[int, typer.Option(help="local worker threads")] = 2,
+    workers: WorkersOption = 2,
+    executor: ExecutorOption = Executor.processes,
 ) -> None:
     """Build, verify and publish every variant of a manifest; exits 1 if any failed."""
-    _run_flow(manifest, force, only, dask_address, workers)
+    _run_flow(manifest, force, only, dask_address, workers, executor.value)
 
 
 @app.command()
@@ -67,12 +82,14 @@ def build(
     variant_id: Annotated[str, typer.Argument(help="variant id (see `trimworks list`)")],
     manifest: Annotated[Path, typer.Option(help="manifest YAML")] = Path("manifests/default.yaml"),
     dask_address: Annotated[Optional[str], typer.Option(help="Dask scheduler address")] = None,
+    executor: ExecutorOption = Executor.processes,
 ) -> None:
     """Regenerate exactly one model from its manifest entry (ignores what is published)."""
-    _run_flow(manifest, True, [variant_id], dask_address, 2)
+    _run_flow(manifest, True, [variant_id], dask_address, 2, executor.value)
 
 
-def _run_flow(manifest: Path, force: bool, only: list[str] | None, dask_address: str | None, workers: int) -> None:
+def _run_flow(manifest: Path, force: bool, only: list[str] | None, dask_address: str | None, workers: int,
+              executor: str) -> None:
     from tasks.engine.runtime.redact import redact
     from tasks.pipeline.manifest import expand, load_manifest
     from tasks.pipeline.production.variant_ids import check_variant_ids
@@ -91,7 +108,7 @@ def _run_flow(manifest: Path, force: bool, only: list[str] | None, dask_address:
 
     try:
         summary = run_stoppable(lambda: run_publish_all(str(manifest), force=force, only=only, dask_address=dask_address,
-                                                        workers=workers))
+                                                        workers=workers, executor=executor))
     except RunStopped as stop:
         again = " ".join(["trimworks", *sys.argv[1:]])
         typer.secho(f"stopped ({stop}): the flow run is marked Cancelled and nothing partial was published. "

@@ -1,8 +1,10 @@
 """The pipeline end to end on small subjects: publish-all, rerun, --force, one failing
-variant among good ones, one-model regeneration, the Dask runner, and the Hub target."""
+variant among good ones, one-model regeneration, worker processes against threads, the Dask
+runner, and the Hub target."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -114,6 +116,62 @@ def test_one_failing_variant_does_not_stop_the_others(tmp_path, bases):
     assert catalog["toy-a-en-v8"]["status"] == "published"
     assert not (tmp_path / "published" / "trimworks" / "toy-a-trimmed-de-v8").exists()
     assert "Failures" in (tmp_path / "published" / "catalog.md").read_text()
+
+
+def published_weights(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.safetensors"))}
+
+
+def test_worker_processes_publish_what_threads_publish(tmp_path, bases, monkeypatch):
+    """Two worker processes give the same weights as threads, build in processes other than the
+    flow's, report their task runs to the flow's server, and compare outputs once per base: the
+    flow picks the carrier (the first variant of each base), not a process-global."""
+    import flows.steps
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from flows.publish_all import run_publish_all
+
+    pids = tmp_path / "build-pids.txt"
+    real = flows.steps.build_and_publish
+
+    def build_and_publish(*args, **kwargs):  # travels with the task (pickled by value) into a worker
+        with open(pids, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flows.steps, "build_and_publish", build_and_publish)
+    weights, checks, build_pids = {}, {}, {}
+    for executor in ("threads", "processes"):
+        (tmp_path / executor).mkdir()
+        manifest = make_manifest(tmp_path / executor, bases, verify={"outputs": "auto", "outputs_sample": 0.0})
+        summary = run_publish_all(str(manifest), executor=executor, workers=2)
+        assert len(summary["published"]) == 8 and not summary["failed"], summary["failed"]
+        out = tmp_path / executor / "published"
+        weights[executor] = published_weights(out)
+        checks[executor] = {p.parent.name: json.loads(p.read_text())["output_check"]
+                            for p in (out / "trimworks").glob("*/evaluation.json")}
+        build_pids[executor] = [int(x) for x in pids.read_text().split()]
+        pids.unlink()
+
+    assert weights["threads"] and weights["processes"] == weights["threads"]
+    assert build_pids["threads"] == [os.getpid()] * 8  # the witness works: threads build here
+    assert len(build_pids["processes"]) == 8 and os.getpid() not in build_pids["processes"]
+    assert checks["processes"] == checks["threads"]
+    compared = {k: v for k, v in checks["processes"].items() if v.startswith("compared")}
+    assert set(compared) == {"toy-a-trimmed-en-v8", "toy-b-trimmed-en-v8"}, checks["processes"]
+    assert all("first variant of this base and architecture" in v for v in compared.values())
+    for name, why in checks["processes"].items():
+        if name not in compared:
+            base = name.split("-trimmed-")[0]
+            assert why == f"not compared: {base}-en-v8 carried this base's output comparison in this run", (name, why)
+
+    with get_client(sync_client=True) as client:  # the workers' task runs reached the flow's server
+        (run,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    builds = [t for t in task_runs if t.name.startswith("build-")]
+    assert len(builds) == 4 and all(t.state.is_completed() for t in builds), [(t.name, t.state) for t in builds]
 
 
 def test_dask_runner_on_local_cluster(tmp_path, bases):

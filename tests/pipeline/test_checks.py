@@ -15,7 +15,7 @@ from tasks.engine.verify.proof import parameter_count
 from tasks.engine.checkpoint.safetensors_io import LazyCheckpoint
 from tasks.pipeline.production.build import build_and_publish
 from tasks.pipeline.report.catalog import write_catalog
-from tasks.pipeline.production.checks import output_check, sampled, start_run
+from tasks.pipeline.production.checks import choose_carriers, output_check, sampled, start_run
 from tasks.pipeline.corpus.counts_cache import ensure_counts, ensure_heldout
 from tasks.pipeline.manifest import Variant, VerifySpec, expand, load_manifest
 from tasks.pipeline.publish.targets import LocalRegistry
@@ -47,6 +47,25 @@ def test_output_check_policy(toy_model):
     start_run()
     compared, why, *_ = output_check(small, _variant(7), toy_model, 8)
     assert not compared and "above verify.outputs_max_params" in why
+
+
+def test_the_flow_chosen_carrier_decides_without_shared_state(toy_model, tmp_path):
+    """Worker processes share no memory: the flow names the carrier, the first variant of each
+    base and architecture in plan order, and every process gives the same answers and texts."""
+    other = tmp_path / "other"
+    import shutil
+
+    shutil.copytree(toy_model, other)
+    carriers = choose_carriers([("b-en-v1", toy_model), ("c-en-v1", other), ("b-en-v2", toy_model), ("c-en-v2", other)])
+    assert carriers == {"b-en-v1": "b-en-v1", "c-en-v1": "c-en-v1", "b-en-v2": "b-en-v1", "c-en-v2": "c-en-v1"}
+    auto = VerifySpec(outputs_sample=0.0)
+    start_run()
+    output_check(auto, _variant(9), toy_model, 8)  # a carrier named by the flow overrides what this process saw first
+    first = output_check(auto, _variant(1), toy_model, 8, carrier="b-en-v1")
+    assert first.compare and first.why.startswith("compared in float64: first variant of this base and architecture (")
+    assert first.why.endswith(") in the run")
+    later = output_check(auto, _variant(2), toy_model, 8, carrier="b-en-v1")
+    assert not later.compare and later.why == "not compared: b-en-v1 carried this base's output comparison in this run"
 
 
 def test_output_precision_follows_the_memory_budget(toy_model):

@@ -107,8 +107,11 @@ def build_and_publish(
     publisher: Publisher,
     plot_png: Path | None = None,
     force: bool = False,
+    carrier: str | None = None,
 ) -> VariantRecord:
-    """Build and publish under a per-variant lock: concurrent runs publish each variant once."""
+    """Build and publish under a per-variant lock: concurrent runs publish each variant once.
+
+    `carrier`: the variant carrying this base's output comparison in the run (checks.output_check)."""
     lock_path = m.work_dir / "locks" / f"{variant.id}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock_path)):
@@ -116,7 +119,7 @@ def build_and_publish(
             return skipped_record(publisher, variant)  # another run got here first
         _remove_stale(staging_root(m, publisher), variant.id)
         try:
-            return _build_and_publish(m, variant, base_dir, counts, heldout, publisher, plot_png)
+            return _build_and_publish(m, variant, base_dir, counts, heldout, publisher, plot_png, carrier)
         finally:
             release_free_memory()  # a long run creeps less (tasks/engine/runtime/heap.py)
 
@@ -129,6 +132,7 @@ def _build_and_publish(
     heldout: Mapping[str, Path],
     publisher: Publisher,
     plot_png: Path | None,
+    carrier: str | None = None,
 ) -> VariantRecord:
     start = time.perf_counter()
     staging = staging_root(m, publisher) / variant.id
@@ -156,7 +160,7 @@ def _build_and_publish(
         proof = prove_variant(base_dir, staging, {**texts, **benchmark_texts}, body=body)
         if not proof.passed:
             raise ExactnessError(f"{variant.id}: the structural proof failed: {proof.failures()[:3]}")
-        check = output_check(m.spec.verify, variant, base_dir, m.spec.verify_sample_lines)
+        check = output_check(m.spec.verify, variant, base_dir, m.spec.verify_sample_lines, carrier)
         compare, why = check.compare, check.why
         if compare:
             report = verify_exactness(base_dir, staging, texts, sample_lines=m.spec.verify_sample_lines,

@@ -28,7 +28,9 @@ from tasks.pipeline.report.record import VariantRecord
 
 FLOAT64_TOLERANCE = 1e-5
 FLOAT32_TOLERANCE = 1e-3
-_FIRST_OF_BASE: dict[tuple[str, str], str] = {}  # (base folder, architecture) -> variant id that compared outputs
+# (base folder, architecture) -> variant id that compared outputs, for callers that pass no
+# carrier (a plain loop in one process); the flow passes the carrier it chose instead.
+_FIRST_OF_BASE: dict[tuple[str, str], str] = {}
 _LOCK = threading.Lock()
 
 
@@ -81,8 +83,36 @@ def _precision(spec: VerifySpec, params: int) -> tuple[str, float] | None:
     return None
 
 
-def output_check(spec: VerifySpec, variant: Variant, base_dir: Path, sample_lines: int) -> OutputCheck:
-    """Whether (and how) one variant about to be built compares outputs."""
+def comparison_key(base_dir: Path) -> tuple[str, str]:
+    """What one output comparison per run covers: a base folder and its architecture."""
+    base = Path(base_dir).resolve()
+    return str(base), _base_facts(str(base), (base / "config.json").stat().st_mtime_ns)[1]
+
+
+def choose_carriers(variants: Sequence[tuple[str, Path]]) -> dict[str, str]:
+    """Variant id -> the id of the variant that carries its base's output comparison in this
+    run: the first of each base and architecture in the given (plan) order.
+
+    The flow decides this once, so worker processes need no shared state; a base whose
+    config cannot be read keys on its folder alone (its build reports the problem)."""
+    first: dict[tuple[str, str], str] = {}
+    out = {}
+    for variant_id, base_dir in variants:
+        try:
+            key = comparison_key(base_dir)
+        except (OSError, ValueError):
+            key = (str(Path(base_dir).resolve()), "")
+        out[variant_id] = first.setdefault(key, variant_id)
+    return out
+
+
+def output_check(spec: VerifySpec, variant: Variant, base_dir: Path, sample_lines: int,
+                 carrier: str | None = None) -> OutputCheck:
+    """Whether (and how) one variant about to be built compares outputs.
+
+    `carrier` is the id of the variant that carries this base's comparison in the run, as the
+    flow decided it (`choose_carriers`); without it, the first variant of the base to get here
+    in this process carries it (`start_run` forgets)."""
     if spec.outputs == "never":
         return OutputCheck(False, "not compared: verify.outputs is never")
     if sample_lines <= 0:
@@ -100,9 +130,11 @@ def output_check(spec: VerifySpec, variant: Variant, base_dir: Path, sample_line
         return OutputCheck(False, f"not compared: {params:,} parameters need {4 * params / 1e9:.1f} GB even in float32, above "
                                   f"verify.outputs_memory_gb {spec.outputs_memory_gb:g} (the structural proof covers it)")
     dtype, tol = precision
-    key = (str(base), arch)
-    with _LOCK:
-        first = _FIRST_OF_BASE.setdefault(key, variant.id)
+    if carrier is not None:
+        first = carrier
+    else:
+        with _LOCK:
+            first = _FIRST_OF_BASE.setdefault((str(base), arch), variant.id)
     if first == variant.id:
         return OutputCheck(True, f"compared in {dtype}: first variant of this base and architecture ({arch}) in the run",
                            dtype, tol)
