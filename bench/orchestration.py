@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,19 +29,39 @@ def _prefect_ready(home: str) -> None:
     warm()
 
 
-def flow_side(manifest: str, home: str, workers: int = 1) -> Callable[[], dict]:
-    """`publish_all` (forced) on the temporary Prefect server."""
+def flow_side(manifest: str, home: str, workers: int = 1, executor: str = "threads") -> Callable[[], dict]:
+    """`publish_all` (forced) on the temporary Prefect server, its builds on `workers` threads or
+    worker processes."""
     _prefect_ready(home)
     from flows.publish_all import run_publish_all
 
     def section() -> dict:
         from bench.child import descendant_peaks
 
-        summary = run_publish_all(manifest, force=True, workers=workers, executor="threads")  # the rows' labels say threads
+        seen: dict[int, dict] = {}  # worker processes end with the run: sample their peaks while it goes
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.5):
+                for h in descendant_peaks():
+                    if h["peak"] >= seen.get(h["pid"], {"peak": -1})["peak"]:
+                        seen[h["pid"]] = h
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            summary = run_publish_all(manifest, force=True, workers=workers, executor=executor)
+        finally:
+            done.set()
+            sampler.join()
         assert not summary["failed"], summary["failed"]
-        helpers = descendant_peaks()  # the temporary Prefect server, still up until this process exits
+        for h in descendant_peaks():  # the temporary Prefect server, still up until this process exits
+            if h["peak"] >= seen.get(h["pid"], {"peak": -1})["peak"]:
+                seen[h["pid"]] = h
+        helpers = list(seen.values())
         return {"n": len(summary["published"]), "helper_peak_bytes": sum(h["peak"] for h in helpers),
-                "helpers": [h["cmd"][:80] for h in helpers]}
+                "max_helper_peak_bytes": max((h["peak"] for h in helpers), default=0),
+                "helpers": [h["cmd"][:80] for h in helpers], "stage_seconds": summary.get("stage_seconds", {})}
 
     return section
 

@@ -43,6 +43,8 @@ A B A B and ratios are paired per repetition: *measured* is the median [min–ma
 | `make bench` (`python -m bench.run`) | rows 1–6 on real shapes (about 1.5 h on 2 cores); `--only 125` reruns some rows and merges them into the results |
 | `make bench-smoke` (`python -m bench.run --smoke`) | every row on tiny subjects, in under a minute; part of `make test`, so the bench cannot rot (nothing is timed or asserted) |
 | `make bench-big` (`python -m bench.big_model --reps 3`) | row 7, a 7B-shaped checkpoint (needs ~45 GB of free disk; skips with a message otherwise) |
+| `python -m bench.shared_body` | row 8, twenty variants of the row 7 subject in the shared layout (same disk needs) |
+| `python -m bench.cli_trim [--reps 5]` | row 9, `trimworks trim` of one model as a user runs it |
 | `python -m bench.chunk_counting [--megabytes 100] [--real]` | row 1's chunk counting against raw `encode_batch`, five real tokenizers |
 | `python -m bench.gpu_fidelity prepare DIR`, then `check DIR OUT.json` where torch sees a GPU | the kept logits and greedy `generate()` of a base and its variant on a GPU |
 
@@ -87,6 +89,13 @@ SECTIONS: dict[str, tuple[str, str]] = {
         "and 64. The base's body is written and proved once, then per variant: selection, tokenizer rebuild, "
         "the vocab shard beside hard links to the body, and the proof resting on the proved body; then `sync`. "
         "Against one plain buffered copy of the base; the page cache is dropped before each side.",
+    ),
+    "results-cli-trim.json": (
+        "Row 9: one model through the CLI",
+        "`trimworks trim` of SmolLM2-135M (the GGUF converted once to bf16 safetensors) with counts of 20 k "
+        "lines of German wordfreq text, the whole process timed from outside: start-up, imports, selection, "
+        "tokenizer rebuild, surgery, the load guard, exit. Median [min–max] of warm runs; the first trim of "
+        "this base config on a machine (empty expected-shapes cache: transformers asked once) beside it.",
     ),
     "results-gpu-fidelity.json": (
         "On a GPU: kept logits and greedy generation of a base and its variant",

@@ -193,6 +193,10 @@ def _publish_all(m, manifest: str, force: bool, only: list[str] | None, logger) 
     failed = [r for r in ordered if r.status == "failed"]
     for r in failed:
         logger.error("FAILED %s: %s", r.variant_id, r.error)
+    stages = stage_totals([r for r in ordered if r.status == "published"])
+    if stages:
+        n_built = sum(r.status == "published" for r in ordered)
+        logger.info("thread time per variant: %s", ", ".join(f"{k} {v / n_built:.2f} s" for k, v in stages.items()))
     summary = {
         "manifest": manifest,
         "published": [r.variant_id for r in ordered if r.status == "published"],
@@ -202,10 +206,19 @@ def _publish_all(m, manifest: str, force: bool, only: list[str] | None, logger) 
         "summary": str(md) if md else None,
         "html": str(catalog.html) if catalog else None,
         "last_run": str(catalog.last_run) if catalog else None,
+        "stage_seconds": stages,  # thread time per build stage, summed over this run's published variants
     }
     logger.info("done: %d published, %d up to date, %d failed; catalog %s", len(summary["published"]),
                 len(summary["skipped"]), len(failed), md)
     return summary
+
+
+def stage_totals(records) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for r in records:
+        for name, seconds in r.stage_seconds.items():
+            totals[name] = round(totals.get(name, 0.0) + seconds, 3)
+    return totals
 
 
 def write_catalog_anywhere(records, m, manifest: str, logger) -> RegistryOutputs | None:

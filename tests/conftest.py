@@ -29,6 +29,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session", autouse=True)
 def _shared_prefect_home_for_cli_runs(tmp_path_factory):
     os.environ["TRIMWORKS_TEST_PREFECT_HOME"] = str(tmp_path_factory.getbasetemp() / "prefect-home")
+    os.environ["TRIMWORKS_CACHE_DIR"] = str(tmp_path_factory.getbasetemp() / "trimworks-cache")  # not ~/.cache
     yield
     subjects.CLI_SERVER.stop()  # started by the first subjects.run_cli that needs it
 

@@ -72,8 +72,12 @@ def publish_all_cmd(
     dask_address: Annotated[Optional[str], typer.Option(help="run builds on a Dask cluster, e.g. tcp://host:8786")] = None,
     workers: WorkersOption = 2,
     executor: ExecutorOption = Executor.processes,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print what the run would do (`trimworks plan`) and exit")] = False,
 ) -> None:
     """Build, verify and publish every variant of a manifest; exits 1 if any failed."""
+    if dry_run:
+        plan_cmd(manifest, show_all=False, as_json=False)
+        return
     _run_flow(manifest, force, only, dask_address, workers, executor.value)
 
 

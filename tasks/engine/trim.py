@@ -23,6 +23,7 @@ from tasks.engine.counting.tokens import TokenCounts, check_counts_match, read_c
 from tasks.engine.errors import CountsMismatchError, OutputError
 from tasks.engine.tokenizer.generation_ids import required_ids
 from tasks.engine.checkpoint.guard import check_folder_loads
+from tasks.engine.runtime.stages import StageClock, stage
 from tasks.engine.checkpoint.model_folder import ModelFolder, inspect_model_folder, load_tokenizer_json, tokenizer_fingerprint
 from tasks.engine.checkpoint.safetensors_io import INDEX_NAME
 from tasks.engine.selection.policy import Selection, SelectionPolicy, select_kept_ids
@@ -130,18 +131,21 @@ def check_counts_not_empty(table: TokenCounts, source: str) -> None:
 def apply_selection(
     model_dir: Path, selection: Selection, out_dir: Path, overwrite: bool = False, provenance: dict | None = None,
     rules: ArchitectureRules | None = None, remember_base_digests: bool = False, durable: bool = True,
-    layout: str = "mirror", body: Body | None = None, body_mode: str = "link",
+    layout: str = "mirror", body: Body | None = None, body_mode: str = "link", clock: StageClock | None = None,
 ) -> TrimResult:
     """Build the trimmed folder for an already chosen kept set (atomically).
     `remember_base_digests`: a proof follows (see `surgery.trim_weights`). `durable=False`: a
     staging folder that a later durable rename publishes (see `atomic.atomic_folder`).
-    `layout`, `body`, `body_mode`: the weight files' layout (see `surgery.py`, `body.py`)."""
-    base = inspect_model_folder(model_dir)
-    tok, vocab = parsed_tokenizer(base.tokenizer_json)
-    new_tok = rebuild_tokenizer_json(tok, vocab, selection.kept_ids)
+    `layout`, `body`, `body_mode`: the weight files' layout (see `surgery.py`, `body.py`).
+    `clock`: thread time of the `rebuild` and `write` stages (runtime/stages.py)."""
+    with stage(clock, "rebuild"):
+        base = inspect_model_folder(model_dir)
+        tok, vocab = parsed_tokenizer(base.tokenizer_json)
+        new_tok = rebuild_tokenizer_json(tok, vocab, selection.kept_ids)
     try:
-        return _write_trimmed(base, tok, vocab, new_tok, selection, Path(out_dir), overwrite, provenance,
-                              rules or default_rules(), remember_base_digests, durable, layout, body, body_mode)
+        with stage(clock, "write"):
+            return _write_trimmed(base, tok, vocab, new_tok, selection, Path(out_dir), overwrite, provenance,
+                                  rules or default_rules(), remember_base_digests, durable, layout, body, body_mode)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise OutputError(

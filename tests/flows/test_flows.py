@@ -44,6 +44,10 @@ def test_publish_all_rerun_force_and_regenerate_one(tmp_path, bases):
     manifest = str(make_manifest(tmp_path, bases))
     summary = publish_all(manifest=manifest)
     assert len(summary["published"]) == 8 and not summary["failed"] and not summary["skipped"]
+    # where the time went: thread seconds per build stage, summed over the run (and per variant on disk)
+    stages = summary["stage_seconds"]
+    assert set(stages) == {"select", "body", "rebuild", "write", "prove", "checks", "card", "publish"}, stages
+    assert all(v >= 0 for v in stages.values()) and stages["write"] > 0 and stages["prove"] > 0
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
@@ -55,6 +59,8 @@ def test_publish_all_rerun_force_and_regenerate_one(tmp_path, bases):
     folder = out / "trimworks" / "toy-a-trimmed-en-fr-v64"
     for name in ("README.md", "config.json", "tokenizer.json", "model.safetensors.index.json", "model-vocab.safetensors", "evaluation.json", "coverage.png"):
         assert (folder / name).exists(), name
+    on_disk = json.loads((folder / "evaluation.json").read_text())["stage_seconds"]
+    assert set(on_disk) == set(stages) - {"publish"}  # written before publishing
     # One body per base, shared by hard links: every variant of toy-a holds the same body inodes.
     by_base: dict[str, set] = {}
     for index in (out / "trimworks").glob("*/model.safetensors.index.json"):

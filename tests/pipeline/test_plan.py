@@ -176,3 +176,36 @@ def test_plan_command_starts_no_prefect(setup):
     data = json.loads(proc.stdout)
     assert data["tally"]["missing"] >= 1 and len(data["variants"]) == 8
     assert {v["status"] for v in data["variants"]} <= {"up to date", "stale", "missing", "failed last time"}
+
+
+def test_publish_all_dry_run_prints_the_plan_and_starts_nothing(setup):
+    """`publish-all --dry-run`, as peers spell it: the plan's text, no Prefect, no build."""
+    import subprocess
+    import sys
+
+    m, _ = setup
+    code = ("import sys; from typer.testing import CliRunner; from flows.cli import app; "
+            f"r = CliRunner().invoke(app, ['publish-all', {str(m.path)!r}, '--dry-run']); print(r.output); "
+            "assert r.exit_code == 0, r.output; assert 'prefect' not in sys.modules, 'prefect was imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=subjects.REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith(f"{m.path}: 8 variants:") and "would build 8 variant(s)" in proc.stdout, proc.stdout
+    assert not (m.output_dir / "catalog.md").exists()  # nothing was built or written
+
+
+def test_version_and_shell_completion():
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tasks import __version__
+
+    r = CliRunner().invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.strip() == f"trimworks {__version__}"
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    trimworks = Path(sys.executable).with_name("trimworks")  # the installed command, as a shell runs it
+    out = subprocess.run([str(trimworks), "--show-completion", "bash"], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "SHELL": "/bin/bash"})
+    assert out.returncode == 0 and "complete -o default -F _trimworks_completion trimworks" in out.stdout, out

@@ -5,9 +5,10 @@
    rule of the architecture table, or be named in its `not_vocab` list with a reason.
    A tensor left at the old size would make the folder fail to load (or, worse, load with
    a head that scores the wrong tokens).
-2. `check_folder_loads` (before the output folder is renamed into place): the folder is
-   instantiated with its architecture class on the meta device (no memory, no weights) and
-   every checkpoint tensor's shape is compared with the parameter the config implies.
+2. `check_folder_loads` (before the output folder is renamed into place): every checkpoint
+   tensor's shape is compared with the parameter the config implies, as the architecture class
+   instantiated on the meta device (no memory, no weights) gives it (`shape_template`: asked
+   once per base config and library version, then predicted for each variant's vocab size).
 3. `check_tensor_names` (before a base is trimmed): tensor names that do not belong to the
    architecture (a shard header edited or mixed up) raise an error naming the shard and the
    tensor, checked against the same meta-device instance (no weights loaded).
@@ -23,8 +24,9 @@ from pathlib import Path
 
 from tasks.engine.checkpoint.architectures import HOW_TO_EXTEND, ArchitectureRules
 from tasks.engine.checkpoint.safetensors_io import LazyCheckpoint
+from tasks.engine.checkpoint.shape_template import expected_shapes
 from tasks.engine.errors import ModelFolderError
-from tasks.engine.runtime.hf import HF_LOCK, model_class
+from tasks.engine.runtime.hf import model_class
 
 
 def check_vocab_dims(
@@ -50,28 +52,6 @@ def check_vocab_dims(
             f"(or would score the wrong tokens). If the tensor indexes the vocabulary, or if that dimension "
             f"is not the vocabulary, {HOW_TO_EXTEND}"
         )
-
-
-def expected_shapes(folder: Path) -> tuple[dict[str, tuple[int, ...]], str]:
-    """(parameter and buffer shapes the config implies, base_model_prefix), from a meta-device instance."""
-    import torch
-
-    folder = Path(folder)
-    config_dict = json.loads((folder / "config.json").read_text())
-    with HF_LOCK:  # resolution and construction import submodules lazily (tasks/engine/runtime/hf.py)
-        import transformers
-
-        try:
-            config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
-        except Exception as exc:  # noqa: BLE001 - any failure means the folder does not load
-            raise ModelFolderError(f"{folder}/config.json: transformers cannot read it ({exc})") from exc
-        cls = model_class(config_dict)
-        try:
-            with torch.device("meta"):
-                model = cls._from_config(config) if cls is transformers.AutoModel else cls(config)
-        except Exception as exc:  # noqa: BLE001
-            raise ModelFolderError(f"{folder}: {cls.__name__} cannot be built from config.json ({exc})") from exc
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}, getattr(model, "base_model_prefix", "")
 
 
 def check_folder_loads(folder: Path) -> int:

@@ -216,9 +216,20 @@ def read_counts(path: Path) -> TokenCounts:
     except (OSError, KeyError, TypeError, pa.ArrowInvalid) as exc:
         raise CorpusError(f"{path}: not a trimworks counts table ({exc})") from exc
     counts = np.zeros(int(meta["vocab_size"]), dtype=np.int64)
-    counts[table.column("token_id").to_numpy()] = table.column("count").to_numpy()
+    counts[_ints(table, "token_id", path)] = _ints(table, "count", path)
     return TokenCounts(counts, meta["tokenizer_fingerprint"], meta["corpus"], int(meta["lines"]), int(meta["tokens"]),
                        meta.get("counting", {}))
+
+
+def _ints(table: pa.Table, name: str, path: Path) -> np.ndarray:
+    """An integer column as numpy from its buffers: pyarrow's own `to_numpy` imports pandas
+    (~0.7 s of a `trimworks trim`)."""
+    column = table.column(name)
+    if column.null_count or not pa.types.is_integer(column.type):
+        raise CorpusError(f"{path}: column {name!r} is not a null-free integer column ({column.type})")
+    dtype = np.dtype(str(column.type))
+    parts = [np.frombuffer(c.buffers()[1], dtype=dtype, count=len(c) + c.offset)[c.offset:] for c in column.chunks]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
 
 def check_counts_match(counts: TokenCounts, source: str, fingerprint: str, tokenizer_json: Path) -> None:

@@ -35,6 +35,7 @@ from tasks.engine.runtime.stopping import StopRequested, check_stop
 from tasks.pipeline.publish.targets import RECORD_NAME, LocalRegistry, Publisher
 from tasks.pipeline.production.base_models import DIGEST_CACHE, base_identity
 from tasks.pipeline.production.bodies import base_body
+from tasks.engine.runtime.stages import StageClock
 from tasks.pipeline.corpus.identity import corpus_content_key
 from tasks.engine.trim import apply_selection, select_for_model
 from tasks.engine.verify.proof import prove_variant
@@ -135,72 +136,82 @@ def _build_and_publish(
     carrier: str | None = None,
 ) -> VariantRecord:
     start = time.perf_counter()
+    clock = StageClock()  # thread time per stage, in the record (runtime/stages.py)
     staging = staging_root(m, publisher) / variant.id
     try:
         check_stop()
-        rules = load_rules([m.spec.architectures] if m.spec.architectures else [])
-        selection = select_for_model(base_dir, [counts[lang] for lang in variant.languages], m.spec.selection, variant.multiple,
-                                     rules=rules, keep_texts=resolved_keep_texts(m), languages=variant.languages)
-        check_trims(selection, variant)
-        check_tensor_names(base_dir)  # after the folder checks (pickles, remote code) in select_for_model
+        with clock.stage("select"):
+            rules = load_rules([m.spec.architectures] if m.spec.architectures else [])
+            selection = select_for_model(base_dir, [counts[lang] for lang in variant.languages], m.spec.selection,
+                                         variant.multiple, rules=rules, keep_texts=resolved_keep_texts(m),
+                                         languages=variant.languages)
+            check_trims(selection, variant)
+            check_tensor_names(base_dir)  # after the folder checks (pickles, remote code) in select_for_model
         # Staging is never trusted after a crash (rebuilt, see _remove_stale): not fsynced here.
         # Publishing fsyncs it before its rename; the disk writes start now, behind the proof.
         layout = m.spec.output.layout
-        body = base_body(m.work_dir, publisher, base_dir, rules) if layout == "shared" else None  # once per base
+        with clock.stage("body"):  # written and proved once per base; later variants only look it up
+            body = base_body(m.work_dir, publisher, base_dir, rules) if layout == "shared" else None
         trim = apply_selection(base_dir, selection, staging, overwrite=True,
                                provenance={"base_model": variant.base, "variant": variant.id, "fingerprint": variant.fingerprint},
                                rules=rules, remember_base_digests=True,  # the proof below then reads only the variant
-                               durable=False, layout=layout, body=body, body_mode=m.spec.publish.body)
+                               durable=False, layout=layout, body=body, body_mode=m.spec.publish.body, clock=clock)
         flushing = flush_in_background(staging) if isinstance(publisher, LocalRegistry) else None
         check_stop()
         texts = {lang: read_heldout(heldout[lang]) for lang in variant.languages}
         benchmark_texts = {f"benchmark:{lang}": lines for lang in variant.languages if (lines := udhr_lines(lang))}
         # Every variant, constant memory; kept ids from trimworks.json. Check (d) runs on the
         # held-out split and on the real benchmark text (UDHR) of each language.
-        proof = prove_variant(base_dir, staging, {**texts, **benchmark_texts}, body=body)
+        with clock.stage("prove"):
+            proof = prove_variant(base_dir, staging, {**texts, **benchmark_texts}, body=body)
         if not proof.passed:
             raise ExactnessError(f"{variant.id}: the structural proof failed: {proof.failures()[:3]}")
-        check = output_check(m.spec.verify, variant, base_dir, m.spec.verify_sample_lines, carrier)
-        compare, why = check.compare, check.why
-        if compare:
-            report = verify_exactness(base_dir, staging, texts, sample_lines=m.spec.verify_sample_lines,
-                                      tolerance=check.tolerance, compute_dtype=check.dtype)
-        else:  # the proof stands for outputs; the chat check still runs on every variant
-            report = ExactnessReport(languages=[f for f in proof.languages if f.language in texts])
-            add_chat_check(report, base_dir, staging, texts, proof.covered_lines(list(texts)))
-        if not report.exact:
-            bad = [(lang.language, lang.mismatches[:2]) for lang in report.languages if lang.mismatches]
-            raise ExactnessError(f"{variant.id}: trimmed model is not exact (mismatching lines {bad}, "
-                                 f"max abs diff {report.output_max_abs_diff})")
-        vacuous = report.vacuous_reason(outputs_expected=compare and m.spec.verify_sample_lines > 0)
-        if vacuous:
-            raise ExactnessError(f"{variant.id}: evaluation proves nothing: {vacuous}")
-        # The proof measured the benchmark text already (and failed on any covered line that differs).
-        benchmark = {f.language.removeprefix("benchmark:"): f.model_copy(update={"language": f.language.removeprefix("benchmark:")})
-                     for f in proof.languages if f.language in benchmark_texts}
-        corpus_label, synthetic = counting_corpus(m, variant.languages)
-        record = record_of(variant, "published", location=publisher.location(variant),
-                           fingerprint_parts=_fingerprint_parts(m, variant, base_dir), **variant_metrics(trim, report),
-                           **proof_fields(proof, compare, why), **base_weight_fields(base_dir),
-                           benchmark={lang: LanguageScore.model_validate(f, from_attributes=True) for lang, f in benchmark.items()},
-                           benchmark_text=benchmark_labels(variant.languages), counting_corpus=corpus_label,
-                           counting_synthetic=synthetic)
-        plot_name = None
-        if plot_png is not None and Path(plot_png).exists():
-            if not plot_variant(Path(plot_png), record, staging / "coverage.png"):  # marks this variant
-                shutil.copy2(plot_png, staging / "coverage.png")
-            plot_name = "coverage.png"
-        corpora = corpora_lines({lang: m.spec.languages[lang] for lang in variant.languages}, m.spec.lid)
-        card = variant_card(record, m.base(variant.base), m.spec.selection, corpora,
-                            json.loads((base_dir / "config.json").read_text()), plot_name, base_dir,
-                            location=publisher.location(variant) if isinstance(publisher, LocalRegistry) else variant.repo_id)
-        write_text_atomic(staging / "README.md", str(card))
+        with clock.stage("checks"):  # outputs compared (the carrier) or the chat check
+            check = output_check(m.spec.verify, variant, base_dir, m.spec.verify_sample_lines, carrier)
+            compare, why = check.compare, check.why
+            if compare:
+                report = verify_exactness(base_dir, staging, texts, sample_lines=m.spec.verify_sample_lines,
+                                          tolerance=check.tolerance, compute_dtype=check.dtype)
+            else:  # the proof stands for outputs; the chat check still runs on every variant
+                report = ExactnessReport(languages=[f for f in proof.languages if f.language in texts])
+                add_chat_check(report, base_dir, staging, texts, proof.covered_lines(list(texts)))
+            if not report.exact:
+                bad = [(lang.language, lang.mismatches[:2]) for lang in report.languages if lang.mismatches]
+                raise ExactnessError(f"{variant.id}: trimmed model is not exact (mismatching lines {bad}, "
+                                     f"max abs diff {report.output_max_abs_diff})")
+            vacuous = report.vacuous_reason(outputs_expected=compare and m.spec.verify_sample_lines > 0)
+            if vacuous:
+                raise ExactnessError(f"{variant.id}: evaluation proves nothing: {vacuous}")
+        with clock.stage("card"):  # record, plot, model card
+            # The proof measured the benchmark text already (and failed on any covered line that differs).
+            benchmark = {f.language.removeprefix("benchmark:"): f.model_copy(update={"language": f.language.removeprefix("benchmark:")})
+                         for f in proof.languages if f.language in benchmark_texts}
+            corpus_label, synthetic = counting_corpus(m, variant.languages)
+            record = record_of(variant, "published", location=publisher.location(variant),
+                               fingerprint_parts=_fingerprint_parts(m, variant, base_dir), **variant_metrics(trim, report),
+                               **proof_fields(proof, compare, why), **base_weight_fields(base_dir),
+                               benchmark={lang: LanguageScore.model_validate(f, from_attributes=True) for lang, f in benchmark.items()},
+                               benchmark_text=benchmark_labels(variant.languages), counting_corpus=corpus_label,
+                               counting_synthetic=synthetic)
+            plot_name = None
+            if plot_png is not None and Path(plot_png).exists():
+                if not plot_variant(Path(plot_png), record, staging / "coverage.png"):  # marks this variant
+                    shutil.copy2(plot_png, staging / "coverage.png")
+                plot_name = "coverage.png"
+            corpora = corpora_lines({lang: m.spec.languages[lang] for lang in variant.languages}, m.spec.lid)
+            card = variant_card(record, m.base(variant.base), m.spec.selection, corpora,
+                                json.loads((base_dir / "config.json").read_text()), plot_name, base_dir,
+                                location=publisher.location(variant) if isinstance(publisher, LocalRegistry) else variant.repo_id)
+            write_text_atomic(staging / "README.md", str(card))
         record.seconds = round(time.perf_counter() - start, 2)
+        record.stage_seconds = clock.rounded()
         write_text_atomic(staging / RECORD_NAME, record.model_dump_json(indent=2))
         check_stop()  # the last safe point: after it the variant is published whole
         if flushing is not None:
             flushing.result()
-        record.location = publisher.publish(staging, variant)
+        with clock.stage("publish"):
+            record.location = publisher.publish(staging, variant)
+        record.stage_seconds = clock.rounded()  # the returned record also counts publishing
         log.info("published %s: vocab %s -> %s, %.1f%% smaller, min coverage %s, in %.1f s -> %s", variant.id,
                  f"{record.vocab_before:,}", f"{record.vocab_after:,}", record.size_reduction_pct or 0,
                  f"{min(f.coverage for f in record.fidelity.values()):.1%}" if record.fidelity else "–",

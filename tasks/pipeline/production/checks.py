@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from tasks.engine.checkpoint.gguf import read_source_info
+from tasks.engine.errors import TrimworksError
 from tasks.engine.verify.proof import ProofReport, parameter_count
 from tasks.engine.checkpoint.safetensors_io import LazyCheckpoint
 from tasks.pipeline.manifest import Variant, VerifySpec
@@ -94,13 +95,13 @@ def choose_carriers(variants: Sequence[tuple[str, Path]]) -> dict[str, str]:
     run: the first of each base and architecture in the given (plan) order.
 
     The flow decides this once, so worker processes need no shared state; a base whose
-    config cannot be read keys on its folder alone (its build reports the problem)."""
+    config or weights cannot be read keys on its folder alone (its build reports the problem)."""
     first: dict[tuple[str, str], str] = {}
     out = {}
     for variant_id, base_dir in variants:
         try:
             key = comparison_key(base_dir)
-        except (OSError, ValueError):
+        except (OSError, ValueError, TrimworksError):  # no config, no weights, an unreadable header
             key = (str(Path(base_dir).resolve()), "")
         out[variant_id] = first.setdefault(key, variant_id)
     return out

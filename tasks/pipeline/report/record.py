@@ -48,6 +48,7 @@ class VariantRecord(BaseModel):
     loss_after: float | None = None
     location: str | None = None
     seconds: float | None = None
+    stage_seconds: dict[str, float] = {}  # thread CPU seconds per build stage (runtime/stages.py)
     fingerprint_parts: dict[str, str] = {}  # one hash per fingerprint field: `trimworks plan` names what changed
     # Which checks this variant carried (issue 13): the structural proof, and outputs when sampled.
     checks: list[str] = []
