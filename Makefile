@@ -32,10 +32,13 @@ model: install                 ## regenerate one model: make model VARIANT=<id> 
 	@test -n "$(VARIANT)" || { echo "usage: make model VARIANT=<id>; ids: $(TRIMWORKS) list $(MANIFEST)"; exit 2; }
 	$(TRIMWORKS) build $(VARIANT) --manifest $(MANIFEST)
 
-serve: install                 ## serve the nightly deployment (prefect.yaml), cron 02:00 local
+deploy: install                ## register the nightly deployment on the Prefect server (PREFECT_API_URL), work pool included
+	$(TRIMWORKS) deploy
+
+serve: install                 ## serve the nightly deployment from this process instead (cron from prefect.yaml)
 	$(TRIMWORKS) serve
 
-nightly-now: install           ## trigger one nightly run now
+nightly-now: install           ## run the nightly job now and wait; exits 1 if it failed
 	$(TRIMWORKS) nightly-now
 
 lid-report: install            ## measure the fastText LID filter on ../shared/data/manpages

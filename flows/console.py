@@ -11,8 +11,15 @@ CLI_HANDLER = "_trimworks_cli"  # marks the handler flows.cli.main installs for 
 
 
 class _RoutineTaskEnd(logging.Filter):
+    """Drops the routine task-end lines, and keeps only the first line of the temporary server's
+    start-up message (its second is advice about running a dedicated server, not about this run)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.name == "prefect.task_runs" and record.getMessage() == "Finished in state Completed()")
+        if record.name == "prefect.task_runs" and record.getMessage() == "Finished in state Completed()":
+            return False
+        if record.name == "prefect" and isinstance(record.msg, str) and record.msg.startswith("Starting temporary server"):
+            record.msg, record.args = record.msg.split("\n", 1)[0], ()
+        return True
 
 
 def use_prefect_console() -> None:

@@ -245,9 +245,9 @@ def task_runner(dask_address: str | None = None, workers: int = 2, executor: str
     """Local worker processes by default (`executor` threads, or TRIMWORKS_EXECUTOR); an
     existing Dask cluster with --dask-address."""
     if dask_address:
-        from prefect_dask import DaskTaskRunner
+        from flows.dask_runner import FlowApiDaskTaskRunner
 
-        return DaskTaskRunner(address=dask_address)
+        return FlowApiDaskTaskRunner(address=dask_address)
     return local_task_runner(executor, workers)
 
 

@@ -34,3 +34,13 @@ for key, value in _DEFAULTS.items():
 from tasks.engine.runtime.redact import install_log_redaction  # noqa: E402
 
 install_log_redaction()
+
+# The project's own lines (counting progress with rate and ETA, per-variant outcomes) at
+# Prefect's log level. Prefect gives the extra loggers its API handler but no level, so they
+# would inherit the root's WARNING and every INFO line would be dropped, on the console and in
+# the flow run's logs. Prefect's logging config names only its own loggers and keeps existing
+# ones, so this holds in every entry point that imports flows (CLI, deployments, workers).
+import logging  # noqa: E402
+
+logging.getLogger("trimworks").setLevel(os.environ.get("PREFECT_LOGGING_LEVEL", "INFO").upper())
+

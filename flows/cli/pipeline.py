@@ -92,6 +92,29 @@ def build(
     _run_flow(manifest, True, [variant_id], dask_address, 2, executor.value)
 
 
+def _all_up_to_date(m, manifest: Path, only: list[str] | None) -> str | None:
+    """The line to print when every (selected) variant is published and up to date and the
+    catalog is there, from the plan alone (tasks/pipeline/report/plan_report.py); else None."""
+    import os
+
+    from tasks.pipeline.publish.targets import publisher_for
+    from tasks.pipeline.report.plan_report import UP_TO_DATE, plan_report
+    from tasks.pipeline.report.catalog import CATALOG_MARKDOWN
+
+    catalog = m.output_dir / CATALOG_MARKDOWN
+    if not catalog.exists():
+        return None
+    try:
+        report = plan_report(m, str(manifest), publisher_for(m.spec.publish, m.output_dir, os.environ.get("HF_TOKEN")))
+    except TrimworksError:
+        return None  # the run reports it, located
+    statuses = [s for s in report.statuses if not only or s.variant.id in only]
+    if report.bases_to_materialize or not statuses or any(s.status != UP_TO_DATE for s in statuses):
+        return None
+    return (f"nothing to do: {len(statuses)} variant(s) published and up to date ({manifest}); "
+            f"catalog: {catalog}. --force rebuilds them.")
+
+
 def _run_flow(manifest: Path, force: bool, only: list[str] | None, dask_address: str | None, workers: int,
               executor: str) -> None:
     from tasks.engine.runtime.redact import redact
@@ -104,6 +127,16 @@ def _run_flow(manifest: Path, force: bool, only: list[str] | None, dask_address:
             check_variant_ids(only, [v.id for v in expand(m)], str(manifest))
     except TrimworksError as exc:
         _fail(exc)
+    if dask_address:  # a wrong address or an unreachable API: one line, before Prefect starts
+        from flows.dask_cluster import DaskClusterError, check_cluster
+
+        try:
+            check_cluster(dask_address)
+        except DaskClusterError as exc:
+            _fail(exc)
+    if not force and (done := _all_up_to_date(m, manifest, only)):
+        typer.echo(done)  # no Prefect server to start for a run that would build nothing
+        raise typer.Exit(code=0)
     from flows.console import use_prefect_console
 
     use_prefect_console()

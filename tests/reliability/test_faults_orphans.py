@@ -79,6 +79,7 @@ def test_killed_cli_leaves_no_server_and_its_runs_are_marked_crashed(tmp_path, b
 
     rc, out, err = subjects.run_cli(["publish-all", str(manifest)], tmp_path, env={"PREFECT_HOME": str(home)})
     assert rc == 0, err[-3000:]
+    assert "Starting temporary server" in err and "how-to-guides" not in err  # the fact, not Prefect's advice
     assert flow_run_state(home, run_id) == "CRASHED"
     assert not list((tmp_path / "work" / "runs").glob("*.json"))  # the rerun's own lease is released too
 

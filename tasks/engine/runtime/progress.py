@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+
+EVERY_ENV = "TRIMWORKS_PROGRESS_SECONDS"  # how often a long stage logs its progress line (default 5)
 
 
 def _duration(seconds: float) -> str:
@@ -24,10 +27,13 @@ def progress_line(what: str, done: int, total: int | None, elapsed: float, unit:
 
 
 class RateLog:
-    """Calls `emit(line)` at most every `every` seconds (and on `final`), with rate and ETA."""
+    """Calls `emit(line)` at most every `every` seconds (default: $TRIMWORKS_PROGRESS_SECONDS or 5),
+    and on `final`, with rate and ETA."""
 
-    def __init__(self, what: str, unit: str, emit: Callable[[str], None], total: int | None = None, every: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, what: str, unit: str, emit: Callable[[str], None], total: int | None = None,
+                 every: float | None = None, clock: Callable[[], float] = time.monotonic):
+        if every is None:
+            every = float(os.environ.get(EVERY_ENV) or 5.0)
         self.what, self.unit, self.emit, self.total, self.every, self.clock = what, unit, emit, total, every, clock
         self.start = clock()
         self.last = self.start
