@@ -72,3 +72,25 @@ def test_manifest_architectures_section_is_validated(tmp_path):
     (tmp_path / "b.yaml").write_text(yaml.safe_dump(bad))
     with pytest.raises(ManifestError, match=r"architectures.vocab_tensors\[0\]"):
         load_manifest(tmp_path / "b.yaml")
+
+
+def test_a_table_indexed_by_token_id_with_its_own_size_is_refused():
+    """Gemma 3n: ids below vocab_size_per_layer_input read a per-layer row, the rest row 0;
+    renumbered ids would cross that line, which no embedding-row check can see."""
+    from tasks.engine.checkpoint.guard import check_id_tables
+
+    config = {"vocab_size": 32064, "text_config": {"vocab_size": 32064, "vocab_size_per_layer_input": 32000}}
+    shapes = {"model.embed_tokens.weight": (32064, 16), "model.embed_tokens_per_layer.weight": (32000, 64),
+              "model.norm.weight": (16,)}
+    with pytest.raises(ModelFolderError, match=r"text_config.vocab_size_per_layer_input = 32000 sizes "
+                                               r"'model.embed_tokens_per_layer.weight' \[32000, 64\].*does not trim"):
+        check_id_tables(config, shapes, ["model.embed_tokens.weight"], default_rules(), "m")
+    # The same size as the vocabulary is the vocabulary (sliced by the table's rules), and a
+    # table explained in not_vocab is the user's call.
+    check_id_tables({"vocab_size": 32064, "vocab_size_per_layer_input": 32064}, shapes, [], default_rules(), "m")
+    explained = default_rules().extended(ArchitectureData(not_vocab=[{"pattern": "per_layer", "reason": "r"}]))
+    check_id_tables(config, shapes, ["model.embed_tokens.weight"], explained, "m")
+    # BERT's segment table is indexed by token *type* ids, which trimming leaves alone.
+    bert = {"embeddings.word_embeddings.weight": (30522, 16), "embeddings.token_type_embeddings.weight": (2, 16)}
+    check_id_tables({"vocab_size": 30522, "type_vocab_size": 2}, bert, ["embeddings.word_embeddings.weight"],
+                    default_rules(), "m")

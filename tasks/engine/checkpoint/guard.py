@@ -54,6 +54,42 @@ def check_vocab_dims(
         )
 
 
+def id_table_sizes(config: Mapping, vocab_size_keys: Iterable[str], prefix: str = "") -> dict[str, int]:
+    """Config entries that size a table by token id apart from the vocabulary itself
+    (`vocab_size_per_layer_input`): `path -> size`. Not `type_vocab_size` and the like: those
+    tables are indexed by other ids (segments, modalities), which trimming leaves alone."""
+    found: dict[str, int] = {}
+    keys = set(vocab_size_keys)
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            found.update(id_table_sizes(value, keys, path + "."))
+        elif isinstance(value, int) and not isinstance(value, bool) and value > 1 and key not in keys \
+                and key.startswith("vocab_size_"):
+            found[path] = value
+    return found
+
+
+def check_id_tables(config: Mapping, shapes: Mapping[str, tuple[int, ...]], sliced: Iterable[str],
+                    rules: ArchitectureRules, source: str) -> None:
+    """Refuse a model that indexes a table of its own size by token id (Gemma 3n's per-layer
+    inputs: ids below `vocab_size_per_layer_input` look up a row, the rest row 0). Trimming
+    renumbers ids, so they would cross that line and reach other rows: outputs would change
+    while every embedding row is right, which the structural proof cannot see."""
+    vocab = int(config.get("vocab_size") or 0)
+    tables = {k: v for k, v in id_table_sizes(config, rules.vocab_size_keys).items() if v != vocab}
+    done = set(sliced)
+    for key, size in tables.items():
+        hit = [f"{name!r} {list(shape)}" for name, shape in shapes.items()
+               if name not in done and shape and shape[0] == size and rules.not_vocab_reason(name) is None]
+        if hit:
+            raise ModelFolderError(
+                f"{source}: config {key} = {size} sizes {', '.join(hit[:3])}, a table indexed by token id "
+                f"apart from the vocabulary ({vocab}): the model treats ids by value, and trimming renumbers them, "
+                "so outputs would change even with every embedding row right. trimworks does not trim this "
+                f"architecture yet (docs/architectures.md). If that dimension is not indexed by token id, {HOW_TO_EXTEND}")
+
+
 def check_folder_loads(folder: Path) -> int:
     """Raise unless every checkpoint tensor fits the model its config describes. Returns tensors checked."""
     folder = Path(folder)

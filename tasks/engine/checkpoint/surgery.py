@@ -31,7 +31,7 @@ from tasks.engine.errors import DroppedSpecialTokenError, ModelFolderError
 from tasks.engine.runtime.failpoints import failpoint
 from tasks.engine.checkpoint.integrity import check_finite_rows
 from tasks.engine.tokenizer.generation_ids import remap_config_ids
-from tasks.engine.checkpoint.guard import check_vocab_dims
+from tasks.engine.checkpoint.guard import check_id_tables, check_vocab_dims
 from tasks.engine.runtime.stopping import check_stop
 from tasks.engine.checkpoint.model_folder import ModelFolder
 from tasks.engine.selection.policy import old_to_new_map
@@ -101,8 +101,9 @@ def trim_weights(
         )
     will_slice = [name for name, info in ckpt.tensors.items() if is_vocab_sized(info, rules, vocab_size)]
     if will_slice:  # no rule matched at all: the clearer "no embedding" error below
-        check_vocab_dims({n: i.shape for n, i in ckpt.tensors.items()}, will_slice, (vocab_size, tokenizer_size or 0),
-                         rules, f"{base.path} ({base.model_type})")
+        shapes = {n: i.shape for n, i in ckpt.tensors.items()}
+        check_vocab_dims(shapes, will_slice, (vocab_size, tokenizer_size or 0), rules, f"{base.path} ({base.model_type})")
+        check_id_tables(base.config, shapes, will_slice, rules, f"{base.path} ({base.model_type})")
     uncache = too_big_to_cache(sum(t.nbytes for t in ckpt.tensors.values()))
     sliced: list[str] = []
     params_before = params_after = bytes_before = emb_before = emb_after = 0
