@@ -13,14 +13,14 @@ import time
 from pathlib import Path
 
 from flows import runtime  # noqa: F401
-from prefect import flow, get_run_logger, unmapped
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
 from flows.steps import build_task, count_task, heldout_task, make_publisher, materialize_base_task, plot_task
 from flows.workers import local_task_runner, raise_if_stopped
 from tasks.pipeline.production.build import failed_record, skipped_record
-from tasks.pipeline.production.checks import choose_carriers
+from tasks.pipeline.production.checks import CRASHED_STAGE, VouchedSchedule, choose_carriers
 from tasks.pipeline.report.catalog import catalog_rows, markdown_table
 from tasks.pipeline.production.plan import BaseState, Outcome, plan
 from tasks.pipeline.report.registry import RegistryOutputs, update_registry_catalog
@@ -158,29 +158,52 @@ def _publish_all(m, manifest: str, force: bool, only: list[str] | None, logger) 
         n_build = sum(len(g.variants) for g in groups)
         progress = create_progress_artifact(0.0, description=f"variants built of {n_build}")
         # Output comparison once per base and architecture per run, decided here (workers
-        # share no state): the first variant of each base in plan order carries it.
+        # share no state): the first variant of each base in plan order carries it, and under
+        # verify.outputs auto the base's other groups wait for it (a failed comparison fails
+        # them: nothing is published on the proof alone while its base's comparison is pending).
         carriers = choose_carriers([(v.id, g.base.folder) for g in groups for v in g.variants])
-        futures = build_task.map(
-            unmapped(manifest), [g.name for g in groups], [[v.model_dump() for v in g.variants] for g in groups],
-            [str(g.base.folder) for g in groups], [{l: str(c) for l, c in g.counts.items()} for g in groups],
-            [{l: str(h) for l, h in g.heldout.items()} for g in groups], [plots.get(g.base.id) for g in groups],
-            unmapped(force), [carriers[g.variants[0].id] for g in groups])
-        by_future = {id(f): g for f, g in zip(futures, groups)}
+        schedule = VouchedSchedule(groups, carriers, sequential=m.spec.verify.outputs == "auto")
+        pending: dict[int, tuple] = {}
+
+        def start_ready() -> None:
+            for g, carrier in schedule.take_ready():
+                fut = build_task.submit(
+                    manifest, g.name, [v.model_dump() for v in g.variants], str(g.base.folder),
+                    {l: str(c) for l, c in g.counts.items()}, {l: str(h) for l, h in g.heldout.items()},
+                    plots.get(g.base.id), force, carrier)
+                pending[id(fut)] = (fut, g)
+
         report, done, build_start = ProgressThrottle(PROGRESS_EVERY_S), 0, time.monotonic()
-        for fut in as_completed(futures):
-            group = by_future[id(fut)]
-            try:
-                for rec in fut.result():
-                    record = VariantRecord.model_validate(rec)
-                    records[record.variant_id] = record
-            except Exception as exc:  # noqa: BLE001 - a crashed task fails its own variants only
-                raise_if_stopped(exc)
-                for v in group.variants:
-                    records.setdefault(v.id, failed_record(v, f"{type(exc).__name__}: {exc}"))
+
+        def count_done(group) -> None:
+            nonlocal done
             done += len(group.variants)
             if report.due(final=done == n_build):
                 update_progress_artifact(progress, 100.0 * done / n_build)
                 logger.info("%s", progress_line("building", done, n_build, time.monotonic() - build_start, "variants"))
+
+        start_ready()
+        while pending:
+            fut = next(as_completed([f for f, _ in pending.values()]))
+            _, group = pending.pop(id(fut))
+            group_records = []
+            try:
+                for rec in fut.result():
+                    record = VariantRecord.model_validate(rec)
+                    records[record.variant_id] = record
+                    group_records.append(record)
+            except Exception as exc:  # noqa: BLE001 - a crashed task fails its own variants only
+                raise_if_stopped(exc)
+                for v in group.variants:  # a crash may have been the comparison's: it vouches for nothing
+                    records.setdefault(v.id, failed_record(v, f"{type(exc).__name__}: {exc}", stage=CRASHED_STAGE))
+                group_records = [records[v.id] for v in group.variants]
+            count_done(group)
+            for failed_group, reason in schedule.finished(group, group_records):
+                for v in failed_group.variants:
+                    records[v.id] = failed_record(v, reason)
+                logger.error("%s: %s", failed_group.name, reason)
+                count_done(failed_group)
+            start_ready()
 
     # 5. Catalog of every variant of the manifest, in manifest order.
     ordered = [records[v.id] for v in p.variants]

@@ -16,7 +16,8 @@ from prefect.cache_policies import NO_CACHE
 from flows.workers import cancel_on_stop
 from tasks.engine.errors import TrimworksError
 from tasks.engine.runtime.redact import redact, register_secret
-from tasks.pipeline.production.build import build_and_publish
+from tasks.pipeline.production.build import build_and_publish, failed_record
+from tasks.pipeline.production.checks import vouched_failure
 from tasks.pipeline.report.catalog import plot_coverage
 from tasks.pipeline.corpus.counts_cache import ensure_counts, ensure_heldout, expected_train_lines, read_heldout
 from tasks.pipeline.manifest import HubTarget, LoadedManifest, Variant, load_manifest
@@ -133,13 +134,17 @@ def build_task(manifest: str, group: str, variants: list[dict], base_dir: str, c
     logger = get_run_logger()
     count_paths, heldout_paths = {k: Path(p) for k, p in counts.items()}, {k: Path(p) for k, p in heldout.items()}
     records = []
-    hand_over = False
+    hand_over, vouched = False, None
     for variant in variants:
         v = Variant.model_validate(variant)
+        if vouched:  # the base's output comparison failed: no sibling publishes on the proof alone
+            records.append(failed_record(v, vouched).model_dump(mode="json"))
+            continue
         if hand_over:
             carrier, hand_over = v.id, False
         record = build_and_publish(m, v, Path(base_dir), count_paths, heldout_paths, publisher,
                                    Path(plot) if plot else None, force=force, carrier=carrier)
+        vouched = vouched_failure(record)
         hand_over = carrier == v.id and record.status != "published"
         if record.status == "skipped":  # built and failed variants are logged once, by build_and_publish
             logger.info("%s: up to date (another run published it)", v.id)

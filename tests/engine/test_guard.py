@@ -94,3 +94,31 @@ def test_a_table_indexed_by_token_id_with_its_own_size_is_refused():
     bert = {"embeddings.word_embeddings.weight": (30522, 16), "embeddings.token_type_embeddings.weight": (2, 16)}
     check_id_tables({"vocab_size": 30522, "type_vocab_size": 2}, bert, ["embeddings.word_embeddings.weight"],
                     default_rules(), "m")
+
+
+def test_trimming_a_gemma3n_shaped_model_is_refused_before_anything_is_written(toy_model, toy_lines, tmp_path):
+    """A real Gemma3nForCausalLM whose per-layer table (1,100) is smaller than its vocabulary
+    (1,200), as the released Gemma 3n (262,144 < 262,400): `trimworks trim` refuses it."""
+    import transformers as T
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tests import subjects
+
+    folder = tmp_path / "gemma3n"
+    cfg = T.Gemma3nTextConfig(
+        vocab_size=1200, vocab_size_per_layer_input=1100, hidden_size=16, hidden_size_per_layer_input=4,
+        intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+        laurel_rank=4, altup_num_inputs=2, num_kv_shared_layers=0, activation_sparsity_pattern=[0.0, 0.0],
+        layer_types=["sliding_attention", "full_attention"], architectures=["Gemma3nForCausalLM"])
+    subjects.save_model(T.Gemma3nForCausalLM(cfg), folder)
+    subjects.copy_tokenizer_files(toy_model, folder)
+    text = tmp_path / "en.txt"
+    text.write_text("\n".join(toy_lines[:200]))
+    runner = CliRunner()
+    r = runner.invoke(app, ["count", str(folder), "--text", str(text), "-o", str(tmp_path / "en.parquet")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["trim", str(folder), "--counts", str(tmp_path / "en.parquet"), "-o", str(tmp_path / "out")])
+    assert r.exit_code == 2, r.output
+    assert "vocab_size_per_layer_input = 1100 sizes 'model.embed_tokens_per_layer.weight' [1100, 8]" in r.output
+    assert not (tmp_path / "out").exists()

@@ -192,3 +192,71 @@ def test_gguf_source_kept_in_bf16_and_named_on_the_card(tmp_path, monkeypatch):
     path.write_text(yaml.safe_dump(data))
     m16 = load_manifest(path)
     assert expand(m16)[0].fingerprint != v.fingerprint
+
+
+class _Group:
+    def __init__(self, name: str, ids: list[str]):
+        self.name, self.variants = name, [Variant(id=i, base=name.split("-")[0], languages=("en",), multiple=8,
+                                                  repo_id=f"o/{i}", fingerprint=i) for i in ids]
+
+
+def _rec(vid: str, status: str, stage: str | None = None, checks=("proof",)):
+    from tasks.pipeline.report.record import VariantRecord
+
+    return VariantRecord(variant_id=vid, base=vid.split("-")[0], languages=["en"], multiple=8, status=status,
+                         repo_id=f"o/{vid}", fingerprint=vid,
+                         failed_stage=stage, checks=list(checks), error="boom" if status == "failed" else None)
+
+
+def test_siblings_wait_for_their_base_comparison_and_fail_with_it():
+    from tasks.pipeline.production.checks import VouchedSchedule
+
+    a1, a2, a3, b1 = _Group("a-en", ["a-en-v8"]), _Group("a-fr", ["a-fr-v8"]), _Group("a-de", ["a-de-v8"]), _Group("b-en", ["b-en-v8"])
+    carriers = choose_carriers([(v.id, Path(g.name.split("-")[0])) for g in (a1, a2, a3, b1) for v in g.variants])
+    s = VouchedSchedule([a1, a2, a3, b1], carriers, sequential=True)
+    assert [(g.name, c) for g, c in s.take_ready()] == [("a-en", "a-en-v8"), ("b-en", "b-en-v8")]  # one carrier per base
+    # b's comparison fails: nothing else of b was waiting; a's fails: a's two other groups fail with its reason.
+    assert s.finished(b1, [_rec("b-en-v8", "failed", "compare")]) == []
+    failed = s.finished(a1, [_rec("a-en-v8", "failed", "compare")])
+    assert [g.name for g, _ in failed] == ["a-fr", "a-de"] and not s.take_ready()
+    assert "output comparison of its base failed on a-en-v8: boom" in failed[0][1]
+
+
+def test_a_passed_comparison_releases_the_base_and_an_early_failure_hands_it_on():
+    from tasks.pipeline.production.checks import VouchedSchedule
+
+    a1, a2, a3 = _Group("a-en", ["a-en-v8"]), _Group("a-fr", ["a-fr-v8"]), _Group("a-de", ["a-de-v8"])
+    carriers = {"a-en-v8": "a-en-v8", "a-fr-v8": "a-en-v8", "a-de-v8": "a-en-v8"}
+    s = VouchedSchedule([a1, a2, a3], carriers, sequential=True)
+    assert [g.name for g, _ in s.take_ready()] == ["a-en"]
+    # The carrier failed while selecting (before comparing): the next group carries the comparison.
+    assert s.finished(a1, [_rec("a-en-v8", "failed", "select")]) == []
+    assert [(g.name, c) for g, c in s.take_ready()] == [("a-fr", "a-fr-v8")]
+    assert s.finished(a2, [_rec("a-fr-v8", "published", checks=("proof", "outputs"))]) == []
+    assert [(g.name, c) for g, c in s.take_ready()] == [("a-de", "a-fr-v8")]  # carried by a-fr-v8
+    # Without a carrier (outputs always / never) every group starts at once.
+    assert len(VouchedSchedule([a1, a2, a3], carriers, sequential=False).take_ready()) == 3
+
+
+def test_a_failed_comparison_publishes_no_sibling_of_its_base(tmp_path, bases, monkeypatch, prefect_harness):
+    """The flow: toy-a's comparison fails, so none of toy-a's variants is published on the proof
+    alone; toy-b's passes and all of toy-b publishes."""
+    from flows.publish_all import publish_all
+    from tasks.pipeline.production import build
+
+    real = build.verify_exactness
+
+    def failing_for_toy_a(base_dir, *args, **kwargs):
+        if Path(base_dir).name == "toy-a":
+            raise RuntimeError("the comparison crashed")
+        return real(base_dir, *args, **kwargs)
+
+    monkeypatch.setattr(build, "verify_exactness", failing_for_toy_a)
+    manifest = subjects.make_manifest(tmp_path, bases, verify={"outputs": "auto", "outputs_sample": 0.0})
+    summary = publish_all(manifest=str(manifest))
+    assert sorted(summary["published"]) == ["toy-b-en-fr-v64", "toy-b-en-fr-v8", "toy-b-en-v64", "toy-b-en-v8"]
+    assert sorted(summary["failed"]) == ["toy-a-en-fr-v64", "toy-a-en-fr-v8", "toy-a-en-v64", "toy-a-en-v8"]
+    assert "the comparison crashed" in summary["failed"]["toy-a-en-v8"]
+    for vid in ("toy-a-en-v64", "toy-a-en-fr-v8", "toy-a-en-fr-v64"):
+        assert "output comparison of its base failed on toy-a-en-v8" in summary["failed"][vid], summary["failed"][vid]
+    assert not list((tmp_path / "published" / "trimworks").glob("toy-a-*"))

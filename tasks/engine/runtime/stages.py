@@ -16,12 +16,15 @@ from collections.abc import Iterator
 class StageClock:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.current: str | None = None  # the stage running now: where a failure happened
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        start = time.thread_time()
+        start, outer = time.thread_time(), self.current
+        self.current = name
         try:
             yield
+            self.current = outer  # left as it was raised: the failing stage stays named
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.thread_time() - start
 

@@ -52,8 +52,15 @@ def record_of(variant: Variant, status: str, **fields) -> VariantRecord:
                          status=status, **fields)
 
 
-def failed_record(variant: Variant, error: str, seconds: float | None = None) -> VariantRecord:
-    return record_of(variant, "failed", error=redact(error), seconds=seconds)
+def raise_unless_exact(variant: Variant, report: ExactnessReport) -> None:
+    if not report.exact:
+        bad = [(lang.language, lang.mismatches[:2]) for lang in report.languages if lang.mismatches]
+        raise ExactnessError(f"{variant.id}: trimmed model is not exact (mismatching lines {bad}, "
+                             f"max abs diff {report.output_max_abs_diff})")
+
+
+def failed_record(variant: Variant, error: str, seconds: float | None = None, stage: str | None = None) -> VariantRecord:
+    return record_of(variant, "failed", error=redact(error), seconds=seconds, failed_stage=stage)
 
 
 def skipped_record(publisher: Publisher, variant: Variant) -> VariantRecord:
@@ -166,19 +173,18 @@ def _build_and_publish(
             proof = prove_variant(base_dir, staging, {**texts, **benchmark_texts}, body=body)
         if not proof.passed:
             raise ExactnessError(f"{variant.id}: the structural proof failed: {proof.failures()[:3]}")
-        with clock.stage("checks"):  # outputs compared (the carrier) or the chat check
-            check = output_check(m.spec.verify, variant, base_dir, m.spec.verify_sample_lines, carrier)
-            compare, why = check.compare, check.why
-            if compare:
+        check = output_check(m.spec.verify, variant, base_dir, m.spec.verify_sample_lines, carrier)
+        compare, why = check.compare, check.why
+        if compare:
+            with clock.stage("compare"):  # outputs against the base: vouches for the base's other variants
                 report = verify_exactness(base_dir, staging, texts, sample_lines=m.spec.verify_sample_lines,
                                           tolerance=check.tolerance, compute_dtype=check.dtype)
-            else:  # the proof stands for outputs; the chat check still runs on every variant
+                raise_unless_exact(variant, report)
+        with clock.stage("checks"):
+            if not compare:  # the proof stands for outputs; the chat check still runs on every variant
                 report = ExactnessReport(languages=[f for f in proof.languages if f.language in texts])
                 add_chat_check(report, base_dir, staging, texts, proof.covered_lines(list(texts)))
-            if not report.exact:
-                bad = [(lang.language, lang.mismatches[:2]) for lang in report.languages if lang.mismatches]
-                raise ExactnessError(f"{variant.id}: trimmed model is not exact (mismatching lines {bad}, "
-                                     f"max abs diff {report.output_max_abs_diff})")
+                raise_unless_exact(variant, report)
             vacuous = report.vacuous_reason(outputs_expected=compare and m.spec.verify_sample_lines > 0)
             if vacuous:
                 raise ExactnessError(f"{variant.id}: evaluation proves nothing: {vacuous}")
@@ -227,4 +233,4 @@ def _build_and_publish(
             detail = output_error_message(exc, staging)
         log.error("variant %s failed: %s", variant.id, detail)
         log.debug("%s", traceback.format_exc())
-        return failed_record(variant, detail, round(time.perf_counter() - start, 2))
+        return failed_record(variant, detail, round(time.perf_counter() - start, 2), stage=clock.current)

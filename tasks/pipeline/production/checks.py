@@ -18,7 +18,7 @@ import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from tasks.engine.checkpoint.gguf import read_source_info
 from tasks.engine.errors import TrimworksError
@@ -107,6 +107,26 @@ def choose_carriers(variants: Sequence[tuple[str, Path]]) -> dict[str, str]:
     return out
 
 
+COMPARE_STAGE = "compare"  # the build stage of the output comparison (build.py, runtime/stages.py)
+CRASHED_STAGE = "crashed"  # the build task itself died (a killed worker, a crash): any stage, the comparison too
+
+
+def vouched_failure(record: VariantRecord) -> str | None:
+    """Why the other variants of a carrier's base must not publish: its output comparison ran
+    and failed or crashed. A carrier that failed before comparing vouches for nothing (the next
+    variant carries the comparison instead)."""
+    if record.status == "failed" and record.failed_stage == COMPARE_STAGE:
+        return f"not published: the output comparison of its base failed on {record.variant_id}: {record.error}"
+    if record.status == "failed" and record.failed_stage == CRASHED_STAGE:
+        return (f"not published: the build carrying its base's output comparison ({record.variant_id}) crashed: "
+                f"{record.error}; rerun")
+    return None
+
+
+def compared_outputs(record: VariantRecord) -> bool:
+    return record.status == "published" and "outputs" in record.checks
+
+
 def output_check(spec: VerifySpec, variant: Variant, base_dir: Path, sample_lines: int,
                  carrier: str | None = None) -> OutputCheck:
     """Whether (and how) one variant about to be built compares outputs.
@@ -180,3 +200,53 @@ def base_weight_fields(base_dir: Path) -> dict:
 
 DTYPE_NAMES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float64", "F8_E4M3": "float8_e4m3",
                "F8_E5M2": "float8_e5m2"}
+
+
+class VouchedSchedule:
+    """Which build groups may start, so that no variant is published on the proof alone while
+    its base's output comparison is pending or has failed (verify.outputs: auto).
+
+    Groups are keyed by their base's carrier (`choose_carriers`). The group holding the carrier
+    starts first; when it ends, the base's other groups start if a variant of it published (the
+    comparison passed, or the base's budget allows none), or fail with the carrier's reason if
+    its comparison failed; if every variant of it failed before comparing, the next group
+    carries the comparison. With `sequential=False` (outputs always or never: no variant
+    vouches for another) every group starts at once."""
+
+    def __init__(self, groups: Sequence[Any], carriers: dict[str, str], sequential: bool):
+        self._waiting: dict[str, list[Any]] = {}
+        self._base_of: dict[int, str] = {}
+        self.ready: list[tuple[Any, str]] = []  # (group, carrier id) to start now
+        for g in groups:
+            key = carriers[g.variants[0].id]
+            self._base_of[id(g)] = key
+            if not sequential:
+                self.ready.append((g, key))
+            elif key in self._waiting:
+                self._waiting[key].append(g)
+            else:
+                self._waiting[key] = []
+                self.ready.append((g, key))
+
+    def take_ready(self) -> list[tuple[Any, str]]:
+        ready, self.ready = self.ready, []
+        return ready
+
+    def finished(self, group: Any, records: Sequence[VariantRecord]) -> list[tuple[Any, str]]:
+        """After a group ends: the groups to fail now, with the reason; the ones to start are in `ready`."""
+        key = self._base_of[id(group)]
+        waiting = self._waiting.get(key)
+        if not waiting:
+            return []
+        reason = next((r for r in map(vouched_failure, records) if r), None)
+        if reason is not None:
+            self._waiting[key] = []
+            return [(g, reason) for g in waiting]
+        carrier = next((r.variant_id for r in records if compared_outputs(r)), None)
+        if carrier is not None or any(r.status == "published" for r in records):
+            self._waiting[key] = []
+            self.ready += [(g, carrier or key) for g in waiting]
+        else:  # nothing of this group got as far as comparing: the next group carries it
+            nxt = waiting.pop(0)
+            self.ready.append((nxt, nxt.variants[0].id))
+        return []
