@@ -168,3 +168,32 @@ def test_output_matches_after_copy_of_unrelated_files(toy_model, toy_counts, tmp
     assert (tmp_path / "out" / "1_Pooling" / "config.json").exists()
     assert any("Dense" in w for w in result.surgery.warnings)
     shutil.rmtree(tmp_path / "out")
+
+
+def test_a_variant_carries_only_what_it_needs_from_its_base(toy_model, toy_counts, tmp_path):
+    """An allow-list: licence, chat template and sentence-transformers modules travel; pickles,
+    Python modules, custom code, other exports and auto_map never do."""
+    (toy_model / "pytorch_model.bin").write_bytes(b"untrimmed pickle")
+    (toy_model / "optimizer.pkl").write_bytes(b"pickle")
+    (toy_model / "modeling_evil.py").write_text("import os\n")
+    (toy_model / "custom_generate").mkdir()
+    (toy_model / "custom_generate" / "generate.py").write_text("def generate(): ...\n")
+    (toy_model / "onnx").mkdir()
+    (toy_model / "onnx" / "model.onnx").write_bytes(b"untrimmed export")
+    (toy_model / "LICENSE").write_text("Apache-2.0\n")
+    (toy_model / "chat_template.jinja").write_text("{{ messages }}")
+    (toy_model / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "", "type": "x.Transformer"},
+                                                        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "x.Pooling"}]))
+    (toy_model / "1_Pooling").mkdir()
+    (toy_model / "1_Pooling" / "config.json").write_text("{}")
+    (toy_model / "1_Pooling" / "hook.py").write_text("import os\n")
+    cfg = json.loads((toy_model / "tokenizer_config.json").read_text())
+    (toy_model / "tokenizer_config.json").write_text(json.dumps({**cfg, "auto_map": {"AutoTokenizer": ["tok.Tok", None]}}))
+    _trim(toy_model, toy_counts, tmp_path / "out")
+    out = tmp_path / "out"
+    names = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    assert {"LICENSE", "chat_template.jinja", "modules.json", "1_Pooling/config.json"} <= names
+    for never in ("pytorch_model.bin", "optimizer.pkl", "modeling_evil.py", "custom_generate/generate.py",
+                  "onnx/model.onnx", "1_Pooling/hook.py"):
+        assert never not in names, never
+    assert "auto_map" not in json.loads((out / "tokenizer_config.json").read_text())

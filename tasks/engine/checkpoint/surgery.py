@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import math
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,12 +224,51 @@ def write_configs(
         write_text_atomic(out_dir / "generation_config.json", json.dumps(gen_cfg, indent=2, sort_keys=True) + "\n")
 
 
-def copy_other_files(base_dir: Path, out_dir: Path, skip: set[str]) -> None:
-    """Carry over everything that is not weights, configs or tokenizer files (e.g. 1_Pooling/)."""
-    for item in sorted(Path(base_dir).iterdir()):
+# What a variant carries over from its base besides weights, configs and tokenizer files: an
+# allow-list, so no pickle, Python module, custom code or untrimmed export ever rides along.
+CARRIED_FILES = re.compile(
+    r"^((LICEN[CS]E|NOTICE|COPYING|USE_POLICY)([._-].*)?|modules\.json|config_sentence_transformers\.json"
+    r"|sentence_bert_config\.json|data_config\.json|chat_template\.(jinja|json)|special_tokens_map\.json"
+    r"|preprocessor_config\.json|trimworks_source\.json)$",
+    re.IGNORECASE)
+MODULE_DIR = re.compile(r"^\d+_[A-Za-z]\w*$")  # sentence-transformers modules: 1_Pooling, 2_Dense, 3_Normalize
+MODULE_FILES = {".json", ".txt", ".md", ".safetensors"}  # their configs (and a Dense layer's own weights)
+
+
+def module_dirs(base_dir: Path) -> set[str]:
+    """The sentence-transformers module folders: named in modules.json, or named as they are."""
+    names = {p.name for p in Path(base_dir).iterdir() if p.is_dir() and MODULE_DIR.match(p.name)}
+    try:
+        names |= {str(m.get("path")) for m in json.loads((Path(base_dir) / "modules.json").read_text())
+                  if isinstance(m, dict) and m.get("path") and "/" not in str(m.get("path")) and str(m.get("path")) != ".."}
+    except (OSError, ValueError, TypeError):
+        pass
+    return names
+
+
+def copy_other_files(base_dir: Path, out_dir: Path, skip: set[str]) -> list[str]:
+    """Carry over the base's licence and notice files, chat template and sentence-transformers
+    modules (their data files only); returns what was left behind (pickles, Python modules,
+    custom code, other exports), which the trim logs."""
+    base_dir = Path(base_dir)
+    modules = module_dirs(base_dir)
+    left: list[str] = []
+    for item in sorted(base_dir.iterdir()):
         if item.name in skip or item.suffix == ".safetensors" or item.name.startswith("."):
             continue
-        if item.is_dir():
-            shutil.copytree(item, out_dir / item.name)
-        elif item.is_file():
+        if item.is_dir() and item.name in modules:
+            for f in sorted(item.rglob("*")):
+                rel = f.relative_to(base_dir)
+                if f.is_file() and f.suffix in MODULE_FILES and not any(p.startswith(".") for p in rel.parts):
+                    (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(f, out_dir / rel)
+                elif f.is_file():
+                    left.append(str(rel))
+        elif item.is_file() and CARRIED_FILES.match(item.name):
             shutil.copy2(item, out_dir / item.name)
+        else:
+            left.append(item.name + ("/" if item.is_dir() else ""))
+    if left:
+        log.info("%s: not carried into the variant (not on the allow-list): %s", base_dir, ", ".join(left[:12])
+                 + (" …" if len(left) > 12 else ""))
+    return left

@@ -163,6 +163,7 @@ def write_tokenizer_files(
     cfg_path = base_dir / "tokenizer_config.json"
     if cfg_path.exists():
         cfg = json.loads(cfg_path.read_text())
+        cfg.pop("auto_map", None)  # custom tokenizer code is never carried (surgery.copy_other_files)
         if isinstance(cfg.get("added_tokens_decoder"), dict):
             cfg["added_tokens_decoder"] = {
                 str(_remap(int(k), new_of, f"tokenizer_config added token {v.get('content')!r}")): v
