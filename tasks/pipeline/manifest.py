@@ -42,7 +42,7 @@ REPO_PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
 
 def _repo_part(v: str) -> str:
-    if not REPO_PART_RE.match(v):
+    if not REPO_PART_RE.fullmatch(v):  # `$` alone would let a trailing newline through
         raise ValueError("use letters, digits, '.', '_' or '-' (it becomes part of repo names)")
     return v
 
@@ -90,7 +90,7 @@ MOVING_REFS = {"main", "master", "head", "dev", "develop", "trunk", "latest"}
 def revision_problem(revision: str) -> str | None:
     """Why a Hub revision is not a pin, or None. A full 40-hex commit is a pin; a tag is
     accepted here and resolved to its commit (and recorded) when the base is downloaded."""
-    if COMMIT_RE.match(revision):
+    if COMMIT_RE.fullmatch(revision):
         return None
     if re.fullmatch(r"[0-9a-fA-F]{4,39}", revision):
         return f"revision {revision!r} is an abbreviated commit; give the full 40-hex commit sha"
@@ -269,8 +269,8 @@ class Manifest(_Strict):
                 raise ValueError(f"subsets[{i}] names languages without corpora: {missing}; add them under 'languages'")
             if len(set(subset)) != len(subset):
                 raise ValueError(f"subsets[{i}] repeats a language")
-        ids = [b.id for b in self.base_models]
-        dup = {i for i in ids if ids.count(i) > 1}
+        seen = collections.Counter(b.id for b in self.base_models)  # linear: manifests may list many bases
+        dup = {i for i, n in seen.items() if n > 1}
         if dup:
             raise ValueError(f"duplicate base model ids {sorted(dup)}")
         return self
@@ -575,7 +575,7 @@ def expand(m: LoadedManifest, base_identity: dict[str, str] | None = None,
             for multiple in s.multiples:
                 vid = f"{b.id}-{'-'.join(langs)}-v{multiple}"
                 name = s.publish.name_template.format(org=s.publish.org, base=b.id, langs="-".join(langs), multiple=multiple)
-                if not REPO_PART_RE.match(name) or ".." in name:
+                if not REPO_PART_RE.fullmatch(name) or ".." in name:
                     raise ManifestError(
                         f"{m.path}: publish.name_template gives {name!r} for {vid}, not a safe repo name "
                         "(letters, digits, '.', '_', '-'; nothing that escapes the output folder)"

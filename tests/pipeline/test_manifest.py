@@ -117,3 +117,21 @@ def test_a_multiple_is_checked_by_one_rule_at_both_doors(tmp_path):
         select_kept_ids(None, [], SelectionPolicy(), 0)  # the multiple is checked before anything else
     assert str(from_engine.value) in str(from_manifest.value)
     assert "from 1 to 65,536" in str(from_engine.value)
+
+
+@pytest.mark.parametrize("where", ["org", "base id", "name_template"])
+def test_a_trailing_newline_in_a_name_is_refused(tmp_path, where):
+    """`re.match` with `$` lets "acme\\n" through, and a folder with a newline in its name follows."""
+    import copy
+
+    data = copy.deepcopy(MINIMAL_MANIFEST)
+    if where == "org":
+        data["publish"] = {"org": "acme\n"}
+    elif where == "base id":
+        data["base_models"][0]["id"] = "m\n"
+    else:
+        data["publish"] = {"name_template": "{base}-trimmed-{langs}-v{multiple}\n"}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ManifestError):
+        load_manifest(tmp_path / "m.yaml", check_files=False)
+

@@ -170,3 +170,31 @@ def test_hub_bases_are_keyed_by_full_commit_checked_and_recorded(tmp_path, monke
     m2 = load_manifest(tmp_path / "m2.yaml", check_files=False)
     with pytest.raises(ModelFolderError, match="differs from the Hub"):
         materialize_base(m2, m2.base("a"))
+
+
+@pytest.mark.parametrize("header,expected", [("86400", 0.05), ("inf", None), ("nan", None), ("-5", None),
+                                             ("soon", None), ("0.01", 0.01)])
+def test_retry_after_is_bounded_and_bad_values_fall_back_to_backoff(header, expected, monkeypatch):
+    """A server asking for a day (or for inf, nan, a negative or a word) never stalls a run."""
+    from tasks.pipeline.publish import targets
+
+    class Response:
+        status_code = 429
+        headers = {"Retry-After": header}
+
+    class Busy(Exception):
+        response = Response()
+
+    slept = []
+    monkeypatch.setattr(targets.time, "sleep", slept.append)
+    monkeypatch.setattr(targets.random, "random", lambda: 1.0)  # the backoff's jitter at its top: base_delay
+    attempts = []
+
+    def call():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise Busy()
+        return "ok"
+
+    assert with_retries(call, "probe", max_retries=1, base_delay=0.02, max_delay=0.05) == "ok"
+    assert slept == [expected if expected is not None else 0.02], slept

@@ -13,6 +13,7 @@ import errno
 import json
 import logging
 import os
+import math
 import random
 import re
 import shutil
@@ -186,13 +187,18 @@ def _status(exc: BaseException) -> int | None:
     return getattr(response, "status_code", None)
 
 
-def _retry_after(exc: BaseException) -> float | None:
+def _retry_after(exc: BaseException, cap: float) -> float | None:
+    """The server's Retry-After in seconds, at most `cap`; None when absent or not a finite,
+    non-negative number (then the backoff decides). A server asking for a day is not obeyed."""
     response = getattr(exc, "response", None)
     value = getattr(response, "headers", {}).get("Retry-After") if response is not None else None
     try:
-        return float(value) if value is not None else None
-    except ValueError:
+        seconds = float(value) if value is not None else None
+    except (TypeError, ValueError):
         return None
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, cap)
 
 
 def with_retries(fn: Callable[[], T], what: str, max_retries: int, base_delay: float = 1.0, max_delay: float = 60.0) -> T:
@@ -210,7 +216,7 @@ def with_retries(fn: Callable[[], T], what: str, max_retries: int, base_delay: f
             transient = status in RETRY_STATUS or (status is None and (isinstance(exc, httpx.TransportError) or is_transport_error(exc)))
             if not transient or attempt == max_retries:
                 raise
-            delay = _retry_after(exc)
+            delay = _retry_after(exc, max_delay)
             if delay is None:
                 delay = min(max_delay, base_delay * 2**attempt) * (0.5 + random.random() / 2)
             log.warning("%s: attempt %d failed (%s); retrying in %.1fs", what, attempt + 1, status or type(exc).__name__, delay)
