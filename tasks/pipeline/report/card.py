@@ -13,6 +13,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from tasks.engine.checkpoint.architectures import auto_class_name
 from tasks.engine.selection.policy import SelectionPolicy
+from tasks.pipeline.report.markdown import md_code, md_text, md_url
 from tasks.pipeline.manifest import BaseModelSpec, GGUFSource, HubSource, LanguageSpec, LidSpec, LocalSource
 from tasks.pipeline.evaluation.benchmark_text import BENCHMARK_DESCRIPTION, BENCHMARK_NAME
 from tasks.pipeline.evaluation.realtext import SYNTHETIC_NOTE
@@ -41,7 +42,7 @@ the model gives exactly the original's outputs (restricted to the kept tokens).
 {{ size_rows }}
 
 Size reduction: **{{ reduction }} %**. The kept set holds every token seen in the counting
-corpora (selection policy: `{{ policy }}`), all special and added tokens, what keeps every
+corpora (selection policy: {{ policy }}), all special and added tokens, what keeps every
 string encodable (byte alphabet / byte fallback / unknown token), BPE merge parents, and
 the next most frequent tokens to round the vocabulary up to a multiple of {{ multiple }}.
 {{ source_line }}
@@ -225,12 +226,12 @@ def render_card(
         data,
         template_str=TEMPLATE,
         repo_id=rec.repo_id,
-        base_name=base_name,
-        base_link=base_link,
-        language_names=", ".join(rec.languages),
+        base_name=md_text(base_name),
+        base_link=md_url(base_link),
+        language_names=md_text(", ".join(rec.languages)),
         size_rows=size_rows(rec),
         reduction=f"{rec.size_reduction_pct:.1f}" if rec.size_reduction_pct is not None else "–",
-        policy=policy,
+        policy=md_code(policy),
         multiple=rec.multiple,
         fidelity_table=language_table(rec.fidelity, "heldout", [("language", lambda lang: lang)]),
         benchmark_name=BENCHMARK_NAME,
@@ -278,7 +279,7 @@ def corpora_lines(languages: Mapping[str, LanguageSpec], lid: LidSpec) -> list[s
     out = []
     for lang, spec in languages.items():
         for c in spec.corpora:
-            out.append(f"`{lang}`: {json.dumps(c.model_dump(exclude_none=True), sort_keys=True)}")
+            out.append(f"{md_code(lang)}: {md_code(json.dumps(c.model_dump(exclude_none=True), sort_keys=True, ensure_ascii=False))}")
     out.append(f"fastText language-ID filter: {'on' if lid.enabled else 'off'} (min probability {lid.min_prob})")
     return out
 

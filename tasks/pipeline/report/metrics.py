@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from tasks.pipeline.report.markdown import Markdown, md_cell
 from tasks.engine.runtime.redact import redact
 
 if TYPE_CHECKING:
@@ -203,9 +204,11 @@ def indexed(metrics: Sequence[LanguageMetric], view: str) -> list[tuple[Language
 
 
 def cell(value: Any, metric: LanguageMetric | VariantMetric, show: Show) -> str:
-    """A value as a table shows it."""
+    """A value as a Markdown table shows it (text escaped: names and errors come from users)."""
     if value is None or value == "":
         return show.missing
+    if isinstance(value, str):
+        return md_cell(value if isinstance(value, Markdown) else format(value, metric.fmt if show.fmt is None else show.fmt))
     return format(value, metric.fmt if show.fmt is None else show.fmt)
 
 

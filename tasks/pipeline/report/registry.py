@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
+from tasks.pipeline.report.markdown import Markdown, md_cell, md_code, md_text, md_url
 from tasks.engine.runtime.atomic import atomic_file, write_text_atomic
 from tasks.pipeline.report.catalog import (CATALOG_MARKDOWN, CATALOG_PARQUET, catalog_rows, mark_plot_drawn, markdown_table,
                                     plot_is_current)
@@ -162,10 +163,10 @@ def registry_markdown(records: Sequence[VariantRecord], rows: Sequence[dict], pl
           "Browse and filter: [index.html](index.html).", "",
           markdown_table([{**row, "location": _md_link(row["location"])} for row in rows])]
     if failed:
-        md += ["## Failures (last run)", ""] + [f"- **{r.variant_id}**: {r.error}" for r in failed] + [""]
+        md += ["## Failures (last run)", ""] + [f"- **{md_text(r.variant_id)}**: {md_text(r.error)}" for r in failed] + [""]
     if plots:
         md += ["## Held-out coverage against kept vocabulary size, every published variant", ""]
-        md += [f"![{base}: published variants]({p})" for base, p in plots.items()]
+        md += [f"![{md_text(base)}: published variants]({md_url(p)})" for base, p in plots.items()]
     return "\n".join(md) + "\n"
 
 
@@ -173,17 +174,17 @@ def _md_link(location: str | None) -> str:
     """A relative registry folder as a markdown link (Hub locations are URLs already)."""
     if not location or _is_remote(location):
         return location or ""
-    return f"[{location}]({location}/README.md)"
+    return Markdown(f"[{md_text(location)}]({md_url(location)}/README.md)")
 
 
 def last_run_markdown(run: Sequence[VariantRecord], manifest: str | None, when: str) -> str:
     counts = {s: sum(r.status == s for r in run) for s in ("published", "skipped", "failed")}
     md = ["# trimworks: last run", "",
-          f"{when}{f', manifest `{manifest}`' if manifest else ''}: {len(run)} variants — {counts['published']} built "
+          f"{when}{f', manifest {md_code(manifest)}' if manifest else ''}: {len(run)} variants — {counts['published']} built "
           f"and published, {counts['skipped']} already up to date, {counts['failed']} failed.", "",
           "| variant | outcome | seconds | error |", "|---|---|---:|---|"]
     md += [f"| {r.variant_id} | {'up to date' if r.status == 'skipped' else r.status} | "
-           f"{r.seconds if r.seconds is not None and r.status != 'skipped' else ''} | {(r.error or '').replace('|', '/')} |"
+           f"{r.seconds if r.seconds is not None and r.status != 'skipped' else ''} | {md_cell(r.error or '')} |"
            for r in run]
     return "\n".join(md) + "\n"
 
