@@ -67,7 +67,8 @@ PIPELINE_ROWS: dict[str, set[str]] = {
     f"{P}.publish": {f"{E}.errors", f"{E}.runtime", f"{P}.manifest"},
     f"{P}.corpus": {f"{E}.errors", f"{E}.runtime", f"{E}.checkpoint", f"{E}.counting", f"{P}.manifest",
                     f"{P}.corpus.lid", f"{P}.corpus.sources"},
-    f"{P}.report.metrics": {f"{E}.runtime"},  # the one list of card, catalog and web-page metrics
+    f"{P}.report.markdown": set(),  # values made inert in Markdown (stdlib only)
+    f"{P}.report.metrics": {f"{E}.runtime", f"{P}.report.markdown"},  # the one list of card, catalog and web-page metrics
     f"{P}.report.record": {f"{E}.verify", f"{E}.trim", f"{P}.report.metrics"},
     f"{P}.production": {f"{E}.errors", f"{E}.runtime", f"{E}.checkpoint", f"{E}.verify", f"{P}.manifest",
                         f"{P}.publish", f"{P}.report.record"},
@@ -75,7 +76,7 @@ PIPELINE_ROWS: dict[str, set[str]] = {
                         f"{P}.publish", f"{P}.production"},
     f"{P}.report": {f"{E}.runtime", f"{E}.checkpoint", f"{E}.counting", f"{E}.tokenizer", f"{E}.selection", f"{P}.manifest",
                     f"{P}.publish", f"{P}.corpus", f"{P}.production", f"{P}.evaluation", f"{P}.report.record",
-                    f"{P}.report.metrics"},
+                    f"{P}.report.metrics", f"{P}.report.markdown"},
     f"{P}.production.build": {f"{E}.errors", f"{E}.runtime", f"{E}.checkpoint", f"{E}.verify", f"{E}.trim",
                               f"{P}.manifest", f"{P}.publish", f"{P}.corpus", f"{P}.production", f"{P}.evaluation",
                               f"{P}.report", f"{P}.report.record"},
