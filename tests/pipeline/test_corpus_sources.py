@@ -180,3 +180,39 @@ def test_size_and_card_come_from_the_kind(files):
     label, synthetic = counting_corpus(m, ["fr"])
     assert label == "fr: jsonl (real text) + wordfreq pseudo-text (sentences, top 5,000 words, synthetic)" and synthetic
     assert not WordfreqCorpus().lid_applies
+
+
+def test_a_parquet_column_that_is_not_text_is_refused_naming_the_text_columns(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tasks.pipeline.corpus.sources import ParquetCorpus
+
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"id": [1, 2], "tags": [["a"], ["b"]], "text": ["one line", "two"]}), path)
+    place = CorpusPlace(language="en", base_dir=tmp_path)
+    for column in ("id", "tags"):
+        with pytest.raises(CorpusError, match=rf"rows.parquet: column '{column}' holds .*not text.*\['text'\]"):
+            list(ParquetCorpus(parquet=[str(path)], column=column).lines(place))
+    assert list(ParquetCorpus(parquet=[str(path)], column="text").lines(place)) == ["one line", "two"]
+
+
+def test_a_local_datasets_spec_honours_its_split(tmp_path):
+    import datasets
+
+    from tasks.pipeline.corpus.sources import DatasetsCorpus
+
+    place = CorpusPlace(language="en", base_dir=tmp_path)
+    saved = tmp_path / "saved"
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": ["train line"]}),
+                          "validation": datasets.Dataset.from_dict({"text": ["validation line"]})}).save_to_disk(str(saved))
+    assert list(DatasetsCorpus(datasets=str(saved), split="validation").lines(place)) == ["validation line"]
+    with pytest.raises(CorpusError, match=r"no split 'test'"):
+        list(DatasetsCorpus(datasets=str(saved), split="test").lines(place))
+    single = tmp_path / "rows.jsonl"
+    single.write_text("\n".join(json.dumps({"text": f"line {i}", "n": i}) for i in range(10)) + "\n")
+    assert len(list(DatasetsCorpus(datasets=str(single)).lines(place))) == 10
+    with pytest.raises(CorpusError, match=r"rows.jsonl.*split test.*Available splits: \['train'\]"):
+        list(DatasetsCorpus(datasets=str(single), split="test").lines(place))  # one file is one split: train
+    with pytest.raises(CorpusError, match=r"holds int values, not text"):
+        list(DatasetsCorpus(datasets=str(single), column="n").lines(place))

@@ -46,14 +46,22 @@ class DatasetsCorpus(CorpusBase):
 
         local = place.resolve(self.datasets)
         try:
-            if local.is_dir() and (local / "dataset_info.json").exists():
+            if local.is_dir() and ((local / "dataset_info.json").exists() or (local / "dataset_dict.json").exists()):
                 ds = datasets.load_from_disk(str(local))
-                ds = ds[self.split] if isinstance(ds, datasets.DatasetDict) else ds
+                if isinstance(ds, datasets.DatasetDict):
+                    if self.split not in ds:
+                        raise CorpusError(f"{local}: no split {self.split!r} (splits: {sorted(ds)}); set `split:`")
+                    ds = ds[self.split]
+                elif self.split != "train":
+                    raise CorpusError(f"{local}: a saved Dataset has no splits, so split {self.split!r} cannot be "
+                                      "honoured; drop `split:` or save a DatasetDict")
             elif local.exists():
                 builder = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv", ".txt": "text"}.get(local.suffix)
                 if builder is None:
-                    raise CorpusError(f"{local}: unknown data file type {local.suffix!r}")
-                ds = datasets.load_dataset(builder, data_files=str(local), split="train", streaming=self.streaming)
+                    raise CorpusError(f"{local}: not a data file trimworks reads (.parquet, .jsonl, .json, .csv, .txt) "
+                                      "nor a folder saved with save_to_disk (dataset_info.json or dataset_dict.json)")
+                # One data file is one split, "train": another `split` is an error naming the source.
+                ds = datasets.load_dataset(builder, data_files={"train": str(local)}, split=self.split, streaming=self.streaming)
             else:
                 ds = datasets.load_dataset(self.datasets, self.config, split=self.split, streaming=self.streaming)
         except CorpusError:
@@ -62,5 +70,8 @@ class DatasetsCorpus(CorpusBase):
             raise CorpusError(f"datasets source {self.datasets!r} (config {self.config}, split {self.split}): {exc}") from exc
         for row in ds:
             text = row.get(self.column)
-            if text and (text := str(text).strip()):
+            if text is not None and not isinstance(text, str):
+                raise CorpusError(f"datasets source {self.datasets!r}: column {self.column!r} holds "
+                                  f"{type(text).__name__} values, not text; set `column:` to a text column")
+            if text and (text := text.strip()):
                 yield text

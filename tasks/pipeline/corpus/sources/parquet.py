@@ -27,6 +27,7 @@ class ParquetCorpus(CorpusBase):
 
 
 def iter_parquet(paths: list[Path], column: str) -> Iterator[str]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     for p in paths:
@@ -36,7 +37,13 @@ def iter_parquet(paths: list[Path], column: str) -> Iterator[str]:
             raise CorpusError(f"{p}: not a readable Parquet file ({exc})") from exc
         if column not in pf.schema_arrow.names:
             raise CorpusError(f"{p}: no column {column!r} (columns: {pf.schema_arrow.names}); set `column:`")
+        kind = pf.schema_arrow.field(column).type
+        value_kind = kind.value_type if pa.types.is_dictionary(kind) else kind
+        if not (pa.types.is_string(value_kind) or pa.types.is_large_string(value_kind)):
+            text_columns = [f.name for f in pf.schema_arrow if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+            raise CorpusError(f"{p}: column {column!r} holds {kind}, not text (counting its str() would count "
+                              f"digits and brackets); set `column:` to a string column ({text_columns or 'none here'})")
         for batch in pf.iter_batches(columns=[column], batch_size=8192):
             for text in batch.column(0).to_pylist():
-                if text and (text := str(text).strip()):
+                if text and (text := text.strip()):
                     yield text
