@@ -197,3 +197,15 @@ def test_a_variant_carries_only_what_it_needs_from_its_base(toy_model, toy_count
                   "onnx/model.onnx", "1_Pooling/hook.py"):
         assert never not in names, never
     assert "auto_map" not in json.loads((out / "tokenizer_config.json").read_text())
+
+
+@pytest.mark.parametrize("content,message", [
+    ("one line\ntwo lines\n".encode("utf-16"), r"UTF-16 \(it starts with a byte-order mark\)"),
+    ("one line\ntwo lines\n".encode("utf-16-le"), r"in.txt:1: NUL bytes in the line: the file looks like UTF-16 without a byte-order mark"),
+    (b"one line\rtwo lines\rthree\r", r"in.txt: lines end with a lone carriage return"),
+])
+def test_a_corpus_in_another_encoding_is_refused_naming_the_file(tmp_path, content, message):
+    f = tmp_path / "in.txt"
+    f.write_bytes(content)
+    with pytest.raises(CorpusError, match=message):
+        list(iter_text_file(f))

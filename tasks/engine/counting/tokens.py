@@ -145,6 +145,15 @@ MAX_LINE_BYTES = 1 << 20  # longer lines are skipped (counted, warned): memory s
 log = logging.getLogger("trimworks.counting")
 
 
+def check_text_encoding(path: Path, first: bytes) -> None:
+    """What the first line (or first chunk) of a corpus file shows about its encoding."""
+    if first.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise CorpusError(f"{path}: UTF-16 (it starts with a byte-order mark); re-encode it as UTF-8 (iconv -f utf-16 -t utf-8)")
+    if b"\r" in first.rstrip(b"\r") and b"\n" not in first:
+        raise CorpusError(f"{path}: lines end with a lone carriage return (CR, old Mac style); convert them to "
+                          "newlines (tr '\\r' '\\n') and rerun")
+
+
 def iter_text_file(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[str]:
     """Non-empty stripped lines of a UTF-8 text file; a bad byte is a located error.
 
@@ -160,6 +169,8 @@ def iter_text_file(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator
         lineno = 0
         while raw := fh.readline(max_line_bytes + 1):
             lineno += 1
+            if lineno == 1:
+                check_text_encoding(path, raw)
             if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
                 while (rest := fh.readline(max_line_bytes + 1)) and not rest.endswith(b"\n"):
                     pass  # drain the long line in bounded chunks
@@ -174,6 +185,9 @@ def iter_text_file(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator
                     f"{path}:{lineno}: invalid UTF-8 at byte {exc.start} of the line; "
                     "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
                 ) from exc
+            if "\x00" in line:
+                raise CorpusError(f"{path}:{lineno}: NUL bytes in the line: the file looks like UTF-16 without a "
+                                  "byte-order mark, or binary; re-encode it as UTF-8 (iconv -f utf-16le -t utf-8)")
             if line:
                 yield line
     if skipped:
