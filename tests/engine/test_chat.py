@@ -313,3 +313,15 @@ print(sel.size, sorted(m for m in ("transformers", "torch") if m in sys.modules)
     assert out.returncode == 0, out.stderr
     size, loaded = out.stdout.split(" ", 1)
     assert int(size) > 0 and loaded.strip() == "[]", out.stdout
+
+
+def test_a_chat_template_that_renders_nothing_is_a_failed_check_not_100_percent():
+    """Every prompt shape raised: 0 of 0 prompts is no evidence, and says so."""
+    from tasks.engine.verify.outputs import ExactnessReport, LanguageFidelity
+
+    lang = LanguageFidelity(language="en", lines=10, covered_lines=8, identical_covered_lines=8,
+                            tokens_per_char_before=0.3, tokens_per_char_after=0.3)
+    report = ExactnessReport(languages=[lang], chat_prompts=0, chat_identical=0)
+    assert "rendered none of the chat prompts" in report.vacuous_reason(outputs_expected=False)
+    assert ExactnessReport(languages=[lang], chat_prompts=None).vacuous_reason(outputs_expected=False) is None
+    assert ExactnessReport(languages=[lang], chat_prompts=4, chat_identical=4).vacuous_reason(outputs_expected=False) is None

@@ -97,6 +97,9 @@ class ExactnessReport(BaseModel):
                     "check the held-out text is in the target languages or keep more tokens")
         if outputs_expected and not self.sampled_lines:
             return "no model output was compared: set a sample of at least one line"
+        if self.chat_prompts == 0:
+            return ("the base has a chat template but it rendered none of the chat prompts (every shape raised), "
+                    "so the chat check ran on nothing; fix the template or its special tokens")
         return None
 
 
