@@ -80,6 +80,34 @@ def fr_manifest(tmp_path, bases, lines):
     return load_manifest(m), fr
 
 
+
+def test_a_truncated_or_missing_published_file_is_found_and_rebuilt(tmp_path, toy_model, prefect_harness):
+    """"Up to date" means whole: a published shard cut short (or a file gone) makes `plan` say so
+    and the next run rebuild the variant, byte-identical to before."""
+    import hashlib
+
+    from flows.publish_all import publish_all
+    from tasks.pipeline.manifest import load_manifest
+    from tasks.pipeline.report.plan_report import plan_report
+
+    manifest = subjects.make_manifest(tmp_path, (toy_model, toy_model), subsets=[["en"]], multiples=[8],
+                                      base_models=[{"id": "toy", "source": {"local": str(toy_model)}, "license": "mit"}])
+    assert publish_all(manifest=str(manifest))["published"] == ["toy-en-v8"]
+    folder = tmp_path / "published" / "trimworks" / "toy-trimmed-en-v8"
+    shard = folder / "model-vocab.safetensors"
+    whole = hashlib.sha256(shard.read_bytes()).hexdigest()
+    for damage in ("truncate", "delete"):
+        if damage == "truncate":
+            with open(shard, "r+b") as fh:
+                fh.truncate(shard.stat().st_size // 2)
+        else:
+            (folder / "tokenizer.json").unlink()
+        (status,) = plan_report(load_manifest(manifest), str(manifest)).statuses
+        assert status.status == "missing" and "published files damaged" in (status.detail or ""), status
+        assert publish_all(manifest=str(manifest))["published"] == ["toy-en-v8"]  # rebuilt, not "up to date"
+        assert hashlib.sha256(shard.read_bytes()).hexdigest() == whole
+        assert publish_all(manifest=str(manifest))["skipped"] == ["toy-en-v8"]
+
 def test_counts_follow_corpus_content(tmp_path, bases):
     from tasks.engine.counting.tokens import read_counts
     from tasks.pipeline.corpus.counts_cache import ensure_counts

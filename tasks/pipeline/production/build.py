@@ -32,7 +32,7 @@ from tasks.pipeline.manifest import LoadedManifest, Variant, fingerprint_fields,
 from tasks.engine.checkpoint.architectures import load_rules
 from tasks.pipeline.report.variant_plot import plot_variant
 from tasks.engine.runtime.stopping import StopRequested, check_stop
-from tasks.pipeline.publish.targets import RECORD_NAME, LocalRegistry, Publisher
+from tasks.pipeline.publish.targets import RECORD_NAME, LocalRegistry, Publisher, published_files
 from tasks.pipeline.production.base_models import DIGEST_CACHE, base_identity
 from tasks.pipeline.production.bodies import base_body
 from tasks.engine.runtime.stages import StageClock
@@ -211,6 +211,7 @@ def _build_and_publish(
             write_text_atomic(staging / "README.md", str(card))
         record.seconds = round(time.perf_counter() - start, 2)
         record.stage_seconds = clock.rounded()
+        record.files = published_files(staging)  # a later run or `plan` finds a truncated or missing file
         write_text_atomic(staging / RECORD_NAME, record.model_dump_json(indent=2))
         check_stop()  # the last safe point: after it the variant is published whole
         if flushing is not None:

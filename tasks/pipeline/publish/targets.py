@@ -54,6 +54,26 @@ def publisher_for(publish: PublishSpec, output_dir: Path, token: str | None = No
     return LocalRegistry(output_dir)
 
 
+def published_files(folder: Path) -> dict[str, int]:
+    """Every file of a variant folder about to be published (but its record), with its size."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != RECORD_NAME}
+
+
+def files_damage(folder: Path, record: dict) -> str | None:
+    """What is wrong with a published folder against the sizes its record lists (None: whole).
+    Sizes only (a stat per file): a truncated or missing file, as a crash or a full disk leaves."""
+    for name, size in (record.get("files") or {}).items():
+        try:
+            now = (Path(folder) / name).stat().st_size
+        except OSError:
+            return f"{name} is missing"
+        if now != size:
+            return f"{name} is {now:,} bytes, {size:,} when published"
+    return None
+
+
 class LocalRegistry:
     """`<root>/<org>/<name>/`: a hub-like layout with README.md, weights and evaluation.json."""
 
@@ -70,11 +90,18 @@ class LocalRegistry:
         return str(self.target(variant))
 
     def published_fingerprint(self, variant: Variant) -> str | None:
-        record = self.target(variant) / RECORD_NAME
+        """The published fingerprint, or None when nothing whole is published: a file the
+        record lists that is missing or of another size makes the variant due for a rebuild."""
+        target = self.target(variant)
         try:
-            return json.loads(record.read_text()).get("fingerprint")
+            record = json.loads((target / RECORD_NAME).read_text())
         except (OSError, json.JSONDecodeError):
             return None
+        damage = files_damage(target, record)
+        if damage:
+            log.warning("published %s is damaged (%s): it will be rebuilt", variant.id, damage)
+            return None
+        return record.get("fingerprint")
 
     def staging_root(self, builds: Path) -> Path:
         """Where variants are built: `builds` when it shares the registry's filesystem, else

@@ -16,7 +16,7 @@ from pathlib import Path
 from tasks.pipeline.corpus.counts_cache import counts_path, heldout_path
 from tasks.pipeline.manifest import LoadedManifest, Variant, corpus_key, fingerprint_fields, fingerprint_parts
 from tasks.pipeline.production.plan import BaseState, Plan, plan
-from tasks.pipeline.publish.targets import RECORD_NAME, LocalRegistry, Publisher, publisher_for
+from tasks.pipeline.publish.targets import RECORD_NAME, LocalRegistry, Publisher, files_damage, publisher_for
 from tasks.pipeline.production.base_models import DIGEST_CACHE, base_folder
 from tasks.pipeline.corpus.identity import corpus_content_key
 from tasks.pipeline.report.disk_usage import DiskUsage, human_bytes, disk_usage
@@ -180,6 +180,7 @@ class _Published:
 
     def __init__(self, publisher: Publisher):
         self.publisher, self.records = publisher, {}
+        self.damaged: dict[str, str] = {}  # variant id -> what is wrong with its published files
         self.root = str(publisher.root) if isinstance(publisher, LocalRegistry) else ""
 
     def record(self, v: Variant) -> dict:
@@ -190,6 +191,9 @@ class _Published:
                         self.records[v.id] = json.load(fh)
                 except (OSError, ValueError):
                     self.records[v.id] = {}
+                damage = files_damage(Path(self.root) / v.repo_id, self.records[v.id])
+                if damage:  # published, but not whole: due for a rebuild, as a run would find it
+                    self.records[v.id], self.damaged[v.id] = {}, damage
             else:
                 fp = self.publisher.published_fingerprint(v)
                 self.records[v.id] = {"fingerprint": fp} if fp else {}
@@ -224,7 +228,8 @@ def plan_report(m: LoadedManifest, manifest: str, publisher: Publisher | None = 
         elif v.id in failures:
             statuses.append(VariantStatus(v, FAILED, detail=failures[v.id]))
         elif d.published_fingerprint is None:
-            statuses.append(VariantStatus(v, MISSING))
+            damage = published.damaged.get(v.id)
+            statuses.append(VariantStatus(v, MISSING, detail=f"published files damaged: {damage}" if damage else None))
         elif base.folder is None:
             statuses.append(VariantStatus(v, STALE, ("base_identity",), "base not materialized yet: cannot compare"))
         else:
