@@ -39,31 +39,31 @@ def cluster_workers(address: str, timeout: float = CONNECT_TIMEOUT_S) -> list[st
     return workers
 
 
-def _local_addresses() -> set[str]:
-    names = {socket.gethostname(), socket.getfqdn(), "localhost"}
-    found = set()
-    for name in names:
+def is_this_machine(host: str) -> bool:
+    """Whether `host` is an address of this machine: loopback, or one a socket can bind to."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    for family, _, _, _, address in infos:
+        ip = address[0]
         try:
-            found |= {info[4][0] for info in socket.getaddrinfo(name, None)}
+            if ipaddress.ip_address(ip).is_loopback:
+                return True
+        except ValueError:
+            continue
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.bind((ip, 0))  # only an address of one of this machine's interfaces binds
+            return True
         except OSError:
             continue
-    return found
+    return False
 
 
 def remote_workers(workers: list[str]) -> list[str]:
-    """The workers that are not on this machine (loopback or one of its own addresses)."""
-    local = _local_addresses()
-    out = []
-    for worker in workers:
-        host = urlparse(worker).hostname or ""
-        try:
-            if ipaddress.ip_address(host).is_loopback:
-                continue
-        except ValueError:
-            pass
-        if host not in local:
-            out.append(worker)
-    return out
+    """The workers that are not on this machine."""
+    return [w for w in workers if not is_this_machine(urlparse(w).hostname or "")]
 
 
 def check_cluster(address: str) -> list[str]:

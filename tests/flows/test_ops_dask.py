@@ -33,7 +33,7 @@ def test_a_wrong_dask_address_is_one_line_before_prefect_starts(tmp_path, toy_mo
 
 def test_workers_on_other_machines_are_told_apart():
     assert remote_workers(["tcp://127.0.0.1:40000", "tcp://[::1]:40001"]) == []
-    assert remote_workers(["tcp://127.0.0.1:40000", "tcp://192.0.2.7:40001"]) == ["tcp://192.0.2.7:40001"]
+    assert remote_workers(["tcp://127.0.0.1:40000", "tcp://203.0.113.77:40001"]) == ["tcp://203.0.113.77:40001"]
 
 
 def _descendants(pid: int) -> list[tuple[int, str]]:
