@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.child import descendant_peaks
 from flows.dask_cluster import remote_workers
 from tests import subjects
 
@@ -34,27 +35,6 @@ def test_a_wrong_dask_address_is_one_line_before_prefect_starts(tmp_path, toy_mo
 def test_workers_on_other_machines_are_told_apart():
     assert remote_workers(["tcp://127.0.0.1:40000", "tcp://[::1]:40001"]) == []
     assert remote_workers(["tcp://127.0.0.1:40000", "tcp://203.0.113.77:40001"]) == ["tcp://203.0.113.77:40001"]
-
-
-def _descendants(pid: int) -> list[tuple[int, str]]:
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    parents[int(entry)] = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-    out, frontier = [], [pid]
-    while frontier:
-        kids = [p for p, pp in parents.items() if pp in frontier]
-        for p in kids:
-            try:
-                out.append((p, Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")))
-            except OSError:
-                continue
-        frontier = kids
-    return out
 
 
 def _weights(registry: Path) -> dict[str, str]:
@@ -111,7 +91,7 @@ def test_a_real_dask_cluster_survives_a_killed_worker_and_matches_a_local_run(tm
         assert killed is not None, "the builds were never seen under way"
         assert "published 8, up to date 0, failed 0" in (tmp_path / "cli.out").read_text()
         # The surviving worker reported to the flow's server: it never started a server of its own.
-        servers = [cmd for _, cmd in _descendants(procs[2].pid) if "prefect.server" in cmd or "uvicorn" in cmd]
+        servers = [h["cmd"] for h in descendant_peaks(procs[2].pid) if "prefect.server" in h["cmd"] or "uvicorn" in h["cmd"]]
         assert not servers, servers
     finally:
         for p in procs:

@@ -162,34 +162,33 @@ def test_plan_report_names_status_changed_fields_and_work(setup):
     assert "toy-a-en-v8" in report.render(show_all=True).splitlines()[-1]
 
 
-def test_plan_command_starts_no_prefect(setup):
-    import json
+def cli_without_prefect(args: list[str]) -> str:
+    """The CLI's output in a fresh interpreter, which must not have imported Prefect."""
     import subprocess
     import sys
 
-    m, _ = setup
     code = ("import sys; from typer.testing import CliRunner; from flows.cli import app; "
-            f"r = CliRunner().invoke(app, ['plan', {str(m.path)!r}, '--json']); print(r.output); "
+            f"r = CliRunner().invoke(app, {args!r}); print(r.output); "
             "assert r.exit_code == 0, r.output; assert 'prefect' not in sys.modules, 'prefect was imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=subjects.REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    data = json.loads(proc.stdout)
+    return proc.stdout
+
+
+def test_plan_command_starts_no_prefect(setup):
+    import json
+
+    m, _ = setup
+    data = json.loads(cli_without_prefect(["plan", str(m.path), "--json"]))
     assert data["tally"]["missing"] >= 1 and len(data["variants"]) == 8
     assert {v["status"] for v in data["variants"]} <= {"up to date", "stale", "missing", "failed last time"}
 
 
 def test_publish_all_dry_run_prints_the_plan_and_starts_nothing(setup):
     """`publish-all --dry-run`, as peers spell it: the plan's text, no Prefect, no build."""
-    import subprocess
-    import sys
-
     m, _ = setup
-    code = ("import sys; from typer.testing import CliRunner; from flows.cli import app; "
-            f"r = CliRunner().invoke(app, ['publish-all', {str(m.path)!r}, '--dry-run']); print(r.output); "
-            "assert r.exit_code == 0, r.output; assert 'prefect' not in sys.modules, 'prefect was imported'")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=subjects.REPO, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.startswith(f"{m.path}: 8 variants:") and "would build 8 variant(s)" in proc.stdout, proc.stdout
+    out = cli_without_prefect(["publish-all", str(m.path), "--dry-run"])
+    assert out.startswith(f"{m.path}: 8 variants:") and "would build 8 variant(s)" in out, out
     assert not (m.output_dir / "catalog.md").exists()  # nothing was built or written
 
 
