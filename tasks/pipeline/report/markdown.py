@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~&])")
+_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~&])")  # not ( ) ! +: with [ ] escaped they make no link or image
 
 
 def md_text(value: object) -> str:
