@@ -1,7 +1,8 @@
 """The product: a manifest becomes published, verified, catalogued trimmed variants.
 
     expand manifest -> materialize bases -> count (once per tokenizer x language) ->
-    coverage plots -> build variants (one mapped task per base x subset) -> catalog + artifacts
+    coverage plots -> build variants (one task per base x subset; the group carrying a base's output
+    comparison first, checks.VouchedSchedule) -> catalog + artifacts
 
 Tasks run in worker processes by default (flows/workers.py), threads or a Dask cluster on request.
 """
