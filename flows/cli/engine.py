@@ -15,25 +15,41 @@ from tasks.engine.errors import TrimworksError
 @app.command()
 def count(
     model_dir: Annotated[Path, typer.Argument(help="model folder holding tokenizer.json")],
-    text: Annotated[list[Path], typer.Option("--text", help="UTF-8 text file(s), one line per example")],
     out: Annotated[Path, typer.Option("-o", "--out", help="counts table to write (.parquet)")],
+    text: Annotated[Optional[list[Path]], typer.Option("--text", help="UTF-8 text file(s), one line per example")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="a Hugging Face dataset instead: a Hub name, a data file or a "
+                                                        "save_to_disk folder")] = None,
+    config: Annotated[Optional[str], typer.Option(help="--dataset: its configuration")] = None,
+    split: Annotated[str, typer.Option(help="--dataset: the split to count")] = "train",
+    field: Annotated[str, typer.Option(help="--dataset: the text column")] = "text",
     corpus: Annotated[Optional[str], typer.Option(help="corpus description stored in the table")] = None,
     method: Annotated[str, typer.Option(help="chunks: from distinct-chunk counts where proven exact (falls back "
                                              "to direct by itself); direct: encode every line")] = "chunks",
 ) -> None:
-    """Count token frequencies of text files with the model's own tokenizer."""
+    """Count token frequencies of text files (or a dataset's text column) with the model's own tokenizer."""
     from tasks.engine.counting.chunks import count_tokens_fast
     from tasks.engine.counting.tokens import count_tokens, iter_text_file, write_counts
     from tasks.engine.checkpoint.model_folder import inspect_model_folder
 
     if method not in ("chunks", "direct"):
         _fail(TrimworksError(f"--method {method!r}: use chunks or direct"))
+    if bool(text) == bool(dataset):
+        _fail(TrimworksError("give the text to count: --text FILE (repeatable) or --dataset NAME, not both"))
     try:
         base = inspect_model_folder(model_dir)
-        label = corpus or ",".join(str(p) for p in text)
+        if dataset:
+            from tasks.pipeline.corpus.sources import CorpusPlace, DatasetsCorpus
 
-        def lines():
-            return (line for path in text for line in iter_text_file(path))
+            source = DatasetsCorpus(datasets=dataset, config=config, split=split, column=field)
+            label = corpus or f"datasets {dataset}" + (f" ({config})" if config else "") + f" split {split}, column {field}"
+
+            def lines():
+                return source.lines(CorpusPlace(language="", base_dir=Path.cwd()))
+        else:
+            label = corpus or ",".join(str(p) for p in text)
+
+            def lines():
+                return (line for path in text for line in iter_text_file(path))
 
         if method == "chunks":
             counts = count_tokens_fast(base.tokenizer_json, lines, label)

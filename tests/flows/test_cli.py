@@ -47,3 +47,27 @@ def test_bad_model_folder_message(tmp_path):
     r = runner.invoke(app, ["count", str(tmp_path / "nope"), "--text", "x.txt", "-o", str(tmp_path / "c.parquet")])
     assert r.exit_code == 2
     assert "does not exist" in r.output
+
+
+def test_count_a_dataset_split_and_column_as_its_text_counts(toy_model, toy_lines, tmp_path):
+    """`count --dataset NAME --split --field`, as peers take a corpus: the same counts as the same lines in a file."""
+    import datasets
+
+    from tasks.engine.counting.tokens import read_counts
+
+    lines = toy_lines[:150]
+    saved = tmp_path / "ds"
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"body": ["unused"]}),
+                          "validation": datasets.Dataset.from_dict({"body": lines})}).save_to_disk(str(saved))
+    text = tmp_path / "lines.txt"
+    text.write_text("\n".join(lines) + "\n")
+    r = runner.invoke(app, ["count", str(toy_model), "--dataset", str(saved), "--split", "validation", "--field", "body",
+                            "-o", str(tmp_path / "ds.parquet")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["count", str(toy_model), "--text", str(text), "-o", str(tmp_path / "txt.parquet")])
+    assert r.exit_code == 0, r.output
+    from_ds, from_text = read_counts(tmp_path / "ds.parquet"), read_counts(tmp_path / "txt.parquet")
+    assert (from_ds.counts == from_text.counts).all() and from_ds.lines == 150
+    assert "split validation, column body" in from_ds.corpus
+    r = runner.invoke(app, ["count", str(toy_model), "-o", str(tmp_path / "none.parquet")])
+    assert r.exit_code == 2 and "--text FILE (repeatable) or --dataset NAME" in r.output
