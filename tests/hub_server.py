@@ -150,7 +150,8 @@ class Handler(BaseHTTPRequestHandler):
                     self._send(409, {"error": "You already created this model repo",
                                      "url": f"http://{self.headers.get('Host')}/{repo}"})
                     return
-                self.state.repos[repo] = {"files": {}, "commits": [], "sha": hashlib.sha1(repo.encode()).hexdigest()}
+                self.state.repos[repo] = {"files": {}, "commits": [], "sha": hashlib.sha1(repo.encode()).hexdigest(),
+                                          "private": bool(req.get("private")) or req.get("visibility") == "private"}
             self._send(200, {"url": f"http://127.0.0.1/{repo}", "name": repo})
             return
         if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "preupload":

@@ -85,6 +85,10 @@ def trim(
     layout: Annotated[str, typer.Option(
         help="weight files: mirror (the base's own files), single (one model.safetensors), or shared "
              "(body shard(s) + the variant's vocab shard, as the pipeline publishes)")] = "mirror",
+    push_to_hub: Annotated[Optional[str], typer.Option(
+        "--push-to-hub", help="then upload the output folder to this Hub repo (ORG/NAME; token from HF_TOKEN, "
+                              "endpoint from HF_ENDPOINT)")] = None,
+    private: Annotated[bool, typer.Option(help="--push-to-hub: create the repo private")] = False,
 ) -> None:
     """Trim a model to the tokens its counts show are used."""
     from tasks.engine.checkpoint.architectures import load_rules
@@ -107,6 +111,31 @@ def trim(
     )
     for note in result.selection.notes + result.surgery.warnings:
         typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+    if push_to_hub:
+        try:
+            url = push_folder(Path(out), push_to_hub, private)
+        except Exception as exc:  # noqa: BLE001 - the Hub's errors, redacted and in one line
+            _fail(exc)
+        typer.echo(f"pushed {out} to {url}")
+
+
+def push_folder(folder: Path, repo_id: str, private: bool) -> str:
+    """One commit of the folder to `repo_id` (created if missing), with the pipeline's retries;
+    files the repo holds and the folder does not are deleted in the same commit."""
+    import os
+
+    from huggingface_hub import HfApi
+
+    from tasks.pipeline.publish.targets import with_retries
+
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise TrimworksError(f"--push-to-hub {repo_id!r}: give the repo as ORG/NAME")
+    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=os.environ.get("HF_TOKEN") or None)
+    with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True), f"create {repo_id}", max_retries=3)
+    commit = with_retries(lambda: api.upload_folder(folder_path=str(folder), repo_id=repo_id, delete_patterns="*",
+                                                    commit_message=f"trimworks: trimmed from {folder.name}"),
+                          f"upload {repo_id}", max_retries=3)
+    return str(getattr(commit, "commit_url", None) or f"{api.endpoint}/{repo_id}")
 
 
 @app.command()

@@ -71,3 +71,31 @@ def test_count_a_dataset_split_and_column_as_its_text_counts(toy_model, toy_line
     assert "split validation, column body" in from_ds.corpus
     r = runner.invoke(app, ["count", str(toy_model), "-o", str(tmp_path / "none.parquet")])
     assert r.exit_code == 2 and "--text FILE (repeatable) or --dataset NAME" in r.output
+
+
+def test_trim_push_to_hub_creates_a_private_repo_with_the_folder(toy_model, toy_lines, tmp_path, monkeypatch):
+    """`trim --push-to-hub ORG/NAME --private`, as peers push: one commit on the loopback Hub."""
+    import huggingface_hub.constants
+
+    from tests.hub_server import HubServer
+
+    token = "hf_PUSHTOKEN_not_in_output_77"
+    text = tmp_path / "en.txt"
+    text.write_text("\n".join(toy_lines[:100]))
+    r = runner.invoke(app, ["count", str(toy_model), "--text", str(text), "-o", str(tmp_path / "en.parquet")])
+    assert r.exit_code == 0, r.output
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # the endpoint is 127.0.0.1
+    with HubServer() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.setenv("HF_TOKEN", token)
+        r = runner.invoke(app, ["trim", str(toy_model), "--counts", str(tmp_path / "en.parquet"), "-o", str(tmp_path / "out"),
+                                "--push-to-hub", "acme/toy-en", "--private"])
+        assert r.exit_code == 0, r.output
+        repo = hub.state.repos["acme/toy-en"]
+        assert repo["private"] and len(repo["commits"]) == 1
+        local = {p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+        assert set(repo["files"]) == local and "model.safetensors" in local
+        assert token not in r.output
+        r = runner.invoke(app, ["trim", str(toy_model), "--counts", str(tmp_path / "en.parquet"), "-o", str(tmp_path / "o2"),
+                                "--push-to-hub", "not-a-repo"])
+        assert r.exit_code == 2 and "give the repo as ORG/NAME" in r.output
