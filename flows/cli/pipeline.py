@@ -115,6 +115,23 @@ def _all_up_to_date(m, manifest: Path, only: list[str] | None) -> str | None:
             f"catalog: {catalog}. --force rebuilds them.")
 
 
+def _prefect_home_problem() -> str | None:
+    """One line when Prefect could not keep its database (a read-only HOME or PREFECT_HOME);
+    Prefect itself would retry for minutes and print thousands of lines."""
+    import os
+    import tempfile
+
+    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=home, prefix=".trimworks-probe-"):
+            pass
+    except OSError as exc:
+        return (f"Prefect's home {home} is not writable ({exc.strerror or exc}); Prefect keeps its database there. "
+                "Set PREFECT_HOME to a writable folder (e.g. export PREFECT_HOME=/tmp/prefect) and rerun")
+    return None
+
+
 def _run_flow(manifest: Path, force: bool, only: list[str] | None, dask_address: str | None, workers: int,
               executor: str) -> None:
     from tasks.engine.runtime.redact import redact
@@ -134,6 +151,8 @@ def _run_flow(manifest: Path, force: bool, only: list[str] | None, dask_address:
             check_cluster(dask_address)
         except DaskClusterError as exc:
             _fail(exc)
+    if (problem := _prefect_home_problem()) is not None:
+        _fail(TrimworksError(problem))
     if not force and (done := _all_up_to_date(m, manifest, only)):
         typer.echo(done)  # no Prefect server to start for a run that would build nothing
         raise typer.Exit(code=0)

@@ -95,3 +95,14 @@ def test_cli_refuses_an_unknown_variant_before_prefect_starts(tmp_path, toy_mode
     assert not (tmp_path / "work").exists()  # no base was materialised, nothing counted
     assert len(err.strip().splitlines()) <= 4, err
     print(f"refused in {took:.1f} s")
+
+
+def test_an_unwritable_prefect_home_is_one_line_before_prefect_starts(tmp_path, toy_model_session):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where PREFECT_HOME's parent should be")
+    bases = subjects.two_toy_bases(tmp_path / "bases", toy_model_session)
+    manifest = subjects.make_manifest(tmp_path, bases)
+    rc, out, err = subjects.run_cli(["publish-all", str(manifest)], tmp_path, env={"PREFECT_HOME": str(blocker / "home")})
+    assert rc == 2, err
+    assert err.startswith("error: Prefect's home") and "Set PREFECT_HOME to a writable folder" in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
