@@ -7,7 +7,8 @@
 imports, selection, tokenizer rebuild, surgery, the load guard, exit), median of `--reps` runs with
 the expected-shapes cache warm. One more run with an empty cache is reported beside it: the first
 trim of a base config on a machine asks transformers once (`tasks/engine/checkpoint/shape_template.py`).
-The counts are 20 k lines of German wordfreq text through the model's tokenizer, made once.
+The counts are real German text from ../shared/data through the model's tokenizer, made once:
+the gettext UI strings (train split, 30 k+ lines) and the lingua sentences.
 
 Target: <= 2 s wall, warm. Writes bench/results-cli-trim.json.
 """
@@ -32,7 +33,7 @@ from bench.measure import Stats, dump
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results-cli-trim.json"
 WORK = subjects.CACHE / "cli-trim"
-COUNT_LINES = 20_000
+SHARED = REPO.parent / "shared" / "data"
 TARGET_S = 2.0
 
 
@@ -44,10 +45,15 @@ def prepare() -> tuple[Path, Path]:
     base = WORK / "smollm2-135m-bf16"
     if not (base / "config.json").exists():
         convert_gguf(subjects.smollm2_gguf(), base)
-    counts = WORK / f"de-{COUNT_LINES // 1000}k.parquet"
+    counts = WORK / "de-real.parquet"
     if not counts.exists():
-        lines = subjects.text_file("de", 3).read_text().splitlines()[:COUNT_LINES]
-        write_counts(count_tokens(base / "tokenizer.json", lines, "bench de"), base / "tokenizer.json", counts)
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(SHARED / "gettext" / "de.parquet", columns=["text", "split"]).to_pylist()
+        lines = [r["text"] for r in table if r["split"] == "train"]
+        lines += (SHARED / "lingua" / "de.txt").read_text(encoding="utf-8").splitlines()
+        write_counts(count_tokens(base / "tokenizer.json", lines, "gettext de (train) + lingua de"), base / "tokenizer.json",
+                     counts)
     return base, counts
 
 
@@ -65,6 +71,9 @@ def one_trim(base: Path, counts: Path, cache: Path) -> float:
 
 
 def bench_cli_trim(reps: int = 5) -> list[dict]:
+    if not (SHARED / "gettext" / "de.parquet").exists():
+        print(f"row 9 skipped: {SHARED}/gettext/de.parquet (real German text) is absent")
+        return []
     base, counts = prepare()
     with tempfile.TemporaryDirectory(prefix="trimworks-bench-cache-") as tmp:
         cold = one_trim(base, counts, Path(tmp) / "cache")  # empty cache: transformers asked once

@@ -92,8 +92,8 @@ SECTIONS: dict[str, tuple[str, str]] = {
     ),
     "results-cli-trim.json": (
         "Row 9: one model through the CLI",
-        "`trimworks trim` of SmolLM2-135M (the GGUF converted once to bf16 safetensors) with counts of 20 k "
-        "lines of German wordfreq text, the whole process timed from outside: start-up, imports, selection, "
+        "`trimworks trim` of SmolLM2-135M (the GGUF converted once to bf16 safetensors) with counts of real "
+        "German text (the shared gettext UI strings and lingua sentences), the whole process timed from outside: start-up, imports, selection, "
         "tokenizer rebuild, surgery, the load guard, exit. Median [min–max] of warm runs; the first trim of "
         "this base config on a machine (empty expected-shapes cache: transformers asked once) beside it.",
     ),
