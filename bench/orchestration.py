@@ -41,11 +41,14 @@ def flow_side(manifest: str, home: str, workers: int = 1, executor: str = "threa
         seen: dict[int, dict] = {}  # worker processes end with the run: sample their peaks while it goes
         done = threading.Event()
 
+        def note_peaks() -> None:
+            for h in descendant_peaks():
+                if h["peak"] >= seen.get(h["pid"], {"peak": -1})["peak"]:
+                    seen[h["pid"]] = h
+
         def sample() -> None:
             while not done.wait(0.5):
-                for h in descendant_peaks():
-                    if h["peak"] >= seen.get(h["pid"], {"peak": -1})["peak"]:
-                        seen[h["pid"]] = h
+                note_peaks()
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -55,9 +58,7 @@ def flow_side(manifest: str, home: str, workers: int = 1, executor: str = "threa
             done.set()
             sampler.join()
         assert not summary["failed"], summary["failed"]
-        for h in descendant_peaks():  # the temporary Prefect server, still up until this process exits
-            if h["peak"] >= seen.get(h["pid"], {"peak": -1})["peak"]:
-                seen[h["pid"]] = h
+        note_peaks()  # the temporary Prefect server, still up until this process exits
         helpers = list(seen.values())
         return {"n": len(summary["published"]), "helper_peak_bytes": sum(h["peak"] for h in helpers),
                 "max_helper_peak_bytes": max((h["peak"] for h in helpers), default=0),

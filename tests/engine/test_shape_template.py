@@ -5,6 +5,7 @@ and a warm cache that keeps transformers out of the process."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,6 @@ def test_a_warm_template_keeps_transformers_out_of_the_guard(toy_model, tmp_path
             f"n = check_folder_loads({str(toy_model)!r}); "
             "print(n, 'transformers' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
-                         env={**__import__("os").environ, shape_template.CACHE_ENV: str(cache)})
+                         env={**os.environ, shape_template.CACHE_ENV: str(cache)})
     checked, transformers_loaded, torch_loaded = out.stdout.split()
     assert int(checked) > 0 and transformers_loaded == "False" and torch_loaded == "False", out.stdout

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bench.child import descendant_peaks
 from flows.dask_cluster import remote_workers
@@ -101,10 +102,10 @@ def test_a_real_dask_cluster_survives_a_killed_worker_and_matches_a_local_run(tm
                 pass
 
     # The same manifest built locally (threads) gives the same bytes.
-    local = json.loads(json.dumps(__import__("yaml").safe_load(manifest.read_text())))
+    local = yaml.safe_load(manifest.read_text())
     local.update(work_dir=str(tmp_path / "local-work"), output_dir=str(tmp_path / "local-published"))
     local_manifest = tmp_path / "local.yaml"
-    local_manifest.write_text(__import__("yaml").safe_dump(local))
+    local_manifest.write_text(yaml.safe_dump(local))
     summary = run_publish_all(str(local_manifest), executor="threads")
     assert len(summary["published"]) == 8
     assert _weights(tmp_path / "published" / "trimworks") == _weights(tmp_path / "local-published" / "trimworks")

@@ -29,12 +29,7 @@ def md_code(value: object) -> str:
 
 
 class Markdown(str):
-    """Markdown trimworks built itself from escaped parts (a link to a card): kept as it is."""
-
-
-def md_cell(value: object) -> str:
-    """Text for a table cell: escaped, and `|` never splits the row (Markdown passes as is)."""
-    return value if isinstance(value, Markdown) else md_text(value)
+    """Markdown trimworks built itself from escaped parts (a link to a card): table cells keep it as it is."""
 
 
 def md_url(value: object) -> str:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tasks.pipeline.report.markdown import Markdown, md_cell
+from tasks.pipeline.report.markdown import Markdown, md_text
 from tasks.engine.runtime.redact import redact
 
 if TYPE_CHECKING:
@@ -207,9 +207,10 @@ def cell(value: Any, metric: LanguageMetric | VariantMetric, show: Show) -> str:
     """A value as a Markdown table shows it (text escaped: names and errors come from users)."""
     if value is None or value == "":
         return show.missing
-    if isinstance(value, str):
-        return md_cell(value if isinstance(value, Markdown) else format(value, metric.fmt if show.fmt is None else show.fmt))
-    return format(value, metric.fmt if show.fmt is None else show.fmt)
+    if isinstance(value, Markdown):
+        return value
+    text = format(value, metric.fmt if show.fmt is None else show.fmt)
+    return md_text(text) if isinstance(value, str) else text
 
 
 def index_value(value: Any, entry: ModelIndex) -> Any:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
-from tasks.pipeline.report.markdown import Markdown, md_cell, md_code, md_text, md_url
+from tasks.pipeline.report.markdown import Markdown, md_code, md_text, md_url
 from tasks.engine.runtime.atomic import atomic_file, write_text_atomic
 from tasks.pipeline.report.catalog import (CATALOG_MARKDOWN, CATALOG_PARQUET, catalog_rows, mark_plot_drawn, markdown_table,
                                     plot_is_current)
@@ -184,7 +184,7 @@ def last_run_markdown(run: Sequence[VariantRecord], manifest: str | None, when: 
           f"and published, {counts['skipped']} already up to date, {counts['failed']} failed.", "",
           "| variant | outcome | seconds | error |", "|---|---|---:|---|"]
     md += [f"| {r.variant_id} | {'up to date' if r.status == 'skipped' else r.status} | "
-           f"{r.seconds if r.seconds is not None and r.status != 'skipped' else ''} | {md_cell(r.error or '')} |"
+           f"{r.seconds if r.seconds is not None and r.status != 'skipped' else ''} | {md_text(r.error or '')} |"
            for r in run]
     return "\n".join(md) + "\n"
 
