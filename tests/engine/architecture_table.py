@@ -30,9 +30,12 @@ class Arch:
     tensors: tuple[str, ...] = ()  # vocab-sized tensors in the checkpoint (sliced)
     status: str = "exact"  # or "refused: <regex the error must match>"
     note: str = ""
+    compute: str = "float64"  # the dtype `verify` compares outputs in (float32 where the model's kernels refuse float64)
 
     @property
     def head(self) -> str:
+        if self.model_class.endswith("ForSequenceClassification"):
+            return "classifier (not vocab-sized)"
         if not self.model_class.endswith(("LM", "Generation", "MTModel", "LMHeadModel")):
             return "none (encoder)"
         return "untied" if any(t in ("lm_head.weight", "embed_out.weight", "proj_out.weight") for t in self.tensors) else "tied"
@@ -112,6 +115,30 @@ ARCHITECTURES: tuple[Arch, ...] = (
          note="pools at the highest id (argmax): EOS stays highest because ids keep their order; the flag is left at 2"),
     Arch("SigLIP text tower", "SiglipTextModel", "SiglipTextConfig", "unigram", _lm(max_position_embeddings=64),
          ("embeddings.token_embedding.weight",), note="pools at the last position"),
+    Arch("GPT-2 (sequence classification)", "GPT2ForSequenceClassification", "GPT2Config", "bytelevel",
+         dict(n_embd=H, n_layer=1, n_head=2, n_positions=64, num_labels=3), ("transformer.wte.weight",),
+         note="no vocabulary head: the class logits compare whole"),
+    Arch("XGLM", "XGLMForCausalLM", "XGLMConfig", "bytelevel",
+         dict(d_model=H, num_layers=1, attention_heads=2, ffn_dim=2 * H, max_position_embeddings=64),
+         ("model.embed_tokens.weight",), compute="float32",
+         note="outputs compared in float32: its attention mask overflows in float64 (`torch.full` of float64's minimum)"),
+    Arch("Mixtral", "MixtralForCausalLM", "MixtralConfig", "unigram", _lm(**_DEC, num_local_experts=2, num_experts_per_tok=1),
+         ("lm_head.weight", "model.embed_tokens.weight"), compute="float32",
+         note="outputs compared in float32: its experts' grouped matmul refuses float64"),
+    Arch("Qwen2-MoE", "Qwen2MoeForCausalLM", "Qwen2MoeConfig", "bytelevel",
+         _lm(**_DEC, num_experts=2, num_experts_per_tok=1, moe_intermediate_size=H, shared_expert_intermediate_size=H,
+             tie_word_embeddings=True), ("model.embed_tokens.weight",), compute="float32",
+         note="outputs compared in float32: its experts' grouped matmul refuses float64"),
+    Arch("Funnel", "FunnelForMaskedLM", "FunnelConfig", "wordpiece",
+         dict(d_model=H, n_head=2, d_head=8, d_inner=2 * H, block_sizes=[1, 1], num_decoder_layers=1),
+         ("funnel.embeddings.word_embeddings.weight", "lm_head.bias")),
+    Arch("SqueezeBERT", "SqueezeBertForMaskedLM", "SqueezeBertConfig", "wordpiece",
+         _lm(embedding_size=H, max_position_embeddings=64, q_groups=1, k_groups=1, v_groups=1, post_attention_groups=1,
+             intermediate_groups=1, output_groups=1), ("transformer.embeddings.word_embeddings.weight", "cls.predictions.bias")),
+    Arch("ProphetNet", "ProphetNetForConditionalGeneration", "ProphetNetConfig", "bytelevel",
+         dict(hidden_size=H, encoder_ffn_dim=2 * H, decoder_ffn_dim=2 * H, num_encoder_layers=1, num_decoder_layers=1,
+              num_encoder_attention_heads=2, num_decoder_attention_heads=2, ngram=2, max_position_embeddings=64),
+         ("prophetnet.word_embeddings.weight",), note="every output compared: logits, n-gram logits, encoder states"),
     Arch("BERT + WordLevel tokenizer", "BertForMaskedLM", "BertConfig", "wordlevel", _lm(max_position_embeddings=64),
          ("bert.embeddings.word_embeddings.weight", "cls.predictions.bias")),
     Arch("unknown head (`my_head.weight`)", "BertModel", "BertConfig", "wordpiece", _lm(max_position_embeddings=64),

@@ -207,11 +207,19 @@ def outermost_layers(model) -> tuple[list, set[int]]:
     import torch
 
     layers, inside = [], set()
+
+    def add(items) -> None:
+        for layer in items:
+            if isinstance(layer, (torch.nn.ModuleList, torch.nn.ModuleDict)):  # never called itself (Funnel's blocks)
+                inside.add(id(layer))
+                add(layer.values() if isinstance(layer, torch.nn.ModuleDict) else layer)
+                continue
+            layers.append(layer)
+            inside.update(id(m) for m in layer.modules())
+
     for module in model.modules():  # parents before children
         if isinstance(module, torch.nn.ModuleList) and id(module) not in inside:
-            for layer in module:
-                layers.append(layer)
-                inside.update(id(m) for m in layer.modules())
+            add(module)
     return layers, inside
 
 
