@@ -122,3 +122,47 @@ def test_trimming_a_gemma3n_shaped_model_is_refused_before_anything_is_written(t
     assert r.exit_code == 2, r.output
     assert "vocab_size_per_layer_input = 1100 sizes 'model.embed_tokens_per_layer.weight' [1100, 8]" in r.output
     assert not (tmp_path / "out").exists()
+
+
+def test_two_vocabularies_are_refused_with_the_true_reason(tmp_path):
+    """FSMT has a source and a target vocabulary (src_vocab_size, tgt_vocab_size): the refusal
+    says so and names a model family trimworks does trim, not "nested configs"."""
+    import torch
+    import transformers as T
+
+    from tasks.engine.checkpoint.model_folder import inspect_model_folder
+
+    torch.manual_seed(0)
+    cfg = T.FSMTConfig(src_vocab_size=40, tgt_vocab_size=50, d_model=16, encoder_layers=1, decoder_layers=1,
+                       encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+                       max_position_embeddings=32, langs=["en", "de"])
+    T.FSMTForConditionalGeneration(cfg).save_pretrained(str(tmp_path))
+    with pytest.raises(ModelFolderError) as err:
+        inspect_model_folder(tmp_path)
+    msg = str(err.value)
+    assert "2 vocabularies (src_vocab_size = 40, tgt_vocab_size = 50)" in msg and "source and target" in msg
+    assert "Marian" in msg and "nested" not in msg
+
+
+def test_ctc_head_is_refused_with_the_true_reason(tmp_path):
+    """Wav2Vec2ForCTC scores characters with a CTC tokenizer that has no tokenizer.json form:
+    refused as such, not told to save a tokenizer.json it cannot have."""
+    import torch
+    import transformers as T
+
+    from tasks.engine.checkpoint.model_folder import inspect_model_folder
+
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, **{c: 5 + i for i, c in enumerate("ETAONIHSRDLUMWCFGYPBVKJXQZ'")}}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    T.Wav2Vec2CTCTokenizer(str(tmp_path / "vocab.json")).save_pretrained(str(tmp_path))
+    torch.manual_seed(0)
+    cfg = T.Wav2Vec2Config(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=32, conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3),
+                           num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    T.Wav2Vec2ForCTC(cfg).save_pretrained(str(tmp_path))
+    assert not (tmp_path / "tokenizer.json").exists()
+    with pytest.raises(ModelFolderError) as err:
+        inspect_model_folder(tmp_path)
+    msg = str(err.value)
+    assert "Wav2Vec2ForCTC has a CTC head over a character-level vocabulary (32 symbols" in msg
+    assert "nothing to trim" in msg and "Use the model as it is" in msg and "AutoTokenizer" not in msg

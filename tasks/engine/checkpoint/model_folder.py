@@ -59,8 +59,9 @@ def inspect_model_folder(folder: Path) -> ModelFolder:
         raise ModelFolderError(
             f"{config_path}: the model needs custom remote code (auto_map); trimworks never runs remote code"
         )
-    if "vocab_size" not in config:
-        raise ModelFolderError(f"{config_path}: no vocab_size (nested configs are not supported yet)")
+    refusal = unsupported_model_reason(config)
+    if refusal:
+        raise ModelFolderError(f"{config_path}: {refusal}")
     if not any(folder.glob("*.safetensors")):
         pickles = [p.name for pat in PICKLE_PATTERNS for p in folder.glob(pat)]
         if pickles:
@@ -76,6 +77,33 @@ def inspect_model_folder(folder: Path) -> ModelFolder:
             "AutoTokenizer.from_pretrained(...).save_pretrained(folder)"
         )
     return ModelFolder(folder, config, tok)
+
+
+def unsupported_model_reason(config: dict[str, Any]) -> str | None:
+    """Why trimworks cannot trim a model of this config, with what to do instead; None when it can.
+
+    trimworks trims one vocabulary, described by one tokenizer.json, whose size is `vocab_size`."""
+    arch = ", ".join(config.get("architectures") or [str(config.get("model_type", "this model"))])
+    if any(a.endswith("ForCTC") for a in config.get("architectures") or []):
+        return (f"{arch} has a CTC head over a character-level vocabulary ({config.get('vocab_size')} symbols: letters, "
+                "word delimiter, blank); there is nothing to trim, and its tokenizer (a CTC tokenizer with vocab.json) "
+                "has no tokenizer.json form. Use the model as it is; trimworks trims subword vocabularies "
+                "(docs/architectures.md lists the families)")
+    if "vocab_size" in config:
+        return None
+    split = sorted(k for k, v in config.items() if k.endswith("_vocab_size") and isinstance(v, int))
+    if split:
+        sizes = ", ".join(f"{k} = {config[k]}" for k in split)
+        return (f"{arch} has {len(split)} vocabularies ({sizes}): source and target, each with its own tokenizer "
+                "and embedding; trimworks trims one vocabulary described by one tokenizer.json, so it cannot trim this "
+                "model. Use it untrimmed, or a translation model with one shared vocabulary (Marian, mBART, T5), which "
+                "trimworks trims")
+    nested = sorted(k for k, v in config.items() if isinstance(v, dict) and "vocab_size" in v)
+    if nested:
+        return (f"no vocab_size at the top of config.json: the vocabulary is in {', '.join(nested)} (a composite model). "
+                "trimworks trims a model whose config.json has vocab_size; trim its text model alone, saved as its own "
+                "folder (config, safetensors, tokenizer.json)")
+    return f"no vocab_size in config.json: trimworks trims a model whose config.json states its vocabulary size ({arch})"
 
 
 def tokenizer_fingerprint(tokenizer_json: Path) -> str:
