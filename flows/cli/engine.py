@@ -144,17 +144,23 @@ def verify(
     trimmed_dir: Annotated[Path, typer.Argument(help="trimmed model folder")],
     text: Annotated[list[Path], typer.Option("--text", help="held-out text file(s) of the target languages")],
     sample: Annotated[int, typer.Option(help="lines whose model outputs are compared")] = 16,
+    architectures: Annotated[Optional[list[Path]], typer.Option(
+        "--architectures", help="the JSON/YAML rule file(s) the variant was trimmed with (repeatable)")] = None,
 ) -> None:
     """Check exactness on held-out text; exits 1 if any covered line or output differs."""
+    from tasks.engine.checkpoint.architectures import load_rules
     from tasks.engine.counting.tokens import iter_text_file
     from tasks.engine.verify.outputs import verify_exactness
 
     try:
+        rules = load_rules(architectures or ())
         heldout = {p.stem: list(iter_text_file(p)) for p in text}
-        report = verify_exactness(model_dir, trimmed_dir, heldout, sample_lines=sample)
+        report = verify_exactness(model_dir, trimmed_dir, heldout, sample_lines=sample, rules=rules)
     except TrimworksError as exc:
         _fail(exc)
     typer.echo(json.dumps(report.model_dump(), indent=2))
+    if report.compute_note:
+        typer.secho(f"note: {report.compute_note} (tolerance {report.tolerance:g})", fg=typer.colors.YELLOW, err=True)
     vacuous = report.vacuous_reason(outputs_expected=sample > 0)
     if vacuous:
         typer.secho(f"error: verification proves nothing: {vacuous}", fg=typer.colors.RED, err=True)
@@ -167,13 +173,17 @@ def prove(
     model_dir: Annotated[Path, typer.Argument(help="base model folder")],
     trimmed_dir: Annotated[Path, typer.Argument(help="trimmed model folder")],
     text: Annotated[Optional[list[Path]], typer.Option("--text", help="held-out text file(s) for tokenization identity")] = None,
+    architectures: Annotated[Optional[list[Path]], typer.Option(
+        "--architectures", help="the JSON/YAML rule file(s) the variant was trimmed with (repeatable)")] = None,
 ) -> None:
     """The streamed structural proof (no model loaded, constant memory); exits 1 if any check fails."""
+    from tasks.engine.checkpoint.architectures import load_rules
     from tasks.engine.counting.tokens import iter_text_file
     from tasks.engine.verify.proof import prove_variant
 
     try:
-        report = prove_variant(model_dir, trimmed_dir, {p.stem: list(iter_text_file(p)) for p in text or []})
+        rules = load_rules(architectures or ())
+        report = prove_variant(model_dir, trimmed_dir, {p.stem: list(iter_text_file(p)) for p in text or []}, rules=rules)
     except TrimworksError as exc:
         _fail(exc)
     for c in report.checks:

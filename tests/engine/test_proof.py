@@ -411,3 +411,55 @@ def test_outputs_computed_in_float64_without_a_float64_copy(tmp_path, arch, monk
             assert "forward" in streamed.lm_head.__dict__
             blocked = out(streamed)
         assert blocked.dtype == torch.float64 and float((blocked - reference).abs().max()) < 1e-12
+
+
+def test_user_rules_reach_trim_prove_and_verify_alike(toy_model_session, toy_lines, tmp_path):
+    """MobileBERT's MLM head holds the vocabulary on axis 1 (`cls.predictions.dense.weight`
+    [hidden - embedding, vocab]), which no packaged rule names: trimmed with a user rule, the
+    proof given the same rules passes; without them it fails and says which rules to give."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    base = tmp_path / "mobilebert"
+    base.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(toy_model_session / name, base / name)
+    n = json.loads((toy_model_session / "config.json").read_text())["vocab_size"]
+    cfg = T.MobileBertConfig(vocab_size=n, hidden_size=16, embedding_size=8, intra_bottleneck_size=8, true_hidden_size=8,
+                             num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, num_feedforward_networks=1,
+                             max_position_embeddings=64, pad_token_id=0)
+    torch.manual_seed(0)
+    T.MobileBertForMaskedLM(cfg).save_pretrained(str(base))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"vocab_tensors": [
+        {"pattern": r"^cls\.predictions\.dense\.weight$", "axis": 1, "role": "MobileBERT MLM head (vocabulary on axis 1)"}]}))
+    counts = write_counts(count_tokens(base / "tokenizer.json", toy_lines[:300], "toy"), base / "tokenizer.json",
+                          tmp_path / "c.parquet")
+    held = tmp_path / "en.txt"
+    held.write_text("\n".join(toy_lines[2000:2100]) + "\n")
+    out = tmp_path / "trimmed"
+    run = CliRunner().invoke
+    refused = run(app, ["trim", str(base), "--counts", str(counts), "--multiple", "8", "-o", str(out)])
+    assert refused.exit_code == 2 and "cls.predictions.dense.weight" in refused.output, refused.output
+    r = run(app, ["trim", str(base), "--counts", str(counts), "--multiple", "8", "-o", str(out), "--architectures", str(rules)])
+    assert r.exit_code == 0, r.output
+    kept = json.loads((out / "config.json").read_text())["vocab_size"]
+    assert kept < n and LazyCheckpoint(out).tensors["cls.predictions.dense.weight"].shape == (8, kept)
+
+    ok = run(app, ["prove", str(base), str(out), "--text", str(held), "--architectures", str(rules)])
+    assert ok.exit_code == 0, ok.output
+    assert "ok   kept_rows_identical: 3 vocab-sized tensors" in ok.output and "ok   non_vocab_tensors_identical" in ok.output
+
+    bad = run(app, ["prove", str(base), str(out), "--text", str(held)])
+    assert bad.exit_code == 1, bad.output
+    assert "FAIL non_vocab_tensors_identical" in bad.output
+    assert (f"cls.predictions.dense.weight: shape [8, {kept}], base [8, {n}]: axis 1 is the vocabulary ({n} -> {kept} kept), "
+            "sliced by a rule this proof was not given") in bad.output
+    assert "trimworks prove --architectures FILE" in bad.output
+
+    v = run(app, ["verify", str(base), str(out), "--text", str(held), "--sample", "2", "--architectures", str(rules)])
+    assert v.exit_code == 0, v.output
+    report = json.loads(v.stdout)
+    assert report["compute_dtype"] == "float64" and report["output_max_abs_diff"] <= 1e-9 and report["sampled_lines"] == 2

@@ -5,7 +5,7 @@ vocabulary. Tied heads are simply absent from the checkpoint; untied heads, MLM 
 biases and BART/Marian's `final_logits_bias` are listed like any embedding. `not_vocab`
 entries name tensors whose dimension only happens to equal the vocabulary size (the guard
 in `guard.py` otherwise refuses them). Users extend the packaged table without editing
-code: a manifest's `architectures:` section or `trimworks trim --architectures FILE`, both
+code: a manifest's `architectures:` section or `trimworks trim|prove|verify --architectures FILE`, both
 in the same schema as the packaged file (`ArchitectureData`); their rules are tried first.
 """
 

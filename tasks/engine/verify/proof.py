@@ -39,7 +39,7 @@ import xxhash
 from pydantic import BaseModel, PrivateAttr
 
 from tasks.engine.checkpoint.body import Body, FileStamp, body_file_proved
-from tasks.engine.checkpoint.architectures import SPECIAL_ID_KEYS, VOCAB_SIZE_KEYS, vocab_rule_for
+from tasks.engine.checkpoint.architectures import HOW_TO_EXTEND, ArchitectureRules, default_rules
 from tasks.engine.counting.tokens import load_plain_tokenizer
 from tasks.engine.checkpoint.digests import tensor_digest, thread_buffer
 from tasks.engine.checkpoint.safetensors_io import BLOCK_BYTES, LazyCheckpoint, TensorInfo, row_runs
@@ -140,12 +140,17 @@ def _both_digests(pair: tuple[TensorInfo, TensorInfo]) -> tuple[str, str, int]:
 
 
 def prove_weights(base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, vocab_size: int,
-                  body: Body | None = None) -> tuple[list[ProofCheck], int]:
+                  body: Body | None = None, rules: ArchitectureRules | None = None) -> tuple[list[ProofCheck], int]:
     """Checks (a) and (b), plus the tensor set and dtypes; returns the checks and bytes read.
+
+    `rules`: the architecture table the variant was trimmed with (the user's rules first, as
+    `trim --architectures` and the manifest's `architectures:` give them); which tensors are
+    vocabulary-sized, and on which axis, comes from it alone.
 
     `body`: the base's proved shared body (`body.ensure_body`, keyed by the base's content
     identity). A tensor in one of its files stands on that proof once the file is shown to be
     the proved one: constant time for a hard link (same inode, size, mtime), one read for a copy."""
+    rules = rules or default_rules()
     base, trim = LazyCheckpoint(Path(base_dir)), LazyCheckpoint(Path(trimmed_dir))
     kept = np.asarray(kept_ids, dtype=np.int64)
     missing = sorted(set(base.tensors) - set(trim.tensors))
@@ -167,7 +172,7 @@ def prove_weights(base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, vocab
         if t.dtype != b.dtype:
             dtype_fail.append(f"{b.name}: dtype {t.dtype}, base {b.dtype}")
             continue
-        rule = vocab_rule_for(b.name)
+        rule = rules.vocab_rule_for(b.name)
         if rule is not None and len(b.shape) > rule.axis and b.shape[rule.axis] == vocab_size:
             n_sliced += 1
             want = list(b.shape)
@@ -178,7 +183,7 @@ def prove_weights(base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, vocab
             if rule.axis == 0:
                 bad, nbytes = _rows_equal(b, t, kept, buf_a, buf_b)
                 read += nbytes
-            else:  # e.g. final_logits_bias [1, vocab]: small, compared in memory
+            else:  # another axis (final_logits_bias [1, vocab], MobileBERT's head [H - E, vocab]): in memory
                 ref = np.take(base.load_numpy(b.name), kept, axis=rule.axis)
                 got = trim.load_numpy(t.name)
                 read += b.nbytes + t.nbytes
@@ -190,7 +195,7 @@ def prove_weights(base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, vocab
         else:
             n_copied += 1
             if t.shape != b.shape:
-                copy_fail.append(f"{b.name}: shape {list(t.shape)}, base {list(b.shape)}")
+                copy_fail.append(f"{b.name}: shape {list(t.shape)}, base {list(b.shape)}" + _unknown_rule_hint(b, t, vocab_size, kept.size))
                 continue
             if body is not None and t.file.name in body.stamps:
                 if t.file.name not in body_files:
@@ -233,9 +238,23 @@ def prove_weights(base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, vocab
     return checks, read
 
 
+def _unknown_rule_hint(base: TensorInfo, trimmed: TensorInfo, vocab_size: int, kept: int) -> str:
+    """What to do when a tensor was sliced on a vocabulary axis by a rule this proof was not given."""
+    axes = [i for i, (a, b) in enumerate(zip(base.shape, trimmed.shape))
+            if a != b and a == vocab_size and b == kept] if len(base.shape) == len(trimmed.shape) else []
+    if not axes:
+        return ""
+    return (f": axis {axes[0]} is the vocabulary ({vocab_size} -> {kept} kept), sliced by a rule this proof was not given. "
+            "Give prove the rules the variant was trimmed with (`trimworks prove --architectures FILE`, the same file as "
+            f"`trim --architectures`; the manifest's `architectures:` in the pipeline); to write such a rule, {HOW_TO_EXTEND}")
+
+
 # --- (c): configs ----------------------------------------------------------------------
-def _config_diffs(base: dict[str, Any], trimmed: dict[str, Any], kept: np.ndarray, vocab_size: int) -> tuple[list[str], int]:
+def _config_diffs(base: dict[str, Any], trimmed: dict[str, Any], kept: np.ndarray, vocab_size: int,
+                  rules: ArchitectureRules | None = None) -> tuple[list[str], int]:
     """Every way `trimmed` differs from `base` other than the remapped fields; and fields checked."""
+    rules = rules or default_rules()
+    special_keys, size_keys = rules.special_id_keys, rules.vocab_size_keys
     problems: list[str] = []
     k = int(kept.size)
 
@@ -247,13 +266,13 @@ def _config_diffs(base: dict[str, Any], trimmed: dict[str, Any], kept: np.ndarra
             problems.append(f"{key}: {'added' if key not in base else 'removed'}")
             continue
         old, new = base[key], trimmed[key]
-        if key in VOCAB_SIZE_KEYS and old == vocab_size:
+        if key in size_keys and old == vocab_size:
             if new != k:
                 problems.append(f"{key}={new}, expected the kept vocabulary size {k}")
-        elif key in SPECIAL_ID_KEYS and isinstance(old, int) and not isinstance(old, bool) and old >= 0:
+        elif key in special_keys and isinstance(old, int) and not isinstance(old, bool) and old >= 0:
             if not same_token(new, old):
                 problems.append(f"{key}={new} does not name the base's token {old}")
-        elif key in SPECIAL_ID_KEYS and isinstance(old, list):
+        elif key in special_keys and isinstance(old, list):
             if not isinstance(new, list) or len(new) != len(old) or not all(same_token(n, o) for n, o in zip(new, old)):
                 problems.append(f"{key}={new} does not name the base's tokens {old}")
         elif key == "forced_decoder_ids" and old:
@@ -270,7 +289,8 @@ def _config_diffs(base: dict[str, Any], trimmed: dict[str, Any], kept: np.ndarra
     return problems, len(set(base) | set(trimmed))
 
 
-def prove_configs(base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, vocab_size: int) -> list[ProofCheck]:
+def prove_configs(base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, vocab_size: int,
+                  rules: ArchitectureRules | None = None) -> list[ProofCheck]:
     """Check (c): config.json and generation_config.json differ only in remapped fields."""
     kept = np.asarray(kept_ids, dtype=np.int64)
     checks = []
@@ -283,7 +303,7 @@ def prove_configs(base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, vocab
             checks.append(ProofCheck(name=check, passed=False, detail=f"{name} {'missing' if b.exists() else 'added'}",
                                      failures=[f"{name} exists in {'the base only' if b.exists() else 'the trimmed folder only'}"]))
             continue
-        problems, n = _config_diffs(json.loads(b.read_text()), json.loads(t.read_text()), kept, vocab_size)
+        problems, n = _config_diffs(json.loads(b.read_text()), json.loads(t.read_text()), kept, vocab_size, rules)
         checks.append(ProofCheck(name=check, passed=not problems, items=n,
                                  detail=f"{n} fields: equal to the base's, or remapped to the same tokens" if not problems
                                  else f"{len(problems)} fields differ beyond the remapping", failures=problems[:MAX_DETAILS]))
@@ -323,14 +343,16 @@ def prove_variant(
     texts: Mapping[str, Sequence[str]] | None = None,
     kept_ids: np.ndarray | None = None,
     body: Body | None = None,
+    rules: ArchitectureRules | None = None,
 ) -> ProofReport:
     """The whole proof (a)-(d) of one trimmed folder against its base, in constant memory.
-    `body`: the base's proved shared body (see `prove_weights`)."""
+    `body`: the base's proved shared body (see `prove_weights`); `rules`: the architecture
+    table the variant was trimmed with (packaged rules when None)."""
     t0 = time.perf_counter()
     kept = load_kept_ids(trimmed_dir) if kept_ids is None else np.asarray(kept_ids, dtype=np.int64)
     vocab_size = int(json.loads((Path(base_dir) / "config.json").read_text())["vocab_size"])
-    checks, read = prove_weights(base_dir, trimmed_dir, kept, vocab_size, body)
-    checks += prove_configs(base_dir, trimmed_dir, kept, vocab_size)
+    checks, read = prove_weights(base_dir, trimmed_dir, kept, vocab_size, body, rules)
+    checks += prove_configs(base_dir, trimmed_dir, kept, vocab_size, rules)
     covered: dict[str, list[str]] = {}
     tok_checks, fids = prove_tokenization(base_dir, trimmed_dir, kept, texts or {}, covered)
     checks += tok_checks

@@ -170,7 +170,7 @@ def _build_and_publish(
         # Every variant, constant memory; kept ids from trimworks.json. Check (d) runs on the
         # held-out split and on the real benchmark text (UDHR) of each language.
         with clock.stage("prove"):
-            proof = prove_variant(base_dir, staging, {**texts, **benchmark_texts}, body=body)
+            proof = prove_variant(base_dir, staging, {**texts, **benchmark_texts}, body=body, rules=rules)
         if not proof.passed:
             raise ExactnessError(f"{variant.id}: the structural proof failed: {proof.failures()[:3]}")
         check = output_check(m.spec.verify, variant, base_dir, m.spec.verify_sample_lines, carrier)
@@ -178,7 +178,7 @@ def _build_and_publish(
         if compare:
             with clock.stage("compare"):  # outputs against the base: vouches for the base's other variants
                 report = verify_exactness(base_dir, staging, texts, sample_lines=m.spec.verify_sample_lines,
-                                          tolerance=check.tolerance, compute_dtype=check.dtype)
+                                          tolerance=check.tolerance, compute_dtype=check.dtype, rules=rules)
                 raise_unless_exact(variant, report)
         with clock.stage("checks"):
             if not compare:  # the proof stands for outputs; the chat check still runs on every variant
