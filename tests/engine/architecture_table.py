@@ -31,6 +31,7 @@ class Arch:
     status: str = "exact"  # or "refused: <regex the error must match>"
     note: str = ""
     compute: str = "float64"  # the dtype `verify` compares outputs in (float32 where the model's kernels refuse float64)
+    rules: tuple[tuple[str, int], ...] = ()  # user rules (pattern, axis) given to trim, prove and verify alike
 
     @property
     def head(self) -> str:
@@ -139,6 +140,23 @@ ARCHITECTURES: tuple[Arch, ...] = (
          dict(hidden_size=H, encoder_ffn_dim=2 * H, decoder_ffn_dim=2 * H, num_encoder_layers=1, num_decoder_layers=1,
               num_encoder_attention_heads=2, num_decoder_attention_heads=2, ngram=2, max_position_embeddings=64),
          ("prophetnet.word_embeddings.weight",), note="every output compared: logits, n-gram logits, encoder states"),
+    Arch("MobileBERT (user rule, vocabulary on axis 1)", "MobileBertForMaskedLM", "MobileBertConfig", "wordpiece",
+         _lm(embedding_size=8, intra_bottleneck_size=8, true_hidden_size=8, num_feedforward_networks=1,
+             max_position_embeddings=64), ("cls.predictions.bias", "cls.predictions.dense.weight",
+                                           "mobilebert.embeddings.word_embeddings.weight"),
+         rules=((r"^cls\.predictions\.dense\.weight$", 1),)),
+    Arch("CTRL (user rule)", "CTRLLMHeadModel", "CTRLConfig", "bytelevel", dict(n_embd=H, n_layer=1, n_head=2, dff=2 * H, n_positions=64),
+         ("lm_head.bias", "lm_head.weight", "transformer.w.weight"), rules=((r"^transformer\.w\.weight$", 0),)),
+    Arch("XLNet (user rules)", "XLNetLMHeadModel", "XLNetConfig", "unigram", dict(d_model=H, n_layer=1, n_head=2, d_inner=2 * H),
+         ("lm_loss.bias", "transformer.word_embedding.weight"),
+         rules=((r"^transformer\.word_embedding\.weight$", 0), (r"^lm_loss\.bias$", 0))),
+    Arch("XLM (user rules)", "XLMWithLMHeadModel", "XLMConfig", "bytelevel",
+         dict(emb_dim=H, n_layers=1, n_heads=2, max_position_embeddings=64),
+         ("pred_layer.proj.bias", "transformer.embeddings.weight"),
+         rules=((r"^transformer\.embeddings\.weight$", 0), (r"^pred_layer\.proj\.bias$", 0))),
+    Arch("Mamba (user rule)", "MambaForCausalLM", "MambaConfig", "bytelevel",
+         dict(hidden_size=H, num_hidden_layers=1, state_size=4, expand=2), ("backbone.embeddings.weight",),
+         rules=((r"^backbone\.embeddings\.weight$", 0),)),
     Arch("BERT + WordLevel tokenizer", "BertForMaskedLM", "BertConfig", "wordlevel", _lm(max_position_embeddings=64),
          ("bert.embeddings.word_embeddings.weight", "cls.predictions.bias")),
     Arch("unknown head (`my_head.weight`)", "BertModel", "BertConfig", "wordpiece", _lm(max_position_embeddings=64),
@@ -151,8 +169,12 @@ def markdown_table() -> str:
     rows = ["| architecture | class | tokenizer | head | vocab-sized tensors | status |", "|---|---|---|---|---|---|"]
     for a in ARCHITECTURES:
         status = "exact" if a.status == "exact" else "refused (error names the tensor)"
-        if a.note:
-            status += f": {a.note}"
+        notes = [a.note] if a.note else []
+        if a.rules:
+            notes.append("with `--architectures` rule(s) " + ", ".join(f"`{p}` axis {axis}" for p, axis in a.rules)
+                         + " given to trim, prove and verify")
+        if notes:
+            status += ": " + "; ".join(notes)
         tensors = ", ".join(f"`{t}`" for t in a.tensors)
         rows.append(f"| {a.name} | `{a.model_class}` | {TOKENIZERS[a.tokenizer]} | {a.head} | {tensors} | {status} |")
     return "\n".join(rows)

@@ -15,11 +15,12 @@ import torch
 import transformers as T
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from tasks.engine.checkpoint.architectures import SPECIAL_ID_KEYS
+from tasks.engine.checkpoint.architectures import SPECIAL_ID_KEYS, ArchitectureData, load_rules
 from tasks.engine.counting.tokens import count_tokens, write_counts
 from tasks.engine.errors import TrimworksError
 from tasks.engine.selection.policy import SelectionPolicy
 from tasks.engine.trim import trim_model
+from tasks.engine.verify.proof import prove_variant
 from tasks.engine.verify.outputs import FLOAT32_TOLERANCE, load_kept_ids, verify_exactness
 from tests import subjects
 from tests.engine.architecture_table import ARCHITECTURES, H, markdown_table
@@ -159,11 +160,18 @@ def test_architecture(name, tokenizer_folders, corpus, tmp_path, request):
             trim_model(base, [counts], SelectionPolicy(min_count=2), 8, out)
         assert not out.exists()
         return
-    result = trim_model(base, [counts], SelectionPolicy(min_count=2), 8, out)
+    rules = load_rules([ArchitectureData(vocab_tensors=[{"pattern": p, "axis": axis} for p, axis in arch.rules])])
+    if arch.rules:  # without them the trim is refused, naming a tensor
+        with pytest.raises(TrimworksError, match="--architectures FILE"):
+            trim_model(base, [counts], SelectionPolicy(min_count=2), 8, out)
+    result = trim_model(base, [counts], SelectionPolicy(min_count=2), 8, out, rules=rules)
     assert sorted(result.surgery.sliced_tensors) == sorted(arch.tensors), result.surgery.sliced_tensors
     kept = load_kept_ids(out)
     assert kept.size < result.selection.base_vocab_size
-    report = verify_exactness(base, out, {"en": corpus["heldout"]}, sample_lines=3, max_length=24)
+    if arch.rules:  # the same rules prove it: every tensor identical or its kept rows the base's
+        proof = prove_variant(base, out, {"en": corpus["heldout"]}, rules=rules)
+        assert proof.passed, proof.failures()
+    report = verify_exactness(base, out, {"en": corpus["heldout"]}, sample_lines=3, max_length=24, rules=rules)
     lang = report.languages[0]
     assert lang.covered_lines > 0.3 * lang.lines, f"coverage {lang.coverage:.3f}"
     assert lang.identity == 1.0, lang.mismatches[:3]
@@ -185,9 +193,15 @@ STREAMING_UNSUPPORTED = {
     "Mixtral": "mlp.gate.weight is not in the checkpoint",  # stored as block_sparse_moe.gate: transformers renames it
     "Qwen2-MoE": "experts.gate_up_proj is not in the checkpoint",  # stored per expert: transformers fuses them
 }
-# Models whose code reads a weight outside its own module's call: the stream's first call fails,
-# and the comparison loads them whole (outputs._outputs).
-STREAMED_CALL_FAILS = {"SqueezeBERT", "ProphetNet"}
+# Models whose code reads a weight outside its own module's call: the stream's first call fails
+# (torch's error on the placeholder, or the stream's own check where torch computes garbage from
+# it), and the comparison loads them whole (outputs._outputs).
+STREAMED_CALL_FAILS = {"SqueezeBERT": "meta", "ProphetNet": "meta",
+                       "MobileBERT (user rule, vocabulary on axis 1)": "cls.predictions.dense are read outside"}
+# Not compared bit for bit with the whole model (a gap, not a pass): the whole model in float64
+# fails (XLNet builds its positional encoding in float32) or computes in another dtype than the
+# stream (Mamba's scan casts to float32). Trim, proof and comparison of these rows still run above.
+STREAMED_NOT_CHECKED = {"XLNet (user rules)", "Mamba (user rule)"}
 
 
 def _check_streamed(name: str, folder: Path, lines: list[str], compute: str = "float64") -> None:
@@ -207,8 +221,11 @@ def _check_streamed(name: str, folder: Path, lines: list[str], compute: str = "f
         return
     dtype = getattr(torch, compute)
     tok = load_plain_tokenizer(folder / "tokenizer.json")
+    if name in STREAMED_NOT_CHECKED:
+        return
     if name in STREAMED_CALL_FAILS:
-        with pytest.raises(RuntimeError, match="meta"), streamed_model(folder, cls, dtype) as model:
+        with pytest.raises((RuntimeError, StreamingUnsupported), match=STREAMED_CALL_FAILS[name]), \
+                streamed_model(folder, cls, dtype) as model:
             _line_output(model, config, tok, lines[0], 24, None)
         return
     whole = cls.from_pretrained(str(folder), dtype=dtype).eval()

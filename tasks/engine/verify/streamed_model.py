@@ -182,15 +182,18 @@ def _stream_weights(model, keys: dict[str, str], reader: CheckpointReader, dtype
 
     layers, inside = outermost_layers(model)
     qualified = {id(m): name for name, m in model.named_modules(remove_duplicate=False)}
+    units: dict[int, str] = {}  # every module that reads weights for its call, by name
     for layer in layers:
         prefix = qualified[id(layer)]
         names = [f"{prefix}.{n}" for n, _ in layer.named_parameters(remove_duplicate=False)]
         _read_during_call(layer, model, names, keys, reader, dtype)
+        units[id(layer)] = prefix
     for module in model.modules():
         own = list(module._parameters)
         if id(module) in inside or not own:
             continue
         prefix = qualified[id(module)]
+        units[id(module)] = prefix or type(module).__name__
         names = [f"{prefix}.{n}" if prefix else n for n in own if module._parameters[n] is not None]
         if type(module) is torch.nn.Embedding and module.max_norm is None:
             _gather_rows(module, keys[names[0]], reader, dtype)
@@ -199,6 +202,31 @@ def _stream_weights(model, keys: dict[str, str], reader: CheckpointReader, dtype
                                 keys[f"{prefix}.bias"] if module.bias is not None else None, reader, dtype)
         else:
             _read_during_call(module, model, names, keys, reader, dtype)
+    _refuse_weights_read_outside_calls(model, units, {id(layer) for layer in layers})
+
+
+def _refuse_weights_read_outside_calls(model, units: dict[int, str], layer_ids: set[int]) -> None:
+    """Code that reads a module's weight without calling the module (MobileBERT's head reads
+    `decoder.weight` and `dense.weight` itself) would compute with the placeholder, and torch
+    gives uninitialised values for some ops on it rather than an error. Every weight-holding
+    module must have been called by the end of the model's call; StreamingUnsupported otherwise
+    (the comparison then loads the model whole)."""
+    called: set[int] = set()
+    weights: dict[int, set[int]] = {}  # a unit's weights (the placeholders: tied ones are one object)
+    for module in model.modules():
+        if id(module) in units:
+            module.register_forward_pre_hook(lambda m, _args: called.add(id(m)))
+            own = module.parameters(recurse=id(module) in layer_ids)  # a layer reads all of its weights
+            weights[id(module)] = {id(p) for p in own}
+
+    def check(_m, _args, _out) -> None:
+        read = set().union(*(weights[i] for i in called))  # a tied weight read through the other module counts
+        missed = [name for i, name in units.items() if i not in called and not weights[i] <= read]
+        called.clear()
+        if missed:
+            raise StreamingUnsupported(f"the weights of {', '.join(missed[:3])} are read outside their module's call")
+
+    model.register_forward_hook(check)
 
 
 def outermost_layers(model) -> tuple[list, set[int]]:
