@@ -176,6 +176,7 @@ def test_architecture(name, tokenizer_folders, corpus, tmp_path, request):
     assert lang.covered_lines > 0.3 * lang.lines, f"coverage {lang.coverage:.3f}"
     assert lang.identity == 1.0, lang.mismatches[:3]
     assert report.compute_dtype == arch.compute, report.compute_note
+    assert (report.compute_note is None) == (arch.compute == "float64")  # a fallback says why
     limit = 1e-9 if arch.compute == "float64" else FLOAT32_TOLERANCE
     assert report.output_max_abs_diff is not None and report.output_max_abs_diff <= limit, report.output_max_abs_diff
     assert report.tolerance == (1e-5 if arch.compute == "float64" else FLOAT32_TOLERANCE)

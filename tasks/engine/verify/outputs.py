@@ -477,7 +477,7 @@ def verify_exactness(
                     f"{base_dir}: the model's outputs cannot be computed for the comparison: in {compute_dtype}: {first}; "
                     f"in float32: {type(exc32).__name__}: {exc32}") from exc32
             report.compute_dtype, report.tolerance = "float32", max(tolerance, FLOAT32_TOLERANCE)
-            report.compute_note = f"{compute_dtype} refused by the model's kernels ({first}); compared in float32"
+            report.compute_note = f"the model does not run in {compute_dtype} ({first}); compared in float32"
     report.output_kind = kind
     report.sampled_lines = len(sample)
     report.output_max_abs_diff = diff
