@@ -260,3 +260,32 @@ def test_a_failed_comparison_publishes_no_sibling_of_its_base(tmp_path, bases, m
     for vid in ("toy-a-en-v64", "toy-a-en-fr-v8", "toy-a-en-fr-v64"):
         assert "output comparison of its base failed on toy-a-en-v8" in summary["failed"][vid], summary["failed"][vid]
     assert not list((tmp_path / "published" / "trimworks").glob("toy-a-*"))
+
+
+def test_manifest_rules_reach_the_proof_and_the_comparison(tmp_path, toy_model_session):
+    """A base whose vocabulary sits on axis 1 of a head (MobileBERT) is trimmed by the manifest's
+    `architectures:` rule, and the pipeline's proof and output comparison use the same rules: the
+    variant is published, proved and compared exact (the proof without the rule fails)."""
+    import shutil
+
+    import torch
+    import transformers as T
+
+    base = tmp_path / "mobilebert"
+    base.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(toy_model_session / name, base / name)
+    n = json.loads((toy_model_session / "config.json").read_text())["vocab_size"]
+    torch.manual_seed(0)
+    T.MobileBertForMaskedLM(T.MobileBertConfig(
+        vocab_size=n, hidden_size=16, embedding_size=8, intra_bottleneck_size=8, true_hidden_size=8, num_hidden_layers=1,
+        num_attention_heads=2, intermediate_size=16, num_feedforward_networks=1, max_position_embeddings=64,
+        pad_token_id=0)).save_pretrained(str(base))
+    rule = {"pattern": r"^cls\.predictions\.dense\.weight$", "axis": 1, "role": "MobileBERT MLM head"}
+    records, _ = _build_all(tmp_path, (base, toy_model_session), subsets=[["en"]], multiples=[8],
+                            architectures={"vocab_tensors": [rule]})
+    rec = next(r for r in records if r.base == "toy-a")
+    assert rec.status == "published" and rec.proof_passed, rec.error
+    assert "outputs" in rec.checks and rec.output_max_abs_diff is not None and rec.output_max_abs_diff <= 1e-9
+    sliced = next(c for c in rec.proof if (c.name if hasattr(c, "name") else c["name"]) == "kept_rows_identical")
+    assert "3 vocab-sized tensors" in (sliced.detail if hasattr(sliced, "detail") else sliced["detail"])
