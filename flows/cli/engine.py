@@ -14,7 +14,7 @@ from tasks.engine.errors import TrimworksError
 
 @app.command()
 def count(
-    model_dir: Annotated[Path, typer.Argument(help="model folder holding tokenizer.json")],
+    model: Annotated[str, typer.Argument(help="model folder holding tokenizer.json, or a Hub id ORG/NAME")],
     out: Annotated[Path, typer.Option("-o", "--out", help="counts table to write (.parquet)")],
     text: Annotated[Optional[list[Path]], typer.Option("--text", help="UTF-8 text file(s), one line per example")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="a Hugging Face dataset instead: a Hub name, a data file or a "
@@ -25,6 +25,7 @@ def count(
     corpus: Annotated[Optional[str], typer.Option(help="corpus description stored in the table")] = None,
     method: Annotated[str, typer.Option(help="chunks: from distinct-chunk counts where proven exact (falls back "
                                              "to direct by itself); direct: encode every line")] = "chunks",
+    revision: Annotated[Optional[str], typer.Option(help=REVISION_HELP)] = None,
 ) -> None:
     """Count token frequencies of text files (or a dataset's text column) with the model's own tokenizer."""
     from tasks.engine.counting.chunks import count_tokens_fast
@@ -36,6 +37,7 @@ def count(
     if bool(text) == bool(dataset):
         _fail(TrimworksError("give the text to count: --text FILE (repeatable) or --dataset NAME, not both"))
     try:
+        model_dir, fetched = local_or_hub(model, revision)
         base = inspect_model_folder(model_dir)
         if dataset:
             from tasks.pipeline.corpus.sources import CorpusPlace, DatasetsCorpus
@@ -55,6 +57,8 @@ def count(
             counts = count_tokens_fast(base.tokenizer_json, lines, label)
         else:
             counts = count_tokens(base.tokenizer_json, lines(), label)
+        if fetched:
+            counts.provenance["model"] = fetched
         write_counts(counts, base.tokenizer_json, out)
     except TrimworksError as exc:
         _fail(exc)
@@ -67,7 +71,7 @@ def count(
 
 @app.command()
 def trim(
-    model_dir: Annotated[Path, typer.Argument(help="base model folder (safetensors + tokenizer.json)")],
+    model: Annotated[str, typer.Argument(help="base model folder (safetensors + tokenizer.json), or a Hub id ORG/NAME")],
     counts: Annotated[list[Path], typer.Option("--counts", help="counts table(s); several = a language subset")],
     out: Annotated[Path, typer.Option("-o", "--out", help="output folder")],
     multiple: Annotated[int, typer.Option(help="round the vocabulary up to a multiple of this")] = 64,
@@ -89,6 +93,7 @@ def trim(
         "--push-to-hub", help="then upload the output folder to this Hub repo (ORG/NAME; token from HF_TOKEN, "
                               "endpoint from HF_ENDPOINT)")] = None,
     private: Annotated[bool, typer.Option(help="--push-to-hub: create the repo private")] = False,
+    revision: Annotated[Optional[str], typer.Option(help=REVISION_HELP)] = None,
 ) -> None:
     """Trim a model to the tokens its counts show are used."""
     from tasks.engine.checkpoint.architectures import load_rules
@@ -100,8 +105,10 @@ def trim(
         policy = SelectionPolicy(min_count=min_count, coverage=coverage, top_k=top_k, keep=tuple(keep or ()))
         rules = load_rules(architectures or ())
         texts = read_keep_text_files(keep_text or ())
+        model_dir, fetched = local_or_hub(model, revision)
+        provenance = {"base_model": f"{fetched['hub']}@{fetched['commit']}", "hub": fetched} if fetched else None
         result = trim_model(model_dir, counts, policy, multiple, out, overwrite=overwrite, rules=rules, keep_texts=texts,
-                             languages=tuple(language or ()), layout=layout)
+                             languages=tuple(language or ()), layout=layout, provenance=provenance)
     except (TrimworksError, ValueError) as exc:
         _fail(exc)
     s = result.summary()
@@ -117,6 +124,41 @@ def trim(
         except Exception as exc:  # noqa: BLE001 - the Hub's errors, redacted and in one line
             _fail(exc)
         typer.echo(f"pushed {out} to {url}")
+
+
+REVISION_HELP = ("a Hub id's branch, tag or commit (default main); resolved to a commit, which is printed and "
+                 "recorded in the output")
+
+
+def local_or_hub(model: str, revision: str | None) -> tuple[Path, dict]:
+    """A local folder as is; a Hub id downloaded at the commit `revision` names now (once per
+    commit, into trimworks' cache; LFS files checked). Returns the folder and, for a Hub id,
+    what was fetched."""
+    import os
+    import re
+
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from tasks.engine.checkpoint.shape_template import cache_root
+    from tasks.pipeline.production.base_models import fetch_hub_model
+
+    hub_id = re.fullmatch(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}", model) is not None
+    if Path(model).exists() or not hub_id:  # a folder (a missing one is named by the model-folder check)
+        if revision:
+            raise TrimworksError(f"--revision {revision}: {model} is not a Hub id (ORG/NAME); --revision is for one")
+        return Path(model), {}
+    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=os.environ.get("HF_TOKEN") or None)
+    rev = revision or "main"
+    try:
+        folder, source = fetch_hub_model(api, model, rev, cache_root() / "hub")
+    except HfHubHTTPError as exc:
+        status = getattr(exc.response, "status_code", None)
+        hint = ("check the id and --revision, and HF_TOKEN for a private or gated repo" if status in (401, 403, 404)
+                else "the Hub did not answer; try again later")
+        raise TrimworksError(f"{model}@{rev}: {type(exc).__name__} (HTTP {status}); {hint}") from exc
+    typer.secho(f"{model}@{rev}: commit {source['commit']} ({folder})", err=True)
+    return folder, source
 
 
 def push_folder(folder: Path, repo_id: str, private: bool) -> str:

@@ -193,9 +193,11 @@ def trim_model(
     keep_texts: Sequence[str] = (),
     languages: Sequence[str] = (),
     layout: str = "mirror",
+    provenance: dict | None = None,
 ) -> TrimResult:
-    """Select and apply in one call (the `trimworks trim` command)."""
+    """Select and apply in one call (the `trimworks trim` command). `provenance`: where the base
+    came from (e.g. the Hub commit), recorded in the output's trimworks.json."""
     selection = select_for_model(model_dir, counts, policy, multiple, merge_closure, rules, keep_texts,
                                  languages=languages)
-    return apply_selection(model_dir, selection, out_dir, overwrite, rules=rules, layout=layout)
+    return apply_selection(model_dir, selection, out_dir, overwrite, provenance=provenance, rules=rules, layout=layout)
 
