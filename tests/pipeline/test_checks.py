@@ -260,3 +260,24 @@ def test_a_failed_comparison_publishes_no_sibling_of_its_base(tmp_path, bases, m
     for vid in ("toy-a-en-v64", "toy-a-en-fr-v8", "toy-a-en-fr-v64"):
         assert "output comparison of its base failed on toy-a-en-v8" in summary["failed"][vid], summary["failed"][vid]
     assert not list((tmp_path / "published" / "trimworks").glob("toy-a-*"))
+    # A later run (`make model` of one sibling) does not publish it on the proof alone: it carries
+    # the comparison itself, which fails the same way, until the fault is gone.
+    again = publish_all(manifest=str(manifest), only=["toy-a-en-fr-v64"])
+    assert again["published"] == [] and "the comparison crashed" in again["failed"]["toy-a-en-fr-v64"]
+    monkeypatch.setattr(build, "verify_exactness", real)
+    fixed = publish_all(manifest=str(manifest))
+    assert sorted(fixed["published"]) == ["toy-a-en-fr-v64", "toy-a-en-fr-v8", "toy-a-en-v64", "toy-a-en-v8"]
+
+
+def test_a_base_beyond_the_comparison_budget_says_only_the_proof_stands(tmp_path, bases, prefect_harness):
+    """No variant of a base above verify.outputs_max_params compares outputs: card and catalog say
+    that only the structural proof stands."""
+    from flows.publish_all import publish_all
+
+    manifest = subjects.make_manifest(tmp_path, bases, verify={"outputs": "auto", "outputs_max_params": 1000})
+    summary = publish_all(manifest=str(manifest))
+    assert summary["published"] and not summary["failed"]
+    card = next((tmp_path / "published" / "trimworks").glob("toy-a-*")) / "README.md"
+    assert "Outputs were not compared for this variant: only the structural proof stands for this base: it has" in card.read_text()
+    catalog = (tmp_path / "published" / "catalog.md").read_text()
+    assert "No variant of toy-a, toy-b had its outputs compared: only the structural proof stands for this base" in catalog

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
+from tasks.pipeline.production.checks import proof_only_lines
 from tasks.pipeline.report.markdown import Markdown, md_code, md_text, md_url
 from tasks.engine.runtime.atomic import atomic_file, write_text_atomic
 from tasks.pipeline.report.catalog import (CATALOG_MARKDOWN, CATALOG_PARQUET, catalog_rows, mark_plot_drawn, markdown_table,
@@ -162,6 +163,7 @@ def registry_markdown(records: Sequence[VariantRecord], rows: Sequence[dict], pl
           f"What the last run did: [{LAST_RUN_MARKDOWN}]({LAST_RUN_MARKDOWN}). "
           "Browse and filter: [index.html](index.html).", "",
           markdown_table([{**row, "location": _md_link(row["location"])} for row in rows])]
+    md += proof_only_lines(records)
     if failed:
         md += ["## Failures (last run)", ""] + [f"- **{md_text(r.variant_id)}**: {md_text(r.error)}" for r in failed] + [""]
     if plots:
