@@ -236,3 +236,30 @@ def test_card_shows_udhr_figures_and_labels_synthetic_heldout():
     rows = catalog_rows([rec])
     assert rows[0]["udhr_min_token_coverage"] == pytest.approx(0.9973) and rows[0]["heldout_text"] == "synthetic (wordfreq)"
     assert "| m-de-v64 | synthetic (wordfreq) | 0.9990 | 0.9973 | 1.0020 | 0 | 89.00% | 366 |" in realtext_markdown_table(rows)
+
+
+def test_the_base_models_own_unknown_rate_is_measured_and_told():
+    """Real MiniLM reads German but not Georgian: its own [UNK] share on the UDHR is measured
+    before any trimming and the card says in a sentence that the base cannot read Georgian."""
+    from tasks.pipeline.report.card import benchmark_section
+    from tasks.pipeline.report.metrics import catalog_row
+    from tasks.pipeline.report.record import LanguageScore, VariantRecord
+
+    minilm = subjects.minilm_folder()
+    base = load_plain_tokenizer(minilm / "tokenizer.json")
+    every_id = np.arange(base.get_vocab_size(True))
+    scores = {}
+    for lang in ("de", "ka"):
+        fid, _ = tokenization_fidelity(base, base, every_id, lang, udhr_lines(lang))
+        unk = base.token_to_id("[UNK]")
+        direct = sum(base.encode(line, add_special_tokens=False).ids.count(unk) for line in udhr_lines(lang))
+        assert fid.base_unknown_tokens == direct and fid.lines_gaining_unknown == 0
+        scores[lang] = LanguageScore.model_validate(fid, from_attributes=True)
+    assert scores["de"].base_unknown_rate < 0.001 and scores["ka"].base_unknown_rate > 0.1
+    rec = VariantRecord(variant_id="m-de-ka-v8", base="m", languages=["de", "ka"], multiple=8, repo_id="o/m-de-ka-v8",
+                        fingerprint="f", status="published", benchmark=scores)
+    text = benchmark_section(rec)
+    assert "base's own unknown tokens" in text  # the table column, beside the variant's figures
+    assert "The base model itself cannot read ka well" in text and f"{scores['ka'].base_unknown_rate:.1%}" in text
+    assert "cannot read de" not in text
+    assert catalog_row(rec)["udhr_max_base_unknown_rate"] == scores["ka"].base_unknown_rate

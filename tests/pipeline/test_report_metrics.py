@@ -31,7 +31,7 @@ def test_a_new_metric_is_one_entry(monkeypatch, tmp_path):
     card = cards(recs)["minilm.README.md"]
     assert f"| kept share of the vocabulary |  | {kept} |" in card  # the size table
     assert "| uncovered lines |\n|---|" in card and " | 99 |\n" in card  # held-out: 2000 lines, 1901 covered
-    assert "| UDHR French (fra) | 88 | 1.0000 | 1.0000 | 0 | 100.00% | 100.00% | 0 |" in card  # the UDHR table
+    assert "| UDHR French (fra) | 88 | 1.0000 | 1.0000 | 0 | 100.00% | 100.00% | 0.00% | 0 |" in card  # the UDHR table
     results = yaml.safe_load(card.split("---")[1])["model-index"][0]["results"]
     assert {"type": "kept_share", "name": "share of the base vocabulary kept", "value": round(9088 / 30522, 6)} in [
         m for r in results for m in r["metrics"]]

@@ -44,6 +44,12 @@ class LanguageFidelity(BaseModel):
     tokens: int = 0  # base tokens (no specials) over all lines
     kept_tokens: int = 0  # of which the trimmed vocabulary keeps
     lines_gaining_unknown: int = 0  # lines with more unknown tokens after trimming than before
+    base_unknown_tokens: int = 0  # unknown tokens the base itself gives (it cannot read those characters)
+
+    @property
+    def base_unknown_rate(self) -> float:
+        """Share of the base's own tokens that are its unknown token, before any trimming."""
+        return self.base_unknown_tokens / self.tokens if self.tokens else 0.0
 
     @property
     def coverage(self) -> float:
@@ -176,7 +182,8 @@ def tokenization_fidelity(
             mismatches.append(lines[i])
     chars = sum(len(x) for x in lines) or 1
     unk_o, unk_t = unknown_token_id(base_tok), unknown_token_id(trimmed_tok)
-    gained = int((t.count_per_line(unk_t) > o.count_per_line(unk_o)).sum()) if unk_t is not None else 0
+    base_unk = o.count_per_line(unk_o)
+    gained = int((t.count_per_line(unk_t) > base_unk).sum()) if unk_t is not None else 0
     fid = LanguageFidelity(
         language=language,
         lines=n,
@@ -188,6 +195,7 @@ def tokenization_fidelity(
         tokens=int(o.plain_ids.size),
         kept_tokens=int(kept_mask[o.plain_ids].sum()),
         lines_gaining_unknown=gained,
+        base_unknown_tokens=int(base_unk.sum()),
     )
     return fid, [lines[i] for i in covered_idx]
 

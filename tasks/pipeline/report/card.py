@@ -161,10 +161,22 @@ def benchmark_section(rec: VariantRecord) -> str:
                                                    ("text", lambda lang: rec.benchmark_text.get(lang, lang))])
     missing = [lang for lang in rec.languages if lang not in rec.benchmark]
     tail = f"\n\nNo {BENCHMARK_NAME} text for: {', '.join(missing)}." if missing else ""
+    tail += "".join(f"\n\n{line}" for line in base_cannot_read(rec.benchmark))
     return (f"{BENCHMARK_DESCRIPTION}. *Token coverage*: share of the base model's tokens that the trimmed "
             "vocabulary keeps; *lines gaining an unknown token*: lines where trimming produces an unknown token "
             "the base did not; *line coverage*: lines whose tokens are all kept (those are tokenized identically).\n\n"
             + table + tail)
+
+
+BASE_UNKNOWN_NOTICE = 0.01  # a base whose own tokens are this often unknown cannot read the text
+
+
+def base_cannot_read(scores: dict) -> list[str]:
+    """A plain sentence per language the base itself reads badly: trimming cannot fix that,
+    and a high token coverage there says little."""
+    return [f"**The base model itself cannot read {md_text(lang)} well**: {rate:.1%} of its own tokens on this text "
+            "are its unknown token, before any trimming; this variant inherits that."
+            for lang, f in scores.items() if (rate := f.base_unknown_rate) is not None and rate >= BASE_UNKNOWN_NOTICE]
 
 
 def benchmark_eval_results(rec: VariantRecord) -> list[EvalResult]:

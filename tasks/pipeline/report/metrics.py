@@ -122,6 +122,9 @@ LANGUAGE_METRICS: list[LanguageMetric] = [
                    udhr_index=ModelIndex("lines_gaining_unknown", "lines gaining an unknown token", at=2)),
     LanguageMetric("tokens_per_char_ratio", ".4f", value=tokens_per_char_ratio, udhr=Show("tokens/char, trimmed ÷ base", at=3),
                    udhr_index=ModelIndex("tokens_per_char_ratio", "tokens per char, trimmed / base", at=4)),
+    LanguageMetric("base_unknown_rate", ".2%", stored=(float | None, None),  # the base's own, before trimming
+                   udhr=Show("base's own unknown tokens", at=7),
+                   udhr_index=ModelIndex("base_unknown_rate", "unknown tokens of the base itself", at=5)),
 ]
 
 VARIANT_METRICS: list[VariantMetric] = [
@@ -177,6 +180,9 @@ VARIANT_METRICS: list[VariantMetric] = [
         default=None), ".4f", realtext=Show("UDHR tokens/char ÷ base (max)", at=4)),
     VariantMetric("udhr_lines_gaining_unknown", lambda r: sum(f.lines_gaining_unknown or 0 for f in r.benchmark.values())
                   if r.benchmark else None, "d", realtext=Show("UDHR lines gaining unknown", at=5)),
+    VariantMetric("udhr_max_base_unknown_rate", lambda r: max(
+        (f.base_unknown_rate for f in r.benchmark.values() if f.base_unknown_rate is not None), default=None), ".2%",
+                  realtext=Show("UDHR base's own unknown tokens (max)", at=5)),
     VariantMetric("udhr_languages", lambda r: ",".join(r.benchmark)),
     # Shown on the web page when a record has them (the card tells them in prose).
     VariantMetric("proof_seconds", _field("proof_seconds"), ".4g", catalog=False, site=Show("proof_seconds", when_present=True)),
