@@ -10,6 +10,7 @@ import typer
 
 from flows.cli.app import app, fail as _fail
 from tasks.engine.errors import TrimworksError
+from tasks.engine.verify.fitness import DEFAULT_MAX_LINES_GAINING_UNKNOWN, DEFAULT_MIN_TOKEN_COVERAGE
 
 
 @app.command()
@@ -186,22 +187,40 @@ def verify(
     trimmed_dir: Annotated[Path, typer.Argument(help="trimmed model folder")],
     text: Annotated[list[Path], typer.Option("--text", help="held-out text file(s) of the target languages")],
     sample: Annotated[int, typer.Option(help="lines whose model outputs are compared")] = 16,
+    min_token_coverage: Annotated[float, typer.Option(
+        help="fitness: each text must keep at least this share of the base's tokens (0 relaxes it)")] = DEFAULT_MIN_TOKEN_COVERAGE,
+    max_lines_gaining_unknown: Annotated[int, typer.Option(
+        help="fitness: at most this many lines of each text may gain an unknown token")] = DEFAULT_MAX_LINES_GAINING_UNKNOWN,
+    exact_only: Annotated[bool, typer.Option(
+        "--exact-only", help="judge exactness alone (fitness is still reported)")] = False,
 ) -> None:
-    """Check exactness on held-out text; exits 1 if any covered line or output differs."""
+    """Two verdicts on held-out text: exact (covered lines and outputs identical) and fit for the
+    text (enough of its tokens kept, no line gaining an unknown token). Exits 1 unless both hold."""
     from tasks.engine.counting.tokens import iter_text_file
+    from tasks.engine.verify.fitness import FitnessThresholds, fitness
     from tasks.engine.verify.outputs import verify_exactness
 
     try:
+        thresholds = FitnessThresholds(min_token_coverage=min_token_coverage, max_lines_gaining_unknown=max_lines_gaining_unknown)
         heldout = {p.stem: list(iter_text_file(p)) for p in text}
         report = verify_exactness(model_dir, trimmed_dir, heldout, sample_lines=sample)
-    except TrimworksError as exc:
+    except (TrimworksError, ValueError) as exc:
         _fail(exc)
-    typer.echo(json.dumps(report.model_dump(), indent=2))
+    fit = fitness({lang.language: lang for lang in report.languages}, thresholds)
+    typer.echo(json.dumps({**report.model_dump(), "verdict": {"exact": report.exact, "fit": fit.fit,
+                                                              "fitness_failures": fit.failures,
+                                                              "thresholds": thresholds.model_dump()}}, indent=2))
     vacuous = report.vacuous_reason(outputs_expected=sample > 0)
     if vacuous:
         typer.secho(f"error: verification proves nothing: {vacuous}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=1)
-    raise typer.Exit(code=0 if report.exact else 1)
+    typer.secho(f"exact: {'yes' if report.exact else 'NO'} (covered lines and outputs identical to the base)",
+                fg=None if report.exact else typer.colors.RED, err=True)
+    judged = "" if not exact_only else " (not judged: --exact-only)"
+    typer.secho(f"fit for this text: {'yes' if fit.fit else 'NO'}{judged} (token coverage >= {min_token_coverage:g}, "
+                f"at most {max_lines_gaining_unknown} lines gaining an unknown token per text)"
+                + "".join(f"\n  {f}" for f in fit.failures), fg=None if fit.fit or exact_only else typer.colors.RED, err=True)
+    raise typer.Exit(code=0 if report.exact and (fit.fit or exact_only) else 1)
 
 
 @app.command()

@@ -263,3 +263,40 @@ def test_the_base_models_own_unknown_rate_is_measured_and_told():
     assert "The base model itself cannot read ka well" in text and f"{scores['ka'].base_unknown_rate:.1%}" in text
     assert "cannot read de" not in text
     assert catalog_row(rec)["udhr_max_base_unknown_rate"] == scores["ka"].base_unknown_rate
+
+
+def test_verify_gives_two_verdicts_exact_and_fit_for_the_text(tmp_path):
+    """The issue's case: real MiniLM trimmed for Basque, verified on Georgian. The covered lines
+    are identical (exact), yet most lines gain [UNK]: `verify` says so and fails, unless told
+    to judge exactness alone; on Basque text it passes both."""
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    minilm = subjects.minilm_folder()
+    eu, ka = tmp_path / "eu.txt", tmp_path / "ka.txt"
+    eu.write_text("\n".join(udhr_lines("eu")) + "\n")
+    ka.write_text("\n".join(udhr_lines("ka")) + "\n")
+    counts, out = tmp_path / "eu.parquet", tmp_path / "trimmed"
+    runner = CliRunner()
+    for args in (["count", str(minilm), "--text", str(eu), "-o", str(counts)],
+                 ["trim", str(minilm), "--counts", str(counts), "--multiple", "8", "--language", "eu", "-o", str(out)]):
+        assert runner.invoke(app, args).exit_code == 0
+    r = runner.invoke(app, ["verify", str(minilm), str(out), "--text", str(eu), "--sample", "2"])
+    assert r.exit_code == 0, r.output
+    assert "exact: yes" in r.stderr and "fit for this text: yes" in r.stderr
+    r = runner.invoke(app, ["verify", str(minilm), str(out), "--text", str(ka), "--sample", "2"])
+    assert r.exit_code == 1, r.output
+    verdict = _json.loads(r.stdout)["verdict"]
+    assert verdict["exact"] is True and verdict["fit"] is False
+    assert "exact: yes" in r.stderr and "fit for this text: NO" in r.stderr
+    assert any(f.startswith("ka: ") and "lines gain an unknown token" in f for f in verdict["fitness_failures"])
+    assert any(f.startswith("ka: token coverage") for f in verdict["fitness_failures"])
+    r = runner.invoke(app, ["verify", str(minilm), str(out), "--text", str(ka), "--sample", "2", "--exact-only"])
+    assert r.exit_code == 0 and "(not judged: --exact-only)" in r.stderr, r.output
+    r = runner.invoke(app, ["verify", str(minilm), str(out), "--text", str(ka), "--sample", "2",
+                            "--min-token-coverage", "0", "--max-lines-gaining-unknown", "100000"])
+    assert r.exit_code == 0, r.output  # relaxed thresholds are shown and honoured
+    assert '"min_token_coverage": 0.0' in r.stdout
