@@ -254,6 +254,8 @@ MEASURE = r"""<pre id="perf"></pre><script>
     lang.value = ''; lang.dispatchEvent(new Event('change'));
   }
   res.rowsInDom = tbody.rows.length;
+  tbody.rows[0].querySelector('button.more').click();  // the secondary figures, under the row
+  res.details = tbody.rows[1].className + ': ' + tbody.rows[1].textContent;
   res.scrollWidth = document.documentElement.scrollWidth; res.innerWidth = window.innerWidth;
   document.getElementById('perf').textContent = JSON.stringify(res);
 })();
@@ -292,6 +294,8 @@ def test_three_thousand_variants_sort_and_filter_fast_in_chromium(tmp_path):
     assert perf["columnCount"] == spanish == perf["textCount"]  # "es" is a whole value: only the Spanish variants
     assert perf["columnLangs"] and all("es" in langs.split(",") for langs in perf["columnLangs"])
     assert perf["sortedFirst"] == "base0-ar-v8"  # kept vocab ascending: the smallest first
+    assert perf["details"].startswith("details: ") and "repositorytrimworks/base0-ar-v8" in perf["details"]
+    assert "vocab before1,200" in perf["details"] and "UDHR line coverage (min)" in perf["details"]
     assert min(perf["sort"]) <= 100 and min(perf["text"]) <= 100 and min(perf["column"]) <= 100, perf
     assert perf["firstPaint"] <= 1000, perf
     assert perf["scrollWidth"] <= perf["innerWidth"] == 1400, perf  # no column off-screen
