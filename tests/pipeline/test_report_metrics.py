@@ -59,7 +59,7 @@ def test_a_new_metric_is_one_entry(monkeypatch, tmp_path):
     data = json.loads(re.search(r'<script id="catalog-data" type="application/json">(.*?)</script>', page, re.S).group(1))
     labels = [c["label"] for c in data["columns"]]
     assert labels[-1] == "kept share" and data["columns"][-1]["num"]  # a column, after the placed ones
-    assert '<th data-k="num" data-i="%d">kept share</th>' % (len(labels) - 1) in page
+    assert '<th data-k="num" data-i="%d" tabindex="0">kept share</th>' % (len(labels) - 1) in page
     assert set(data["details"][-4:]) == {"proof_seconds", "chat_prompts", "chat_identical", "backstop_tokens"}  # when present
     row = dict(zip(data["fields"], data["rows"][0], strict=True))
     assert row["id"] == minilm.variant_id and row["t"][-1] == kept

@@ -14,6 +14,9 @@ Two lists:
 Each view shows an entry when it has a `Show` for it (header, format, place): a new metric
 is one entry. Columns sort by `Show.at`, then by their order here, so an entry without `at`
 goes last. Formats are Python format specs ("" is text); a missing value shows as `missing`.
+On the web page (`site`) a Show with `detail` goes to the row's details rather than a column
+(the table fits a laptop screen), and `tag` adds a word after a value (held-out figures on
+synthetic text say "synthetic").
 """
 
 from __future__ import annotations

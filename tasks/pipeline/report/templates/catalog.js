@@ -154,10 +154,13 @@
     if (location.hash !== h) history.replaceState(null, '', h || location.pathname + location.search);
   }
 
-  heads.forEach(th => th.addEventListener('click', () => {
-    const i = Number(th.dataset.i);
-    sortBy(i, sortCol === i && !sortDesc);  // first click ascending, the next descending
-  }));
+  heads.forEach(th => {
+    th.addEventListener('click', () => {
+      const i = Number(th.dataset.i);
+      sortBy(i, sortCol === i && !sortDesc);  // first click ascending, the next descending
+    });
+    th.addEventListener('keydown', e => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); th.click(); } });
+  });
   q.addEventListener('input', applyFilter);
   selects.forEach(s => s.addEventListener('change', applyFilter));
   document.getElementById('prev').addEventListener('click', () => { page--; render(); });
