@@ -142,7 +142,7 @@ def test_web_catalog_in_a_real_browser(registry, tmp_path):
     res = update_registry_catalog(out, [failed], "m.yaml")
     url = res.html.resolve().as_uri()
 
-    dom = chromium("--dump-dom", url).stdout
+    dom = first = chromium("--dump-dom", url).stdout
     every = ["toy-a-de-v64", "toy-a-en-v8", "toy-a-en-fr-v8", "toy-b-en-v8", "toy-b-fr-v8"]
     assert visible_rows(dom) == every  # every variant, by base, subset and multiple
     assert "5 of 5 variants" in dom and "4 published variants of 2 base models" in dom
@@ -167,7 +167,8 @@ def test_web_catalog_in_a_real_browser(registry, tmp_path):
     assert visible_rows(dom) == ["toy-a-de-v64"]
 
     card = out / "cards" / "toy-a-en-fr-v8.html"
-    assert 'href="cards/toy-a-en-fr-v8.html"' in dom or card.is_file()
+    assert '<a href="cards/toy-a-en-fr-v8.html">toy-a-en-fr-v8</a>' in first and card.is_file()
+    assert '<a href="trimworks/toy-a-en-fr-v8/">files</a> · <a href="trimworks/toy-a-en-fr-v8/coverage.png">plot</a>' in first
     card_dom = chromium("--dump-dom", card.resolve().as_uri()).stdout
     assert "<h1>trimworks/toy-a-en-fr-v8</h1>" in card_dom and "<table>" in card_dom and "480" in card_dom
 
@@ -300,3 +301,17 @@ def test_three_thousand_variants_sort_and_filter_fast_in_chromium(tmp_path):
     assert perf["firstPaint"] <= 1000, perf
     assert perf["scrollWidth"] <= perf["innerWidth"] == 1400, perf  # no column off-screen
     assert size < 2_000_000  # the rows are data, not 3,000 rows of markup
+
+
+def test_page_rows_link_only_into_the_registry_or_to_the_hub():
+    from tasks.pipeline.report.site import page_data
+
+    local = record("toy-a", ["en"], 8, 320, 0.8).model_copy(update={"location": "trimworks/toy-a-en-v8"})
+    hub = record("toy-a", ["de"], 8, 300, 0.8).model_copy(update={"location": "https://huggingface.co/trimworks/toy-a-de-v8"})
+    odd = [record("toy-a", [lang], 8, 300, 0.8).model_copy(update={"location": loc})
+           for lang, loc in (("fr", "javascript:alert(1)"), ("it", "/srv/abs/path"), ("es", None))]
+    data = page_data([local, hub, *odd], {local.variant_id: "cards/toy-a-en-v8.html"})
+    rows = [dict(zip(data["fields"], row, strict=True)) for row in data["rows"]]
+    assert [(r["loc"], r["card"]) for r in rows] == [
+        ("trimworks/toy-a-en-v8", 1), ("https://huggingface.co/trimworks/toy-a-de-v8", 0), (None, 0), (None, 0), (None, 0)]
+    assert data["cards"] == "cards/" and data["pageRows"] <= 100
