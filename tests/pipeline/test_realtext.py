@@ -235,7 +235,7 @@ def test_card_shows_udhr_figures_and_labels_synthetic_heldout():
     assert "held-out de (synthetic: wordfreq pseudo-text, not a measure of the language)" in meta
     rows = catalog_rows([rec])
     assert rows[0]["udhr_min_token_coverage"] == pytest.approx(0.9973) and rows[0]["heldout_text"] == "synthetic (wordfreq)"
-    assert "| m-de-v64 | synthetic (wordfreq) | 0.9990 | 0.9973 | 1.0020 | 0 | 89.00% | 366 |" in realtext_markdown_table(rows)
+    assert "| m-de-v64 | synthetic (wordfreq) | 0.9990 | 0.9973 | 1.0020 | 0 | de | – | 89.00% | 366 |" in realtext_markdown_table(rows)
 
 
 def test_the_base_models_own_unknown_rate_is_measured_and_told():

@@ -207,7 +207,8 @@ def _build_and_publish(
             corpora = corpora_lines({lang: m.spec.languages[lang] for lang in variant.languages}, m.spec.lid)
             card = variant_card(record, m.base(variant.base), m.spec.selection, corpora,
                                 json.loads((base_dir / "config.json").read_text()), plot_name, base_dir,
-                                location=publisher.location(variant) if isinstance(publisher, LocalRegistry) else variant.repo_id)
+                                location=variant.repo_id,  # a registry folder is <registry>/<repo id>
+                                registry=publisher.root.resolve().name if isinstance(publisher, LocalRegistry) else None)
             write_text_atomic(staging / "README.md", str(card))
         record.seconds = round(time.perf_counter() - start, 2)
         record.stage_seconds = clock.rounded()

@@ -80,9 +80,9 @@ policy, multiple and trimworks version).
 
 USAGE_TRANSFORMERS = """```python
 from transformers import {model_class}, AutoTokenizer
-
-tokenizer = AutoTokenizer.from_pretrained("{location}")
-model = {model_class}.from_pretrained("{location}")
+{preamble}
+tokenizer = AutoTokenizer.from_pretrained({load})
+model = {model_class}.from_pretrained({load})
 ```"""
 
 USAGE_SENTENCE_TRANSFORMERS = """With [sentence-transformers](https://www.sbert.net) (the base ships its `modules.json` and
@@ -90,8 +90,8 @@ pooling configuration, copied here):
 
 ```python
 from sentence_transformers import SentenceTransformer
-
-model = SentenceTransformer("{location}")
+{preamble}
+model = SentenceTransformer({load})
 embeddings = model.encode(["A sentence in one of the kept languages."])
 ```
 
@@ -99,10 +99,25 @@ Or with transformers alone (mean pooling is then yours to apply):
 
 ```python
 from transformers import {model_class}, AutoTokenizer
-
-tokenizer = AutoTokenizer.from_pretrained("{location}")
-model = {model_class}.from_pretrained("{location}")
+{preamble}
+tokenizer = AutoTokenizer.from_pretrained({load})
+model = {model_class}.from_pretrained({load})
 ```"""
+
+REGISTRY_PREAMBLE = """
+registry = {registry}  # the registry folder, from where you run this (it may move: only this line changes)"""
+
+
+def usage_snippet(model_class: str, sentence_transformers: bool, location: str, registry: str | None) -> str:
+    """How to load the variant: by its Hub id, or (`registry` given) by its path inside the
+    registry, `location` relative to it, so the snippet stays right when the registry moves."""
+    if registry is None:
+        preamble, load = "", json.dumps(location)
+    else:
+        preamble = REGISTRY_PREAMBLE.format(registry=json.dumps(registry))
+        load = "f" + json.dumps("{registry}/" + location.strip("/"))
+    template = USAGE_SENTENCE_TRANSFORMERS if sentence_transformers else USAGE_TRANSFORMERS
+    return template.format(model_class=model_class, preamble=preamble, load=load)
 
 LOSS_NOTE = (" Held-out loss (nats/token) before {before:.4f}, after {after:.4f}. The drop is not an improvement:"
              " the trimmed head's softmax runs over the kept tokens only, so the same logits give each kept token"
@@ -214,9 +229,11 @@ def render_card(
     model_class: str = "AutoModel",
     sentence_transformers: bool = False,
     location: str | None = None,
+    registry: str | None = None,
 ) -> ModelCard:
     """`sentence_transformers`: the base ships `modules.json` (library and usage follow);
-    `location`: where a user loads it from — the Hub id, or the local registry path."""
+    `location`: where a user loads it from — the Hub id (the default: its repo id), or with
+    `registry` (the registry folder's name) its folder relative to the registry."""
     evals = heldout_eval_results(rec)
     data = ModelCardData(
         base_model=base_name,
@@ -267,8 +284,7 @@ def render_card(
         output_compared="outputs" in rec.checks or not rec.checks,
         output_why=(rec.output_check or "").removeprefix("not compared: "),
         proof_section=proof_section(rec),
-        usage=(USAGE_SENTENCE_TRANSFORMERS if sentence_transformers else USAGE_TRANSFORMERS).format(
-            model_class=model_class, location=location or rec.repo_id),
+        usage=usage_snippet(model_class, sentence_transformers, location or rec.repo_id, registry),
     )
 
 
@@ -297,10 +313,11 @@ def corpora_lines(languages: Mapping[str, LanguageSpec], lid: LidSpec) -> list[s
 
 
 def variant_card(rec: VariantRecord, base: BaseModelSpec, selection: SelectionPolicy, corpora: list[str], config: dict,
-                 plot_file: str | None, base_dir: Path | None = None, location: str | None = None) -> ModelCard:
+                 plot_file: str | None, base_dir: Path | None = None, location: str | None = None,
+                 registry: str | None = None) -> ModelCard:
     """The card of a built variant: its record plus the manifest's sections it was built from
     (its base, the selection policy, `corpora_lines`) and the base's config (`location`: where
-    users load it from, a local registry path or the Hub id)."""
+    users load it from, the Hub id, or its folder inside the registry named `registry`)."""
     name, link = base_link(base, base_dir)
     model_class = auto_class_name(config)
     return render_card(
@@ -309,6 +326,7 @@ def variant_card(rec: VariantRecord, base: BaseModelSpec, selection: SelectionPo
         policy=selection.model_dump_json(exclude_defaults=True) or "{}",
         corpora=corpora, plot_file=plot_file, model_class=model_class,
         sentence_transformers=base_dir is not None and (Path(base_dir) / "modules.json").is_file(), location=location,
+        registry=registry,
     )
 
 

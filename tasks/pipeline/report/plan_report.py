@@ -15,7 +15,6 @@ from pathlib import Path
 
 from tasks.pipeline.corpus.counts_cache import counts_path, heldout_path
 from tasks.pipeline.manifest import LoadedManifest, Variant, corpus_key, fingerprint_fields, fingerprint_parts
-from tasks.engine.errors import TrimworksError
 from tasks.pipeline.production.checks import proof_only_reason
 from tasks.pipeline.production.plan import BaseState, Plan, plan
 from tasks.pipeline.publish.targets import RECORD_NAME, LocalRegistry, Publisher, files_damage, publisher_for
@@ -260,7 +259,7 @@ def plan_report(m: LoadedManifest, manifest: str, publisher: Publisher | None = 
         if b.folder is not None and b.error is None:
             try:
                 why = proof_only_reason(m.spec.verify, b.folder, m.spec.verify_sample_lines)
-            except (OSError, ValueError, TrimworksError):  # an unreadable base: the run reports it
+            except Exception:  # noqa: BLE001 - an unreadable base: the run reports it
                 why = None
             if why:
                 report.proof_only[b.id] = why
