@@ -281,3 +281,31 @@ def test_a_base_beyond_the_comparison_budget_says_only_the_proof_stands(tmp_path
     assert "Outputs were not compared for this variant: only the structural proof stands for this base: it has" in card.read_text()
     catalog = (tmp_path / "published" / "catalog.md").read_text()
     assert "No variant of toy-a, toy-b had its outputs compared: only the structural proof stands for this base" in catalog
+
+
+def test_exact_but_unfit_variants_are_recorded_carded_and_planned(tmp_path, bases, prefect_harness):
+    """Fitness is the verdict's second half: a variant exact on its covered lines but keeping
+    too little of its own languages' real text (here: a threshold no toy variant meets) is
+    published, recorded unfit with the reason, said so on its card, and listed by `plan`."""
+    import pyarrow.parquet as pq
+
+    from flows.publish_all import publish_all
+    from tasks.pipeline.manifest import load_manifest
+    from tasks.pipeline.report.plan_report import plan_report
+
+    manifest = subjects.make_manifest(tmp_path, bases, verify={"outputs": "always", "fitness": {"min_token_coverage": 1.0}})
+    summary = publish_all(manifest=str(manifest))
+    assert not summary["failed"]
+    rows = {r["variant_id"]: r for r in pq.read_table(tmp_path / "published" / "catalog.parquet").to_pylist()}
+    unfit = {vid for vid, r in rows.items() if r["fit_for_real_text"] == "no"}
+    assert unfit, rows  # the toy trims keep < 100 % of the UDHR's tokens
+    vid = sorted(unfit)[0]
+    assert "token coverage" in rows[vid]["fitness_failures"] and "< 1" in rows[vid]["fitness_failures"]
+    card = (tmp_path / "published" / rows[vid]["location"] / "README.md").read_text()
+    assert "**Verdict on this text**: exact on its covered lines (the proof and the output comparison); **not fit**" in card
+    report = plan_report(load_manifest(manifest), str(manifest))
+    assert set(report.unfit) == unfit
+    assert f"exact but not fit for its own real text: {vid}: " in report.render()
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(Exception, match="min_token_coverag"):  # a misspelt threshold is refused, not ignored
+        load_manifest(subjects.make_manifest(tmp_path / "bad", bases, verify={"fitness": {"min_token_coverag": 0.9}}))

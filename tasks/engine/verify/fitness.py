@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_MIN_TOKEN_COVERAGE = 0.95  # the default variants keep >= 0.99 of the UDHR's tokens
 DEFAULT_MAX_LINES_GAINING_UNKNOWN = 0
@@ -21,6 +21,8 @@ DEFAULT_MAX_LINES_GAINING_UNKNOWN = 0
 
 class FitnessThresholds(BaseModel):
     """What "fit for this text" requires of every language's text."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt threshold in a manifest is an error, not ignored
 
     min_token_coverage: float = Field(default=DEFAULT_MIN_TOKEN_COVERAGE, ge=0, le=1)
     max_lines_gaining_unknown: int = Field(default=DEFAULT_MAX_LINES_GAINING_UNKNOWN, ge=0)

@@ -36,6 +36,7 @@ from tasks.pipeline.publish.targets import RECORD_NAME, LocalRegistry, Publisher
 from tasks.pipeline.production.base_models import DIGEST_CACHE, base_identity
 from tasks.pipeline.production.bodies import base_body
 from tasks.engine.runtime.stages import StageClock
+from tasks.engine.verify.fitness import fitness
 from tasks.pipeline.corpus.identity import corpus_content_key
 from tasks.engine.trim import apply_selection, select_for_model
 from tasks.engine.verify.proof import prove_variant
@@ -193,12 +194,14 @@ def _build_and_publish(
             benchmark = {f.language.removeprefix("benchmark:"): f.model_copy(update={"language": f.language.removeprefix("benchmark:")})
                          for f in proof.languages if f.language in benchmark_texts}
             corpus_label, synthetic = counting_corpus(m, variant.languages)
+            verdict = fitness(benchmark, m.spec.verify.fitness) if benchmark else None
             record = record_of(variant, "published", location=publisher.location(variant),
                                fingerprint_parts=_fingerprint_parts(m, variant, base_dir), **variant_metrics(trim, report),
                                **proof_fields(proof, compare, why), **base_weight_fields(base_dir),
                                benchmark={lang: LanguageScore.model_validate(f, from_attributes=True) for lang, f in benchmark.items()},
                                benchmark_text=benchmark_labels(variant.languages), counting_corpus=corpus_label,
-                               counting_synthetic=synthetic)
+                               counting_synthetic=synthetic, fit=verdict.fit if verdict else None,
+                               fitness_failures=verdict.failures if verdict else [])
             plot_name = None
             if plot_png is not None and Path(plot_png).exists():
                 if not plot_variant(Path(plot_png), record, staging / "coverage.png"):  # marks this variant

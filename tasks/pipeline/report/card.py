@@ -177,6 +177,10 @@ def benchmark_section(rec: VariantRecord) -> str:
     missing = [lang for lang in rec.languages if lang not in rec.benchmark]
     tail = f"\n\nNo {BENCHMARK_NAME} text for: {', '.join(missing)}." if missing else ""
     tail += "".join(f"\n\n{line}" for line in base_cannot_read(rec.benchmark))
+    if rec.fit is not None:
+        tail += ("\n\n**Verdict on this text**: exact on its covered lines (the proof"
+                 + (" and the output comparison" if "outputs" in rec.checks else "") + "); "
+                 + ("fit for it." if rec.fit else "**not fit** for it: " + "; ".join(md_text(f) for f in rec.fitness_failures) + "."))
     return (f"{BENCHMARK_DESCRIPTION}. *Token coverage*: share of the base model's tokens that the trimmed "
             "vocabulary keeps; *lines gaining an unknown token*: lines where trimming produces an unknown token "
             "the base did not; *line coverage*: lines whose tokens are all kept (those are tokenized identically).\n\n"

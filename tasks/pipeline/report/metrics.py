@@ -201,6 +201,9 @@ VARIANT_METRICS: list[VariantMetric] = [
     VariantMetric("udhr_max_base_unknown_rate", lambda r: max(
         (f.base_unknown_rate for f in r.benchmark.values() if f.base_unknown_rate is not None), default=None), ".2%",
                   realtext=Show("UDHR base's own unknown tokens (max)", at=5), site=Show("base's own unknown (max)", detail=True)),
+    VariantMetric("fit_for_real_text", lambda r: None if r.fit is None else "yes" if r.fit else "no",
+                  realtext=Show("fit for its real text", at=LAST), site=Show("fit for its real text", detail=True)),
+    VariantMetric("fitness_failures", lambda r: "; ".join(r.fitness_failures)),
     VariantMetric("udhr_languages", lambda r: ",".join(r.benchmark)),
     # Shown on the web page when a record has them (the card tells them in prose).
     VariantMetric("proof_seconds", _field("proof_seconds"), ".4g", catalog=False, site=Show("proof_seconds", when_present=True, detail=True)),

@@ -74,6 +74,10 @@ class VariantRecord(BaseModel):
     counting_synthetic: bool | None = None
     backstop_tokens: int | None = None  # tokens kept only by the character backstop
     backstop_scripts: list[str] = []
+    # The second half of the verdict (engine/verify/fitness.py): exact is the proof's and the
+    # comparison's; fit says whether the variant suits its own languages' real text (UDHR).
+    fit: bool | None = None  # None: no real text of its languages
+    fitness_failures: list[str] = []
 
 
 def variant_metrics(trim: TrimResult, report: ExactnessReport) -> dict:
