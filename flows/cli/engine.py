@@ -193,6 +193,8 @@ def verify(
         help="fitness: at most this many lines of each text may gain an unknown token")] = DEFAULT_MAX_LINES_GAINING_UNKNOWN,
     exact_only: Annotated[bool, typer.Option(
         "--exact-only", help="judge exactness alone (fitness is still reported)")] = False,
+    loss_sample: Annotated[int, typer.Option(
+        help="covered and uncovered lines per text on which the loss is measured (0: not measured)")] = 8,
 ) -> None:
     """Two verdicts on held-out text: exact (covered lines and outputs identical) and fit for the
     text (enough of its tokens kept, no line gaining an unknown token). Exits 1 unless both hold."""
@@ -207,9 +209,20 @@ def verify(
     except (TrimworksError, ValueError) as exc:
         _fail(exc)
     fit = fitness({lang.language: lang for lang in report.languages}, thresholds)
+    loss = {}
+    if loss_sample > 0:
+        from tasks.engine.verify.loss import texts_loss
+
+        try:
+            loss = texts_loss(model_dir, trimmed_dir, heldout, loss_sample)
+        except (TrimworksError, ValueError) as exc:
+            _fail(exc)
     typer.echo(json.dumps({**report.model_dump(), "verdict": {"exact": report.exact, "fit": fit.fit,
                                                               "fitness_failures": fit.failures,
-                                                              "thresholds": thresholds.model_dump()}}, indent=2))
+                                                              "thresholds": thresholds.model_dump()},
+                           "loss": {name: tl.model_dump() for name, tl in loss.items()}}, indent=2))
+    for name, tl in loss.items():
+        typer.secho(f"loss on {name}: {loss_line(tl)}", err=True)
     vacuous = report.vacuous_reason(outputs_expected=sample > 0)
     if vacuous:
         typer.secho(f"error: verification proves nothing: {vacuous}", fg=typer.colors.RED, err=True)
@@ -221,6 +234,22 @@ def verify(
                 f"at most {max_lines_gaining_unknown} lines gaining an unknown token per text)"
                 + "".join(f"\n  {f}" for f in fit.failures), fg=None if fit.fit or exact_only else typer.colors.RED, err=True)
     raise typer.Exit(code=0 if report.exact and (fit.fit or exact_only) else 1)
+
+
+def loss_line(tl) -> str:
+    """One line of a text's loss: covered and uncovered lines side by side."""
+    def part(label: str, sp) -> str:
+        if not sp.lines:
+            return f"{label}: no lines"
+        if sp.nll_ratio is not None:
+            return (f"{label} ({sp.lines} lines) NLL/char {sp.nll_per_char_before:.3f} -> {sp.nll_per_char_after:.3f} "
+                    f"(x{sp.nll_ratio:.3f})")
+        if sp.cosine_mean is not None:
+            return f"{label} ({sp.lines} lines) embedding cosine mean {sp.cosine_mean:.4f}, min {sp.cosine_min:.4f}"
+        return f"{label} ({sp.lines} lines) not measured"
+    if tl.kind.startswith("not measured"):
+        return tl.kind
+    return f"{part('covered', tl.covered)}; {part('uncovered', tl.uncovered)}"
 
 
 @app.command()

@@ -303,6 +303,16 @@ def test_exact_but_unfit_variants_are_recorded_carded_and_planned(tmp_path, base
     assert "token coverage" in rows[vid]["fitness_failures"] and "< 1" in rows[vid]["fitness_failures"]
     card = (tmp_path / "published" / rows[vid]["location"] / "README.md").read_text()
     assert "**Verdict on this text**: exact on its covered lines (the proof and the output comparison); **not fit**" in card
+    # The loss where the variant does not cover its text: measured (outputs compared), recorded, carded.
+    assert "**Loss on covered and uncovered lines** (negative log-likelihood per character, base → variant" in card
+    record = json.loads((tmp_path / "published" / rows[vid]["location"] / "evaluation.json").read_text())
+    udhr_en = record["loss"]["udhr:en"]
+    assert udhr_en["kind"] == "nll_per_char" and udhr_en["covered"]["lines"] + udhr_en["uncovered"]["lines"] > 0
+    ratios = [tl["uncovered"]["nll_per_char_after"] / tl["uncovered"]["nll_per_char_before"]
+              for k, tl in record["loss"].items() if k.startswith("udhr:") and tl["uncovered"]["lines"]]
+    assert rows[vid]["udhr_uncovered_nll_ratio"] == pytest.approx(max(ratios, default=float("nan")), nan_ok=True)
+    assert udhr_en["covered"]["lines"] == 0 or (udhr_en["covered"]["nll_per_char_after"]
+                                                 <= udhr_en["covered"]["nll_per_char_before"] + 1e-12)
     report = plan_report(load_manifest(manifest), str(manifest))
     assert set(report.unfit) == unfit
     assert f"exact but not fit for its own real text: {vid}: " in report.render()

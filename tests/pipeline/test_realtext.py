@@ -294,6 +294,9 @@ def test_verify_gives_two_verdicts_exact_and_fit_for_the_text(tmp_path):
     assert "exact: yes" in r.stderr and "fit for this text: NO" in r.stderr
     assert any(f.startswith("ka: ") and "lines gain an unknown token" in f for f in verdict["fitness_failures"])
     assert any(f.startswith("ka: token coverage") for f in verdict["fitness_failures"])
+    loss = _json.loads(r.stdout)["loss"]["ka"]  # what the trim costs on the text it does not cover
+    assert loss["kind"] == "cosine" and loss["uncovered"]["lines"] == 8 and loss["uncovered"]["cosine_mean"] < 0.99
+    assert "loss on ka: covered" in r.stderr and "uncovered (8 lines) embedding cosine mean" in r.stderr
     r = runner.invoke(app, ["verify", str(minilm), str(out), "--text", str(ka), "--sample", "2", "--exact-only"])
     assert r.exit_code == 0 and "(not judged: --exact-only)" in r.stderr, r.output
     r = runner.invoke(app, ["verify", str(minilm), str(out), "--text", str(ka), "--sample", "2",

@@ -37,6 +37,7 @@ from tasks.pipeline.production.base_models import DIGEST_CACHE, base_identity
 from tasks.pipeline.production.bodies import base_body
 from tasks.engine.runtime.stages import StageClock
 from tasks.engine.verify.fitness import fitness
+from tasks.engine.verify.loss import texts_loss
 from tasks.pipeline.corpus.identity import corpus_content_key
 from tasks.engine.trim import apply_selection, select_for_model
 from tasks.engine.verify.proof import prove_variant
@@ -181,6 +182,13 @@ def _build_and_publish(
                 report = verify_exactness(base_dir, staging, texts, sample_lines=m.spec.verify_sample_lines,
                                           tolerance=check.tolerance, compute_dtype=check.dtype)
                 raise_unless_exact(variant, report)
+        loss = {}
+        if compare and m.spec.verify.loss_sample > 0:  # what the trim costs where it does not cover the text
+            with clock.stage("loss"):
+                for prefix, these in (("udhr:", {k.removeprefix("benchmark:"): v for k, v in benchmark_texts.items()}),
+                                      ("heldout:", texts)):
+                    for name, tl in texts_loss(base_dir, staging, these, m.spec.verify.loss_sample, check.dtype).items():
+                        loss[prefix + name] = tl
         with clock.stage("checks"):
             if not compare:  # the proof stands for outputs; the chat check still runs on every variant
                 report = ExactnessReport(languages=[f for f in proof.languages if f.language in texts])
@@ -201,7 +209,7 @@ def _build_and_publish(
                                benchmark={lang: LanguageScore.model_validate(f, from_attributes=True) for lang, f in benchmark.items()},
                                benchmark_text=benchmark_labels(variant.languages), counting_corpus=corpus_label,
                                counting_synthetic=synthetic, fit=verdict.fit if verdict else None,
-                               fitness_failures=verdict.failures if verdict else [])
+                               fitness_failures=verdict.failures if verdict else [], loss=loss)
             plot_name = None
             if plot_png is not None and Path(plot_png).exists():
                 if not plot_variant(Path(plot_png), record, staging / "coverage.png"):  # marks this variant

@@ -177,6 +177,7 @@ def benchmark_section(rec: VariantRecord) -> str:
     missing = [lang for lang in rec.languages if lang not in rec.benchmark]
     tail = f"\n\nNo {BENCHMARK_NAME} text for: {', '.join(missing)}." if missing else ""
     tail += "".join(f"\n\n{line}" for line in base_cannot_read(rec.benchmark))
+    tail += loss_section(rec)
     if rec.fit is not None:
         tail += ("\n\n**Verdict on this text**: exact on its covered lines (the proof"
                  + (" and the output comparison" if "outputs" in rec.checks else "") + "); "
@@ -185,6 +186,34 @@ def benchmark_section(rec: VariantRecord) -> str:
             "vocabulary keeps; *lines gaining an unknown token*: lines where trimming produces an unknown token "
             "the base did not; *line coverage*: lines whose tokens are all kept (those are tokenized identically).\n\n"
             + table + tail)
+
+
+def _loss_cell(sp) -> str:
+    if not sp.lines:
+        return "–"
+    if sp.nll_ratio is not None:
+        return f"{sp.nll_per_char_before:.3f} → {sp.nll_per_char_after:.3f} (×{sp.nll_ratio:.3f})"
+    if sp.cosine_mean is not None:
+        return f"mean {sp.cosine_mean:.4f}, min {sp.cosine_min:.4f}, {sp.share_below_floor:.0%} below 0.99"
+    return "not measured"
+
+
+def loss_section(rec: VariantRecord) -> str:
+    """What the trim costs the model where its vocabulary does not cover the text (measured by
+    variants that compare outputs), beside what it keeps where it does."""
+    if not rec.loss:
+        return ""
+    kinds = {tl.kind for tl in rec.loss.values()}
+    what = ("negative log-likelihood per character, base → variant" if kinds == {"nll_per_char"} else
+            "cosine similarity of the mean-pooled sentence embeddings, base vs variant" if kinds == {"cosine"} else
+            "NLL per character (causal LMs) or embedding cosine (encoders)")
+    n = next(iter(rec.loss.values())).sample_per_split
+    rows = [f"| {md_text(name)} | {tl.covered.lines} | {_loss_cell(tl.covered)} | {tl.uncovered.lines} | "
+            f"{_loss_cell(tl.uncovered)} |" for name, tl in rec.loss.items()]
+    return ("\n\n**Loss on covered and uncovered lines** (" + what + f"; up to {n} lines of each kind per text, each "
+            "model reading its own tokenization). On covered lines the variant is the base; on uncovered lines it reads "
+            "more, shorter or unknown tokens.\n\n| text | covered lines | covered | uncovered lines | uncovered |\n"
+            "|---|---:|---:|---:|---:|\n" + "\n".join(rows))
 
 
 BASE_UNKNOWN_NOTICE = 0.01  # a base whose own tokens are this often unknown cannot read the text

@@ -112,6 +112,12 @@ def worst_language(scores: dict) -> str | None:
     return min(measured)[2] if measured else None
 
 
+def _worst_loss(r: Any, field: str, pick) -> float | None:
+    """The worst figure over the UDHR texts' uncovered lines (None: not measured)."""
+    values = [v for k, tl in r.loss.items() if k.startswith("udhr:") and (v := getattr(tl.uncovered, field)) is not None]
+    return pick(values) if values else None
+
+
 def _scores_json(scores: dict) -> str:
     return json.dumps({k: v.model_dump() for k, v in scores.items()})
 
@@ -204,6 +210,13 @@ VARIANT_METRICS: list[VariantMetric] = [
     VariantMetric("fit_for_real_text", lambda r: None if r.fit is None else "yes" if r.fit else "no",
                   realtext=Show("fit for its real text", at=LAST), site=Show("fit for its real text", detail=True)),
     VariantMetric("fitness_failures", lambda r: "; ".join(r.fitness_failures)),
+    VariantMetric("udhr_uncovered_nll_ratio", lambda r: _worst_loss(r, "nll_ratio", max), ".3f",
+                  realtext=Show("UDHR uncovered NLL/char ÷ base (max)", at=LAST),
+                  site=Show("UDHR uncovered NLL/char ÷ base (max)", ".3f", detail=True)),
+    VariantMetric("udhr_uncovered_cosine", lambda r: _worst_loss(r, "cosine_min", min), ".4f",
+                  realtext=Show("UDHR uncovered embedding cosine (min)", at=LAST),
+                  site=Show("UDHR uncovered embedding cosine (min)", ".4f", detail=True)),
+    VariantMetric("loss_json", lambda r: json.dumps({k: v.model_dump() for k, v in r.loss.items()})),
     VariantMetric("udhr_languages", lambda r: ",".join(r.benchmark)),
     # Shown on the web page when a record has them (the card tells them in prose).
     VariantMetric("proof_seconds", _field("proof_seconds"), ".4g", catalog=False, site=Show("proof_seconds", when_present=True, detail=True)),
