@@ -207,6 +207,12 @@ def test_a_gemma3n_model_is_trimmed_exactly_across_its_per_layer_threshold(toy_m
     r = runner.invoke(app, ["prove", str(base), str(out), "--text", str(text)])
     assert r.exit_code == 0, r.output
     assert "ok   id_threshold_tables" in r.output and f"{k1:,} rows" in r.output
+    # The shared layout: the per-layer table is the variant's own (vocab shard), not the shared body.
+    r = runner.invoke(app, ["trim", str(base), "--counts", str(tmp_path / "en.parquet"), "-o", str(tmp_path / "shared"),
+                            "--min-count", "3", "--multiple", "8", "--layout", "shared"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["prove", str(base), str(tmp_path / "shared"), "--text", str(text)])
+    assert r.exit_code == 0 and "ok   id_threshold_tables" in r.output, r.output
 
     # The per-layer path matters: the naive trim (table and threshold left as the base's) loads
     # but gives other outputs, and the proof refuses it.
