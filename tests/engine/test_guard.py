@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -113,6 +114,12 @@ def test_an_id_threshold_needs_its_fallback_row_kept():
     rows = check_id_thresholds(config, shapes, np.array([0, 5, 699, 700, 1100]), default_rules(), "m")
     assert rows["model.embed_tokens_per_layer.weight"].tolist() == [0, 5, 699]
     assert default_rules().threshold_required_ids(config) == [0]
+    from types import SimpleNamespace
+
+    from tasks.engine.trim import model_required_ids
+
+    no_specials = SimpleNamespace(config={**config, "pad_token_id": 5}, path=Path("/nonexistent"))
+    assert 0 in model_required_ids(no_specials, default_rules())  # the selection keeps the fallback row
     with pytest.raises(ModelFolderError, match=r"read row 0 .*token ids 0..0 must be kept"):
         check_id_thresholds(config, shapes, np.array([5, 699, 700]), default_rules(), "m")
     check_id_thresholds(config, shapes, np.array([5, 699]), default_rules(), "m")  # none above: no fallback read
