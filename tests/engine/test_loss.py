@@ -38,3 +38,4 @@ def test_sentence_encoder_keeps_covered_embeddings_and_moves_uncovered_ones(tmp_
     assert eu.covered.cosine_min > 1 - 1e-9
     ka = text_loss(minilm, out, udhr_lines("ka"), sample_per_split=4)
     assert ka.uncovered.lines == 4 and ka.uncovered.cosine_mean < COSINE_FLOOR and ka.uncovered.share_below_floor > 0.5, ka
+

@@ -7,6 +7,7 @@ covered and uncovered, each model reading its own tokenization:
 
 - causal LMs: negative log-likelihood per character (teacher-forced; summed token losses over
   the line's characters, so tokenizations of different lengths compare), base vs variant;
+  encoder-decoders the same on the target side (the line as target, shifted into the decoder);
 - models giving hidden states (sentence encoders): cosine similarity of the mean-pooled
   embeddings, base vs variant (mean, minimum, share of lines below 0.99).
 
@@ -14,7 +15,7 @@ On covered lines the cosine is 1 up to rounding (the same ids reach the same row
 variant's NLL is the base's minus the log of the probability mass the base gave the kept
 tokens: never higher, and equal up to rounding where that mass is ~1 (trained models put
 little on tokens a language never uses). The first token of a line is predicted by neither.
-Models whose outputs are neither (masked-LM or seq2seq heads) are reported as not measured.
+Models whose outputs are neither (masked-LM heads) are reported as not measured.
 """
 
 from __future__ import annotations

@@ -276,10 +276,12 @@ def _line_output(model, config: Mapping, tok: Tokenizer, line: str, max_length: 
         if getattr(out, "logits", None) is None:
             return "hidden_states", out.last_hidden_state[0], None, 0
         logits = out.logits[0]
-        loss = None
+        loss, predicted = None, ids.shape[1] - 1
         if auto_class_name(config) == "AutoModelForCausalLM" and ids.shape[1] > 1:
             loss = torch.nn.functional.cross_entropy(logits[:-1], ids[0, 1:], reduction="sum").item()
-        return "logits", logits[..., cols].clone() if cols is not None else logits, loss, ids.shape[1] - 1
+        elif config.get("is_encoder_decoder") and auto_class_name(config) == "AutoModelForSeq2SeqLM":  # target side: the line, shifted in
+            loss, predicted = torch.nn.functional.cross_entropy(logits, ids[0], reduction="sum").item(), ids.shape[1]
+        return "logits", logits[..., cols].clone() if cols is not None else logits, loss, predicted
 
 
 def compute_in(model, dtype) -> list:
