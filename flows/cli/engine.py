@@ -246,6 +246,8 @@ def loss_line(tl) -> str:
                     f"(x{sp.nll_ratio:.3f})")
         if sp.cosine_mean is not None:
             return f"{label} ({sp.lines} lines) embedding cosine mean {sp.cosine_mean:.4f}, min {sp.cosine_min:.4f}"
+        if sp.top1_agreement is not None:
+            return f"{label} ({sp.lines} lines) masked-word top-1 agreement {sp.top1_agreement:.1%}"
         return f"{label} ({sp.lines} lines) not measured"
     if tl.kind.startswith("not measured"):
         return tl.kind

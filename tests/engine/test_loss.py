@@ -39,3 +39,25 @@ def test_sentence_encoder_keeps_covered_embeddings_and_moves_uncovered_ones(tmp_
     ka = text_loss(minilm, out, udhr_lines("ka"), sample_per_split=4)
     assert ka.uncovered.lines == 4 and ka.uncovered.cosine_mean < COSINE_FLOOR and ka.uncovered.share_below_floor > 0.5, ka
 
+
+
+def test_masked_lm_top1_agreement_is_whole_on_covered_lines(tmp_path):
+    """A BERT masked LM on MiniLM's real WordPiece tokenizer: with every fourth word masked, the
+    variant's top-1 predictions are the base's (over the kept tokens) on every covered line."""
+    import transformers as T
+
+    from tasks.pipeline.evaluation.benchmark_text import udhr_lines
+
+    minilm = subjects.minilm_folder()
+    base = tmp_path / "bert-mlm"
+    cfg = T.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=64, max_position_embeddings=128, architectures=["BertForMaskedLM"])
+    subjects.save_model(T.BertForMaskedLM(cfg), base)
+    subjects.copy_tokenizer_files(minilm, base)
+    counts = count_tokens(base / "tokenizer.json", udhr_lines("eu")[:40], "eu")
+    out = tmp_path / "bert-mlm-eu"
+    trim_model(base, [counts], SelectionPolicy(min_count=1), 8, out, languages=("eu",))
+    eu = text_loss(base, out, udhr_lines("eu"), sample_per_split=4)
+    assert eu.kind == "top1_agreement" and eu.covered.lines == 4 and eu.covered.top1_agreement == 1.0, eu
+    ka = text_loss(base, out, udhr_lines("ka"), sample_per_split=4)
+    assert ka.uncovered.lines == 4 and 0.0 <= ka.uncovered.top1_agreement <= 1.0

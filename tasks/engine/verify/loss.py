@@ -9,23 +9,28 @@ covered and uncovered, each model reading its own tokenization:
   the line's characters, so tokenizations of different lengths compare), base vs variant;
   encoder-decoders the same on the target side (the line as target, shifted into the decoder);
 - models giving hidden states (sentence encoders): cosine similarity of the mean-pooled
-  embeddings, base vs variant (mean, minimum, share of lines below 0.99).
+  embeddings, base vs variant (mean, minimum, share of lines below 0.99);
+- masked LMs: every fourth word of the line is replaced by the mask token, and the share of
+  masks where the variant's top-1 prediction is the base's (the base's over the kept tokens,
+  so a covered line agrees fully: same ids, same logits on those columns).
 
 On covered lines the cosine is 1 up to rounding (the same ids reach the same rows), and the
 variant's NLL is the base's minus the log of the probability mass the base gave the kept
 tokens: never higher, and equal up to rounding where that mass is ~1 (trained models put
 little on tokens a language never uses). The first token of a line is predicted by neither.
-Models whose outputs are neither (masked-LM heads) are reported as not measured.
+Anything else is reported as not measured, with the reason.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel
 
+from tasks.engine.checkpoint.architectures import auto_class_name
 from tasks.engine.counting.tokens import load_plain_tokenizer
 from tasks.engine.checkpoint.model_folder import TOKENIZER_JSON
 from tasks.engine.verify.outputs import _OUTPUTS_LOCK, _outputs, load_kept_ids, tokenization_fidelity
@@ -39,6 +44,7 @@ class SplitLoss(BaseModel):
     lines: int = 0
     nll_per_char_before: float | None = None  # causal LMs
     nll_per_char_after: float | None = None
+    top1_agreement: float | None = None  # masked LMs: share of masks predicted alike
     cosine_mean: float | None = None  # encoders
     cosine_min: float | None = None
     share_below_floor: float | None = None
@@ -73,6 +79,41 @@ def _split(nll_b: list[float], nll_a: list[float], chars: list[int], cos: list[f
     return SplitLoss(lines=n, nll_per_char_before=sum(nll_b) / total, nll_per_char_after=sum(nll_a) / total)
 
 
+MASK_EVERY = 4  # masked LMs: every fourth word of a line is masked
+MASK_TOKENS = ("[MASK]", "<mask>", "<MASK>")
+
+
+def _mask_words(line: str, mask: str) -> str:
+    words = line.split(" ")
+    return " ".join(mask if i % MASK_EVERY == MASK_EVERY - 1 else w for i, w in enumerate(words))
+
+
+def _masked_agreement(base_dir: Path, trimmed_dir: Path, base_tok, trim_tok, kept: np.ndarray, sample: list[str],
+                      max_length: int, dtype: str) -> list[float | None]:
+    """Per line: the share of masked words whose top-1 prediction the variant shares with the base
+    (None: no word masked). Masks are aligned by order: one mask token per masked word in both."""
+    mask = next((m for m in MASK_TOKENS if base_tok.token_to_id(m) is not None), None)
+    if mask is None or trim_tok.token_to_id(mask) is None:
+        return [None] * len(sample)
+    masked = [_mask_words(line, mask) for line in sample]
+    ids_b, ids_a = base_tok.token_to_id(mask), trim_tok.token_to_id(mask)
+    out = []
+    with _OUTPUTS_LOCK:
+        before = _outputs(base_dir, base_tok, masked, max_length, dtype, columns=kept)
+        after = _outputs(trimmed_dir, trim_tok, masked, max_length, dtype)
+        for line, (_k, lb, _l, _n), (_k2, la, _l2, _n2) in zip(masked, before, after, strict=True):
+            pos_b = [i for i, t in enumerate(base_tok.encode(line, add_special_tokens=True).ids[:max_length]) if t == ids_b]
+            pos_a = [i for i, t in enumerate(trim_tok.encode(line, add_special_tokens=True).ids[:max_length]) if t == ids_a]
+            n = min(len(pos_b), len(pos_a))
+            if not n:
+                out.append(None)
+                continue
+            top_b = lb[pos_b[:n]].argmax(-1)  # indices into the kept columns = the variant's ids
+            top_a = la[pos_a[:n]].argmax(-1)
+            out.append(float((top_b == top_a).double().mean()))
+    return out
+
+
 def text_loss(base_dir: Path, trimmed_dir: Path, lines: Sequence[str], sample_per_split: int = 8,
               max_length: int = 64, dtype: str = "float64") -> TextLoss:
     """Loss of the variant against its base on up to `sample_per_split` covered and as many
@@ -87,9 +128,14 @@ def text_loss(base_dir: Path, trimmed_dir: Path, lines: Sequence[str], sample_pe
     covered = covered_lines[:sample_per_split]
     uncovered = [x for x in lines if x not in covered_set][:sample_per_split]
     sample = covered + uncovered
-    per_line: list[tuple[str, float | None, float | None, float | None]] = []  # (kind, nll before, after, cosine)
+    config = json.loads((base_dir / "config.json").read_text())
+    per_line: list[tuple[float | None, float | None, float | None]] = []  # (nll before, nll after, cosine)
+    agreement: list[float | None] = []
     kind = None
-    if sample:
+    if sample and auto_class_name(config) == "AutoModelForMaskedLM":
+        agreement = _masked_agreement(base_dir, trimmed_dir, base_tok, trim_tok, kept, sample, max_length, dtype)
+        kind = "masked"
+    elif sample:
         with _OUTPUTS_LOCK:
             before = _outputs(base_dir, base_tok, sample, max_length, dtype)
             after = _outputs(trimmed_dir, trim_tok, sample, max_length, dtype)
@@ -99,19 +145,24 @@ def text_loss(base_dir: Path, trimmed_dir: Path, lines: Sequence[str], sample_pe
                 if k == "hidden_states":
                     eb, ea = ob.double().mean(0), oa.double().mean(0)
                     cos = float((eb @ ea) / (eb.norm() * ea.norm()).clamp_min(1e-300))
-                per_line.append((k, lb, la, cos))
-    if kind == "hidden_states":
+                per_line.append((lb, la, cos))
+    if kind == "masked" and any(a is not None for a in agreement):
+        measure = "top1_agreement"
+    elif kind == "hidden_states":
         measure = "cosine"
-    elif per_line and all(lb is not None and la is not None for _, lb, la, _ in per_line):
+    elif per_line and all(lb is not None and la is not None for lb, la, _ in per_line):
         measure = "nll_per_char"
     else:
-        measure = "not measured: the model gives neither a causal LM's loss nor hidden states"
+        measure = "not measured: the model gives neither a causal or target-side loss, hidden states nor masked predictions"
 
     def split(idx: range) -> SplitLoss:
+        if measure == "top1_agreement":
+            vals = [a for i in idx if (a := agreement[i]) is not None]
+            return SplitLoss(lines=len(idx), top1_agreement=float(np.mean(vals)) if vals else None)
         if measure == "cosine":
-            return _split([], [], [], [per_line[i][3] for i in idx])
+            return _split([], [], [], [per_line[i][2] for i in idx])
         if measure == "nll_per_char":
-            return _split([per_line[i][1] for i in idx], [per_line[i][2] for i in idx], [len(sample[i]) for i in idx], [])
+            return _split([per_line[i][0] for i in idx], [per_line[i][1] for i in idx], [len(sample[i]) for i in idx], [])
         return SplitLoss(lines=len(idx))
 
     n_cov = len(covered)

@@ -195,6 +195,8 @@ def _loss_cell(sp) -> str:
         return f"{sp.nll_per_char_before:.3f} → {sp.nll_per_char_after:.3f} (×{sp.nll_ratio:.3f})"
     if sp.cosine_mean is not None:
         return f"mean {sp.cosine_mean:.4f}, min {sp.cosine_min:.4f}, {sp.share_below_floor:.0%} below 0.99"
+    if sp.top1_agreement is not None:
+        return f"{sp.top1_agreement:.1%} of masked words predicted alike"
     return "not measured"
 
 
@@ -206,7 +208,8 @@ def loss_section(rec: VariantRecord) -> str:
     kinds = {tl.kind for tl in rec.loss.values()}
     what = ("negative log-likelihood per character, base → variant" if kinds == {"nll_per_char"} else
             "cosine similarity of the mean-pooled sentence embeddings, base vs variant" if kinds == {"cosine"} else
-            "NLL per character (causal LMs) or embedding cosine (encoders)")
+            "top-1 agreement with the base at masked words (every fourth)" if kinds == {"top1_agreement"} else
+            "NLL per character, embedding cosine or masked-word agreement, as the model allows")
     n = next(iter(rec.loss.values())).sample_per_split
     rows = [f"| {md_text(name)} | {tl.covered.lines} | {_loss_cell(tl.covered)} | {tl.uncovered.lines} | "
             f"{_loss_cell(tl.uncovered)} |" for name, tl in rec.loss.items()]

@@ -216,6 +216,9 @@ VARIANT_METRICS: list[VariantMetric] = [
     VariantMetric("udhr_uncovered_cosine", lambda r: _worst_loss(r, "cosine_min", min), ".4f",
                   realtext=Show("UDHR uncovered embedding cosine (min)", at=LAST),
                   site=Show("UDHR uncovered embedding cosine (min)", ".4f", detail=True)),
+    VariantMetric("udhr_uncovered_top1_agreement", lambda r: _worst_loss(r, "top1_agreement", min), ".2%",
+                  realtext=Show("UDHR uncovered masked top-1 agreement (min)", at=LAST),
+                  site=Show("UDHR uncovered masked top-1 agreement (min)", ".2%", detail=True)),
     VariantMetric("loss_json", lambda r: json.dumps({k: v.model_dump() for k, v in r.loss.items()})),
     VariantMetric("udhr_languages", lambda r: ",".join(r.benchmark)),
     # Shown on the web page when a record has them (the card tells them in prose).
