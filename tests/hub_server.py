@@ -1,7 +1,8 @@
 """A small Hub-API server on 127.0.0.1 for tests: records repos and commits, injects faults.
 
-It speaks the few endpoints huggingface_hub uses to create a repo, read model info and
-make a commit. As the Hub does, it takes `*.safetensors` through the LFS batch API (the
+It speaks the few endpoints huggingface_hub uses to create a repo, read model info, make a
+commit, tag one, list refs and download files at a revision (`/resolve/`), keeping every
+commit's files so an old commit or a tag still downloads what it named. As the Hub does, it takes `*.safetensors` through the LFS batch API (the
 client asks which objects to upload, PUTs each, then verifies it) and the rest inline. The
 LFS store is global by default, like the Hub's content-addressed (Xet) storage that
 deduplicates across repos; `lfs_scope="repo"` keeps one store per repo, as plain Git LFS
@@ -14,6 +15,7 @@ import base64
 import hashlib
 import json
 import threading
+from urllib.parse import unquote
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -108,14 +110,23 @@ class Handler(BaseHTTPRequestHandler):
         self._record("GET")
         if self._fault():
             return
-        parts = self.path.split("?")[0].strip("/").split("/")
+        parts = [unquote(p) for p in self.path.split("?")[0].strip("/").split("/")]
+        if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "revision":
+            self._revision_info(f"{parts[2]}/{parts[3]}", "/".join(parts[5:]))
+            return
+        if parts[:2] == ["api", "models"] and len(parts) == 5 and parts[4] == "refs":
+            self._refs(f"{parts[2]}/{parts[3]}")
+            return
+        if len(parts) >= 5 and parts[2] == "resolve":
+            self._resolve_file(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]), head=False)
+            return
         if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "tree":
-            info = self.state.repos.get(f"{parts[2]}/{parts[3]}")
-            if info is None:
-                self._send(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+            snap = self._snapshot(f"{parts[2]}/{parts[3]}", parts[5])
+            if snap is None:
+                self._send(404, {"error": "Repository or revision not found"}, {"X-Error-Code": "RepoNotFound"})
                 return
             self._send(200, [{"type": "file", "path": p, "size": len(c), "oid": hashlib.sha1(c).hexdigest()}
-                             for p, c in sorted(info["files"].items())])
+                             for p, c in sorted(snap[1].items())])
             return
         if parts[:2] == ["api", "models"] and len(parts) >= 4:
             repo = f"{parts[2]}/{parts[3]}"
@@ -128,6 +139,69 @@ class Handler(BaseHTTPRequestHandler):
                              "siblings": [{"rfilename": p} for p in sorted(info["files"])]})
             return
         self._send(404, {"error": f"not implemented: GET {self.path}"})
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._record("HEAD")
+        if self._fault():
+            return
+        parts = [unquote(p) for p in self.path.split("?")[0].strip("/").split("/")]
+        if len(parts) >= 5 and parts[2] == "resolve":
+            self._resolve_file(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]), head=True)
+            return
+        self._send(404, {"error": f"not implemented: HEAD {self.path}"})
+
+    def _snapshot(self, repo: str, revision: str) -> tuple[str, dict] | None:
+        """(commit, files) a revision names: `main`, a tag or a commit sha."""
+        info = self.state.repos.get(repo)
+        if info is None:
+            return None
+        sha = info["sha"] if revision == "main" else info["tags"].get(revision, revision)
+        files = info["files"] if sha == info["sha"] else info["snapshots"].get(sha)  # tests edit the head in place
+        return None if files is None else (sha, files)
+
+    def _revision_info(self, repo: str, revision: str) -> None:
+        snap = self._snapshot(repo, revision)
+        if snap is None:
+            code = "RepoNotFound" if repo not in self.state.repos else "RevisionNotFound"
+            self._send(404, {"error": f"{code}: {repo}@{revision}"}, {"X-Error-Code": code})
+            return
+        sha, files = snap
+        siblings = []
+        for p, c in sorted(files.items()):
+            entry = {"rfilename": p, "size": len(c), "blobId": hashlib.sha1(c).hexdigest()}
+            if p.endswith(self.state.lfs_suffixes):
+                entry["lfs"] = {"sha256": hashlib.sha256(c).hexdigest(), "size": len(c), "pointerSize": 134}
+            siblings.append(entry)
+        self._send(200, {"id": repo, "modelId": repo, "sha": sha, "private": False, "siblings": siblings,
+                         "cardData": _card_data(files.get("README.md"))})
+
+    def _refs(self, repo: str) -> None:
+        info = self.state.repos.get(repo)
+        if info is None:
+            self._send(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+            return
+        self._send(200, {"branches": [{"name": "main", "ref": "refs/heads/main", "targetCommit": info["sha"]}],
+                         "tags": [{"name": t, "ref": f"refs/tags/{t}", "targetCommit": c} for t, c in info["tags"].items()],
+                         "converts": []})
+
+    def _resolve_file(self, repo: str, revision: str, path: str, head: bool) -> None:
+        snap = self._snapshot(repo, revision)
+        if snap is None or path not in snap[1]:
+            code = "RepoNotFound" if repo not in self.state.repos else (
+                "RevisionNotFound" if snap is None else "EntryNotFound")
+            self._send(404, {"error": f"{code}: {repo}@{revision}/{path}"}, {"X-Error-Code": code})
+            return
+        sha, content = snap[0], snap[1][path]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(content)))
+        self.send_header("X-Repo-Commit", sha)
+        self.send_header("ETag", f'"{hashlib.sha1(content).hexdigest()}"')
+        if path.endswith(self.state.lfs_suffixes):
+            self.send_header("X-Linked-Etag", f'"{hashlib.sha256(content).hexdigest()}"')
+            self.send_header("X-Linked-Size", str(len(content)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(content)
 
     def do_POST(self) -> None:  # noqa: N802
         self._record("POST")
@@ -150,9 +224,19 @@ class Handler(BaseHTTPRequestHandler):
                     self._send(409, {"error": "You already created this model repo",
                                      "url": f"http://{self.headers.get('Host')}/{repo}"})
                     return
-                self.state.repos[repo] = {"files": {}, "commits": [], "sha": hashlib.sha1(repo.encode()).hexdigest(),
+                sha = hashlib.sha1(repo.encode()).hexdigest()
+                self.state.repos[repo] = {"files": {}, "commits": [], "sha": sha, "snapshots": {sha: {}}, "tags": {},
                                           "private": bool(req.get("private")) or req.get("visibility") == "private"}
             self._send(200, {"url": f"http://127.0.0.1/{repo}", "name": repo})
+            return
+        if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "tag":
+            repo, snap = f"{parts[2]}/{parts[3]}", self._snapshot(f"{parts[2]}/{parts[3]}", unquote("/".join(parts[5:])))
+            if snap is None:
+                self._send(404, {"error": f"no revision {'/'.join(parts[5:])} in {repo}"})
+                return
+            with self.state.lock:
+                self.state.repos[repo]["tags"][json.loads(body)["tag"]] = snap[0]
+            self._send(200, {})
             return
         if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "preupload":
             files = json.loads(body)["files"]
@@ -260,6 +344,7 @@ class Handler(BaseHTTPRequestHandler):
             self.state.inline_bytes[repo] = self.state.inline_bytes.get(repo, 0) + inline
             sha = hashlib.sha1(json.dumps([repo, len(info["commits"])]).encode()).hexdigest()
             info["sha"] = sha
+            info["snapshots"][sha] = dict(info["files"])
             info["commits"].append({"summary": header.get("summary"), "description": header.get("description"),
                                     "files": sorted(files)})
         if self._fault(after_commit=True):

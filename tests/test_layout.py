@@ -62,7 +62,7 @@ PIPELINE_ROWS: dict[str, set[str]] = {
     f"{P}.corpus.languages": {f"{E}.runtime"},
     f"{P}.corpus.sources": {f"{E}.errors", f"{E}.counting", f"{P}.paths"},  # one module per corpus kind
     f"{P}.corpus.lid": {f"{E}.errors", f"{E}.counting", f"{P}.corpus.languages"},
-    f"{P}.manifest": {"tasks", f"{E}.errors", f"{E}.runtime", f"{E}.checkpoint", f"{E}.selection", f"{P}.paths",
+    f"{P}.manifest": {"tasks", f"{E}.errors", f"{E}.runtime", f"{E}.checkpoint", f"{E}.selection", f"{E}.verify", f"{P}.paths",
                       f"{P}.corpus.languages", f"{P}.corpus.lid", f"{P}.corpus.sources"},
     f"{P}.publish": {f"{E}.errors", f"{E}.runtime", f"{P}.manifest"},
     f"{P}.corpus": {f"{E}.errors", f"{E}.runtime", f"{E}.checkpoint", f"{E}.counting", f"{P}.manifest",

@@ -59,8 +59,9 @@ def config_special_ids(config: dict, special_keys: tuple[str, ...] = SPECIAL_ID_
 
 
 def model_required_ids(base: ModelFolder, rules: ArchitectureRules) -> list[int]:
-    """Ids config.json and generation_config.json name (specials, Whisper's language/task tokens...)."""
-    ids = required_ids(base.config, rules.special_id_keys)
+    """Ids config.json and generation_config.json name (specials, Whisper's language/task tokens...),
+    and the fallback row of an id threshold (Gemma 3n: ids above the per-layer table read row 0)."""
+    ids = required_ids(base.config, rules.special_id_keys) + rules.threshold_required_ids(base.config)
     gen = base.path / "generation_config.json"
     if gen.is_file():
         ids += required_ids(json.loads(gen.read_text()), rules.special_id_keys)
@@ -193,9 +194,11 @@ def trim_model(
     keep_texts: Sequence[str] = (),
     languages: Sequence[str] = (),
     layout: str = "mirror",
+    provenance: dict | None = None,
 ) -> TrimResult:
-    """Select and apply in one call (the `trimworks trim` command)."""
+    """Select and apply in one call (the `trimworks trim` command). `provenance`: where the base
+    came from (e.g. the Hub commit), recorded in the output's trimworks.json."""
     selection = select_for_model(model_dir, counts, policy, multiple, merge_closure, rules, keep_texts,
                                  languages=languages)
-    return apply_selection(model_dir, selection, out_dir, overwrite, rules=rules, layout=layout)
+    return apply_selection(model_dir, selection, out_dir, overwrite, provenance=provenance, rules=rules, layout=layout)
 

@@ -22,6 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field
 
 from tasks import __version__
 from tasks.pipeline.paths import expand_globs, resolve_path  # noqa: F401 (part of the manifest's API)
+from tasks.engine.verify.fitness import FitnessThresholds
 from tasks.engine.checkpoint.architectures import ArchitectureData
 from tasks.engine.errors import ManifestError
 from tasks.engine.selection.backstop import BACKSTOP_RULES
@@ -218,6 +219,12 @@ class VerifySpec(_Strict):
     outputs_memory_gb: float = Field(
         default=1.2, gt=0, description="weights one output comparison may hold: float64 where 8 bytes x parameters fit, "
         "else float32 (tolerance 1e-3); auto skips bases that fit neither")
+    loss_sample: int = Field(
+        default=4, ge=0, description="variants that compare outputs also measure the loss on this many covered and "
+        "as many uncovered lines of each UDHR and held-out text (NLL per character or embedding cosine); 0: not measured")
+    fitness: FitnessThresholds = Field(
+        default_factory=FitnessThresholds, description="what 'fit for its real text' requires of each language's UDHR "
+        "text: min_token_coverage and max_lines_gaining_unknown (recorded in the catalog; variants are still published)")
 
 
 class Manifest(_Strict):

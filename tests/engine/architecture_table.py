@@ -32,6 +32,7 @@ class Arch:
     note: str = ""
     compute: str = "float64"  # the dtype `verify` compares outputs in (float32 where the model's kernels refuse float64)
     rules: tuple[tuple[str, int], ...] = ()  # user rules (pattern, axis) given to trim, prove and verify alike
+    trained_scales: bool = False  # zero-initialised parameters made random, as trained weights have them
 
     @property
     def head(self) -> str:
@@ -106,6 +107,12 @@ ARCHITECTURES: tuple[Arch, ...] = (
          ("model.embed_tokens.weight",)),
     Arch("Gemma 3 (text)", "Gemma3ForCausalLM", "Gemma3TextConfig", "llama-spm", _lm(**_DEC, head_dim=8),
          ("model.embed_tokens.weight",)),
+    Arch("Gemma 3n (text)", "Gemma3nForCausalLM", "Gemma3nTextConfig", "bytelevel",
+         _lm(**_DEC, head_dim=8, vocab_size_per_layer_input=1200, hidden_size_per_layer_input=4, laurel_rank=4,
+             altup_num_inputs=2, num_kv_shared_layers=0, activation_sparsity_pattern=[0.0], layer_types=["full_attention"]),
+         ("model.embed_tokens.weight", "model.embed_tokens_per_layer.weight"),
+         note="the per-layer table keeps the rows of the kept ids below its id threshold, which becomes their count",
+         trained_scales=True),
     Arch("OLMo 2", "Olmo2ForCausalLM", "Olmo2Config", "bytelevel", _lm(**_DEC),
          ("lm_head.weight", "model.embed_tokens.weight")),
     Arch("CLIP text tower", "CLIPTextModel", "CLIPTextConfig", "clip", _lm(max_position_embeddings=64),

@@ -134,6 +134,10 @@ def build_subject(arch, folder: Path, tok_dir: Path, ids: dict[str, int]) -> Pat
                 p.normal_()
         if hasattr(model, "final_logits_bias"):
             model.final_logits_bias.normal_()
+        if arch.trained_scales:  # e.g. Gemma 3n's correct_output_scale: at 0 the per-layer path is dead
+            for p in model.parameters():
+                if not p.any():
+                    p.normal_(0.0, 0.5)
     model.save_pretrained(str(folder))
     from safetensors.torch import load_file, save_file
 

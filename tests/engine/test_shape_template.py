@@ -107,3 +107,25 @@ def test_a_warm_template_keeps_transformers_out_of_the_guard(toy_model, tmp_path
                          env={**os.environ, shape_template.CACHE_ENV: str(cache)})
     checked, transformers_loaded, torch_loaded = out.stdout.split()
     assert int(checked) > 0 and transformers_loaded == "False" and torch_loaded == "False", out.stdout
+
+
+def test_an_id_threshold_shapes_its_table_and_is_never_predicted_from_another_variant(tmp_path, cache):
+    """Gemma 3n's per-layer table has `vocab_size_per_layer_input` rows, which a trim rewrites per
+    variant (the count of kept ids below it): it stays in the key, so a template from one variant
+    never predicts another's table."""
+    cfg = T.Gemma3nTextConfig(
+        vocab_size=1200, vocab_size_per_layer_input=900, hidden_size=16, hidden_size_per_layer_input=4,
+        intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+        laurel_rank=4, altup_num_inputs=2, num_kv_shared_layers=0, activation_sparsity_pattern=[0.0],
+        layer_types=["full_attention"], architectures=["Gemma3nForCausalLM"])
+    base = folder_with(tmp_path, "base", cfg)
+    assert expected_shapes(base)[0]["model.embed_tokens_per_layer.weight"][0] == 900
+    base_cfg = json.loads((base / "config.json").read_text())
+    for vocab, below in ((584, 569), (600, 400)):
+        trimmed = tmp_path / f"v{vocab}-{below}"
+        trimmed.mkdir()
+        (trimmed / "config.json").write_text(json.dumps({**base_cfg, "vocab_size": vocab, "vocab_size_per_layer_input": below}))
+        shapes = expected_shapes(trimmed)[0]
+        assert shapes == meta_shapes(trimmed)[0]
+        assert shapes["model.embed_tokens_per_layer.weight"][0] == below
+        assert shapes["model.embed_tokens.weight"][0] == vocab

@@ -260,6 +260,65 @@ def test_a_failed_comparison_publishes_no_sibling_of_its_base(tmp_path, bases, m
     for vid in ("toy-a-en-v64", "toy-a-en-fr-v8", "toy-a-en-fr-v64"):
         assert "output comparison of its base failed on toy-a-en-v8" in summary["failed"][vid], summary["failed"][vid]
     assert not list((tmp_path / "published" / "trimworks").glob("toy-a-*"))
+    # A later run (`make model` of one sibling) does not publish it on the proof alone: it carries
+    # the comparison itself, which fails the same way, until the fault is gone.
+    again = publish_all(manifest=str(manifest), only=["toy-a-en-fr-v64"])
+    assert again["published"] == [] and "the comparison crashed" in again["failed"]["toy-a-en-fr-v64"]
+    monkeypatch.setattr(build, "verify_exactness", real)
+    fixed = publish_all(manifest=str(manifest))
+    assert sorted(fixed["published"]) == ["toy-a-en-fr-v64", "toy-a-en-fr-v8", "toy-a-en-v64", "toy-a-en-v8"]
+
+
+def test_a_base_beyond_the_comparison_budget_says_only_the_proof_stands(tmp_path, bases, prefect_harness):
+    """No variant of a base above verify.outputs_max_params compares outputs: card and catalog say
+    that only the structural proof stands."""
+    from flows.publish_all import publish_all
+
+    manifest = subjects.make_manifest(tmp_path, bases, verify={"outputs": "auto", "outputs_max_params": 1000})
+    summary = publish_all(manifest=str(manifest))
+    assert summary["published"] and not summary["failed"]
+    card = next((tmp_path / "published" / "trimworks").glob("toy-a-*")) / "README.md"
+    assert "Outputs were not compared for this variant: only the structural proof stands for this base: it has" in card.read_text()
+    catalog = (tmp_path / "published" / "catalog.md").read_text()
+    assert "No variant of toy-a, toy-b had its outputs compared: only the structural proof stands for this base" in catalog
+
+
+def test_exact_but_unfit_variants_are_recorded_carded_and_planned(tmp_path, bases, prefect_harness):
+    """Fitness is the verdict's second half: a variant exact on its covered lines but keeping
+    too little of its own languages' real text (here: a threshold no toy variant meets) is
+    published, recorded unfit with the reason, said so on its card, and listed by `plan`."""
+    import pyarrow.parquet as pq
+
+    from flows.publish_all import publish_all
+    from tasks.pipeline.manifest import load_manifest
+    from tasks.pipeline.report.plan_report import plan_report
+
+    manifest = subjects.make_manifest(tmp_path, bases, verify={"outputs": "always", "fitness": {"min_token_coverage": 1.0}})
+    summary = publish_all(manifest=str(manifest))
+    assert not summary["failed"]
+    rows = {r["variant_id"]: r for r in pq.read_table(tmp_path / "published" / "catalog.parquet").to_pylist()}
+    unfit = {vid for vid, r in rows.items() if r["fit_for_real_text"] == "no"}
+    assert unfit, rows  # the toy trims keep < 100 % of the UDHR's tokens
+    vid = sorted(unfit)[0]
+    assert "token coverage" in rows[vid]["fitness_failures"] and "< 1" in rows[vid]["fitness_failures"]
+    card = (tmp_path / "published" / rows[vid]["location"] / "README.md").read_text()
+    assert "**Verdict on this text**: exact on its covered lines (the proof and the output comparison); **not fit**" in card
+    # The loss where the variant does not cover its text: measured (outputs compared), recorded, carded.
+    assert "**Loss on covered and uncovered lines** (negative log-likelihood per character, base → variant" in card
+    record = json.loads((tmp_path / "published" / rows[vid]["location"] / "evaluation.json").read_text())
+    udhr_en = record["loss"]["udhr:en"]
+    assert udhr_en["kind"] == "nll_per_char" and udhr_en["covered"]["lines"] + udhr_en["uncovered"]["lines"] > 0
+    ratios = [tl["uncovered"]["nll_per_char_after"] / tl["uncovered"]["nll_per_char_before"]
+              for k, tl in record["loss"].items() if k.startswith("udhr:") and tl["uncovered"]["lines"]]
+    assert rows[vid]["udhr_uncovered_nll_ratio"] == pytest.approx(max(ratios, default=float("nan")), nan_ok=True)
+    assert udhr_en["covered"]["lines"] == 0 or (udhr_en["covered"]["nll_per_char_after"]
+                                                 <= udhr_en["covered"]["nll_per_char_before"] + 1e-12)
+    report = plan_report(load_manifest(manifest), str(manifest))
+    assert set(report.unfit) == unfit
+    assert f"exact but not fit for its own real text: {vid}: " in report.render()
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(Exception, match="min_token_coverag"):  # a misspelt threshold is refused, not ignored
+        load_manifest(subjects.make_manifest(tmp_path / "bad", bases, verify={"fitness": {"min_token_coverag": 0.9}}))
 
 
 def test_manifest_rules_reach_the_proof_and_the_comparison(tmp_path, toy_model_session):

@@ -4,6 +4,9 @@ the model really is; the loss note says why it drops; the card's plot marks the 
 from __future__ import annotations
 
 import json
+import re
+import sys
+import types
 
 import numpy as np
 import yaml
@@ -27,18 +30,48 @@ def card(r: VariantRecord, **kw) -> tuple[dict, str]:
     return yaml.safe_load(text.split("---")[1]), text
 
 
-def test_sentence_transformers_base_and_local_location():
-    meta, text = card(rec(), model_class="BertModel", sentence_transformers=True, location="/srv/registry/trimworks/m-trimmed-fr-v64")
+def snippets(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def run_snippet(code: str, monkeypatch, cwd) -> list[str]:
+    """Run a usage snippet against stand-ins of transformers and sentence-transformers; the paths it loads."""
+    loaded: list[str] = []
+
+    class Loader:
+        @staticmethod
+        def from_pretrained(path):
+            loaded.append(str(path))
+
+    def sentence_transformer(path):
+        loaded.append(str(path))
+        return types.SimpleNamespace(encode=lambda texts: None)
+
+    monkeypatch.setitem(sys.modules, "transformers", types.SimpleNamespace(BertModel=Loader, AutoTokenizer=Loader))
+    monkeypatch.setitem(sys.modules, "sentence_transformers", types.SimpleNamespace(SentenceTransformer=sentence_transformer))
+    monkeypatch.chdir(cwd)
+    exec(compile(code, "<card usage>", "exec"), {})
+    return loaded
+
+
+def test_sentence_transformers_base_and_registry_relative_location(tmp_path, monkeypatch):
+    meta, text = card(rec(), model_class="BertModel", sentence_transformers=True, location="trimworks/m-trimmed-fr-v64",
+                      registry="published")
     assert meta["library_name"] == "sentence-transformers" and "sentence-transformers" in meta["tags"]
     assert meta["pipeline_tag"] == "sentence-similarity"
-    assert 'SentenceTransformer("/srv/registry/trimworks/m-trimmed-fr-v64")' in text
-    assert 'BertModel.from_pretrained("/srv/registry/trimworks/m-trimmed-fr-v64")' in text
+    assert 'registry = "published"' in text and 'SentenceTransformer(f"{registry}/trimworks/m-trimmed-fr-v64")' in text
+    assert str(tmp_path) not in text and '"/' not in text  # no absolute path: the registry may move
+    folder = tmp_path / "published" / "trimworks" / "m-trimmed-fr-v64"
+    folder.mkdir(parents=True)
+    loaded = [p for code in snippets(text) for p in run_snippet(code, monkeypatch, tmp_path)]
+    assert loaded and all((tmp_path / p).resolve() == folder for p in loaded)  # from beside the registry: its folder
 
 
-def test_plain_transformers_base_and_hub_id():
+def test_plain_transformers_base_and_hub_id(tmp_path, monkeypatch):
     meta, text = card(rec(), model_class="BertModel")
     assert meta["library_name"] == "transformers" and "SentenceTransformer" not in text
-    assert 'from_pretrained("trimworks/m-trimmed-fr-v64")' in text
+    assert 'from_pretrained("trimworks/m-trimmed-fr-v64")' in text and "registry" not in snippets(text)[0]
+    assert run_snippet(snippets(text)[0], monkeypatch, tmp_path) == ["trimworks/m-trimmed-fr-v64"] * 2  # the Hub id
 
 
 def test_loss_note_explains_the_drop():

@@ -162,6 +162,24 @@ def test_plan_report_names_status_changed_fields_and_work(setup):
     assert "toy-a-en-v8" in report.render(show_all=True).splitlines()[-1]
 
 
+
+def test_plan_lists_bases_whose_outputs_no_variant_compares(setup, tmp_path):
+    """Where the budget allows no output comparison, only the proof stands: `plan` says so per
+    base, as the cards and catalog do."""
+    from tasks.pipeline.report.plan_report import plan_report
+
+    m, _states = setup
+    assert plan_report(m, "manifest.yaml").proof_only == {}  # toy bases fit the default budget
+    tight = m.spec.model_copy(update={"verify": m.spec.verify.model_copy(update={"outputs": "auto", "outputs_max_params": 1000})})
+    from tasks.pipeline.manifest import LoadedManifest
+
+    report = plan_report(LoadedManifest(m.path, tight, m.raw_text), "manifest.yaml")
+    assert set(report.proof_only) == {"toy-a", "toy-b"}
+    assert "only the structural proof stands for this base: it has" in report.proof_only["toy-a"]
+    assert "above verify.outputs_max_params 1,000" in report.proof_only["toy-a"]
+    assert "outputs never compared for base toy-a: only the structural proof stands" in report.render()
+    assert report.as_json()["proof_only"] == report.proof_only
+
 def cli_without_prefect(args: list[str]) -> str:
     """The CLI's output in a fresh interpreter, which must not have imported Prefect."""
     import subprocess

@@ -289,4 +289,71 @@ def test_card_shows_udhr_figures_and_labels_synthetic_heldout():
     assert "held-out de (synthetic: wordfreq pseudo-text, not a measure of the language)" in meta
     rows = catalog_rows([rec])
     assert rows[0]["udhr_min_token_coverage"] == pytest.approx(0.9973) and rows[0]["heldout_text"] == "synthetic (wordfreq)"
-    assert "| m-de-v64 | synthetic (wordfreq) | 0.9990 | 0.9973 | 1.0020 | 0 | 89.00% | 366 |" in realtext_markdown_table(rows)
+    assert "| m-de-v64 | synthetic (wordfreq) | 0.9990 | 0.9973 | 1.0020 | 0 | de | – | 89.00% | 366 |" in realtext_markdown_table(rows)
+
+
+def test_the_base_models_own_unknown_rate_is_measured_and_told():
+    """Real MiniLM reads German but not Georgian: its own [UNK] share on the UDHR is measured
+    before any trimming and the card says in a sentence that the base cannot read Georgian."""
+    from tasks.pipeline.report.card import benchmark_section
+    from tasks.pipeline.report.metrics import catalog_row
+    from tasks.pipeline.report.record import LanguageScore, VariantRecord
+
+    minilm = subjects.minilm_folder()
+    base = load_plain_tokenizer(minilm / "tokenizer.json")
+    every_id = np.arange(base.get_vocab_size(True))
+    scores = {}
+    for lang in ("de", "ka"):
+        fid, _ = tokenization_fidelity(base, base, every_id, lang, udhr_lines(lang))
+        unk = base.token_to_id("[UNK]")
+        direct = sum(base.encode(line, add_special_tokens=False).ids.count(unk) for line in udhr_lines(lang))
+        assert fid.base_unknown_tokens == direct and fid.lines_gaining_unknown == 0
+        scores[lang] = LanguageScore.model_validate(fid, from_attributes=True)
+    assert scores["de"].base_unknown_rate < 0.001 and scores["ka"].base_unknown_rate > 0.1
+    rec = VariantRecord(variant_id="m-de-ka-v8", base="m", languages=["de", "ka"], multiple=8, repo_id="o/m-de-ka-v8",
+                        fingerprint="f", status="published", benchmark=scores)
+    text = benchmark_section(rec)
+    assert "base's own unknown tokens" in text  # the table column, beside the variant's figures
+    assert "The base model itself cannot read ka well" in text and f"{scores['ka'].base_unknown_rate:.1%}" in text
+    assert "cannot read de" not in text
+    assert catalog_row(rec)["udhr_max_base_unknown_rate"] == scores["ka"].base_unknown_rate
+
+
+def test_verify_gives_two_verdicts_exact_and_fit_for_the_text(tmp_path):
+    """The issue's case: real MiniLM trimmed for Basque, verified on Georgian. The covered lines
+    are identical (exact), yet most lines gain [UNK]: `verify` says so and fails, unless told
+    to judge exactness alone; on Basque text it passes both."""
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    minilm = subjects.minilm_folder()
+    eu, ka = tmp_path / "eu.txt", tmp_path / "ka.txt"
+    eu.write_text("\n".join(udhr_lines("eu")) + "\n")
+    ka.write_text("\n".join(udhr_lines("ka")) + "\n")
+    counts, out = tmp_path / "eu.parquet", tmp_path / "trimmed"
+    runner = CliRunner()
+    for args in (["count", str(minilm), "--text", str(eu), "-o", str(counts)],
+                 ["trim", str(minilm), "--counts", str(counts), "--multiple", "8", "--language", "eu", "-o", str(out)]):
+        assert runner.invoke(app, args).exit_code == 0
+    r = runner.invoke(app, ["verify", str(minilm), str(out), "--text", str(eu), "--sample", "2"])
+    assert r.exit_code == 0, r.output
+    assert "exact: yes" in r.stderr and "fit for this text: yes" in r.stderr
+    r = runner.invoke(app, ["verify", str(minilm), str(out), "--text", str(ka), "--sample", "2"])
+    assert r.exit_code == 1, r.output
+    verdict = _json.loads(r.stdout)["verdict"]
+    assert verdict["exact"] is True and verdict["fit"] is False
+    assert "exact: yes" in r.stderr and "fit for this text: NO" in r.stderr
+    assert any(f.startswith("ka: ") and "lines gain an unknown token" in f for f in verdict["fitness_failures"])
+    assert any(f.startswith("ka: token coverage") for f in verdict["fitness_failures"])
+    loss = _json.loads(r.stdout)["loss"]["ka"]  # what the trim costs on the text it does not cover
+    assert loss["kind"] == "cosine" and loss["uncovered"]["lines"] == 8 and loss["uncovered"]["cosine_mean"] < 0.99
+    assert "loss on ka: covered" in r.stderr and "uncovered (8 lines) embedding cosine mean" in r.stderr
+    r = runner.invoke(app, ["verify", str(minilm), str(out), "--text", str(ka), "--sample", "2", "--exact-only"])
+    assert r.exit_code == 0 and "(not judged: --exact-only)" in r.stderr, r.output
+    r = runner.invoke(app, ["verify", str(minilm), str(out), "--text", str(ka), "--sample", "2",
+                            "--min-token-coverage", "0", "--max-lines-gaining-unknown", "100000"])
+    assert r.exit_code == 0, r.output  # relaxed thresholds are shown and honoured
+    assert '"min_token_coverage": 0.0' in r.stdout

@@ -3,6 +3,9 @@ here), it appears on the card, in the catalog (Parquet and markdown) and on the 
 
 from __future__ import annotations
 
+import json
+import re
+
 import pyarrow.parquet as pq
 import yaml
 
@@ -31,7 +34,7 @@ def test_a_new_metric_is_one_entry(monkeypatch, tmp_path):
     card = cards(recs)["minilm.README.md"]
     assert f"| kept share of the vocabulary |  | {kept} |" in card  # the size table
     assert "| uncovered lines |\n|---|" in card and " | 99 |\n" in card  # held-out: 2000 lines, 1901 covered
-    assert "| UDHR French (fra) | 88 | 1.0000 | 1.0000 | 0 | 100.00% | 100.00% | 0 |" in card  # the UDHR table
+    assert "| UDHR French (fra) | 88 | 1.0000 | 1.0000 | 0 | 100.00% | 100.00% | 0.00% | 0 |" in card  # the UDHR table
     results = yaml.safe_load(card.split("---")[1])["model-index"][0]["results"]
     assert {"type": "kept_share", "name": "share of the base vocabulary kept", "value": round(9088 / 30522, 6)} in [
         m for r in results for m in r["metrics"]]
@@ -42,7 +45,7 @@ def test_a_new_metric_is_one_entry(monkeypatch, tmp_path):
     assert pq.read_table(parquet).column_names[-1] == "kept_share"
     assert pq.read_table(parquet).to_pylist()[0]["kept_share"] == minilm.vocab_after / minilm.vocab_before
     lines = md.read_text().splitlines()
-    head = lines.index("| variant | status | vocab | params | size −% | min coverage | identity | max abs diff | published at "
+    head = lines.index("| variant | status | vocab | params | size −% | held-out min coverage | identity | max abs diff | published at "
                        "| kept share |")
     assert lines[head + 1].endswith("|---|---:|") and lines[head + 2].endswith(f"| {kept} |")
     assert lines[head + 4].startswith("| smol-yy-v8 | failed |") and lines[head + 4].endswith("|  | – |")  # none: a dash
@@ -53,8 +56,14 @@ def test_a_new_metric_is_one_entry(monkeypatch, tmp_path):
         (out / rec.repo_id / "evaluation.json").write_text(rec.model_dump_json())
     res = update_registry_catalog(out, recs, "m.yaml")
     page = res.html.read_text()
-    assert "<th data-k='num'>kept share</th><th data-k='num'>proof_seconds</th>" in page  # before the optional columns
-    assert f'<td class="n" data-v="{minilm.vocab_after / minilm.vocab_before!r}">{kept}</td>' in page
+    data = json.loads(re.search(r'<script id="catalog-data" type="application/json">(.*?)</script>', page, re.S).group(1))
+    labels = [c["label"] for c in data["columns"]]
+    assert labels[-1] == "kept share" and data["columns"][-1]["num"]  # a column, after the placed ones
+    assert '<th data-k="num" data-i="%d" tabindex="0">kept share</th>' % (len(labels) - 1) in page
+    assert set(data["details"][-4:]) == {"proof_seconds", "chat_prompts", "chat_identical", "backstop_tokens"}  # when present
+    row = dict(zip(data["fields"], data["rows"][0], strict=True))
+    assert row["id"] == minilm.variant_id and row["t"][-1] == kept
+    assert row["v"][-1] == float(f"{minilm.vocab_after / minilm.vocab_before:.6g}")
     assert "| kept share |" in res.markdown.read_text()
 
 

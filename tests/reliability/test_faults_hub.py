@@ -138,7 +138,7 @@ def test_hub_bases_are_keyed_by_full_commit_checked_and_recorded(tmp_path, monke
     state = {"sha": good}
     c1, c2 = "1234567890abcdef" + "a" * 24, "1234567890abcdef" + "b" * 24
 
-    def download(repo, revision, local_dir, allow_patterns):
+    def download(repo, revision, local_dir, allow_patterns, **hub):
         from pathlib import Path
 
         Path(local_dir).mkdir(parents=True, exist_ok=True)
@@ -146,6 +146,8 @@ def test_hub_bases_are_keyed_by_full_commit_checked_and_recorded(tmp_path, monke
         (Path(local_dir) / "model.safetensors").write_bytes(weights)
 
     class Api:
+        endpoint, token = "https://hub.invalid", None
+
         def list_repo_refs(self, repo):
             return SimpleNamespace(branches=[SimpleNamespace(name="main")],
                                    tags=[SimpleNamespace(name="v1.0", target_commit=c2)])

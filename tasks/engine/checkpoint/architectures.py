@@ -7,18 +7,25 @@ entries name tensors whose dimension only happens to equal the vocabulary size (
 in `guard.py` otherwise refuses them). Users extend the packaged table without editing
 code: a manifest's `architectures:` section or `trimworks trim|prove|verify --architectures FILE`, both
 in the same schema as the packaged file (`ArchitectureData`); their rules are tried first.
+
+`id_thresholds` describe models that treat a token id by value: a config key P below which an
+id reads its own row of some tables (Gemma 3n's `vocab_size_per_layer_input` and
+`embed_tokens_per_layer`), ids at or above it a fallback row. Kept ids are renumbered in sorted
+order, so every kept id keeps its side of P when P becomes the count of kept ids below it and
+those tables keep the rows of the kept ids below it; the fallback id must be kept (as new id 0).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tasks.engine.errors import ModelFolderError
@@ -56,6 +63,27 @@ class NotVocabSpec(BaseModel):
         return v
 
 
+class IdThresholdSpec(BaseModel):
+    """A config key that splits token ids by value, and the tables it sizes (rows by token id)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    config_key: str = Field(min_length=1, description="top-level config key holding the threshold P")
+    tensors: tuple[str, ...] = Field(min_length=1, description="regexes of tables with P rows, row = token id")
+    fallback_id: int | None = Field(default=None, ge=0, description="row that ids >= P read (None: none); "
+                                    "ids 0..fallback_id are then always kept, so that row keeps its id")
+    role: str = Field(default="user rule", description="what the threshold does (shown in errors)")
+
+    @field_validator("tensors")
+    @classmethod
+    def _regexes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in v:
+            re.compile(pattern)
+        return v
+
+    def governs(self, name: str) -> bool:
+        return any(re.search(p, name) for p in self.tensors)
+
+
 class ArchitectureData(BaseModel):
     """The schema of the packaged table and of every user extension (all lists additive)."""
 
@@ -65,6 +93,7 @@ class ArchitectureData(BaseModel):
     special_id_keys: tuple[str, ...] = ()
     vocab_size_keys: tuple[str, ...] = ()
     auto_classes: dict[str, str] = {}
+    id_thresholds: tuple[IdThresholdSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,6 +115,31 @@ class ArchitectureRules:
     special_id_keys: tuple[str, ...]
     vocab_size_keys: tuple[str, ...]
     auto_classes: tuple[tuple[str, str], ...]
+    id_thresholds: tuple[IdThresholdSpec, ...] = ()
+
+    def thresholds_in(self, config: Mapping) -> list[tuple[IdThresholdSpec, int]]:
+        """The id thresholds this config sets (top-level keys only: a nested config, e.g. a
+        multimodal model's `text_config`, is not described and stays refused), with their P."""
+        seen: set[str] = set()
+        found = []
+        for spec in self.id_thresholds:
+            value = config.get(spec.config_key)
+            if spec.config_key not in seen and isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                seen.add(spec.config_key)
+                found.append((spec, int(value)))
+        return found
+
+    def threshold_required_ids(self, config: Mapping) -> list[int]:
+        """Ids the selection must keep so the fallback row of each threshold keeps its id."""
+        return [i for spec, _ in self.thresholds_in(config) if spec.fallback_id is not None
+                for i in range(spec.fallback_id + 1)]
+
+    def threshold_for(self, name: str, config: Mapping) -> tuple[IdThresholdSpec, int] | None:
+        """The threshold (and its P) whose table `name` is, for this config; None if none."""
+        for spec, size in self.thresholds_in(config):
+            if spec.governs(name):
+                return spec, size
+        return None
 
     def vocab_rule_for(self, name: str) -> VocabTensorRule | None:
         for rule in self.vocab_tensors:
@@ -116,6 +170,7 @@ class ArchitectureRules:
                 _unique(out.special_id_keys + tuple(d.special_id_keys)),
                 _unique(out.vocab_size_keys + tuple(d.vocab_size_keys)),
                 tuple(d.auto_classes.items()) + out.auto_classes,
+                tuple(d.id_thresholds) + out.id_thresholds,
             )
         return out
 
@@ -125,7 +180,13 @@ def _unique(items: Iterable[str]) -> tuple[str, ...]:
 
 
 def _rules_from(data: ArchitectureData) -> ArchitectureRules:
-    return ArchitectureRules((), (), (), (), ()).extended(data)
+    return ArchitectureRules((), (), (), (), (), ()).extended(data)
+
+
+def below_threshold(kept_ids: np.ndarray, threshold: int) -> np.ndarray:
+    """The kept ids below `threshold` (kept ids are sorted): their count is the trimmed P."""
+    kept = np.asarray(kept_ids, dtype=np.int64)
+    return kept[: int(np.searchsorted(kept, threshold))]
 
 
 @lru_cache(maxsize=1)

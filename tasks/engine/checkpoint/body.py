@@ -127,10 +127,13 @@ def is_vocab_sized(info: TensorInfo, rules: ArchitectureRules, vocab_size: int) 
 
 
 def body_tensors(base_dir: Path, rules: ArchitectureRules | None = None) -> list[TensorInfo]:
-    """The base's tensors that go into its shared body (all but the vocabulary-sized), in base order."""
+    """The base's tensors that go into its shared body (all but the vocabulary-sized and the
+    tables of an id threshold), in base order."""
     rules = rules or default_rules()
-    vocab_size = int(json.loads((Path(base_dir) / "config.json").read_text())["vocab_size"])
-    return [t for t in base_order(LazyCheckpoint(Path(base_dir))) if not is_vocab_sized(t, rules, vocab_size)]
+    config = json.loads((Path(base_dir) / "config.json").read_text())
+    vocab_size = int(config["vocab_size"])
+    return [t for t in base_order(LazyCheckpoint(Path(base_dir)))
+            if not is_vocab_sized(t, rules, vocab_size) and rules.threshold_for(t.name, config) is None]
 
 
 def body_key(identity: str, body_tensors: Sequence[TensorInfo], max_shard_bytes: int = MAX_SHARD_BYTES) -> str:

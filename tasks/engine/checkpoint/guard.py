@@ -22,7 +22,9 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from tasks.engine.checkpoint.architectures import HOW_TO_EXTEND, ArchitectureRules
+import numpy as np
+
+from tasks.engine.checkpoint.architectures import HOW_TO_EXTEND, ArchitectureRules, below_threshold
 from tasks.engine.checkpoint.safetensors_io import LazyCheckpoint
 from tasks.engine.checkpoint.shape_template import expected_shapes
 from tasks.engine.errors import ModelFolderError
@@ -72,12 +74,13 @@ def id_table_sizes(config: Mapping, vocab_size_keys: Iterable[str], prefix: str 
 
 def check_id_tables(config: Mapping, shapes: Mapping[str, tuple[int, ...]], sliced: Iterable[str],
                     rules: ArchitectureRules, source: str) -> None:
-    """Refuse a model that indexes a table of its own size by token id (Gemma 3n's per-layer
-    inputs: ids below `vocab_size_per_layer_input` look up a row, the rest row 0). Trimming
-    renumbers ids, so they would cross that line and reach other rows: outputs would change
-    while every embedding row is right, which the structural proof cannot see."""
+    """Refuse a model that indexes a table of its own size by token id unless the architecture
+    data describes that threshold (`id_thresholds`: Gemma 3n's per-layer inputs, top-level key).
+    Trimming renumbers ids, so undescribed ones would cross that line and reach other rows:
+    outputs would change while every embedding row is right, which the structural proof cannot see."""
     vocab = int(config.get("vocab_size") or 0)
-    tables = {k: v for k, v in id_table_sizes(config, rules.vocab_size_keys).items() if v != vocab}
+    described = {spec.config_key for spec, _ in rules.thresholds_in(config)}
+    tables = {k: v for k, v in id_table_sizes(config, rules.vocab_size_keys).items() if v != vocab and k not in described}
     done = set(sliced)
     for key, size in tables.items():
         hit = [f"{name!r} {list(shape)}" for name, shape in shapes.items()
@@ -87,7 +90,33 @@ def check_id_tables(config: Mapping, shapes: Mapping[str, tuple[int, ...]], slic
                 f"{source}: config {key} = {size} sizes {', '.join(hit[:3])}, a table indexed by token id "
                 f"apart from the vocabulary ({vocab}): the model treats ids by value, and trimming renumbers them, "
                 "so outputs would change even with every embedding row right. trimworks does not trim this "
-                f"architecture yet (docs/architectures.md). If that dimension is not indexed by token id, {HOW_TO_EXTEND}")
+                "architecture yet (docs/architectures.md: an `id_thresholds` entry describes such a table when ids "
+                f"below the key read their own row). If that dimension is not indexed by token id, {HOW_TO_EXTEND}")
+
+
+def check_id_thresholds(config: Mapping, shapes: Mapping[str, tuple[int, ...]], kept_ids: np.ndarray,
+                        rules: ArchitectureRules, source: str) -> dict[str, np.ndarray]:
+    """The rows each described id-threshold table keeps (`name -> old ids`), after checking it
+    has P rows and that the fallback row ids >= P read is kept (as new id 0); else an error."""
+    out: dict[str, np.ndarray] = {}
+    kept = np.asarray(kept_ids, dtype=np.int64)
+    for spec, size in rules.thresholds_in(config):
+        names = [n for n in shapes if spec.governs(n)]
+        if not names:
+            raise ModelFolderError(f"{source}: config {spec.config_key} = {size} but no tensor matches "
+                                   f"{list(spec.tensors)} ({spec.role}); the architecture data does not fit this model")
+        rows = below_threshold(kept, size)
+        r = spec.fallback_id
+        if r is not None and rows.size < kept.size and not (kept.size > r and int(kept[r]) == r):
+            raise ModelFolderError(
+                f"{source}: ids >= {spec.config_key} ({size}) read row {r} ({spec.role}), so token ids 0..{r} must be "
+                f"kept (they keep their ids); keep them (keep_texts, or their tokens in the counts) and rerun")
+        for name in names:
+            if not shapes[name] or shapes[name][0] != size:
+                raise ModelFolderError(f"{source}: {name!r} {list(shapes[name])} should have {spec.config_key} = {size} "
+                                       f"rows ({spec.role}); the architecture data does not fit this model")
+            out[name] = rows
+    return out
 
 
 def check_folder_loads(folder: Path) -> int:

@@ -1,7 +1,8 @@
 """Streaming weight surgery: slice vocab-sized tensors, copy the rest, never load the model.
 
 Vocab-sized tensors (found by the rule table in `architectures`) keep only the rows of the
-kept ids; everything else is byte-copied, in the base's tensor order. Three file layouts:
+kept ids, the tables of an id threshold (Gemma 3n's per-layer inputs) those of the kept ids
+below it, the config's threshold becoming their count; everything else is byte-copied, in the base's tensor order. Three file layouts:
 `mirror` (each output shard mirrors an input shard: same names), `single` (one
 model.safetensors) and `shared` (the body shard(s) every variant of a base shares, see
 `body.py`, plus the variant's own vocab shard). Config and generation config get the new size
@@ -23,7 +24,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tasks.engine.checkpoint.architectures import HOW_TO_EXTEND, SPECIAL_ID_KEYS, ArchitectureRules, default_rules
+from tasks.engine.checkpoint.architectures import (HOW_TO_EXTEND, SPECIAL_ID_KEYS, ArchitectureRules, below_threshold,
+                                                   default_rules)
 from tasks.engine.runtime.atomic import write_text_atomic
 from tasks.engine.checkpoint.body import (BODY_METADATA, VOCAB_SHARD, Body, base_order, is_vocab_sized, place_body,
                                          write_body_files)
@@ -32,7 +34,7 @@ from tasks.engine.errors import DroppedSpecialTokenError, ModelFolderError
 from tasks.engine.runtime.failpoints import failpoint
 from tasks.engine.checkpoint.integrity import check_finite_rows
 from tasks.engine.tokenizer.generation_ids import remap_config_ids
-from tasks.engine.checkpoint.guard import check_id_tables, check_vocab_dims
+from tasks.engine.checkpoint.guard import check_id_tables, check_id_thresholds, check_vocab_dims
 from tasks.engine.runtime.stopping import check_stop
 from tasks.engine.checkpoint.model_folder import ModelFolder
 from tasks.engine.selection.policy import old_to_new_map
@@ -101,10 +103,13 @@ def trim_weights(
             "tokenizer and model do not match"
         )
     will_slice = [name for name, info in ckpt.tensors.items() if is_vocab_sized(info, rules, vocab_size)]
+    shapes = {n: i.shape for n, i in ckpt.tensors.items()}
+    source = f"{base.path} ({base.model_type})"
+    # Tables of an id threshold (Gemma 3n's per-layer inputs) keep the rows of the kept ids below it.
+    below = check_id_thresholds(base.config, shapes, kept_ids, rules, source) if will_slice else {}
     if will_slice:  # no rule matched at all: the clearer "no embedding" error below
-        shapes = {n: i.shape for n, i in ckpt.tensors.items()}
-        check_vocab_dims(shapes, will_slice, (vocab_size, tokenizer_size or 0), rules, f"{base.path} ({base.model_type})")
-        check_id_tables(base.config, shapes, will_slice, rules, f"{base.path} ({base.model_type})")
+        check_vocab_dims(shapes, will_slice + list(below), (vocab_size, tokenizer_size or 0), rules, source)
+        check_id_tables(base.config, shapes, will_slice + list(below), rules, source)
     uncache = too_big_to_cache(sum(t.nbytes for t in ckpt.tensors.values()))
     sliced: list[str] = []
     params_before = params_after = bytes_before = emb_before = emb_after = 0
@@ -115,7 +120,14 @@ def trim_weights(
         params_before += n_params
         bytes_before += info.nbytes
         rule = rules.vocab_rule_for(name)
-        if is_vocab_sized(info, rules, vocab_size):
+        if name in below:
+            rows = below[name]
+            planned[name] = PlannedTensor(name, info.dtype, (int(rows.size), *info.shape[1:]),
+                                          functools.partial(write_rows, info, rows))
+            sliced.append(name)
+            emb_before += n_params
+            emb_after += math.prod(planned[name].shape)
+        elif is_vocab_sized(info, rules, vocab_size):
             shape = list(info.shape)
             shape[rule.axis] = int(kept_ids.size)
             if rule.axis == 0:
@@ -217,6 +229,8 @@ def write_configs(
     for key in rules.vocab_size_keys:  # vocab_size, and e.g. Marian's decoder_vocab_size when it is the same
         if config.get(key) == old_vocab:
             config[key] = int(kept_ids.size)
+    for spec, size in rules.thresholds_in(base.config):  # each kept id keeps its side of the threshold
+        config[spec.config_key] = int(below_threshold(kept_ids, size).size)
     write_text_atomic(out_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
     gen = base.path / "generation_config.json"
     if gen.exists():

@@ -45,6 +45,12 @@ class LanguageFidelity(BaseModel):
     tokens: int = 0  # base tokens (no specials) over all lines
     kept_tokens: int = 0  # of which the trimmed vocabulary keeps
     lines_gaining_unknown: int = 0  # lines with more unknown tokens after trimming than before
+    base_unknown_tokens: int = 0  # unknown tokens the base itself gives (it cannot read those characters)
+
+    @property
+    def base_unknown_rate(self) -> float:
+        """Share of the base's own tokens that are its unknown token, before any trimming."""
+        return self.base_unknown_tokens / self.tokens if self.tokens else 0.0
 
     @property
     def coverage(self) -> float:
@@ -178,7 +184,8 @@ def tokenization_fidelity(
             mismatches.append(lines[i])
     chars = sum(len(x) for x in lines) or 1
     unk_o, unk_t = unknown_token_id(base_tok), unknown_token_id(trimmed_tok)
-    gained = int((t.count_per_line(unk_t) > o.count_per_line(unk_o)).sum()) if unk_t is not None else 0
+    base_unk = o.count_per_line(unk_o)
+    gained = int((t.count_per_line(unk_t) > base_unk).sum()) if unk_t is not None else 0
     fid = LanguageFidelity(
         language=language,
         lines=n,
@@ -190,6 +197,7 @@ def tokenization_fidelity(
         tokens=int(o.plain_ids.size),
         kept_tokens=int(kept_mask[o.plain_ids].sum()),
         lines_gaining_unknown=gained,
+        base_unknown_tokens=int(base_unk.sum()),
     )
     return fid, [lines[i] for i in covered_idx]
 
@@ -289,12 +297,26 @@ def _line_output(model, config: Mapping, tok: Tokenizer, line: str, max_length: 
             if cols is not None and t.dim() and t.shape[-1] == vocab:
                 tensors[name] = t[..., cols].clone()
         logits = getattr(out, "logits", None)
-        loss = None
-        if (isinstance(logits, torch.Tensor) and logits.shape[-1] == vocab and ids.shape[1] > 1
-                and (rules or default_rules()).auto_class_name(dict(config)) == "AutoModelForCausalLM"):
-            loss = torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="sum").item()
-        kind = "logits" if isinstance(logits, torch.Tensor) else ", ".join(tensors)
-        return kind, tensors, loss, ids.shape[1] - 1
+        loss, predicted = None, ids.shape[1] - 1
+        auto = (rules or default_rules()).auto_class_name(dict(config))
+        if isinstance(logits, torch.Tensor) and logits.shape[-1] == vocab:
+            if auto == "AutoModelForCausalLM" and ids.shape[1] > 1:
+                loss = torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="sum").item()
+            elif config.get("is_encoder_decoder") and auto == "AutoModelForSeq2SeqLM":  # target side: the line, shifted in
+                loss, predicted = torch.nn.functional.cross_entropy(logits[0], ids[0], reduction="sum").item(), ids.shape[1]
+        if isinstance(logits, torch.Tensor):
+            kind = "logits"
+        elif "last_hidden_state" in tensors:
+            kind = "hidden_states"
+        else:
+            kind = ", ".join(tensors)
+        return kind, tensors, loss, predicted
+
+
+def primary_output(kind: str, tensors: Mapping[str, object]):
+    """The one tensor of a line's outputs that the loss measures read: the logits (columns at
+    the kept ids for the base) or the last hidden state, without the batch axis."""
+    return tensors["logits" if kind == "logits" else "last_hidden_state"][0]
 
 
 # Outputs that are the model's working state, not its answer (a KV cache repeats the layers' keys).

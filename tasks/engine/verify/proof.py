@@ -18,6 +18,12 @@ nothing. It checks, from the files on disk:
 A transformer's output at a position depends on the token ids only through the embedding
 rows of those ids and, for heads, on the head rows of the kept ids; (a)-(d) together mean
 the trimmed model computes the base's function restricted to the kept tokens on covered text.
+A model that also treats ids by value does so through an id threshold of the architecture
+data (Gemma 3n: ids below `vocab_size_per_layer_input` read their own per-layer row, the rest
+row 0); (b) then also checks that each threshold became the count of kept ids below it, that
+its tables hold the base rows of those ids, and that the fallback row kept its id, so every
+kept id still reads what it read in the base. A model with any other id table is refused
+before it is trimmed (`guard.check_id_tables`).
 xxh3-128 is a non-cryptographic digest: it detects accidental differences (a collision
 chance of 2^-128), not an adversary who crafts one; both files here are our own.
 """
@@ -39,7 +45,7 @@ import xxhash
 from pydantic import BaseModel, PrivateAttr
 
 from tasks.engine.checkpoint.body import Body, FileStamp, body_file_proved
-from tasks.engine.checkpoint.architectures import HOW_TO_EXTEND, ArchitectureRules, default_rules
+from tasks.engine.checkpoint.architectures import HOW_TO_EXTEND, ArchitectureRules, below_threshold, default_rules
 from tasks.engine.counting.tokens import load_plain_tokenizer
 from tasks.engine.checkpoint.digests import tensor_digest, thread_buffer
 from tasks.engine.checkpoint.safetensors_io import BLOCK_BYTES, LazyCheckpoint, TensorInfo, row_runs
@@ -153,6 +159,14 @@ def prove_weights(base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, vocab
     rules = rules or default_rules()
     base, trim = LazyCheckpoint(Path(base_dir)), LazyCheckpoint(Path(trimmed_dir))
     kept = np.asarray(kept_ids, dtype=np.int64)
+    base_config = json.loads((Path(base_dir) / "config.json").read_text())
+    thresholds = rules.thresholds_in(base_config)
+    threshold_fail = [f"ids >= {spec.config_key} ({size}) read row {spec.fallback_id}, but old id {spec.fallback_id} "
+                      "is not at that new id: they would read another token's row"
+                      for spec, size in thresholds
+                      if spec.fallback_id is not None and below_threshold(kept, size).size < kept.size
+                      and not (kept.size > spec.fallback_id and int(kept[spec.fallback_id]) == spec.fallback_id)]
+    n_threshold = n_threshold_rows = 0
     missing = sorted(set(base.tensors) - set(trim.tensors))
     extra = sorted(set(trim.tensors) - set(base.tensors))
     names_fail = [f"missing tensor {n!r}" for n in missing[:MAX_DETAILS]] + [f"unexpected tensor {n!r}" for n in extra[:MAX_DETAILS]]
@@ -173,7 +187,22 @@ def prove_weights(base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, vocab
             dtype_fail.append(f"{b.name}: dtype {t.dtype}, base {b.dtype}")
             continue
         rule = rules.vocab_rule_for(b.name)
-        if rule is not None and len(b.shape) > rule.axis and b.shape[rule.axis] == vocab_size:
+        governed = rules.threshold_for(b.name, base_config)
+        if governed is not None:  # rows of the kept ids below the threshold, in order
+            spec, size = governed
+            n_threshold += 1
+            rows = below_threshold(kept, size)
+            want = [int(rows.size), *b.shape[1:]]
+            if list(b.shape[:1]) != [size] or list(t.shape) != want:
+                threshold_fail.append(f"{b.name}: shape {list(t.shape)}, expected {want} (the kept ids below "
+                                      f"{spec.config_key} = {size}, base shape {list(b.shape)})")
+                continue
+            bad, nbytes = _rows_equal(b, t, rows, buf_a, buf_b)
+            read += nbytes
+            n_threshold_rows += int(rows.size)
+            if bad is not None:
+                threshold_fail.append(f"{b.name}: row {bad} differs from base row {int(rows[bad])} (its old id)")
+        elif rule is not None and len(b.shape) > rule.axis and b.shape[rule.axis] == vocab_size:
             n_sliced += 1
             want = list(b.shape)
             want[rule.axis] = int(kept.size)
@@ -235,6 +264,15 @@ def prove_weights(base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, vocab
                                                        else f"no vocab-sized tensor with {vocab_size} rows in the base"),
                    failures=rows_fail[:MAX_DETAILS]),
     ]
+    if thresholds:
+        keys = ", ".join(f"{spec.config_key} {size}" for spec, size in thresholds)
+        checks.append(ProofCheck(
+            name="id_threshold_tables", passed=not threshold_fail and n_threshold > 0, items=n_threshold_rows,
+            detail=(f"{n_threshold} tables of an id threshold ({keys}): {n_threshold_rows:,} rows equal the base rows of "
+                    "the kept ids below it, ids above it read the base's fallback row") if not threshold_fail and n_threshold
+            else (f"{len(threshold_fail)} problems with the id threshold ({keys})" if threshold_fail
+                  else f"no table of the id threshold ({keys}) in the base"),
+            failures=threshold_fail[:MAX_DETAILS]))
     return checks, read
 
 
@@ -251,12 +289,14 @@ def _unknown_rule_hint(base: TensorInfo, trimmed: TensorInfo, vocab_size: int, k
 
 # --- (c): configs ----------------------------------------------------------------------
 def _config_diffs(base: dict[str, Any], trimmed: dict[str, Any], kept: np.ndarray, vocab_size: int,
-                  rules: ArchitectureRules | None = None) -> tuple[list[str], int]:
-    """Every way `trimmed` differs from `base` other than the remapped fields; and fields checked."""
+                  rules: ArchitectureRules | None = None, thresholds: Mapping[str, int] | None = None) -> tuple[list[str], int]:
+    """Every way `trimmed` differs from `base` other than the remapped fields; and fields checked.
+    `thresholds`: id-threshold keys and the value each must have (the count of kept ids below the base's)."""
     rules = rules or default_rules()
     special_keys, size_keys = rules.special_id_keys, rules.vocab_size_keys
     problems: list[str] = []
     k = int(kept.size)
+    thresholds = thresholds or {}
 
     def same_token(new: Any, old: int) -> bool:
         return isinstance(new, int) and 0 <= new < k and int(kept[new]) == old
@@ -266,7 +306,11 @@ def _config_diffs(base: dict[str, Any], trimmed: dict[str, Any], kept: np.ndarra
             problems.append(f"{key}: {'added' if key not in base else 'removed'}")
             continue
         old, new = base[key], trimmed[key]
-        if key in size_keys and old == vocab_size:
+        if key in thresholds:
+            if new != thresholds[key]:
+                problems.append(f"{key}={new}, expected {thresholds[key]}: the count of kept ids below the base's {old}, "
+                                "so that every kept id keeps its side of it")
+        elif key in size_keys and old == vocab_size:
             if new != k:
                 problems.append(f"{key}={new}, expected the kept vocabulary size {k}")
         elif key in special_keys and isinstance(old, int) and not isinstance(old, bool) and old >= 0:
@@ -292,6 +336,7 @@ def _config_diffs(base: dict[str, Any], trimmed: dict[str, Any], kept: np.ndarra
 def prove_configs(base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, vocab_size: int,
                   rules: ArchitectureRules | None = None) -> list[ProofCheck]:
     """Check (c): config.json and generation_config.json differ only in remapped fields."""
+    rules = rules or default_rules()
     kept = np.asarray(kept_ids, dtype=np.int64)
     checks = []
     for name in CONFIG_FILES:
@@ -303,7 +348,10 @@ def prove_configs(base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, vocab
             checks.append(ProofCheck(name=check, passed=False, detail=f"{name} {'missing' if b.exists() else 'added'}",
                                      failures=[f"{name} exists in {'the base only' if b.exists() else 'the trimmed folder only'}"]))
             continue
-        problems, n = _config_diffs(json.loads(b.read_text()), json.loads(t.read_text()), kept, vocab_size, rules)
+        base_cfg = json.loads(b.read_text())
+        thresholds = {spec.config_key: int(below_threshold(kept, size).size)
+                      for spec, size in rules.thresholds_in(base_cfg)} if name == "config.json" else {}
+        problems, n = _config_diffs(base_cfg, json.loads(t.read_text()), kept, vocab_size, rules, thresholds)
         checks.append(ProofCheck(name=check, passed=not problems, items=n,
                                  detail=f"{n} fields: equal to the base's, or remapped to the same tokens" if not problems
                                  else f"{len(problems)} fields differ beyond the remapping", failures=problems[:MAX_DETAILS]))

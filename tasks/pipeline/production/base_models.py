@@ -86,9 +86,7 @@ def check_lfs_digests(folder: Path, expected: dict[str, str], cache: Path | None
 def materialize_hub(m: LoadedManifest, base: BaseModelSpec, src: HubSource, cache: Path) -> Path:
     """Download once per full commit sha, check LFS files against the Hub's sha256 and record
     which commit a tag resolved to (`.trimworks-source.json`, shown on the cards)."""
-    from huggingface_hub import HfApi, snapshot_download
-
-    from tasks.pipeline.publish.targets import with_retries
+    from huggingface_hub import HfApi
 
     retries = m.spec.publish.hub.max_retries
     api = HfApi()
@@ -97,13 +95,51 @@ def materialize_hub(m: LoadedManifest, base: BaseModelSpec, src: HubSource, cach
     record = out / SOURCE_RECORD
     with FileLock(str(out) + ".lock"):
         if not record.exists():
-            with_retries(lambda: snapshot_download(src.hub, revision=commit, local_dir=str(out), allow_patterns=HUB_PATTERNS),
-                         f"{src.hub} download", retries)
-            info = with_retries(lambda: api.model_info(src.hub, revision=commit, files_metadata=True), f"{src.hub} model_info", retries)
-            expected = {s.rfilename: s.lfs.sha256 for s in (info.siblings or []) if getattr(s, "lfs", None) is not None}
-            check_lfs_digests(out, expected, m.work_dir / DIGEST_CACHE)
+            download_hub_snapshot(api, src.hub, commit, out, retries, m.work_dir / DIGEST_CACHE)
             write_text_atomic(record, json.dumps({"hub": src.hub, "revision": src.revision, "commit": commit}))
     return out
+
+
+def resolve_any_revision(api, repo: str, revision: str, max_retries: int = 3) -> str:
+    """The commit a branch, tag or sha names now (the CLI's `--revision`; a manifest pins
+    tags and commits only, see `resolve_hub_revision`)."""
+    from tasks.pipeline.publish.targets import with_retries
+
+    return with_retries(lambda: api.model_info(repo, revision=revision), f"{repo}@{revision} model_info", max_retries).sha
+
+
+def fetch_hub_model(api, repo: str, revision: str, cache: Path, max_retries: int = 3) -> tuple[Path, dict]:
+    """`repo` at the commit `revision` names now, downloaded once per commit into
+    `cache/<org>--<name>/<commit>` (plain files: the Hugging Face cache's symlinks would be
+    refused as links out of the model folder). Returns the folder and what was fetched."""
+    commit = resolve_any_revision(api, repo, revision, max_retries)
+    out = cache / repo.replace("/", "--") / commit
+    record = out / SOURCE_RECORD
+    source = {"hub": repo, "revision": revision, "commit": commit}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        if not record.exists():
+            download_hub_snapshot(api, repo, commit, out, max_retries)
+            write_text_atomic(record, json.dumps(source))
+    return out, source
+
+
+def download_hub_snapshot(api, repo: str, commit: str, local_dir: Path, max_retries: int = 3,
+                          digest_cache: Path | None = None) -> Path:
+    """The weight, config and tokenizer files of `repo` at `commit` into `local_dir`, each LFS
+    file checked against the sha256 the Hub lists."""
+    from huggingface_hub import snapshot_download
+
+    from tasks.pipeline.publish.targets import with_retries
+
+    with_retries(
+        lambda: snapshot_download(repo, revision=commit, local_dir=str(local_dir),
+                                  allow_patterns=HUB_PATTERNS, endpoint=api.endpoint, token=api.token),
+        f"{repo} download", max_retries)
+    info = with_retries(lambda: api.model_info(repo, revision=commit, files_metadata=True), f"{repo} model_info", max_retries)
+    expected = {s.rfilename: s.lfs.sha256 for s in (info.siblings or []) if getattr(s, "lfs", None) is not None}
+    check_lfs_digests(Path(local_dir), expected, digest_cache)
+    return Path(local_dir)
 
 
 def hub_commit_of(folder: Path) -> str | None:

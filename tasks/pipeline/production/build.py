@@ -36,6 +36,8 @@ from tasks.pipeline.publish.targets import RECORD_NAME, LocalRegistry, Publisher
 from tasks.pipeline.production.base_models import DIGEST_CACHE, base_identity
 from tasks.pipeline.production.bodies import base_body
 from tasks.engine.runtime.stages import StageClock
+from tasks.engine.verify.fitness import fitness
+from tasks.engine.verify.loss import texts_loss
 from tasks.pipeline.corpus.identity import corpus_content_key
 from tasks.engine.trim import apply_selection, select_for_model
 from tasks.engine.verify.proof import prove_variant
@@ -182,6 +184,13 @@ def _build_and_publish(
                 if report.compute_note:  # the model's kernels refused float64: the record says what was compared
                     why = f"{why}; {report.compute_note}, tolerance {report.tolerance:g}"
                 raise_unless_exact(variant, report)
+        loss = {}
+        if compare and m.spec.verify.loss_sample > 0:  # what the trim costs where it does not cover the text
+            with clock.stage("loss"):
+                for prefix, these in (("udhr:", {k.removeprefix("benchmark:"): v for k, v in benchmark_texts.items()}),
+                                      ("heldout:", texts)):
+                    for name, tl in texts_loss(base_dir, staging, these, m.spec.verify.loss_sample, check.dtype).items():
+                        loss[prefix + name] = tl
         with clock.stage("checks"):
             if not compare:  # the proof stands for outputs; the chat check still runs on every variant
                 report = ExactnessReport(languages=[f for f in proof.languages if f.language in texts])
@@ -195,12 +204,14 @@ def _build_and_publish(
             benchmark = {f.language.removeprefix("benchmark:"): f.model_copy(update={"language": f.language.removeprefix("benchmark:")})
                          for f in proof.languages if f.language in benchmark_texts}
             corpus_label, synthetic = counting_corpus(m, variant.languages)
+            verdict = fitness(benchmark, m.spec.verify.fitness) if benchmark else None
             record = record_of(variant, "published", location=publisher.location(variant),
                                fingerprint_parts=_fingerprint_parts(m, variant, base_dir), **variant_metrics(trim, report),
                                **proof_fields(proof, compare, why), **base_weight_fields(base_dir),
                                benchmark={lang: LanguageScore.model_validate(f, from_attributes=True) for lang, f in benchmark.items()},
                                benchmark_text=benchmark_labels(variant.languages), counting_corpus=corpus_label,
-                               counting_synthetic=synthetic)
+                               counting_synthetic=synthetic, fit=verdict.fit if verdict else None,
+                               fitness_failures=verdict.failures if verdict else [], loss=loss)
             plot_name = None
             if plot_png is not None and Path(plot_png).exists():
                 if not plot_variant(Path(plot_png), record, staging / "coverage.png"):  # marks this variant
@@ -209,7 +220,8 @@ def _build_and_publish(
             corpora = corpora_lines({lang: m.spec.languages[lang] for lang in variant.languages}, m.spec.lid)
             card = variant_card(record, m.base(variant.base), m.spec.selection, corpora,
                                 json.loads((base_dir / "config.json").read_text()), plot_name, base_dir,
-                                location=publisher.location(variant) if isinstance(publisher, LocalRegistry) else variant.repo_id)
+                                location=variant.repo_id,  # a registry folder is <registry>/<repo id>
+                                registry=publisher.root.resolve().name if isinstance(publisher, LocalRegistry) else None)
             write_text_atomic(staging / "README.md", str(card))
         record.seconds = round(time.perf_counter() - start, 2)
         record.stage_seconds = clock.rounded()

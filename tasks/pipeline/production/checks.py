@@ -127,6 +127,29 @@ def compared_outputs(record: VariantRecord) -> bool:
     return record.status == "published" and "outputs" in record.checks
 
 
+PROOF_ONLY = "only the structural proof stands for this base"
+
+
+def proof_only_reason(spec: VerifySpec, base_dir: Path, sample_lines: int) -> str | None:
+    """Why no variant of this base has its outputs compared (the proof alone vouches for
+    them), or None when one will be. Shown on the cards and catalog, listed by `trimworks plan`."""
+    if spec.outputs == "never":
+        return f"{PROOF_ONLY}: verify.outputs is never"
+    if sample_lines <= 0:
+        return f"{PROOF_ONLY}: verify_sample_lines is 0"
+    if spec.outputs == "always":
+        return None
+    base = Path(base_dir).resolve()
+    params, _arch = _base_facts(str(base), (base / "config.json").stat().st_mtime_ns)
+    if params > spec.outputs_max_params:
+        return (f"{PROOF_ONLY}: it has {params:,} parameters, above verify.outputs_max_params "
+                f"{spec.outputs_max_params:,}")
+    if _precision(spec, params) is None:
+        return (f"{PROOF_ONLY}: its {params:,} parameters need {4 * params / 1e9:.1f} GB even in float32, above "
+                f"verify.outputs_memory_gb {spec.outputs_memory_gb:g}")
+    return None
+
+
 def output_check(spec: VerifySpec, variant: Variant, base_dir: Path, sample_lines: int,
                  carrier: str | None = None) -> OutputCheck:
     """Whether (and how) one variant about to be built compares outputs.
@@ -134,22 +157,15 @@ def output_check(spec: VerifySpec, variant: Variant, base_dir: Path, sample_line
     `carrier` is the id of the variant that carries this base's comparison in the run, as the
     flow decided it (`choose_carriers`); without it, the first variant of the base to get here
     in this process carries it (`start_run` forgets)."""
-    if spec.outputs == "never":
-        return OutputCheck(False, "not compared: verify.outputs is never")
-    if sample_lines <= 0:
-        return OutputCheck(False, "not compared: verify_sample_lines is 0")
+    reason = proof_only_reason(spec, base_dir, sample_lines)
+    if reason is not None:
+        return OutputCheck(False, f"not compared: {reason}")
     base = Path(base_dir).resolve()
     params, arch = _base_facts(str(base), (base / "config.json").stat().st_mtime_ns)
     precision = _precision(spec, params)
     if spec.outputs == "always":
         dtype, tol = precision or ("float32", FLOAT32_TOLERANCE)
         return OutputCheck(True, f"compared in {dtype} (verify.outputs: always)", dtype, tol)
-    if params > spec.outputs_max_params:
-        return OutputCheck(False, f"not compared: the base has {params:,} parameters, above verify.outputs_max_params "
-                                  f"{spec.outputs_max_params:,} (the structural proof covers it)")
-    if precision is None:
-        return OutputCheck(False, f"not compared: {params:,} parameters need {4 * params / 1e9:.1f} GB even in float32, above "
-                                  f"verify.outputs_memory_gb {spec.outputs_memory_gb:g} (the structural proof covers it)")
     dtype, tol = precision
     if carrier is not None:
         first = carrier
@@ -164,14 +180,24 @@ def output_check(spec: VerifySpec, variant: Variant, base_dir: Path, sample_line
     return OutputCheck(False, f"not compared: {first} carried this base's output comparison in this run")
 
 
+def proof_only_lines(records: Sequence[VariantRecord]) -> list[str]:
+    """Catalog lines naming the bases whose published variants rest on the proof alone."""
+    bases = sorted({r.base for r in records if r.status != "failed" and PROOF_ONLY in (r.output_check or "")})
+    if not bases:
+        return []
+    return [f"No variant of {', '.join(bases)} had its outputs compared: {PROOF_ONLY} "
+            "(its variants' cards say why).", ""]
+
+
 def checks_section(records: Sequence[VariantRecord]) -> list[str]:
     """Catalog lines: which variant carried which check."""
     rows = [r for r in records if r.status != "failed" and (r.checks or r.output_check)]
     if not rows:
         return []
     out = ["## Checks per variant", "",
-           "Every variant carries the streamed structural proof; output comparison is sampled (`verify.outputs`).", "",
-           "| variant | checks | proof | output comparison |", "|---|---|---|---|"]
+           "Every variant carries the streamed structural proof; output comparison is sampled (`verify.outputs`).", ""]
+    out += proof_only_lines(rows)
+    out += ["| variant | checks | proof | output comparison |", "|---|---|---|---|"]
     for r in rows:
         proof = "–" if r.proof_passed is None else ("passed" if r.proof_passed else "FAILED")
         if r.proof_passed is not None and r.proof_seconds is not None:

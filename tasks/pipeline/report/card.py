@@ -80,9 +80,9 @@ policy, multiple and trimworks version).
 
 USAGE_TRANSFORMERS = """```python
 from transformers import {model_class}, AutoTokenizer
-
-tokenizer = AutoTokenizer.from_pretrained("{location}")
-model = {model_class}.from_pretrained("{location}")
+{preamble}
+tokenizer = AutoTokenizer.from_pretrained({load})
+model = {model_class}.from_pretrained({load})
 ```"""
 
 USAGE_SENTENCE_TRANSFORMERS = """With [sentence-transformers](https://www.sbert.net) (the base ships its `modules.json` and
@@ -90,8 +90,8 @@ pooling configuration, copied here):
 
 ```python
 from sentence_transformers import SentenceTransformer
-
-model = SentenceTransformer("{location}")
+{preamble}
+model = SentenceTransformer({load})
 embeddings = model.encode(["A sentence in one of the kept languages."])
 ```
 
@@ -99,10 +99,25 @@ Or with transformers alone (mean pooling is then yours to apply):
 
 ```python
 from transformers import {model_class}, AutoTokenizer
-
-tokenizer = AutoTokenizer.from_pretrained("{location}")
-model = {model_class}.from_pretrained("{location}")
+{preamble}
+tokenizer = AutoTokenizer.from_pretrained({load})
+model = {model_class}.from_pretrained({load})
 ```"""
+
+REGISTRY_PREAMBLE = """
+registry = {registry}  # the registry folder, from where you run this (it may move: only this line changes)"""
+
+
+def usage_snippet(model_class: str, sentence_transformers: bool, location: str, registry: str | None) -> str:
+    """How to load the variant: by its Hub id, or (`registry` given) by its path inside the
+    registry, `location` relative to it, so the snippet stays right when the registry moves."""
+    if registry is None:
+        preamble, load = "", json.dumps(location)
+    else:
+        preamble = REGISTRY_PREAMBLE.format(registry=json.dumps(registry))
+        load = "f" + json.dumps("{registry}/" + location.strip("/"))
+    template = USAGE_SENTENCE_TRANSFORMERS if sentence_transformers else USAGE_TRANSFORMERS
+    return template.format(model_class=model_class, preamble=preamble, load=load)
 
 LOSS_NOTE = (" Held-out loss (nats/token) before {before:.4f}, after {after:.4f}. The drop is not an improvement:"
              " the trimmed head's softmax runs over the kept tokens only, so the same logits give each kept token"
@@ -161,10 +176,58 @@ def benchmark_section(rec: VariantRecord) -> str:
                                                    ("text", lambda lang: rec.benchmark_text.get(lang, lang))])
     missing = [lang for lang in rec.languages if lang not in rec.benchmark]
     tail = f"\n\nNo {BENCHMARK_NAME} text for: {', '.join(missing)}." if missing else ""
+    tail += "".join(f"\n\n{line}" for line in base_cannot_read(rec.benchmark))
+    tail += loss_section(rec)
+    if rec.fit is not None:
+        tail += ("\n\n**Verdict on this text**: exact on its covered lines (the proof"
+                 + (" and the output comparison" if "outputs" in rec.checks else "") + "); "
+                 + ("fit for it." if rec.fit else "**not fit** for it: " + "; ".join(md_text(f) for f in rec.fitness_failures) + "."))
     return (f"{BENCHMARK_DESCRIPTION}. *Token coverage*: share of the base model's tokens that the trimmed "
             "vocabulary keeps; *lines gaining an unknown token*: lines where trimming produces an unknown token "
             "the base did not; *line coverage*: lines whose tokens are all kept (those are tokenized identically).\n\n"
             + table + tail)
+
+
+def _loss_cell(sp) -> str:
+    if not sp.lines:
+        return "–"
+    if sp.nll_ratio is not None:
+        return f"{sp.nll_per_char_before:.3f} → {sp.nll_per_char_after:.3f} (×{sp.nll_ratio:.3f})"
+    if sp.cosine_mean is not None:
+        return f"mean {sp.cosine_mean:.4f}, min {sp.cosine_min:.4f}, {sp.share_below_floor:.0%} below 0.99"
+    if sp.top1_agreement is not None:
+        return f"{sp.top1_agreement:.1%} of masked words predicted alike"
+    return "not measured"
+
+
+def loss_section(rec: VariantRecord) -> str:
+    """What the trim costs the model where its vocabulary does not cover the text (measured by
+    variants that compare outputs), beside what it keeps where it does."""
+    if not rec.loss:
+        return ""
+    kinds = {tl.kind for tl in rec.loss.values()}
+    what = ("negative log-likelihood per character, base → variant" if kinds == {"nll_per_char"} else
+            "cosine similarity of the mean-pooled sentence embeddings, base vs variant" if kinds == {"cosine"} else
+            "top-1 agreement with the base at masked words (every fourth)" if kinds == {"top1_agreement"} else
+            "NLL per character, embedding cosine or masked-word agreement, as the model allows")
+    n = next(iter(rec.loss.values())).sample_per_split
+    rows = [f"| {md_text(name)} | {tl.covered.lines} | {_loss_cell(tl.covered)} | {tl.uncovered.lines} | "
+            f"{_loss_cell(tl.uncovered)} |" for name, tl in rec.loss.items()]
+    return ("\n\n**Loss on covered and uncovered lines** (" + what + f"; up to {n} lines of each kind per text, each "
+            "model reading its own tokenization). On covered lines the variant is the base; on uncovered lines it reads "
+            "more, shorter or unknown tokens.\n\n| text | covered lines | covered | uncovered lines | uncovered |\n"
+            "|---|---:|---:|---:|---:|\n" + "\n".join(rows))
+
+
+BASE_UNKNOWN_NOTICE = 0.01  # a base whose own tokens are this often unknown cannot read the text
+
+
+def base_cannot_read(scores: dict) -> list[str]:
+    """A plain sentence per language the base itself reads badly: trimming cannot fix that,
+    and a high token coverage there says little."""
+    return [f"**The base model itself cannot read {md_text(lang)} well**: {rate:.1%} of its own tokens on this text "
+            "are its unknown token, before any trimming; this variant inherits that."
+            for lang, f in scores.items() if (rate := f.base_unknown_rate) is not None and rate >= BASE_UNKNOWN_NOTICE]
 
 
 def benchmark_eval_results(rec: VariantRecord) -> list[EvalResult]:
@@ -202,9 +265,11 @@ def render_card(
     model_class: str = "AutoModel",
     sentence_transformers: bool = False,
     location: str | None = None,
+    registry: str | None = None,
 ) -> ModelCard:
     """`sentence_transformers`: the base ships `modules.json` (library and usage follow);
-    `location`: where a user loads it from — the Hub id, or the local registry path."""
+    `location`: where a user loads it from — the Hub id (the default: its repo id), or with
+    `registry` (the registry folder's name) its folder relative to the registry."""
     evals = heldout_eval_results(rec)
     data = ModelCardData(
         base_model=base_name,
@@ -255,8 +320,7 @@ def render_card(
         output_compared="outputs" in rec.checks or not rec.checks,
         output_why=(rec.output_check or "").removeprefix("not compared: "),
         proof_section=proof_section(rec),
-        usage=(USAGE_SENTENCE_TRANSFORMERS if sentence_transformers else USAGE_TRANSFORMERS).format(
-            model_class=model_class, location=location or rec.repo_id),
+        usage=usage_snippet(model_class, sentence_transformers, location or rec.repo_id, registry),
     )
 
 
@@ -285,10 +349,11 @@ def corpora_lines(languages: Mapping[str, LanguageSpec], lid: LidSpec) -> list[s
 
 
 def variant_card(rec: VariantRecord, base: BaseModelSpec, selection: SelectionPolicy, corpora: list[str], config: dict,
-                 plot_file: str | None, base_dir: Path | None = None, location: str | None = None) -> ModelCard:
+                 plot_file: str | None, base_dir: Path | None = None, location: str | None = None,
+                 registry: str | None = None) -> ModelCard:
     """The card of a built variant: its record plus the manifest's sections it was built from
     (its base, the selection policy, `corpora_lines`) and the base's config (`location`: where
-    users load it from, a local registry path or the Hub id)."""
+    users load it from, the Hub id, or its folder inside the registry named `registry`)."""
     name, link = base_link(base, base_dir)
     model_class = auto_class_name(config)
     return render_card(
@@ -297,6 +362,7 @@ def variant_card(rec: VariantRecord, base: BaseModelSpec, selection: SelectionPo
         policy=selection.model_dump_json(exclude_defaults=True) or "{}",
         corpora=corpora, plot_file=plot_file, model_class=model_class,
         sentence_transformers=base_dir is not None and (Path(base_dir) / "modules.json").is_file(), location=location,
+        registry=registry,
     )
 
 

@@ -21,6 +21,7 @@ from tasks.pipeline.production.checks import checks_section
 from tasks.engine.runtime.redact import redact
 from tasks.pipeline.report.metrics import catalog_row, markdown_columns
 from tasks.pipeline.report.record import VariantRecord
+from tasks.pipeline.report.variant_plot import legend_outside, series_style
 from tasks.engine.tokenizer.vocab import Vocab
 
 CATALOG_PARQUET = "catalog.parquet"
@@ -54,8 +55,9 @@ def write_catalog(records: Sequence[VariantRecord], out_dir: Path, plots: Mappin
           f"{sum(r.status == 'skipped' for r in records)} already up to date, {len(failed)} failed.", "",
           markdown_table(rows),
           "## Fidelity on real text (UDHR) and on the held-out split", "",
-          "*min coverage* above is measured on the held-out split of the counting corpora; when those are synthetic "
-          "(wordfreq) it is not the coverage of a language. The UDHR columns are real text the counting never saw.", "",
+          "*held-out min coverage* above is measured on the held-out split of the counting corpora; when those are "
+          "synthetic (wordfreq) it is not the coverage of a language. The UDHR columns are real text the counting "
+          "never saw.", "",
           realtext_markdown_table(rows)]
     if failed:
         md += ["## Failures", ""] + [f"- **{r.variant_id}**: {redact(r.error or '')}" for r in failed] + [""]
@@ -104,12 +106,13 @@ def plot_coverage(
         vocab = analyze_tokenizer(load_tokenizer_json(tokenizer_json))
     tok = load_plain_tokenizer(tokenizer_json)
     sizes = np.unique(np.geomspace(max(len(vocab.always_keep), 64), vocab.size, 40).astype(int))
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(8.4, 4.2), dpi=110)
     curves = {}
-    for lang, path in counts.items():
+    for i, (lang, path) in enumerate(counts.items()):
         ids = [e.ids for e in tok.encode_batch(heldout.get(lang, []), add_special_tokens=False)]
         curves[lang] = 100 * coverage_curve(vocab, path, ids, sizes)
-        ax.plot(sizes, curves[lang], label=lang)
+        style = series_style(i)
+        ax.plot(sizes, curves[lang], label=lang, color=style["color"], linestyle=style["linestyle"])
     for label, size, cov in marks:
         ax.scatter([size], [100 * cov], marker="x", color="black", zorder=3)
         ax.annotate(label, (size, 100 * cov), fontsize=7, xytext=(3, -9), textcoords="offset points")
@@ -118,7 +121,7 @@ def plot_coverage(
     ax.set_ylabel("held-out lines fully covered (%)")
     ax.set_title(f"{base_id}: coverage vs kept vocabulary (base {vocab.size:,})")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(title="language")
+    legend_outside(ax, "language", len(curves))
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(out_png) as fh:
@@ -153,5 +156,5 @@ def plot_inputs(base_id: str, tokenizer_json: Path, counts: Mapping[str, Path], 
 
     parts = {"base": base_id, "tokenizer": stamp(tokenizer_json), "counts": {k: stamp(v) for k, v in sorted(counts.items())},
              "heldout": {k: list(lines_key(tuple(v))) for k, v in sorted(heldout.items())}, "marks": [list(m) for m in marks],
-             "version": 1}
+             "version": 2}  # 2: styles per language, legend outside
     return xxhash.xxh3_128_hexdigest(json.dumps(parts, sort_keys=True).encode())

@@ -14,6 +14,9 @@ Two lists:
 Each view shows an entry when it has a `Show` for it (header, format, place): a new metric
 is one entry. Columns sort by `Show.at`, then by their order here, so an entry without `at`
 goes last. Formats are Python format specs ("" is text); a missing value shows as `missing`.
+On the web page (`site`) a Show with `detail` goes to the row's details rather than a column
+(the table fits a laptop screen), and `tag` adds a word after a value (held-out figures on
+synthetic text say "synthetic").
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class Show:
     at: int = LAST
     missing: str = "–"
     when_present: bool = False  # web page only: a column only when some record has a value
+    detail: bool = False  # web page only: in the row's details, not a column (the table fits a laptop screen)
+    tag: Callable[[Any], str | None] | None = None  # web page only: a word after the value (of the record)
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,20 @@ def tokens_per_char_ratio(score: Any) -> float:
     return score.tokens_per_char_after / score.tokens_per_char_before if score.tokens_per_char_before else 1.0
 
 
+def worst_language(scores: dict) -> str | None:
+    """The language that fares worst on a text: lowest token coverage, then most lines gaining
+    an unknown token (None when nothing was measured)."""
+    measured = [(s.token_coverage, -(s.lines_gaining_unknown or 0), lang) for lang, s in scores.items()
+                if s.token_coverage is not None]
+    return min(measured)[2] if measured else None
+
+
+def _worst_loss(r: Any, field: str, pick) -> float | None:
+    """The worst figure over the UDHR texts' uncovered lines (None: not measured)."""
+    values = [v for k, tl in r.loss.items() if k.startswith("udhr:") and (v := getattr(tl.uncovered, field)) is not None]
+    return pick(values) if values else None
+
+
 def _scores_json(scores: dict) -> str:
     return json.dumps({k: v.model_dump() for k, v in scores.items()})
 
@@ -122,21 +141,24 @@ LANGUAGE_METRICS: list[LanguageMetric] = [
                    udhr_index=ModelIndex("lines_gaining_unknown", "lines gaining an unknown token", at=2)),
     LanguageMetric("tokens_per_char_ratio", ".4f", value=tokens_per_char_ratio, udhr=Show("tokens/char, trimmed ÷ base", at=3),
                    udhr_index=ModelIndex("tokens_per_char_ratio", "tokens per char, trimmed / base", at=4)),
+    LanguageMetric("base_unknown_rate", ".2%", stored=(float | None, None),  # the base's own, before trimming
+                   udhr=Show("base's own unknown tokens", at=7),
+                   udhr_index=ModelIndex("base_unknown_rate", "unknown tokens of the base itself", at=5)),
 ]
 
 VARIANT_METRICS: list[VariantMetric] = [
     VariantMetric("variant_id", _field("variant_id"), table=Show("variant"), realtext=Show("variant", at=0)),
-    VariantMetric("base", _field("base"), site=Show("base")),
-    VariantMetric("languages", lambda r: ",".join(r.languages), site=Show("languages")),
-    VariantMetric("multiple", _field("multiple"), "d", site=Show("×")),
-    VariantMetric("status", _field("status"), table=Show("status"), site=Show("status")),
-    VariantMetric("repo_id", _field("repo_id")),
-    VariantMetric("vocab_before", _field("vocab_before"), ",", table=Show("vocab"), site=Show("vocab before", ",d"),
+    VariantMetric("base", _field("base"), site=Show("base", at=1)),
+    VariantMetric("languages", lambda r: ",".join(r.languages), site=Show("languages", at=2)),
+    VariantMetric("multiple", _field("multiple"), "d", site=Show("×", at=3)),
+    VariantMetric("status", _field("status"), table=Show("status"), site=Show("status", detail=True)),
+    VariantMetric("repo_id", _field("repo_id"), site=Show("repository", detail=True)),
+    VariantMetric("vocab_before", _field("vocab_before"), ",", table=Show("vocab"), site=Show("vocab before", ",d", detail=True),
                   card=Show("vocabulary")),
-    VariantMetric("vocab_after", _field("vocab_after"), ",", table=Show("vocab"), site=Show("vocab after", ",d"),
+    VariantMetric("vocab_after", _field("vocab_after"), ",", table=Show("vocab"), site=Show("kept vocab", ",d", at=4),
                   card=Show("vocabulary")),
     VariantMetric("params_before", _field("params_before"), ",", table=Show("params"), card=Show("parameters")),
-    VariantMetric("params_after", _field("params_after"), ",", table=Show("params"), site=Show("params after", ",d"),
+    VariantMetric("params_after", _field("params_after"), ",", table=Show("params"), site=Show("params after", ",d", detail=True),
                   card=Show("parameters")),
     VariantMetric("bytes_before", _field("bytes_before"), ",", card=Show("bytes on disk")),
     VariantMetric("bytes_after", _field("bytes_after"), ",", card=Show("bytes on disk")),
@@ -144,15 +166,16 @@ VARIANT_METRICS: list[VariantMetric] = [
                   card=Show("embedding share of parameters")),
     VariantMetric("embedding_share_after", _field("embedding_share_after"), ".1%", catalog=False,
                   card=Show("embedding share of parameters")),
-    VariantMetric("size_reduction_pct", _field("size_reduction_pct"), ".1f", table=Show("size −%"), site=Show("size −%")),
-    VariantMetric("min_coverage", lambda r: _min(r.fidelity.values(), "coverage"), ".2%", table=Show("min coverage"),
-                  site=Show("min coverage")),
+    VariantMetric("size_reduction_pct", _field("size_reduction_pct"), ".1f", table=Show("size −%"), site=Show("size −%", at=5)),
+    # Held-out split of the counting corpora: synthetic (wordfreq) text measures the generator, and says so.
+    VariantMetric("min_coverage", lambda r: _min(r.fidelity.values(), "coverage"), ".2%", table=Show("held-out min coverage"),
+                  site=Show("held-out lines covered (min)", at=10, tag=lambda r: "synthetic" if r.counting_synthetic else None)),
     VariantMetric("min_identity", lambda r: _min(r.fidelity.values(), "identity"), ".2%", table=Show("identity"),
-                  site=Show("identity")),
+                  site=Show("held-out identity (min)", detail=True)),
     VariantMetric("output_max_abs_diff", _field("output_max_abs_diff"), ".2g", table=Show("max abs diff"),
-                  site=Show("max abs diff"), model_index=ModelIndex("max_abs_diff", "max abs output difference", digits=None)),
-    VariantMetric("loss_before", _field("loss_before"), ".3f", site=Show("loss before")),
-    VariantMetric("loss_after", _field("loss_after"), ".3f", site=Show("loss after")),
+                  site=Show("max abs diff", detail=True), model_index=ModelIndex("max_abs_diff", "max abs output difference", digits=None)),
+    VariantMetric("loss_before", _field("loss_before"), ".3f", site=Show("loss before", detail=True)),
+    VariantMetric("loss_after", _field("loss_after"), ".3f", site=Show("loss after", detail=True)),
     VariantMetric("location", _field("location"), table=Show("published at", missing="")),
     VariantMetric("error", lambda r: redact(r.error) if r.error else r.error),
     VariantMetric("fingerprint", _field("fingerprint")),
@@ -169,22 +192,42 @@ VARIANT_METRICS: list[VariantMetric] = [
     VariantMetric("heldout_min_token_coverage", lambda r: _min(r.fidelity.values(), "token_coverage"), ".4f",
                   realtext=Show("held-out min token coverage", at=2)),
     VariantMetric("udhr_min_token_coverage", lambda r: _min(r.benchmark.values(), "token_coverage"), ".4f",
-                  realtext=Show("UDHR min token coverage", at=3)),
+                  realtext=Show("UDHR min token coverage", at=3), site=Show("UDHR token coverage (min)", at=6)),
     VariantMetric("udhr_min_line_coverage", lambda r: _min(r.benchmark.values(), "coverage"), ".2%",
-                  realtext=Show("UDHR min line coverage", at=6)),
+                  realtext=Show("UDHR min line coverage", at=6), site=Show("UDHR line coverage (min)", detail=True)),
     VariantMetric("udhr_max_tokens_per_char_ratio", lambda r: max(
         (f.tokens_per_char_after / f.tokens_per_char_before for f in r.benchmark.values() if f.tokens_per_char_before),
-        default=None), ".4f", realtext=Show("UDHR tokens/char ÷ base (max)", at=4)),
+        default=None), ".4f", realtext=Show("UDHR tokens/char ÷ base (max)", at=4),
+        site=Show("UDHR tokens/char ÷ base (max)", at=7)),
     VariantMetric("udhr_lines_gaining_unknown", lambda r: sum(f.lines_gaining_unknown or 0 for f in r.benchmark.values())
-                  if r.benchmark else None, "d", realtext=Show("UDHR lines gaining unknown", at=5)),
+                  if r.benchmark else None, "d", realtext=Show("UDHR lines gaining unknown", at=5),
+                  site=Show("UDHR lines gaining an unknown token", ",d", at=8)),
+    VariantMetric("udhr_worst_language", lambda r: worst_language(r.benchmark), realtext=Show("UDHR worst language", at=5),
+                  site=Show("UDHR worst language", at=9)),
+    VariantMetric("udhr_max_base_unknown_rate", lambda r: max(
+        (f.base_unknown_rate for f in r.benchmark.values() if f.base_unknown_rate is not None), default=None), ".2%",
+                  realtext=Show("UDHR base's own unknown tokens (max)", at=5), site=Show("base's own unknown (max)", detail=True)),
+    VariantMetric("fit_for_real_text", lambda r: None if r.fit is None else "yes" if r.fit else "no",
+                  realtext=Show("fit for its real text", at=LAST), site=Show("fit for its real text", detail=True)),
+    VariantMetric("fitness_failures", lambda r: "; ".join(r.fitness_failures)),
+    VariantMetric("udhr_uncovered_nll_ratio", lambda r: _worst_loss(r, "nll_ratio", max), ".3f",
+                  realtext=Show("UDHR uncovered NLL/char ÷ base (max)", at=LAST),
+                  site=Show("UDHR uncovered NLL/char ÷ base (max)", ".3f", detail=True)),
+    VariantMetric("udhr_uncovered_cosine", lambda r: _worst_loss(r, "cosine_min", min), ".4f",
+                  realtext=Show("UDHR uncovered embedding cosine (min)", at=LAST),
+                  site=Show("UDHR uncovered embedding cosine (min)", ".4f", detail=True)),
+    VariantMetric("udhr_uncovered_top1_agreement", lambda r: _worst_loss(r, "top1_agreement", min), ".2%",
+                  realtext=Show("UDHR uncovered masked top-1 agreement (min)", at=LAST),
+                  site=Show("UDHR uncovered masked top-1 agreement (min)", ".2%", detail=True)),
+    VariantMetric("loss_json", lambda r: json.dumps({k: v.model_dump() for k, v in r.loss.items()})),
     VariantMetric("udhr_languages", lambda r: ",".join(r.benchmark)),
     # Shown on the web page when a record has them (the card tells them in prose).
-    VariantMetric("proof_seconds", _field("proof_seconds"), ".4g", catalog=False, site=Show("proof_seconds", when_present=True)),
-    VariantMetric("chat_prompts", _field("chat_prompts"), ".4g", catalog=False, site=Show("chat_prompts", when_present=True)),
+    VariantMetric("proof_seconds", _field("proof_seconds"), ".4g", catalog=False, site=Show("proof_seconds", when_present=True, detail=True)),
+    VariantMetric("chat_prompts", _field("chat_prompts"), ".4g", catalog=False, site=Show("chat_prompts", when_present=True, detail=True)),
     VariantMetric("chat_identical", _field("chat_identical"), ".4g", catalog=False,
-                  site=Show("chat_identical", when_present=True)),
+                  site=Show("chat_identical", when_present=True, detail=True)),
     VariantMetric("backstop_tokens", _field("backstop_tokens"), ",", realtext=Show("backstop tokens", at=7),
-                  site=Show("backstop_tokens", ".4g", when_present=True)),
+                  site=Show("backstop_tokens", ".4g", when_present=True, detail=True)),
     VariantMetric("benchmark_json", lambda r: _scores_json(r.benchmark)),
 ]
 

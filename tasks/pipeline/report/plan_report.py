@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tasks.pipeline.corpus.counts_cache import counts_path, heldout_path
 from tasks.pipeline.manifest import LoadedManifest, Variant, corpus_key, fingerprint_fields, fingerprint_parts
+from tasks.pipeline.production.checks import proof_only_reason
 from tasks.pipeline.production.plan import BaseState, Plan, plan
 from tasks.pipeline.publish.targets import RECORD_NAME, LocalRegistry, Publisher, files_damage, publisher_for
 from tasks.pipeline.production.base_models import DIGEST_CACHE, base_folder
@@ -43,6 +44,8 @@ class PlanReport:
     bases_to_materialize: list[str] = field(default_factory=list)
     registry: DiskUsage | None = None  # the local registry now: logical and on disk (shared bodies once)
     adds: RunAdds | None = None  # at most what a run would add to the disk
+    proof_only: dict[str, str] = field(default_factory=dict)  # base id -> why no variant of it compares outputs
+    unfit: dict[str, list[str]] = field(default_factory=dict)  # published, exact, not fit for its own real text
 
     def tally(self) -> Counter:
         return Counter(s.status for s in self.statuses)
@@ -57,6 +60,8 @@ class PlanReport:
             "would_materialize": self.bases_to_materialize,
             "registry": self.registry.__dict__ if self.registry else None,
             "would_add": self.adds.__dict__ if self.adds else None,
+            "proof_only": self.proof_only,
+            "unfit": self.unfit,
             "variants": [{"id": s.variant.id, "status": s.status, "changed": list(s.changed), "detail": s.detail}
                          for s in self.statuses],
         }
@@ -73,6 +78,10 @@ class PlanReport:
             lines.append(f"would extract held-out text: {', '.join(self.heldout_to_make)}")
         groups = {(v.base, v.languages) for v in self.plan.to_build}
         lines.append(f"would build {len(self.plan.to_build)} variant(s) in {len(groups)} build task(s)")
+        for vid, failures in self.unfit.items():
+            lines.append(f"exact but not fit for its own real text: {vid}: {'; '.join(failures)}")
+        for base_id, why in self.proof_only.items():
+            lines.append(f"outputs never compared for base {base_id}: {why}")
         if self.registry is not None:
             lines.append(f"registry: {self.registry.line()}")
         if self.adds is not None and self.plan.to_build:
@@ -241,6 +250,9 @@ def plan_report(m: LoadedManifest, manifest: str, publisher: Publisher | None = 
             changed = tuple(k for k in dict.fromkeys([*now, *before]) if now.get(k) != before.get(k))
             statuses.append(VariantStatus(v, STALE, changed))
     report = PlanReport(manifest, statuses, p)
+    for st in statuses:
+        if st.status == UP_TO_DATE and (rec := published.record(st.variant)).get("fit") is False:
+            report.unfit[st.variant.id] = list(rec.get("fitness_failures") or [])
     report.bases_to_materialize = [b.id for b in bases if b.folder is None and b.error is None and b.id in
                                    {v.base for v in p.to_build}]
     sharing: dict[tuple[str | None, str], list[str]] = {}
@@ -250,6 +262,14 @@ def plan_report(m: LoadedManifest, manifest: str, publisher: Publisher | None = 
             sharing.setdefault((base.tokenizer if base.folder else base.id, lang), []).append(base_id)
     report.to_count = [("+".join(ids), lang) for (_, lang), ids in sharing.items()]
     report.heldout_to_make = [lang for lang in p.heldout_languages() if not heldout_path(m, lang).exists()]
+    for b in bases:
+        if b.folder is not None and b.error is None:
+            try:
+                why = proof_only_reason(m.spec.verify, b.folder, m.spec.verify_sample_lines)
+            except Exception:  # noqa: BLE001 - an unreadable base: the run reports it
+                why = None
+            if why:
+                report.proof_only[b.id] = why
     if m.spec.publish.target == "local":
         report.registry = disk_usage(m.output_dir, skip_hidden=True)
     try:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, create_model
 
 from tasks.engine.verify.proof import ProofCheck
 from tasks.engine.trim import TrimResult
+from tasks.engine.verify.loss import TextLoss
 from tasks.engine.verify.outputs import ExactnessReport
 from tasks.pipeline.report.metrics import LANGUAGE_METRICS
 
@@ -74,6 +75,13 @@ class VariantRecord(BaseModel):
     counting_synthetic: bool | None = None
     backstop_tokens: int | None = None  # tokens kept only by the character backstop
     backstop_scripts: list[str] = []
+    # The second half of the verdict (engine/verify/fitness.py): exact is the proof's and the
+    # comparison's; fit says whether the variant suits its own languages' real text (UDHR).
+    fit: bool | None = None  # None: no real text of its languages
+    fitness_failures: list[str] = []
+    # The loss on covered and uncovered lines ("udhr:<lang>", "heldout:<lang>"), measured by the
+    # variants that compare outputs (engine/verify/loss.py); empty for the others.
+    loss: dict[str, TextLoss] = {}
 
 
 def variant_metrics(trim: TrimResult, report: ExactnessReport) -> dict:

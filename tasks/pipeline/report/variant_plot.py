@@ -26,6 +26,24 @@ log = logging.getLogger("trimworks.plot")
 MATPLOTLIB_LOCK = threading.Lock()
 _BACKGROUNDS: collections.OrderedDict[tuple, "_Background"] = collections.OrderedDict()  # under the lock
 _KEEP_BACKGROUNDS = 8  # one per base x language subset in flight; ~1.5 MB of pixels each
+# Series styles: ten colours (tab10) times eight markers and four line styles, so that up to 80
+# languages on one plot differ in colour or marker; each style is the language's, not the slot's.
+_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def series_style(i: int) -> dict[str, str]:
+    """The i-th series' colour, marker and line style: colour cycles fastest, then marker and
+    line style, so neighbours in the legend differ in colour and every ten share none of the rest."""
+    return {"color": _COLORS[i % len(_COLORS)], "marker": _MARKERS[(i // len(_COLORS)) % len(_MARKERS)],
+            "linestyle": _LINESTYLES[(i // len(_COLORS)) % len(_LINESTYLES)]}
+
+
+def legend_outside(ax: Any, title: str, n: int) -> Any:
+    """The legend right of the axes, never over the data; two columns beyond 18 entries."""
+    return ax.legend(title=title, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8,
+                     title_fontsize=8, ncol=1 if n <= 18 else 2 if n <= 40 else 3)
 
 
 def plot_variant(base_plot_png: Path, rec: VariantRecord, out_png: Path) -> bool:
@@ -60,12 +78,13 @@ def _background(data_path: Path, data: dict, languages: tuple[str, ...], xlim: t
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(8.4, 4.2), dpi=110)
     colors = {}
-    for lang in languages:
+    for i, lang in enumerate(languages):
         curve = data["curves"].get(lang)
         if curve is not None:
-            (line,) = ax.plot(data["sizes"], curve, label=lang)
+            style = series_style(i)
+            (line,) = ax.plot(data["sizes"], curve, label=lang, color=style["color"], linestyle=style["linestyle"])
             colors[lang] = line.get_color()
     if not colors:
         plt.close(fig)
@@ -76,10 +95,11 @@ def _background(data_path: Path, data: dict, languages: tuple[str, ...], xlim: t
     ax.set_xlabel("kept vocabulary size (tokens)")
     ax.set_ylabel("held-out lines fully covered (%)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(title="language")
+    legend_outside(ax, "language", len(colors))
     ax.set_title(" ", fontsize=10)  # the variant's title is drawn per variant
-    # Fixed margins for the fixed figure size: tight_layout measures every text box again.
-    fig.subplots_adjust(left=0.1, right=0.97, top=0.91, bottom=0.13)
+    # Fixed margins for the fixed figure size (tight_layout measures every text box again);
+    # the right one leaves room for the legend beside the axes.
+    fig.subplots_adjust(left=0.085, right=0.78 if len(colors) <= 18 else 0.68, top=0.91, bottom=0.13)
     fig.canvas.draw()
     bg = _Background(fig, ax, colors, fig.canvas.copy_from_bbox(fig.bbox))
     _BACKGROUNDS[key] = bg

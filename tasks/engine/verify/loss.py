@@ -1,0 +1,177 @@
+"""What a variant loses where its vocabulary does not cover the text.
+
+Exactness covers the covered lines only. On an uncovered line a byte-level BPE variant still
+encodes, into more and shorter tokens the model was not trained on; a WordPiece variant may
+produce `[UNK]`. This measures the effect on the model, on a sample of lines split into
+covered and uncovered, each model reading its own tokenization:
+
+- causal LMs: negative log-likelihood per character (teacher-forced; summed token losses over
+  the line's characters, so tokenizations of different lengths compare), base vs variant;
+  encoder-decoders the same on the target side (the line as target, shifted into the decoder);
+- models giving hidden states (sentence encoders): cosine similarity of the mean-pooled
+  embeddings, base vs variant (mean, minimum, share of lines below 0.99);
+- masked LMs: every fourth word of the line is replaced by the mask token, and the share of
+  masks where the variant's top-1 prediction is the base's (the base's over the kept tokens,
+  so a covered line agrees fully: same ids, same logits on those columns).
+
+On covered lines the cosine is 1 up to rounding (the same ids reach the same rows), and the
+variant's NLL is the base's minus the log of the probability mass the base gave the kept
+tokens: never higher, and equal up to rounding where that mass is ~1 (trained models put
+little on tokens a language never uses). The first token of a line is predicted by neither.
+Anything else is reported as not measured, with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+
+from tasks.engine.checkpoint.architectures import auto_class_name
+from tasks.engine.counting.tokens import load_plain_tokenizer
+from tasks.engine.checkpoint.model_folder import TOKENIZER_JSON
+from tasks.engine.verify.outputs import _OUTPUTS_LOCK, _outputs, load_kept_ids, primary_output, tokenization_fidelity
+
+COSINE_FLOOR = 0.99  # a sentence embedding below this has moved (share of lines reported)
+
+
+class SplitLoss(BaseModel):
+    """One text's sampled lines of one kind (covered or uncovered)."""
+
+    lines: int = 0
+    nll_per_char_before: float | None = None  # causal LMs
+    nll_per_char_after: float | None = None
+    top1_agreement: float | None = None  # masked LMs: share of masks predicted alike
+    cosine_mean: float | None = None  # encoders
+    cosine_min: float | None = None
+    share_below_floor: float | None = None
+
+    @property
+    def nll_ratio(self) -> float | None:
+        """Variant's NLL per character over the base's (1.0: nothing lost)."""
+        if self.nll_per_char_before and self.nll_per_char_after is not None:
+            return self.nll_per_char_after / self.nll_per_char_before
+        return None
+
+
+class TextLoss(BaseModel):
+    """A text's loss figures: covered and uncovered lines, and all of them together."""
+
+    kind: str  # "nll_per_char" | "cosine" | "not measured: ..."
+    sample_per_split: int
+    covered: SplitLoss
+    uncovered: SplitLoss
+    all: SplitLoss
+
+
+def _split(nll_b: list[float], nll_a: list[float], chars: list[int], cos: list[float]) -> SplitLoss:
+    n = max(len(chars), len(cos))
+    if not n:
+        return SplitLoss()
+    if cos:
+        c = np.asarray(cos)
+        return SplitLoss(lines=n, cosine_mean=float(c.mean()), cosine_min=float(c.min()),
+                         share_below_floor=float((c < COSINE_FLOOR).mean()))
+    total = sum(chars) or 1
+    return SplitLoss(lines=n, nll_per_char_before=sum(nll_b) / total, nll_per_char_after=sum(nll_a) / total)
+
+
+MASK_EVERY = 4  # masked LMs: every fourth word of a line is masked
+MASK_TOKENS = ("[MASK]", "<mask>", "<MASK>")
+
+
+def _mask_words(line: str, mask: str) -> str:
+    words = line.split(" ")
+    return " ".join(mask if i % MASK_EVERY == MASK_EVERY - 1 else w for i, w in enumerate(words))
+
+
+def _masked_agreement(base_dir: Path, trimmed_dir: Path, base_tok, trim_tok, kept: np.ndarray, sample: list[str],
+                      max_length: int, dtype: str) -> list[float | None]:
+    """Per line: the share of masked words whose top-1 prediction the variant shares with the base
+    (None: no word masked). Masks are aligned by order: one mask token per masked word in both."""
+    mask = next((m for m in MASK_TOKENS if base_tok.token_to_id(m) is not None), None)
+    if mask is None or trim_tok.token_to_id(mask) is None:
+        return [None] * len(sample)
+    masked = [_mask_words(line, mask) for line in sample]
+    ids_b, ids_a = base_tok.token_to_id(mask), trim_tok.token_to_id(mask)
+    out = []
+    with _OUTPUTS_LOCK:
+        before = _outputs(base_dir, base_tok, masked, max_length, dtype, columns=kept)
+        after = _outputs(trimmed_dir, trim_tok, masked, max_length, dtype)
+        for line, (kb, ob, _l, _n), (ka, oa, _l2, _n2) in zip(masked, before, after, strict=True):
+            lb, la = primary_output(kb, ob), primary_output(ka, oa)
+            pos_b = [i for i, t in enumerate(base_tok.encode(line, add_special_tokens=True).ids[:max_length]) if t == ids_b]
+            pos_a = [i for i, t in enumerate(trim_tok.encode(line, add_special_tokens=True).ids[:max_length]) if t == ids_a]
+            n = min(len(pos_b), len(pos_a))
+            if not n:
+                out.append(None)
+                continue
+            top_b = lb[pos_b[:n]].argmax(-1)  # indices into the kept columns = the variant's ids
+            top_a = la[pos_a[:n]].argmax(-1)
+            out.append(float((top_b == top_a).double().mean()))
+    return out
+
+
+def text_loss(base_dir: Path, trimmed_dir: Path, lines: Sequence[str], sample_per_split: int = 8,
+              max_length: int = 64, dtype: str = "float64") -> TextLoss:
+    """Loss of the variant against its base on up to `sample_per_split` covered and as many
+    uncovered lines of `lines` (the first ones of each kind: deterministic)."""
+    base_dir, trimmed_dir = Path(base_dir), Path(trimmed_dir)
+    kept = load_kept_ids(trimmed_dir)
+    base_tok = load_plain_tokenizer(base_dir / TOKENIZER_JSON)
+    trim_tok = load_plain_tokenizer(trimmed_dir / TOKENIZER_JSON, word_cache=False)
+    lines = [x for x in lines if x.strip()]
+    _fid, covered_lines = tokenization_fidelity(base_tok, trim_tok, kept, "text", lines)
+    covered_set = set(covered_lines)
+    covered = covered_lines[:sample_per_split]
+    uncovered = [x for x in lines if x not in covered_set][:sample_per_split]
+    sample = covered + uncovered
+    config = json.loads((base_dir / "config.json").read_text())
+    per_line: list[tuple[float | None, float | None, float | None]] = []  # (nll before, nll after, cosine)
+    agreement: list[float | None] = []
+    kind = None
+    if sample and auto_class_name(config) == "AutoModelForMaskedLM":
+        agreement = _masked_agreement(base_dir, trimmed_dir, base_tok, trim_tok, kept, sample, max_length, dtype)
+        kind = "masked"
+    elif sample:
+        with _OUTPUTS_LOCK:
+            before = _outputs(base_dir, base_tok, sample, max_length, dtype)
+            after = _outputs(trimmed_dir, trim_tok, sample, max_length, dtype)
+            for (k, tb, lb, _n), (_k, ta, la, _m) in zip(before, after, strict=True):
+                kind = k
+                ob, oa = primary_output(k, tb), primary_output(_k, ta)
+                cos = None
+                if k == "hidden_states":
+                    eb, ea = ob.double().mean(0), oa.double().mean(0)
+                    cos = float((eb @ ea) / (eb.norm() * ea.norm()).clamp_min(1e-300))
+                per_line.append((lb, la, cos))
+    if kind == "masked" and any(a is not None for a in agreement):
+        measure = "top1_agreement"
+    elif kind == "hidden_states":
+        measure = "cosine"
+    elif per_line and all(lb is not None and la is not None for lb, la, _ in per_line):
+        measure = "nll_per_char"
+    else:
+        measure = "not measured: the model gives neither a causal or target-side loss, hidden states nor masked predictions"
+
+    def split(idx: range) -> SplitLoss:
+        if measure == "top1_agreement":
+            vals = [a for i in idx if (a := agreement[i]) is not None]
+            return SplitLoss(lines=len(idx), top1_agreement=float(np.mean(vals)) if vals else None)
+        if measure == "cosine":
+            return _split([], [], [], [per_line[i][2] for i in idx])
+        if measure == "nll_per_char":
+            return _split([per_line[i][0] for i in idx], [per_line[i][1] for i in idx], [len(sample[i]) for i in idx], [])
+        return SplitLoss(lines=len(idx))
+
+    n_cov = len(covered)
+    return TextLoss(kind=measure, sample_per_split=sample_per_split, covered=split(range(n_cov)),
+                    uncovered=split(range(n_cov, len(sample))), all=split(range(len(sample))))
+
+
+def texts_loss(base_dir: Path, trimmed_dir: Path, texts: Mapping[str, Sequence[str]], sample_per_split: int = 8,
+               dtype: str = "float64") -> dict[str, TextLoss]:
+    return {name: text_loss(base_dir, trimmed_dir, lines, sample_per_split, dtype=dtype) for name, lines in texts.items()}
