@@ -22,7 +22,7 @@ from tasks.pipeline.report.catalog import plot_coverage
 from tasks.pipeline.corpus.counts_cache import ensure_counts, ensure_heldout, expected_train_lines, read_heldout
 from tasks.pipeline.manifest import HubTarget, LoadedManifest, Variant, load_manifest
 from tasks.engine.checkpoint.model_folder import TOKENIZER_JSON
-from tasks.pipeline.publish.targets import Publisher, publisher_for
+from tasks.pipeline.publish.targets import Publisher, manifest_owner, publisher_for
 from tasks.pipeline.production.base_models import materialize_base
 
 
@@ -62,7 +62,8 @@ def resolve_hub_token(spec: HubTarget) -> str | None:
 def make_publisher(m: LoadedManifest) -> Publisher:
     """The manifest's publish target, with the Hub token from the environment or a Prefect Secret."""
     hub = m.spec.publish.hub if m.spec.publish.target == "hub" else None
-    return publisher_for(m.spec.publish, m.output_dir, resolve_hub_token(hub) if hub is not None else None)
+    return publisher_for(m.spec.publish, m.output_dir, resolve_hub_token(hub) if hub is not None else None,
+                         owner=manifest_owner(m.path, m.work_dir))
 
 
 @task(name="materialize-base", cache_policy=NO_CACHE)
