@@ -596,6 +596,21 @@ def fingerprint_parts(fields: dict[str, Any]) -> dict[str, str]:
     return parts
 
 
+MAX_LANGS_LABEL = 40  # characters of a subset's languages in ids, names and file names
+
+
+def langs_label(langs: tuple[str, ...]) -> str:
+    """A subset's languages as they appear in variant ids and repo names: joined with `-`, or,
+    when that is longer than MAX_LANGS_LABEL (an 85-language subset), the first three, the count
+    and a hash of them all: short and stable, so locks, caches and folders named after a variant
+    stay far below the filesystem's 255-byte limit."""
+    joined = "-".join(langs)
+    if len(joined) <= MAX_LANGS_LABEL:
+        return joined
+    digest = hashlib.sha256(joined.encode()).hexdigest()[:8]
+    return f"{'-'.join(langs[:3])}-{len(langs)}langs-{digest}"
+
+
 def expand(m: LoadedManifest, base_identity: dict[str, str] | None = None,
            corpus_identity: dict[str, str] | None = None) -> list[Variant]:
     """Every (base, subset, multiple) as a Variant with a stable id and a fingerprint.
@@ -612,8 +627,9 @@ def expand(m: LoadedManifest, base_identity: dict[str, str] | None = None,
         for subset in s.subsets:
             langs = tuple(sorted(subset))
             for multiple in s.multiples:
-                vid = f"{b.id}-{'-'.join(langs)}-v{multiple}"
-                name = s.publish.name_template.format(org=s.publish.org, base=b.id, langs="-".join(langs), multiple=multiple)
+                label = langs_label(langs)
+                vid = f"{b.id}-{label}-v{multiple}"
+                name = s.publish.name_template.format(org=s.publish.org, base=b.id, langs=label, multiple=multiple)
                 if not REPO_PART_RE.fullmatch(name) or ".." in name:
                     raise ManifestError(
                         f"{m.path}: publish.name_template gives {name!r} for {vid}, not a safe repo name "

@@ -142,6 +142,13 @@ def test_staging_is_cleared_only_once_its_owner_is_dead(tmp_path):
     assert registry.clean_stale(tmp_path / "locks") == [theirs]
     assert not any((tmp_path / "published" / STAGING_DIR).iterdir())  # folder, owner record and lock
 
+    # Killed between its owner record and its folder: the records alone go too, once it is dead.
+    staging = tmp_path / "published" / STAGING_DIR
+    (staging / f"toy-en-v8.99999999-00000000{OWNER_SUFFIX}").write_text(
+        json.dumps({"pid": 2**22 + 12345, "host": __import__("socket").gethostname()}))
+    registry.clean_stale(tmp_path / "locks")
+    assert not any(staging.iterdir())
+
 
 def test_a_staging_claim_of_another_host_is_never_judged_here(tmp_path):
     staging = tmp_path / "published" / STAGING_DIR

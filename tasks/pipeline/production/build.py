@@ -244,7 +244,7 @@ def _build_and_publish(
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, the batch goes on
         shutil.rmtree(staging, ignore_errors=True)
         detail = redact(str(exc) if isinstance(exc, TrimworksError) else f"{type(exc).__name__}: {exc}")
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG):
             detail = output_error_message(exc, staging)
         log.error("variant %s failed: %s", variant.id, detail)
         log.debug("%s", traceback.format_exc())

@@ -20,7 +20,7 @@ from typing import Literal
 from tasks.engine.errors import ManifestError
 from tasks.engine.checkpoint.model_folder import TOKENIZER_JSON, tokenizer_fingerprint
 from tasks.engine.runtime.redact import redact
-from tasks.pipeline.manifest import LoadedManifest, Variant, expand
+from tasks.pipeline.manifest import LoadedManifest, Variant, expand, langs_label
 from tasks.pipeline.production.base_models import base_identity
 
 
@@ -99,7 +99,7 @@ class BuildGroup:
 
     @property
     def name(self) -> str:
-        return f"{self.base.id}-{'-'.join(self.languages)}"
+        return f"{self.base.id}-{langs_label(self.languages)}"
 
 
 @dataclass

@@ -203,7 +203,7 @@ class LocalRegistry:
 
         staging = self.root / STAGING_DIR
         staging.mkdir(parents=True, exist_ok=True)
-        name = f"{variant.id}.{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        name = f"{variant.id}.{os.getpid()}-{uuid.uuid4().hex[:8]}"  # the host is in the owner record
         lock = FileLock(str(staging / f"{name}{LOCK_SUFFIX}"))
         lock.acquire()
         owner_file = staging / f"{name}{OWNER_SUFFIX}"
@@ -231,6 +231,13 @@ class LocalRegistry:
             return removed
         staging = self.root / STAGING_DIR
         for p in sorted(staging.iterdir()) if staging.is_dir() else []:
+            if p.name.endswith(OWNER_SUFFIX) and not (staging / p.name.removesuffix(OWNER_SUFFIX)).exists():
+                name = p.name.removesuffix(OWNER_SUFFIX)  # killed before its folder was made: the records alone
+                if staging_owner_dead(staging, name):
+                    for suffix in (OWNER_SUFFIX, LOCK_SUFFIX):
+                        with contextlib.suppress(OSError):
+                            (staging / f"{name}{suffix}").unlink()
+                continue
             if p.name.endswith((LOCK_SUFFIX, OWNER_SUFFIX)):
                 continue
             if staging_owner_dead(staging, p.name):
