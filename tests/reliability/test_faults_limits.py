@@ -95,3 +95,17 @@ def test_a_size_limited_work_folder_names_it(tmp_path, bases):
         signal.signal(signal.SIGXFSZ, old_handler)
     msg = str(exc.value)
     assert "file size limit" in msg and "work folder" in msg and str(tmp_path / "work") in msg, msg
+
+
+@pytest.mark.slow
+def test_a_full_work_folder_is_one_line_per_cause_without_tracebacks(tmp_path, bases):
+    from tests import subjects
+    from tests.reliability.fsutil import tmpfs
+
+    with tmpfs(tmp_path / "w", size="40k") as w:
+        work = w / "work"
+        manifest = subjects.make_manifest(tmp_path, bases, work_dir=str(work), subsets=[["en"], ["fr"]], multiples=[8])
+        code, out, err = subjects.run_cli(["publish-all", str(manifest)], tmp_path)
+    assert code == 1 and "failed 4" in out, (out, err[-3000:])
+    assert f"FAILED toy-a-en-v8: disk full on {work}" in err, err[-3000:]
+    assert "Traceback" not in err and "Errno" not in err, err[-3000:]
