@@ -596,7 +596,7 @@ def fingerprint_parts(fields: dict[str, Any]) -> dict[str, str]:
     return parts
 
 
-MAX_LANGS_LABEL = 40  # characters of a subset's languages in ids, names and file names
+MAX_LANGS_LABEL = 64  # characters of a subset's languages in ids, names and file names
 
 
 def langs_label(langs: tuple[str, ...]) -> str:

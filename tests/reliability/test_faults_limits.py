@@ -30,7 +30,7 @@ def many_languages(tmp_path: Path, n: int = 85) -> Path:
     assert len(codes) == n
     (tmp_path / "t.txt").write_text("some text\n")
     data["languages"] = {c: {"corpora": [{"text": ["t.txt"]}]} for c in codes}
-    data["subsets"] = [codes, codes[:-1], ["en"], ["de", "en", "fr"]]
+    data["subsets"] = [codes, codes[:-1], codes[:21], ["en"], ["de", "en", "fr"]]
     return write(tmp_path, data)
 
 
@@ -48,6 +48,7 @@ def test_a_long_subset_gets_a_short_stable_name(tmp_path):
     assert long_ids[0] != long_ids[1] and all(len(i) < 80 for i in long_ids), long_ids
     assert "85langs" in long_ids[0] and "84langs" in long_ids[1]
     assert ids[("de", "en", "fr")] == "m-de-en-fr-v8" and ids[("en",)] == "m-en-v8"  # short subsets as before
+    assert by_size[21] == f"m-{'-'.join(next(langs for langs in ids if len(langs) == 21))}-v8"  # up to 64 characters too
     longest = max(variants, key=lambda v: len(v.id))
     (tmp_path / "locks").mkdir()
     with FileLock(str(tmp_path / "locks" / f"{longest.id}.lock"), timeout=1):  # before: File name too long

@@ -162,3 +162,21 @@ def test_a_staging_claim_of_another_host_is_never_judged_here(tmp_path):
     old = time.time() - 2 * 86400
     os.utime(legacy, (old, old))
     assert LocalRegistry(tmp_path / "published").clean_stale(tmp_path / "locks") == [legacy]
+
+
+def test_swap_folders_of_a_live_run_are_left_alone(tmp_path):
+    """`.replaced-*` (the old variant during a swap) and `.incoming-*` name their maker: another
+    run, whatever its work folder (its own variant locks are all free), removes them only once
+    that process is gone."""
+    from tasks.pipeline.publish.targets import host_tag, process_tag
+
+    root = tmp_path / "published"
+    live = root / f".replaced-{process_tag()}-0badf00d-toy-en-v8"
+    dead = root / f".incoming-h{host_tag()}-{2**22 + 12345}-deadbeef-toy-en-v64"
+    other_host = "000000" if host_tag() != "000000" else "111111"
+    elsewhere = root / f".replaced-h{other_host}-1-0badf00d-toy-en-v8"
+    legacy = root / ".incoming-toy-en-v8-deadbeef"  # an older trimworks': the variant-lock rule
+    for p in (live, dead, elsewhere, legacy):
+        p.mkdir(parents=True)
+    assert sorted(LocalRegistry(root).clean_stale(tmp_path / "other-locks")) == sorted([dead, legacy])
+    assert live.is_dir() and elsewhere.is_dir()

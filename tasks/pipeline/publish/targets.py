@@ -160,7 +160,7 @@ class LocalRegistry:
         if problem:
             raise PublishError(problem)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tag = f"{variant.id}-{uuid.uuid4().hex[:8]}"
+        tag = f"{process_tag()}-{uuid.uuid4().hex[:8]}-{variant.id}"  # whose: judged by clean_stale
         source = Path(folder)
         if not same_filesystem(source, target.parent):  # staged elsewhere: copy beside the target first
             source = self.root / f"{INCOMING_PREFIX}{tag}"
@@ -222,8 +222,9 @@ class LocalRegistry:
     def clean_stale(self, lock_dir: Path) -> list[Path]:
         """Temp folders a killed or failed run left in the registry: a `.staging` claim whose
         owner is provably dead (`staging_owner_dead`), and `.incoming-*`/`.replaced-*` folders
-        when no live run of this work folder holds their variant's lock. A live run's staging
-        is never touched, whichever work folder it uses."""
+        whose maker (host and pid in the name) is gone; an older trimworks' (no maker in the
+        name) when no live run of this work folder holds their variant's lock. A live run's
+        temp folders are never touched, whichever work folder it uses."""
         from filelock import FileLock, Timeout
 
         removed: list[Path] = []
@@ -248,7 +249,13 @@ class LocalRegistry:
                 removed.append(p)
         for p in [p for p in self.root.iterdir() if p.name.startswith((INCOMING_PREFIX, REPLACED_PREFIX))]:
             name = p.name.removeprefix(INCOMING_PREFIX).removeprefix(REPLACED_PREFIX).lstrip(".")
-            variant_id = re.sub(r"(-[0-9a-f]{8}|\.(tmp|old|replaced)-[0-9a-f]{8})$", "", name)
+            mine = TEMP_OWNER_RE.match(name)
+            if mine:  # named by the process that made it: removed once that process is gone
+                if mine.group(1) == host_tag() and not _pid_alive(int(mine.group(2))):
+                    shutil.rmtree(p, ignore_errors=True)
+                    removed.append(p)
+                continue
+            variant_id = re.sub(r"(-[0-9a-f]{8}|\.(tmp|old|replaced)-[0-9a-f]{8})$", "", name)  # an older trimworks'
             try:
                 with FileLock(str(Path(lock_dir) / f"{variant_id}.lock"), timeout=0):
                     shutil.rmtree(p, ignore_errors=True)
@@ -256,6 +263,20 @@ class LocalRegistry:
             except Timeout:
                 continue  # a live run is building this variant
         return removed
+
+
+TEMP_OWNER_RE = re.compile(r"h([0-9a-f]{6})-(\d+)-[0-9a-f]{8}-")
+
+
+def host_tag() -> str:
+    """This host, shortly (temp folder names carry it with the pid of their maker)."""
+    import hashlib
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def process_tag() -> str:
+    return f"h{host_tag()}-{os.getpid()}"
 
 
 def _pid_alive(pid: int) -> bool:
