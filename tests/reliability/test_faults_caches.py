@@ -112,6 +112,28 @@ def test_a_table_of_an_older_trimworks_is_adopted_once_it_decodes(counted, monke
     assert Path(str(path) + FILE_SEAL_SUFFIX).is_file()  # sealed now: later damage shows
 
 
+def test_damaged_caches_are_planned_again_and_held_out_text_is_remade(counted, caplog):
+    """`plan` counts a damaged table as one to make again (a damaged cache is not "there"); the
+    held-out text carries its digest too."""
+    from tasks.pipeline.corpus.counts_cache import ensure_heldout
+    from tasks.pipeline.report.plan_report import plan_report
+
+    m, tok, path, whole = counted
+    heldout = ensure_heldout(m, "fr")
+    text = heldout.read_text()
+    plan = lambda: plan_report(m, str(m.path))
+    before = plan()
+    assert not any(lang == "fr" for _, lang in before.to_count) and "fr" not in before.heldout_to_make
+    with open(path, "r+b") as fh:
+        fh.truncate(path.stat().st_size // 2)
+    heldout.write_text(text.replace("\n", " ", 3))  # lines run together: still text
+    after = plan()
+    assert any(lang == "fr" for _, lang in after.to_count) and "fr" in after.heldout_to_make
+    with caplog.at_level(logging.WARNING, logger="trimworks.counts"):
+        assert ensure_heldout(m, "fr") == heldout
+    assert heldout.read_text() == text and "held-out text of fr" in caplog.text
+
+
 def fake_gguf(tmp_path: Path, toy_model: Path, calls: list):
     """A stand-in GGUF file and converter (the real one takes minutes): what is tested is
     the conversion cache around it, not the conversion."""

@@ -43,12 +43,13 @@ def ensure_heldout(m: LoadedManifest, language: str) -> Path:
     corpora = LanguageCorpora.of(m, language)
     snapshot = corpus_snapshot(corpora)
     path = heldout_path(m, language)
-    if not path.exists():
+    if not cached(path, f"held-out text of {language}", read_heldout, repair=True):  # its digest checked, as counts
         lines = heldout_lines(corpora)
         check_snapshot(snapshot, language)  # a corpus changed while read is an error
         if not lines:
             raise CorpusError(f"{m.path}: languages.{language}: no held-out lines; add text or heldout.corpora")
         write_text_atomic(path, "\n".join(lines) + "\n")
+        seal_file(path)
     return path
 
 

@@ -13,7 +13,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.pipeline.corpus.counts_cache import counts_path, heldout_path
+from tasks.engine.counting.tokens import read_counts
+from tasks.pipeline.corpus.chunk_cache import cached
+from tasks.pipeline.corpus.counts_cache import counts_path, heldout_path, read_heldout
 from tasks.pipeline.manifest import LoadedManifest, Variant, corpus_key, fingerprint_fields, fingerprint_parts
 from tasks.pipeline.production.plan import BaseState, Plan, plan
 from tasks.pipeline.publish.targets import (RECORD_NAME, LocalRegistry, Publisher, files_damage, manifest_owner, ownership_conflict,
@@ -251,10 +253,11 @@ def plan_report(m: LoadedManifest, manifest: str, publisher: Publisher | None = 
     sharing: dict[tuple[str | None, str], list[str]] = {}
     for base_id, lang in dict.fromkeys((v.base, lang) for v in p.to_build for lang in v.languages):
         base = p.bases[base_id]
-        if base.folder is None or not counts_path(m, base.tokenizer_json, lang).exists():
+        if base.folder is None or not cached(counts_path(m, base.tokenizer_json, lang), "counts", read_counts, repair=False):
             sharing.setdefault((base.tokenizer if base.folder else base.id, lang), []).append(base_id)
     report.to_count = [("+".join(ids), lang) for (_, lang), ids in sharing.items()]
-    report.heldout_to_make = [lang for lang in p.heldout_languages() if not heldout_path(m, lang).exists()]
+    report.heldout_to_make = [lang for lang in p.heldout_languages()
+                              if not cached(heldout_path(m, lang), "held-out text", read_heldout, repair=False)]
     if m.spec.publish.target == "local":
         report.registry = disk_usage(m.output_dir, skip_hidden=True)
     try:
