@@ -157,6 +157,18 @@ def test_wordfreq_text_has_capitals_numbers_punctuation_and_every_word():
     assert any(w[0].isupper() for line in lines for w in line.split()[1:])  # Titlecase mid-line too
 
 
+
+def test_wordfreq_technical_frames_the_words_as_software_messages():
+    from tasks.pipeline.corpus.sources.wordfreq import wordfreq_technical, wordfreq_text
+
+    lines = wordfreq_technical("de", 2000, 300)
+    assert lines == wordfreq_technical("de", 2000, 300) and len(lines) == 2000  # deterministic
+    text = "\n".join(lines)
+    for frame in ("'%s'", "(%d)", "--", "[-", "://", "=%s", "Ctrl+", "…", "MB", "UTF", "()"):
+        assert frame in text, frame
+    words = {w for line in wordfreq_text("de", 600, 300) for w in line.split()}
+    assert len(words & set(text.split())) > 0.5 * len(words)  # the language's own words, in frames
+
 # --- counts and verification that refuse to prove nothing ------------------------------------
 def test_trim_refuses_zero_token_counts(tmp_path):
     from tasks.engine.trim import select_for_model
