@@ -22,6 +22,36 @@ class _RoutineTaskEnd(logging.Filter):
         return True
 
 
+class _LocatedErrorsWithoutTraceback:
+    """Log-record factory: a TrimworksError is a located one-line message for a person (a full
+    work folder, a broken base), so Prefect's records of it carry no traceback. A factory, not a
+    handler filter: Prefect may set its handlers up again in a worker process."""
+
+    trimworks_located = True
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, *args, **kwargs) -> logging.LogRecord:
+        import sys
+
+        from tasks.engine.errors import TrimworksError
+
+        record = self.inner(*args, **kwargs)
+        # The redacting factory (tasks/engine/runtime/redact.py) may have turned exc_info into text
+        # already: the exception is then the one being handled.
+        exc = record.exc_info[1] if record.exc_info else sys.exc_info()[1] if record.exc_text else None
+        if isinstance(exc, TrimworksError) and record.name.startswith("prefect"):
+            record.exc_info, record.exc_text = None, None
+        return record
+
+
+def _quiet_located_errors() -> None:
+    factory = logging.getLogRecordFactory()
+    if not getattr(factory, "trimworks_located", False):
+        logging.setLogRecordFactory(_LocatedErrorsWithoutTraceback(factory))
+
+
 def use_prefect_console() -> None:
     """Let Prefect's logging set-up own the console (it steps aside when the root logger
     already has a handler, as the CLI's engine commands install one)."""
@@ -29,6 +59,7 @@ def use_prefect_console() -> None:
     ours = [h for h in root.handlers if getattr(h, CLI_HANDLER, False)]
     if not ours:
         return  # not the console script (e.g. the app invoked in-process by tests): leave logging alone
+    _quiet_located_errors()
     for h in ours:
         root.removeHandler(h)
     from flows import runtime  # noqa: F401 - environment defaults before Prefect reads them
@@ -48,6 +79,7 @@ def quiet_routine_task_ends() -> None:
     from prefect.logging.configuration import setup_logging
 
     setup_logging()
+    _quiet_located_errors()
     for h in logging.getLogger().handlers:
         if not any(isinstance(f, _RoutineTaskEnd) for f in h.filters):
             h.addFilter(_RoutineTaskEnd())

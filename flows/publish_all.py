@@ -110,7 +110,8 @@ def _publish_all(m, manifest: str, force: bool, only: list[str] | None, logger) 
             logger.warning("corpus of %s: %s", lang, redact(exc))
 
     publisher = make_publisher(m)
-    p = plan(m, bases, publisher.published_fingerprint, force=force, only=only, corpus_identity=corpus_ids)
+    p = plan(m, bases, publisher.published_fingerprint, force=force, only=only, corpus_identity=corpus_ids,
+             conflict=publisher.conflict if isinstance(publisher, LocalRegistry) else None)
     records: dict[str, VariantRecord] = {}
     if p.to_build and m.spec.publish.target == "local":  # one clear, early message for an unwritable/full output
         need = max(weights_bytes(p.bases[v.base].folder) for v in p.to_build)
@@ -121,6 +122,8 @@ def _publish_all(m, manifest: str, force: bool, only: list[str] | None, logger) 
     for d in p.decisions:
         if d.action == "fail":
             records[d.variant.id] = failed_record(d.variant, d.reason)
+            if d.conflict:
+                logger.error("%s", d.reason)
         elif d.action == "skip":
             records[d.variant.id] = skipped_record(publisher, d.variant)
     logger.info("%s", p.summary())

@@ -22,7 +22,7 @@ from tasks.pipeline.report.catalog import plot_coverage
 from tasks.pipeline.corpus.counts_cache import ensure_counts, ensure_heldout, expected_train_lines, read_heldout
 from tasks.pipeline.manifest import HubTarget, LoadedManifest, Variant, load_manifest
 from tasks.engine.checkpoint.model_folder import TOKENIZER_JSON
-from tasks.pipeline.publish.targets import Publisher, publisher_for
+from tasks.pipeline.publish.targets import Publisher, manifest_owner, publisher_for
 from tasks.pipeline.production.base_models import materialize_base
 
 
@@ -62,11 +62,32 @@ def resolve_hub_token(spec: HubTarget) -> str | None:
 def make_publisher(m: LoadedManifest) -> Publisher:
     """The manifest's publish target, with the Hub token from the environment or a Prefect Secret."""
     hub = m.spec.publish.hub if m.spec.publish.target == "hub" else None
-    return publisher_for(m.spec.publish, m.output_dir, resolve_hub_token(hub) if hub is not None else None)
+    return publisher_for(m.spec.publish, m.output_dir, resolve_hub_token(hub) if hub is not None else None,
+                         owner=manifest_owner(m.path, m.work_dir))
+
+
+def work_folder_errors(fn):
+    """A full, size-limited or read-only work folder is one line naming it (counts, held-out
+    text and converted bases are written there), not a bare errno."""
+
+    @functools.wraps(fn)
+    def wrapper(manifest: str, *args, **kwargs):
+        try:
+            return fn(manifest, *args, **kwargs)
+        except OSError as exc:
+            from tasks.pipeline.production.preflight import DISK_ERRNOS, output_error_message
+
+            if exc.errno not in DISK_ERRNOS:
+                raise
+            where = Path(exc.filename).parent if isinstance(exc.filename, str) else open_manifest(manifest).work_dir
+            raise TrimworksError(output_error_message(exc, where, "work folder")) from None
+
+    return wrapper
 
 
 @task(name="materialize-base", cache_policy=NO_CACHE)
 @cancel_on_stop
+@work_folder_errors
 def materialize_base_task(manifest: str, base_id: str) -> str:
     m = open_manifest(manifest)
     try:
@@ -79,6 +100,7 @@ def materialize_base_task(manifest: str, base_id: str) -> str:
 
 @task(name="count-tokens", cache_policy=NO_CACHE, task_run_name="count-{language}")
 @cancel_on_stop
+@work_folder_errors
 def count_task(manifest: str, tokenizer_json: str, language: str) -> str:
     m = open_manifest(manifest)
     expected = expected_train_lines(m, language)
@@ -103,6 +125,7 @@ def count_task(manifest: str, tokenizer_json: str, language: str) -> str:
 
 @task(name="heldout-text", cache_policy=NO_CACHE, task_run_name="heldout-{language}")
 @cancel_on_stop
+@work_folder_errors
 def heldout_task(manifest: str, language: str) -> str:
     return str(ensure_heldout(open_manifest(manifest), language))
 

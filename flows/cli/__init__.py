@@ -7,6 +7,7 @@ schedule. Each registers its commands on the one app in `app.py`.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 from flows.cli import engine, pipeline, reports, schedule  # noqa: F401  (register the commands)
@@ -19,6 +20,8 @@ def main() -> None:  # pragma: no cover - console entry
     from tasks.engine.runtime.redact import install_log_redaction
 
     install_log_redaction()
+    if hasattr(signal, "SIGXFSZ"):  # `ulimit -f`: a write past it fails with EFBIG (one line) instead of killing us
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     from flows.console import CLI_HANDLER
 

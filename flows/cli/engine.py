@@ -112,6 +112,12 @@ def trim(
                              languages=tuple(language or ()), layout=layout, provenance=provenance)
     except (TrimworksError, ValueError) as exc:
         _fail(exc)
+    except OSError as exc:  # a full disk, `ulimit -f`, a read-only folder: one line naming it
+        from tasks.pipeline.production.preflight import DISK_ERRNOS, output_error_message
+
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        _fail(TrimworksError(output_error_message(exc, out)))
     s = result.summary()
     typer.echo(
         f"{out}: vocab {s['vocab_before']} -> {s['vocab_after']}, params {s['params_before']:,} -> {s['params_after']:,} "

@@ -129,11 +129,50 @@ Source = Annotated[
 ]
 
 
+# The Hub's license ids (its model card `license:` metadata; SPDX ids where one exists), vendored:
+# validation makes no network call. `other` needs `license_name` (and best a `license_link`).
+HUB_LICENSES = frozenset("""
+apache-2.0 mit openrail bigscience-openrail-m creativeml-openrail-m bigscience-bloom-rail-1.0 bigcode-openrail-m
+afl-3.0 artistic-2.0 bsl-1.0 bsd bsd-2-clause bsd-3-clause bsd-3-clause-clear c-uda cc cc0-1.0 cc-by-2.0 cc-by-2.5
+cc-by-3.0 cc-by-4.0 cc-by-sa-3.0 cc-by-sa-4.0 cc-by-nc-2.0 cc-by-nc-3.0 cc-by-nc-4.0 cc-by-nd-4.0 cc-by-nc-nd-3.0
+cc-by-nc-nd-4.0 cc-by-nc-sa-2.0 cc-by-nc-sa-3.0 cc-by-nc-sa-4.0 cdla-sharing-1.0 cdla-permissive-1.0
+cdla-permissive-2.0 wtfpl ecl-2.0 epl-1.0 epl-2.0 etalab-2.0 eupl-1.1 eupl-1.2 agpl-3.0 gfdl gpl gpl-2.0 gpl-3.0 lgpl
+lgpl-2.1 lgpl-3.0 isc h-research intel-research lppl-1.3c ms-pl apple-ascl apple-amlr mpl-2.0 odc-by odbl openrail++
+osl-3.0 postgresql ofl-1.1 ncsa unlicense zlib pddl lgpl-lr deepfloyd-if-license fair-noncommercial-research-license
+llama2 llama3 llama3.1 llama3.2 llama3.3 llama4 gemma unknown other
+""".split())
+
+
 class BaseModelSpec(_Strict):
     id: RepoPart
     source: Source
-    license: str
+    license: str = Field(description="the Hub's license id (SPDX where one exists: apache-2.0, mit, llama3, gemma, ...) "
+                                     "or `other` with license_name")
+    license_name: str | None = Field(default=None, description="with `license: other`: the licence's short name")
+    license_link: str | None = Field(default=None, description="with `license: other`: where the licence text is")
     display_name: str | None = None
+
+    @field_validator("license")
+    @classmethod
+    def _known_license(cls, value: str) -> str:
+        """One of the Hub's license ids (any case; written as the Hub spells it)."""
+        known = value.lower()
+        if known in HUB_LICENSES:
+            return known
+        import difflib
+
+        close = difflib.get_close_matches(known, sorted(HUB_LICENSES), n=3)
+        raise ValueError(f"unknown license {value!r}: use one of the Hub's license ids (SPDX where one exists, e.g. "
+                         f"apache-2.0, mit, llama3, gemma){f'; close: {close}' if close else ''}, or `other` with "
+                         "license_name and license_link")
+
+    @model_validator(mode="after")
+    def _other_is_named(self) -> "BaseModelSpec":
+        if self.license == "other" and not (self.license_name or "").strip():
+            raise ValueError("license: other needs license_name (and best license_link): which licence it is")
+        if self.license != "other" and (self.license_name or self.license_link):
+            raise ValueError(f"license_name/license_link go with license: other, not {self.license!r}")
+        return self
 
 
 # --- corpora ---------------------------------------------------------------------------
@@ -564,6 +603,21 @@ def fingerprint_parts(fields: dict[str, Any]) -> dict[str, str]:
     return parts
 
 
+MAX_LANGS_LABEL = 64  # characters of a subset's languages in ids, names and file names
+
+
+def langs_label(langs: tuple[str, ...]) -> str:
+    """A subset's languages as they appear in variant ids and repo names: joined with `-`, or,
+    when that is longer than MAX_LANGS_LABEL (an 85-language subset), the first three, the count
+    and a hash of them all: short and stable, so locks, caches and folders named after a variant
+    stay far below the filesystem's 255-byte limit."""
+    joined = "-".join(langs)
+    if len(joined) <= MAX_LANGS_LABEL:
+        return joined
+    digest = hashlib.sha256(joined.encode()).hexdigest()[:8]
+    return f"{'-'.join(langs[:3])}-{len(langs)}langs-{digest}"
+
+
 def expand(m: LoadedManifest, base_identity: dict[str, str] | None = None,
            corpus_identity: dict[str, str] | None = None) -> list[Variant]:
     """Every (base, subset, multiple) as a Variant with a stable id and a fingerprint.
@@ -580,8 +634,9 @@ def expand(m: LoadedManifest, base_identity: dict[str, str] | None = None,
         for subset in s.subsets:
             langs = tuple(sorted(subset))
             for multiple in s.multiples:
-                vid = f"{b.id}-{'-'.join(langs)}-v{multiple}"
-                name = s.publish.name_template.format(org=s.publish.org, base=b.id, langs="-".join(langs), multiple=multiple)
+                label = langs_label(langs)
+                vid = f"{b.id}-{label}-v{multiple}"
+                name = s.publish.name_template.format(org=s.publish.org, base=b.id, langs=label, multiple=multiple)
                 if not REPO_PART_RE.fullmatch(name) or ".." in name:
                     raise ManifestError(
                         f"{m.path}: publish.name_template gives {name!r} for {vid}, not a safe repo name "

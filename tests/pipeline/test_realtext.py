@@ -211,6 +211,18 @@ def test_wordfreq_text_has_capitals_numbers_punctuation_and_every_word():
     assert any(w[0].isupper() for line in lines for w in line.split()[1:])  # Titlecase mid-line too
 
 
+
+def test_wordfreq_technical_frames_the_words_as_software_messages():
+    from tasks.pipeline.corpus.sources.wordfreq import wordfreq_technical, wordfreq_text
+
+    lines = wordfreq_technical("de", 2000, 300)
+    assert lines == wordfreq_technical("de", 2000, 300) and len(lines) == 2000  # deterministic
+    text = "\n".join(lines)
+    for frame in ("'%s'", "(%d)", "--", "[-", "://", "=%s", "Ctrl+", "…", "MB", "UTF", "()"):
+        assert frame in text, frame
+    words = {w for line in wordfreq_text("de", 600, 300) for w in line.split()}
+    assert len(words & set(text.split())) > 0.5 * len(words)  # the language's own words, in frames
+
 # --- counts and verification that refuse to prove nothing ------------------------------------
 def test_trim_refuses_zero_token_counts(tmp_path):
     from tasks.engine.trim import select_for_model
@@ -357,3 +369,38 @@ def test_verify_gives_two_verdicts_exact_and_fit_for_the_text(tmp_path):
                             "--min-token-coverage", "0", "--max-lines-gaining-unknown", "100000"])
     assert r.exit_code == 0, r.output  # relaxed thresholds are shown and honoured
     assert '"min_token_coverage": 0.0' in r.stdout
+
+
+def test_default_counting_corpora_cover_user_interface_text(shared, gguf_tokenizers):
+    """The default manifest's counting corpora (wordfreq text + technical frames) make the
+    SmolLM2 variants fit for software text: on the held-out gettext UI strings of their
+    languages (real, never counted) token coverage >= 0.97 and no line gains an unknown token,
+    while each keeps <= 1/2 of the vocabulary and UDHR token coverage >= 0.99."""
+    from bench.subjects import smollm2_gguf
+    from tasks.engine.counting.chunks import count_tokens_fast
+    from tasks.pipeline.corpus.sources import CorpusPlace
+    from tasks.pipeline.manifest import load_manifest
+
+    m = load_manifest(subjects.REPO / "manifests" / "default.yaml", check_files=False)
+    assert any(getattr(c, "wordfreq", None) and c.wordfreq.style == "technical" for c in m.spec.languages["de"].corpora)
+    folder = gguf_tokenizers(smollm2_gguf())
+    tj_path = folder / "tokenizer.json"
+    counts = {}
+    for lang in ("de", "fr"):
+        place = CorpusPlace(language=lang, base_dir=m.base_dir)
+        corpora = m.spec.languages[lang].corpora
+        counts[lang] = count_tokens_fast(tj_path, lambda: (x for c in corpora for x in c.lines(place)), lang)
+    tj = load_tokenizer_json(tj_path)
+    vocab = analyze_tokenizer(tj)
+    base = load_plain_tokenizer(tj_path)
+    for subset in (["de"], ["fr"], ["de", "fr"]):
+        sel = select_kept_ids(vocab, [counts[lang] for lang in subset], m.spec.selection, 8, languages=tuple(subset))
+        assert sel.kept_ids.size <= vocab.size / 2, (subset, sel.kept_ids.size)
+        trim = Tokenizer.from_str(json.dumps(rebuild_tokenizer_json(tj, vocab, sel.kept_ids)))
+        trim.no_padding()
+        trim.no_truncation()
+        for lang in subset:
+            ui, _ = tokenization_fidelity(base, trim, sel.kept_ids, lang, subjects.gettext_lines(lang, "heldout"))
+            legal, _ = tokenization_fidelity(base, trim, sel.kept_ids, lang, udhr_lines(lang))
+            assert ui.token_coverage >= 0.97 and ui.lines_gaining_unknown == 0, (subset, lang, ui.token_coverage)
+            assert legal.token_coverage >= 0.99 and legal.lines_gaining_unknown == 0, (subset, lang, legal.token_coverage)

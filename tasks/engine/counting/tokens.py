@@ -230,7 +230,12 @@ def read_counts(path: Path) -> TokenCounts:
     except (OSError, KeyError, TypeError, pa.ArrowInvalid) as exc:
         raise CorpusError(f"{path}: not a trimworks counts table ({exc})") from exc
     counts = np.zeros(int(meta["vocab_size"]), dtype=np.int64)
-    counts[_ints(table, "token_id", path)] = _ints(table, "count", path)
+    ids = _ints(table, "token_id", path)
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= counts.size):
+        bad = int(ids.max()) if int(ids.max()) >= counts.size else int(ids.min())
+        raise CorpusError(f"{path}: token id {bad} is outside the vocabulary (0..{counts.size - 1}); the table is damaged. "
+                          "Delete it and rerun to count again")
+    counts[ids] = _ints(table, "count", path)
     return TokenCounts(counts, meta["tokenizer_fingerprint"], meta["corpus"], int(meta["lines"]), int(meta["tokens"]),
                        meta.get("counting", {}))
 

@@ -13,6 +13,11 @@ files): importing transformers to load a tokenizer costs ~10 s of a 1-2 s `trimw
 Where the files do not settle a value the template reads (a `*_token` only a tokenizer class
 would supply, a custom tokenizer), it falls back to transformers' own tokenizer.
 `chat_fidelity` is verification's chat check (with transformers: it checks what users run).
+
+A template is code from the base's folder: every render runs under a budget (`RENDER_SECONDS`,
+`RENDER_CHARS` of output, bounded `range` and repetition), checks the stop flag as it goes, and
+a template that exceeds it is a `ChatTemplateLimit` error naming the folder, never a hang.
+transformers' own renders in the chat check are preceded by the same bounded render.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 import functools
 import json
 import re
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +36,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from tasks.engine.counting.tokens import without_word_cache
+from tasks.engine.errors import TrimworksError
+from tasks.engine.runtime.stopping import check_stop
 
 SENTINEL = "TRIMWORKSMSG{}X"
 SENTINEL_RE = re.compile(r"TRIMWORKSMSG\d+X")
@@ -116,6 +125,136 @@ RENDER_VARIABLES = frozenset({"messages", "tools", "documents", "add_generation_
 
 class NeedsTransformers(Exception):
     """The folder's files do not settle what transformers would render: ask transformers."""
+
+
+class ChatTemplateLimit(TrimworksError):
+    """A chat template ran past its time or output budget (a huge loop, a runaway repetition)."""
+
+
+RENDER_SECONDS = 3.0  # per render: real templates take milliseconds
+RENDER_CHARS = 1 << 20  # output per render, and the longest string or list a template may build
+_BUDGET = threading.local()
+
+
+class _Budget:
+    """The running render's limits (one per thread: renders run in build threads)."""
+
+    def __init__(self, seconds: float, chars: int):
+        self.deadline, self.seconds, self.chars = time.monotonic() + seconds, seconds, chars
+        self.active, self.fired = True, False
+
+    def tick(self) -> None:
+        check_stop()  # Ctrl-C/SIGTERM is honoured mid-render
+        if time.monotonic() > self.deadline:
+            raise self.limit()
+
+    def limit(self) -> ChatTemplateLimit:
+        return ChatTemplateLimit(f"the chat template did not finish rendering within {self.seconds:g} s "
+                                 "(a loop too large for a chat prompt)")
+
+
+class _Interrupted(BaseException):
+    """Raised by the watchdog inside a render stuck in a loop without a counted step."""
+
+
+_WATCHED: dict[int, _Budget] = {}
+_WATCH_LOCK = threading.Lock()
+_WATCHDOG: list[threading.Thread] = []
+
+
+def _watch() -> None:
+    """Every 50 ms: a render past its deadline (or asked to stop) gets `_Interrupted` raised in
+    its thread at the next bytecode (CPython's PyThreadState_SetAsyncExc): loops over plain
+    strings and lists make no counted step, and must end too."""
+    import ctypes
+
+    from tasks.engine.runtime.stopping import stop_requested
+
+    while True:
+        time.sleep(0.05)
+        now = time.monotonic()
+        with _WATCH_LOCK:
+            for tid, budget in list(_WATCHED.items()):
+                if budget.active and not budget.fired and (now > budget.deadline + 0.5 or stop_requested()):
+                    budget.fired = True
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), ctypes.py_object(_Interrupted))
+
+
+def _watchdog() -> None:
+    with _WATCH_LOCK:
+        if not _WATCHDOG or not _WATCHDOG[0].is_alive():
+            _WATCHDOG[:] = [threading.Thread(target=_watch, name="trimworks-chat-watchdog", daemon=True)]
+            _WATCHDOG[0].start()
+
+
+def _tick() -> None:
+    budget = getattr(_BUDGET, "current", None)
+    if budget is not None:
+        budget.tick()
+
+
+class _BoundedRange:
+    """`range` for templates: each step counts against the render's budget."""
+
+    def __init__(self, r: range):
+        self._r = r
+
+    def __iter__(self):
+        for i in self._r:
+            _tick()
+            yield i
+
+    def __len__(self) -> int:
+        return len(self._r)
+
+    def __getitem__(self, i):
+        return self._r[i]
+
+    def __contains__(self, x) -> bool:
+        return x in self._r
+
+    def __reversed__(self):
+        return iter(_BoundedRange(self._r[::-1]))
+
+
+def bounded_render(compiled, seconds: float | None = None, chars: int | None = None, **variables) -> str:
+    """Render a compiled template of `_compile` under a time and output budget (default
+    `RENDER_SECONDS`, `RENDER_CHARS`), streaming; past it ChatTemplateLimit, on a stop StopRequested."""
+    seconds = RENDER_SECONDS if seconds is None else seconds
+    chars = RENDER_CHARS if chars is None else chars
+    from tasks.engine.runtime.stopping import StopRequested, stop_requested
+
+    previous = getattr(_BUDGET, "current", None)
+    _BUDGET.current = budget = _Budget(seconds, chars)
+    tid = threading.get_ident()
+    _watchdog()
+    with _WATCH_LOCK:
+        _WATCHED[tid] = budget
+    try:
+        try:
+            out, size = [], 0
+            for chunk in compiled.generate(**variables):
+                size += len(chunk)
+                if size > chars:
+                    raise ChatTemplateLimit(f"the chat template rendered over {chars:,} characters for one chat prompt")
+                out.append(chunk)
+                budget.tick()
+            return "".join(out)
+        finally:
+            with _WATCH_LOCK:
+                budget.active = False
+                _WATCHED.pop(tid, None)
+                if previous is not None:
+                    _WATCHED[tid] = previous
+            if budget.fired:  # the watchdog's exception is pending in this thread: let it land here
+                for _ in range(1_000_000):
+                    pass
+    except _Interrupted:
+        if stop_requested():
+            raise StopRequested("stop requested") from None
+        raise budget.limit() from None
+    finally:
+        _BUDGET.current = previous
 
 
 @dataclass(frozen=True)
@@ -257,8 +396,41 @@ def _compile(template: str):
             if isinstance(name, str) and name.startswith("_"):
                 raise jinja2.exceptions.SecurityError(f"underscore-prefixed namespace attribute {name!r}")
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[GenerationBlock, jinja2.ext.loopcontrols])
+    from jinja2.sandbox import safe_range
+
+    class BoundedEnvironment(ImmutableSandboxedEnvironment):
+        """The sandbox, with every call, attribute and item access counted against the render's
+        budget, and `*`/`**` refused past the budget's size (no billion-item string or list)."""
+
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call(self, context, obj, /, *args, **kwargs):
+            _tick()
+            return super().call(context, obj, *args, **kwargs)
+
+        def getattr(self, obj, attribute):
+            _tick()
+            return super().getattr(obj, attribute)
+
+        def getitem(self, obj, argument):
+            _tick()
+            return super().getitem(obj, argument)
+
+        def call_binop(self, context, operator, left, right):
+            _tick()
+            budget = getattr(_BUDGET, "current", None)
+            limit = budget.chars if budget is not None else RENDER_CHARS
+            if operator == "*":
+                for seq, n in ((left, right), (right, left)):
+                    if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > limit:
+                        raise ChatTemplateLimit(f"the chat template builds a sequence of {len(seq) * n:,} items "
+                                                f"(over {limit:,})")
+            if operator == "**" and isinstance(right, int) and right > 64 and not isinstance(left, float):
+                raise ChatTemplateLimit(f"the chat template raises to the power {right:,}")
+            return super().call_binop(context, operator, left, right)
+
+    env = BoundedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[GenerationBlock, jinja2.ext.loopcontrols])
+    env.globals["range"] = lambda *args: _BoundedRange(safe_range(*args))
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = strftime_now
@@ -275,31 +447,61 @@ def _undeclared(template: str) -> frozenset[str]:
     return frozenset(jinja2.meta.find_undeclared_variables(env.parse(template)))
 
 
-def render_chat(source: ChatTemplateSource, messages: list[dict], generation_prompt: bool, tools: bool) -> str:
-    """`apply_chat_template(messages, add_generation_prompt=..., tools=TOOLS if tools, tokenize=False)`.
-    Raises NeedsTransformers when the template reads a `*_token` the files do not give."""
+def render_chat(source: ChatTemplateSource, messages: list[dict], generation_prompt: bool, tools: bool,
+                check_tokens: bool = True) -> str:
+    """`apply_chat_template(messages, add_generation_prompt=..., tools=TOOLS if tools, tokenize=False)`,
+    under the render budget (ChatTemplateLimit past it). Raises NeedsTransformers when the
+    template reads a `*_token` the files do not give (`check_tokens`)."""
     template = source.template_for(tools)
     unknown = {v for v in _undeclared(template) - RENDER_VARIABLES - source.special_tokens.keys()
                if v.endswith("_token")}  # a tokenizer class may supply a default: only transformers knows
-    if unknown:
+    if unknown and check_tokens:
         raise NeedsTransformers(f"the template reads {sorted(unknown)}")
     _, compiled = _compile(template)
-    return compiled.render(messages=[dict(m) for m in messages], tools=json.loads(json.dumps(TOOLS)) if tools else None,
-                           documents=None, add_generation_prompt=generation_prompt, **source.special_tokens)
+    return bounded_render(compiled, messages=[dict(m) for m in messages],
+                          tools=json.loads(json.dumps(TOOLS)) if tools else None, documents=None,
+                          add_generation_prompt=generation_prompt, **source.special_tokens)
+
+
+def _tokenizer_source(tok) -> ChatTemplateSource | None:
+    """A transformers tokenizer's template and named special tokens, for the bounded render
+    that precedes each of its own (unbounded) renders."""
+    template = getattr(tok, "chat_template", None)
+    if not isinstance(template, (str, dict)) or not template:
+        return None
+    special = {k: v for k, v in (getattr(tok, "special_tokens_map", None) or {}).items() if isinstance(v, str)}
+    return ChatTemplateSource(template, special)
+
+
+def _probe(source: ChatTemplateSource | None, messages: list[dict], generation_prompt: bool, tools: bool) -> None:
+    """Render once under the budget (ChatTemplateLimit past it); other errors are left to the real render."""
+    if source is None:
+        return
+    try:
+        render_chat(source, messages, generation_prompt, tools, check_tokens=False)
+    except ChatTemplateLimit:
+        raise
+    except Exception:  # noqa: BLE001 - a shape the template refuses: transformers says so itself
+        pass
 
 
 def chat_markup_texts(folder: Path) -> list[str]:
-    """The base's chat-template text outside message contents (empty without a template)."""
+    """The base's chat-template text outside message contents (empty without a template).
+    A template past the render budget is an error naming the folder (ChatTemplateLimit)."""
     try:
-        source = read_chat_template(folder)
-        if source is None:
-            return []
-        return _markup(lambda messages, gen, tools: render_chat(source, messages, gen, tools))
-    except NeedsTransformers:
-        tok = load_chat_tokenizer(folder)
-        if tok is None:
-            return []
-        return _markup(lambda messages, gen, tools: _render(tok, messages, gen, tools))
+        try:
+            source = read_chat_template(folder)
+            if source is None:
+                return []
+            return _markup(lambda messages, gen, tools: render_chat(source, messages, gen, tools))
+        except NeedsTransformers:
+            tok = load_chat_tokenizer(folder)
+            if tok is None:
+                return []
+            probe = _tokenizer_source(tok)
+            return _markup(lambda messages, gen, tools: _probe(probe, messages, gen, tools) or _render(tok, messages, gen, tools))
+    except ChatTemplateLimit as exc:
+        raise ChatTemplateLimit(f"{folder}: {exc}; fix or remove the chat template") from None
 
 
 def _markup(render) -> list[str]:
@@ -308,7 +510,7 @@ def _markup(render) -> list[str]:
     for messages, gen, tools in _conversations(sentinels):
         try:
             text = render(messages, gen, tools)
-        except NeedsTransformers:
+        except (NeedsTransformers, ChatTemplateLimit):
             raise
         except Exception:  # noqa: BLE001 - e.g. a template that refuses system messages or tools
             continue
@@ -334,11 +536,16 @@ def chat_fidelity(base_dir: Path, trimmed_dir: Path, kept_ids: np.ndarray, cover
     if base is None:
         return None
     trimmed = load_chat_tokenizer(trimmed_dir, word_cache=False)  # one variant's: dropped soon
+    probe = _tokenizer_source(base)
     lines = list(covered_lines)[:max_lines]
     prompts, identical, mismatches = 0, 0, []
     for i, line in enumerate(lines):
         others = [lines[(i + k) % len(lines)] for k in range(1, 4)]
         for messages, gen, tools in _conversations([line, *others]):
+            try:
+                _probe(probe, messages, gen, tools)
+            except ChatTemplateLimit as exc:  # the check fails, recorded: never a hang, never "0 of 0"
+                raise ChatTemplateLimit(f"{base_dir}: chat check: {exc}; fix or remove the chat template") from None
             try:
                 want = _render(base, messages, gen, tools, tokenize=True)
             except Exception:  # noqa: BLE001 - a shape the template does not take

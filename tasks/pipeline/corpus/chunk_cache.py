@@ -15,7 +15,8 @@ from pathlib import Path
 from filelock import FileLock
 
 from tasks.engine.counting.chunks import (CHUNKING, ChunkCounts, count_chunks, counted_directly, read_chunk_counts,
-                                 tokens_from_chunk_counts, write_chunk_counts)
+                                 sample_path, tokens_from_chunk_counts, write_chunk_counts)
+from tasks.engine.runtime.sealed import UNSEALED, discard_file, file_seal_problem, seal_file
 from tasks.engine.counting.tokens import TokenCounts, count_tokens
 from tasks.pipeline.corpus.lid import LanguageFilter, LidStats
 from tasks.pipeline.corpus.identity import check_snapshot, corpus_content_key, corpus_snapshot
@@ -23,6 +24,36 @@ from tasks.pipeline.corpus.reader import LanguageCorpora, split_lines
 from tasks.pipeline.manifest import LoadedManifest, corpus_key
 
 log = logging.getLogger("trimworks.counts")
+
+
+def cached(path: Path, what: str, decode: Callable[[Path], object], repair: bool,
+           companions: tuple[Path, ...] = ()) -> bool:
+    """Whether a cache file (and its `companions`) may be reused: present, with the digest
+    recorded when it was written (tasks/engine/runtime/sealed.py). One an older trimworks wrote
+    without a digest is adopted once it decodes. `repair` (under the cache's lock): a damaged
+    one is logged and removed, so the caller makes it again; never taken as input."""
+    if not path.exists():
+        return False
+    files = (path, *companions)
+    problems = {p: file_seal_problem(p) for p in files}
+    if all(v == UNSEALED for v in problems.values()):
+        try:
+            decode(path)
+        except Exception as exc:  # noqa: BLE001 - whatever fails to decode is remade
+            problems = {path: f"it does not decode ({exc})"}
+        else:
+            for p in files:  # its digest from now on (the same whoever writes it)
+                seal_file(p)
+            return True
+    bad = {p: v for p, v in problems.items() if v is not None}
+    if not bad:
+        return True
+    if repair:
+        for p, why in bad.items():
+            log.warning("%s: %s is damaged (%s); it is discarded and made again", what, p, why)
+        for p in files:
+            discard_file(p)
+    return False
 
 
 def lid_filtered(corpora: LanguageCorpora, items: Iterator[tuple[str, bool]], stats: LidStats | None = None) -> Iterator[str]:
@@ -54,11 +85,12 @@ def ensure_chunk_counts(m: LoadedManifest, language: str, on_progress: Callable[
     corpora = LanguageCorpora.of(m, language)
     snapshot = corpus_snapshot(corpora)  # before the key's digests: any later change shows
     path = chunks_path(m, language)
-    if path.exists():
+    what = f"chunk table of {language}"
+    if cached(path, what, read_chunk_counts, repair=False, companions=(sample_path(path),)):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
-        if path.exists():
+        if cached(path, what, read_chunk_counts, repair=True, companions=(sample_path(path),)):
             return path
         stats = stats if stats is not None else LidStats()
         cc = count_chunks(train_stream(corpora, stats), sample_lines=m.spec.counting.proof_lines, progress=on_progress)
@@ -67,6 +99,8 @@ def ensure_chunk_counts(m: LoadedManifest, language: str, on_progress: Callable[
         log.info("chunked %s: %d lines (%d read, LID kept %.1f%%), %d chunks, %d distinct (%.1f%%)", language, cc.lines,
                  stats.seen, 100 * stats.kept_share, cc.chunks, cc.distinct, 100 * cc.distinct / max(cc.chunks, 1))
         write_chunk_counts(cc, path, corpus_label(m, language))
+        seal_file(sample_path(path))
+        seal_file(path)
     return path
 
 

@@ -2,7 +2,8 @@
 
 Tables live at work_dir/counts/<tokenizer fp>/<language>-<corpus key>.parquet; a file lock
 makes concurrent runs compute each table once, and the atomic write means a crash leaves
-either no table or a complete one.
+either no table or a complete one. Each table carries its digest (`<table>.xxh3`), checked
+when it is reused: a damaged table is made again, never counted as input.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from filelock import FileLock
 
 from tasks.engine.runtime.progress import RateLog
 from tasks.engine.runtime.atomic import write_text_atomic
-from tasks.engine.counting.tokens import count_tokens, write_counts
+from tasks.engine.counting.tokens import count_tokens, read_counts, write_counts
+from tasks.engine.runtime.sealed import seal_file
 from tasks.engine.errors import CorpusError
 from tasks.pipeline.corpus.identity import check_snapshot, corpus_content_key, corpus_snapshot
-from tasks.pipeline.corpus.chunk_cache import count_language, lid_filtered
+from tasks.pipeline.corpus.chunk_cache import cached, count_language, lid_filtered
 from tasks.pipeline.corpus.lid import LidStats
 from tasks.pipeline.corpus.reader import LanguageCorpora, expected_lines, split_lines
 from tasks.pipeline.manifest import LoadedManifest
@@ -41,12 +43,13 @@ def ensure_heldout(m: LoadedManifest, language: str) -> Path:
     corpora = LanguageCorpora.of(m, language)
     snapshot = corpus_snapshot(corpora)
     path = heldout_path(m, language)
-    if not path.exists():
+    if not cached(path, f"held-out text of {language}", read_heldout, repair=True):  # its digest checked, as counts
         lines = heldout_lines(corpora)
         check_snapshot(snapshot, language)  # a corpus changed while read is an error
         if not lines:
             raise CorpusError(f"{m.path}: languages.{language}: no held-out lines; add text or heldout.corpora")
         write_text_atomic(path, "\n".join(lines) + "\n")
+        seal_file(path)
     return path
 
 
@@ -77,11 +80,12 @@ def ensure_counts(
     `on_progress(lines)` is called after every batch (e.g. to update a progress artifact)."""
     snapshot = corpus_snapshot(LanguageCorpora.of(m, language))  # before the key's digests: any later change shows
     path = counts_path(m, tokenizer_json, language)
-    if path.exists():
+    what = f"counts of {language} ({tokenizer_json.parent.name} tokenizer)"
+    if cached(path, what, read_counts, repair=False):  # its digest checked: a damaged table is never input
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
-        if path.exists():
+        if cached(path, what, read_counts, repair=True):
             return path
         stats = LidStats()
         who = f"counting {language} ({tokenizer_json.parent.name} tokenizer)"
@@ -105,4 +109,5 @@ def ensure_counts(
                  tokenizer_json.parent.name, counts.lines, stats.seen, 100 * stats.kept_share, counts.tokens,
                  rate.clock() - rate.start, counts.provenance.get("method"))
         write_counts(counts, tokenizer_json, path)
+        seal_file(path)  # checked on every later read (chunk_cache.cached)
     return path

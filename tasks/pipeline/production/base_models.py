@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import shutil
 from pathlib import Path
 
 from filelock import FileLock
 
 from tasks.engine.errors import ModelFolderError
-from tasks.engine.checkpoint.gguf import convert_gguf
+from tasks.engine.checkpoint.gguf import convert_gguf, read_source_info
+from tasks.engine.runtime.sealed import UNSEALED, folder_seal_problem, read_folder_seal, seal_folder
 from tasks.pipeline.manifest import BaseModelSpec, GGUFSource, HubSource, LoadedManifest, LocalSource
 from tasks.engine.runtime.atomic import write_text_atomic
 from tasks.engine.checkpoint.content_id import file_digest, folder_identity, sha256_file
 from tasks.pipeline.manifest import COMMIT_RE
 
+log = logging.getLogger("trimworks.bases")
+CONVERSION_IDENTITY = 1  # part of a converted base's identity: bump when conversion changes its output
 DIGEST_CACHE = "digests.json"  # under work_dir: sha256 per (path, size, mtime, inode)
 SOURCE_RECORD = ".trimworks-source.json"
 
@@ -47,10 +53,29 @@ def materialize_base(m: LoadedManifest, base: BaseModelSpec) -> Path:
     if isinstance(src, GGUFSource):
         out = base_folder(m, base)
         with FileLock(str(out) + ".lock"):
-            return convert_gguf(m.resolve(src.gguf), out, dtype=src.dtype)
+            return converted_base(m.resolve(src.gguf), out, src.dtype, base.id)
     if isinstance(src, HubSource):
         return materialize_hub(m, base, src, cache)
     raise ModelFolderError(f"base model {base.id}: unknown source {src!r}")  # pragma: no cover
+
+
+def converted_base(gguf: Path, out: Path, dtype: str, base_id: str) -> Path:
+    """The GGUF file converted to a safetensors folder, once; the folder carries its own seal
+    (every file's size, mtime and digest, tasks/engine/runtime/sealed.py). A converted folder
+    whose files changed since is damaged: it is converted again from its source (logged),
+    never taken as a new base. Called under the folder's lock."""
+    if (out / "config.json").exists():
+        problem = folder_seal_problem(out)
+        if problem is None:
+            return out
+        if problem == UNSEALED and read_source_info(out) is not None:  # converted by an older trimworks: adopted
+            seal_folder(out, {"source": read_source_info(out)})
+            return out
+        log.warning("base model %s: the converted folder %s is damaged (%s); converting %s again", base_id, out, problem, gguf)
+        shutil.rmtree(out)
+    convert_gguf(gguf, out, dtype=dtype)
+    seal_folder(out, {"source": read_source_info(out)})
+    return out
 
 
 def resolve_hub_revision(api, src: HubSource, max_retries: int = 5) -> str:
@@ -153,5 +178,13 @@ def hub_commit_of(folder: Path) -> str | None:
 def base_identity(folder: Path, cache: Path | None = None) -> str:
     """Content identity of a model folder: streamed sha256 of every weight, config and
     tokenizer file (cached by path, size, mtime and inode), so a changed or repaired base
-    changes every fingerprint made from it."""
+    changes every fingerprint made from it. A converted base (GGUF) is keyed by its source
+    instead: the GGUF file's sha256 and the dtype, while its seal says the folder is as
+    converted; damage to the conversion cache is repaired (`converted_base`), not a new base."""
+    seal = read_folder_seal(folder)
+    source = seal.get("source") if seal else None
+    if isinstance(source, dict) and source.get("sha256") and folder_seal_problem(folder) is None:
+        key = {"converted_from": source.get("format"), "sha256": source["sha256"], "dtype": source.get("dtype"),
+               "conversion": CONVERSION_IDENTITY}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     return folder_identity(folder, cache)

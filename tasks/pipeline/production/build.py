@@ -6,13 +6,14 @@ VariantRecord with a located error, so one bad variant never stops the batch.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import shutil
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from filelock import FileLock
@@ -32,7 +33,7 @@ from tasks.pipeline.manifest import LoadedManifest, Variant, fingerprint_fields,
 from tasks.engine.checkpoint.architectures import load_rules
 from tasks.pipeline.report.variant_plot import plot_variant
 from tasks.engine.runtime.stopping import StopRequested, check_stop
-from tasks.pipeline.publish.targets import RECORD_NAME, LocalRegistry, Publisher, published_files
+from tasks.pipeline.publish.targets import RECORD_NAME, LocalRegistry, Publisher, manifest_owner, published_files
 from tasks.pipeline.production.base_models import DIGEST_CACHE, base_identity
 from tasks.pipeline.production.bodies import base_body
 from tasks.engine.runtime.stages import StageClock
@@ -84,10 +85,19 @@ def _fingerprint_parts(m: LoadedManifest, variant: Variant, base_dir: Path) -> d
     return fingerprint_parts(fields) if spec_hash(fields) == variant.fingerprint else {}
 
 
-def staging_root(m: LoadedManifest, publisher: Publisher) -> Path:
-    """Where a variant is built: on the output's filesystem, so publishing is one rename."""
+@contextlib.contextmanager
+def staging_folder(m: LoadedManifest, publisher: Publisher, variant: Variant) -> Iterator[Path]:
+    """The folder one build of `variant` is staged in (called under the variant's lock): the
+    work folder's `builds/<variant>` (a killed run's leftovers removed first), or, when that is
+    on another filesystem than the registry, a folder this process claims in the registry's
+    `.staging` (LocalRegistry.claim_staging), which no other run clears while this one lives."""
     builds = m.work_dir / "builds"
-    return publisher.staging_root(builds) if isinstance(publisher, LocalRegistry) else builds
+    if isinstance(publisher, LocalRegistry) and publisher.staging_root(builds) != builds:
+        with publisher.claim_staging(variant) as folder:
+            yield folder
+        return
+    _remove_stale(builds, variant.id)
+    yield builds / variant.id
 
 
 def check_trims(selection, variant: Variant) -> None:
@@ -125,11 +135,15 @@ def build_and_publish(
     lock_path = m.work_dir / "locks" / f"{variant.id}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock_path)):
+        conflict = publisher.conflict(variant) if isinstance(publisher, LocalRegistry) else None
+        if conflict:  # another manifest's variant, or a user's folder: left as it is
+            log.error("variant %s not published: %s", variant.id, conflict)
+            return failed_record(variant, conflict)
         if not force and publisher.published_fingerprint(variant) == variant.fingerprint:
             return skipped_record(publisher, variant)  # another run got here first
-        _remove_stale(staging_root(m, publisher), variant.id)
         try:
-            return _build_and_publish(m, variant, base_dir, counts, heldout, publisher, plot_png, carrier)
+            with staging_folder(m, publisher, variant) as staging:
+                return _build_and_publish(m, variant, base_dir, counts, heldout, publisher, plot_png, carrier, staging)
         finally:
             release_free_memory()  # a long run creeps less (tasks/engine/runtime/heap.py)
 
@@ -142,11 +156,11 @@ def _build_and_publish(
     heldout: Mapping[str, Path],
     publisher: Publisher,
     plot_png: Path | None,
-    carrier: str | None = None,
+    carrier: str | None,
+    staging: Path,
 ) -> VariantRecord:
     start = time.perf_counter()
     clock = StageClock()  # thread time per stage, in the record (runtime/stages.py)
-    staging = staging_root(m, publisher) / variant.id
     try:
         check_stop()
         with clock.stage("select"):
@@ -211,7 +225,8 @@ def _build_and_publish(
                                benchmark={lang: LanguageScore.model_validate(f, from_attributes=True) for lang, f in benchmark.items()},
                                benchmark_text=benchmark_labels(variant.languages), counting_corpus=corpus_label,
                                counting_synthetic=synthetic, fit=verdict.fit if verdict else None,
-                               fitness_failures=verdict.failures if verdict else [], loss=loss)
+                               fitness_failures=verdict.failures if verdict else [], loss=loss,
+                               owner=manifest_owner(m.path, m.work_dir))
             plot_name = None
             if plot_png is not None and Path(plot_png).exists():
                 if not plot_variant(Path(plot_png), record, staging / "coverage.png"):  # marks this variant
@@ -244,7 +259,7 @@ def _build_and_publish(
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, the batch goes on
         shutil.rmtree(staging, ignore_errors=True)
         detail = redact(str(exc) if isinstance(exc, TrimworksError) else f"{type(exc).__name__}: {exc}")
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG):
             detail = output_error_message(exc, staging)
         log.error("variant %s failed: %s", variant.id, detail)
         log.debug("%s", traceback.format_exc())

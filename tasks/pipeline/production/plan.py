@@ -20,7 +20,7 @@ from typing import Literal
 from tasks.engine.errors import ManifestError
 from tasks.engine.checkpoint.model_folder import TOKENIZER_JSON, tokenizer_fingerprint
 from tasks.engine.runtime.redact import redact
-from tasks.pipeline.manifest import LoadedManifest, Variant, expand
+from tasks.pipeline.manifest import LoadedManifest, Variant, expand, langs_label
 from tasks.pipeline.production.base_models import base_identity
 
 
@@ -68,6 +68,7 @@ class Decision:
     action: Action
     reason: str
     published_fingerprint: str | None = None
+    conflict: bool = False  # failed because the target is another manifest's or a user's folder
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class BuildGroup:
 
     @property
     def name(self) -> str:
-        return f"{self.base.id}-{'-'.join(self.languages)}"
+        return f"{self.base.id}-{langs_label(self.languages)}"
 
 
 @dataclass
@@ -203,11 +204,16 @@ def select_variants(variants: list[Variant], only: list[str] | None, manifest: s
     return [v for v in variants if v.id in set(only)]
 
 
-def decide(variant: Variant, base: BaseState, published: Callable[[Variant], str | None], force: bool) -> Decision:
+def decide(variant: Variant, base: BaseState, published: Callable[[Variant], str | None], force: bool,
+           conflict: Callable[[Variant], str | None] | None = None) -> Decision:
     """Build, skip or fail one variant. `published` asks the target for its fingerprint
-    (only when the answer matters: a Hub target costs a request)."""
+    (only when the answer matters: a Hub target costs a request); `conflict` says why the
+    target is not this manifest's to replace (another manifest's variant, a user's folder)."""
     if base.error is not None:
         return Decision(variant, "fail", base.error)
+    problem = conflict(variant) if conflict is not None else None
+    if problem:
+        return Decision(variant, "fail", problem, conflict=True)
     try:  # per variant: an unreachable Hub fails these variants, not the run
         if base.folder is None:  # only `trimworks plan` knows such bases: it downloads/converts nothing
             return Decision(variant, "build", "base not materialized yet", published(variant))
@@ -223,10 +229,11 @@ def decide(variant: Variant, base: BaseState, published: Callable[[Variant], str
 
 
 def plan(m: LoadedManifest, bases: list[BaseState], published: Callable[[Variant], str | None],
-         force: bool = False, only: list[str] | None = None, corpus_identity: dict[str, str] | None = None) -> Plan:
+         force: bool = False, only: list[str] | None = None, corpus_identity: dict[str, str] | None = None,
+         conflict: Callable[[Variant], str | None] | None = None) -> Plan:
     """The run's plan: manifest -> variants (fingerprints from the bases' and corpora's
-    content identities) -> decisions."""
+    content identities) -> decisions (`conflict`: see `decide`)."""
     by_id = {b.id: b for b in bases}
     identities = {b.id: b.identity for b in bases if b.error is None}
     variants = select_variants(expand(m, identities, corpus_identity), only, str(m.path))
-    return Plan([decide(v, by_id[v.base], published, force) for v in variants], by_id, force)
+    return Plan([decide(v, by_id[v.base], published, force, conflict) for v in variants], by_id, force)

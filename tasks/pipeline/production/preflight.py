@@ -19,17 +19,25 @@ def _human(n: float) -> str:
     return str(n)  # pragma: no cover
 
 
-def output_error_message(exc: OSError, where: Path) -> str:
-    """One sentence for the OS errors a full or read-only output gives, naming the folder."""
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def output_error_message(exc: OSError, where: Path, what: str = "output folder") -> str:
+    """One sentence for the OS errors a full, size-limited or read-only folder gives, naming
+    the folder (`what`: which one it is, e.g. "work folder")."""
     folder = Path(where)
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
+    setting = "work_dir" if what == "work folder" else "output_dir"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return (f"disk full on {folder} ({exc.strerror}); nothing was left behind. "
                 "Free space there (or set output_dir / work_dir elsewhere) and rerun")
+    if exc.errno == errno.EFBIG:  # `ulimit -f`: the CLI ignores SIGXFSZ, so the write fails instead of killing it
+        return (f"file size limit reached writing in {what} {folder} ({exc.strerror}); nothing was left behind. "
+                "Raise the limit (ulimit -f unlimited) and rerun")
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return (f"output folder {folder} is not writable ({exc.strerror}); nothing was built. "
-                "Make it writable or set output_dir elsewhere, then rerun")
+        return (f"{what} {folder} is not writable ({exc.strerror}); nothing was built. "
+                f"Make it writable or set {setting} elsewhere, then rerun")
     return f"cannot write to {folder}: {exc.strerror or exc}"
 
 

@@ -17,10 +17,11 @@ import math
 import random
 import re
 import shutil
+import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -46,12 +47,46 @@ class Publisher(Protocol):
     def publish(self, folder: Path, variant: Variant) -> str: ...
 
 
-def publisher_for(publish: PublishSpec, output_dir: Path, token: str | None = None) -> Publisher:
+def publisher_for(publish: PublishSpec, output_dir: Path, token: str | None = None,
+                  owner: dict[str, str] | None = None) -> Publisher:
     """The manifest's publish target: its `publish` section, and its output folder resolved
-    against the manifest (`token`: the Hub token, when the target is the Hub)."""
+    against the manifest (`token`: the Hub token, when the target is the Hub; `owner`: the
+    manifest publishing, see `manifest_owner`: a local registry then replaces only its own variants)."""
     if publish.target == "hub":
         return HubPublisher(publish.hub, token)
-    return LocalRegistry(output_dir)
+    return LocalRegistry(output_dir, owner)
+
+
+def manifest_owner(manifest: Path, work_dir: Path) -> dict[str, str]:
+    """Who owns what a run publishes: its manifest (resolved path) and its work folder."""
+    return {"manifest": str(Path(manifest).resolve()), "work_dir": str(Path(work_dir).resolve())}
+
+
+def ownership_conflict(target: Path, variant_id: str, owner: dict[str, str]) -> str | None:
+    """Why `owner` may not replace what is at `target` (None: nothing there, an empty folder,
+    or a variant this manifest published, or one published before owners were recorded).
+
+    A folder without a readable record is not trimworks' (a user's own files); a record naming
+    another manifest is that manifest's variant. Either is left exactly as it is."""
+    target = Path(target)
+    if not target.exists() and not target.is_symlink():
+        return None
+    if target.is_dir() and not target.is_symlink() and not any(target.iterdir()):
+        return None
+    try:
+        record = json.loads((target / RECORD_NAME).read_text())
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict) or "fingerprint" not in record:
+        return (f"{variant_id}: {target} is a folder trimworks did not write (no readable {RECORD_NAME}); manifest "
+                f"{owner['manifest']} does not replace or delete it. Move it away, or give the variant another "
+                "org/name_template")
+    theirs = record.get("owner") or {}
+    if isinstance(theirs, dict) and theirs.get("manifest") and theirs.get("manifest") != owner.get("manifest"):
+        return (f"{variant_id}: {target} is published by manifest {theirs['manifest']} (work folder "
+                f"{theirs.get('work_dir')}), not by {owner['manifest']}; nothing was replaced. Give one of them "
+                "another org/name_template or output_dir")
+    return None
 
 
 def published_files(folder: Path) -> dict[str, int]:
@@ -77,8 +112,15 @@ def files_damage(folder: Path, record: dict) -> str | None:
 class LocalRegistry:
     """`<root>/<org>/<name>/`: a hub-like layout with README.md, weights and evaluation.json."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, owner: dict[str, str] | None = None):
         self.root = Path(root)
+        self.owner = owner  # the manifest publishing (manifest_owner): only its variants are replaced
+
+    def conflict(self, variant: Variant) -> str | None:
+        """Why this manifest may not publish `variant` here (another manifest's or a user's folder)."""
+        if self.owner is None:
+            return None
+        return ownership_conflict(self.target(variant), variant.id, self.owner)
 
     def target(self, variant: Variant) -> Path:
         target = (self.root / variant.repo_id).resolve()
@@ -114,8 +156,11 @@ class LocalRegistry:
         the old folder, no folder, or the new one — never a partial one. Every file is
         fsynced before the rename and the parent folder after it (durable after power loss)."""
         target = self.target(variant)
+        problem = self.conflict(variant)  # checked again here: another manifest may have published meanwhile
+        if problem:
+            raise PublishError(problem)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tag = f"{variant.id}-{uuid.uuid4().hex[:8]}"
+        tag = f"{process_tag()}-{uuid.uuid4().hex[:8]}-{variant.id}"  # whose: judged by clean_stale
         source = Path(folder)
         if not same_filesystem(source, target.parent):  # staged elsewhere: copy beside the target first
             source = self.root / f"{INCOMING_PREFIX}{tag}"
@@ -148,21 +193,69 @@ class LocalRegistry:
             shutil.rmtree(folder, ignore_errors=True)
         return str(target)
 
+    @contextlib.contextmanager
+    def claim_staging(self, variant: Variant) -> Iterator[Path]:
+        """A staging folder in the registry's `.staging` for one build of `variant`, owned by
+        this process: beside it `<name>.owner.json` (pid, host, manifest, work folder) and
+        `<name>.lock`, held while the folder exists. Another run (whatever its work folder)
+        removes it only once its owner is provably dead (`staging_owner_dead`). Removed on exit."""
+        from filelock import FileLock
+
+        staging = self.root / STAGING_DIR
+        staging.mkdir(parents=True, exist_ok=True)
+        name = f"{variant.id}.{os.getpid()}-{uuid.uuid4().hex[:8]}"  # the host is in the owner record
+        lock = FileLock(str(staging / f"{name}{LOCK_SUFFIX}"))
+        lock.acquire()
+        owner_file = staging / f"{name}{OWNER_SUFFIX}"
+        try:
+            owner_file.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "variant": variant.id,
+                                              **(self.owner or {})}))
+            yield staging / name
+        finally:
+            shutil.rmtree(staging / name, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                owner_file.unlink()
+            lock.release()
+            with contextlib.suppress(OSError):
+                Path(lock.lock_file).unlink()
+
     def clean_stale(self, lock_dir: Path) -> list[Path]:
-        """Temp folders a killed or failed run left in the registry (`.incoming-*`,
-        `.replaced-*`, staging): removed when no live run holds their variant's lock."""
+        """Temp folders a killed or failed run left in the registry: a `.staging` claim whose
+        owner is provably dead (`staging_owner_dead`), and `.incoming-*`/`.replaced-*` folders
+        whose maker (host and pid in the name) is gone; an older trimworks' (no maker in the
+        name) when no live run of this work folder holds their variant's lock. A live run's
+        temp folders are never touched, whichever work folder it uses."""
         from filelock import FileLock, Timeout
 
-        removed = []
+        removed: list[Path] = []
         if not self.root.is_dir():
             return removed
-        candidates = [p for p in self.root.iterdir() if p.name.startswith((INCOMING_PREFIX, REPLACED_PREFIX))]
         staging = self.root / STAGING_DIR
-        if staging.is_dir():
-            candidates += list(staging.iterdir())
-        for p in candidates:
+        for p in sorted(staging.iterdir()) if staging.is_dir() else []:
+            if p.name.endswith(OWNER_SUFFIX) and not (staging / p.name.removesuffix(OWNER_SUFFIX)).exists():
+                name = p.name.removesuffix(OWNER_SUFFIX)  # killed before its folder was made: the records alone
+                if staging_owner_dead(staging, name):
+                    for suffix in (OWNER_SUFFIX, LOCK_SUFFIX):
+                        with contextlib.suppress(OSError):
+                            (staging / f"{name}{suffix}").unlink()
+                continue
+            if p.name.endswith((LOCK_SUFFIX, OWNER_SUFFIX)):
+                continue
+            if staging_owner_dead(staging, p.name):
+                shutil.rmtree(p, ignore_errors=True)
+                for suffix in (OWNER_SUFFIX, LOCK_SUFFIX):
+                    with contextlib.suppress(OSError):
+                        (staging / f"{p.name}{suffix}").unlink()
+                removed.append(p)
+        for p in [p for p in self.root.iterdir() if p.name.startswith((INCOMING_PREFIX, REPLACED_PREFIX))]:
             name = p.name.removeprefix(INCOMING_PREFIX).removeprefix(REPLACED_PREFIX).lstrip(".")
-            variant_id = re.sub(r"(-[0-9a-f]{8}|\.(tmp|old|replaced)-[0-9a-f]{8})$", "", name)
+            mine = TEMP_OWNER_RE.match(name)
+            if mine:  # named by the process that made it: removed once that process is gone
+                if mine.group(1) == host_tag() and not _pid_alive(int(mine.group(2))):
+                    shutil.rmtree(p, ignore_errors=True)
+                    removed.append(p)
+                continue
+            variant_id = re.sub(r"(-[0-9a-f]{8}|\.(tmp|old|replaced)-[0-9a-f]{8})$", "", name)  # an older trimworks'
             try:
                 with FileLock(str(Path(lock_dir) / f"{variant_id}.lock"), timeout=0):
                     shutil.rmtree(p, ignore_errors=True)
@@ -172,9 +265,63 @@ class LocalRegistry:
         return removed
 
 
+TEMP_OWNER_RE = re.compile(r"h([0-9a-f]{6})-(\d+)-[0-9a-f]{8}-")
+
+
+def host_tag() -> str:
+    """This host, shortly (temp folder names carry it with the pid of their maker)."""
+    import hashlib
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def process_tag() -> str:
+    return f"h{host_tag()}-{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def staging_owner_dead(staging: Path, name: str, legacy_age_s: float = 86400.0) -> bool:
+    """Whether the run that claimed `.staging/<name>` is provably gone: its owner record names
+    this host and a process that no longer exists, or its lock is free (a lock dies with its
+    process). Another host's claim is never judged from here. A folder with neither record nor
+    lock (an older trimworks) counts as dead only once untouched for `legacy_age_s`."""
+    from filelock import FileLock, Timeout
+
+    owner_file, lock_file = staging / f"{name}{OWNER_SUFFIX}", staging / f"{name}{LOCK_SUFFIX}"
+    try:
+        owner = json.loads(owner_file.read_text())
+    except (OSError, ValueError):
+        owner = None
+    if owner is None and not lock_file.exists():
+        try:
+            return time.time() - (staging / name).stat().st_mtime > legacy_age_s
+        except OSError:
+            return False
+    if isinstance(owner, dict) and owner.get("host") not in (None, socket.gethostname()):
+        return False
+    pid = owner.get("pid") if isinstance(owner, dict) else None
+    if isinstance(pid, int) and pid > 0 and not _pid_alive(pid):
+        return True
+    try:
+        with FileLock(str(lock_file), timeout=0):
+            return True
+    except Timeout:
+        return False
+
+
 INCOMING_PREFIX = ".incoming-"
 REPLACED_PREFIX = ".replaced-"
 STAGING_DIR = ".staging"
+LOCK_SUFFIX, OWNER_SUFFIX = ".lock", ".owner.json"
 
 
 def same_filesystem(a: Path, b: Path) -> bool:

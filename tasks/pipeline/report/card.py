@@ -266,15 +266,20 @@ def render_card(
     sentence_transformers: bool = False,
     location: str | None = None,
     registry: str | None = None,
+    license_name: str | None = None,
+    license_link: str | None = None,
 ) -> ModelCard:
     """`sentence_transformers`: the base ships `modules.json` (library and usage follow);
     `location`: where a user loads it from — the Hub id (the default: its repo id), or with
-    `registry` (the registry folder's name) its folder relative to the registry."""
+    `registry` (the registry folder's name) its folder relative to the registry;
+    `license_name`/`license_link`: with `license: other`, which licence (Hub metadata)."""
     evals = heldout_eval_results(rec)
     data = ModelCardData(
         base_model=base_name,
         language=sorted({lang.split("_")[0] for lang in rec.languages}),
         license=license,
+        **({"license_name": license_name} if license_name else {}),
+        **({"license_link": license_link} if license_link else {}),
         library_name="sentence-transformers" if sentence_transformers else "transformers",
         tags=["trimmed", "vocabulary-trimming", "trimworks"] + (["sentence-transformers"] if sentence_transformers else []),
         pipeline_tag="text-generation" if is_causal else "sentence-similarity" if sentence_transformers
@@ -357,7 +362,8 @@ def variant_card(rec: VariantRecord, base: BaseModelSpec, selection: SelectionPo
     name, link = base_link(base, base_dir)
     model_class = auto_class_name(config)
     return render_card(
-        rec, base_name=name, base_link=link, license=base.license,
+        rec, base_name=name, base_link=link, license=base.license, license_name=base.license_name,
+        license_link=base.license_link,
         model_type=config.get("model_type", ""), is_causal=model_class == "AutoModelForCausalLM",
         policy=selection.model_dump_json(exclude_defaults=True) or "{}",
         corpora=corpora, plot_file=plot_file, model_class=model_class,

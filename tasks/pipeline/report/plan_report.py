@@ -13,17 +13,21 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.pipeline.corpus.counts_cache import counts_path, heldout_path
+from tasks.engine.counting.tokens import read_counts
+from tasks.pipeline.corpus.chunk_cache import cached
+from tasks.pipeline.corpus.counts_cache import counts_path, heldout_path, read_heldout
 from tasks.pipeline.manifest import LoadedManifest, Variant, corpus_key, fingerprint_fields, fingerprint_parts
 from tasks.pipeline.production.checks import proof_only_reason
 from tasks.pipeline.production.plan import BaseState, Plan, plan
-from tasks.pipeline.publish.targets import RECORD_NAME, LocalRegistry, Publisher, files_damage, publisher_for
+from tasks.pipeline.publish.targets import (RECORD_NAME, LocalRegistry, Publisher, files_damage, manifest_owner, ownership_conflict,
+                                            publisher_for)
 from tasks.pipeline.production.base_models import DIGEST_CACHE, base_folder
 from tasks.pipeline.corpus.identity import corpus_content_key
 from tasks.pipeline.report.disk_usage import DiskUsage, human_bytes, disk_usage
 
 UP_TO_DATE, STALE, MISSING, FAILED, BASE_UNAVAILABLE = "up to date", "stale", "missing", "failed last time", "base unavailable"
-ORDER = (FAILED, STALE, MISSING, BASE_UNAVAILABLE, UP_TO_DATE)
+CONFLICT = "conflict"  # the target holds another manifest's variant or a folder trimworks did not write
+ORDER = (CONFLICT, FAILED, STALE, MISSING, BASE_UNAVAILABLE, UP_TO_DATE)
 
 
 @dataclass(frozen=True)
@@ -216,7 +220,10 @@ def plan_report(m: LoadedManifest, manifest: str, publisher: Publisher | None = 
     bases = local_bases(m)
     published = _Published(publisher or publisher_for(m.spec.publish, m.output_dir))
     content = corpus_identities(m)
-    p = plan(m, bases, published.fingerprint, corpus_identity=content)
+    registry = publisher if isinstance(publisher, LocalRegistry) else LocalRegistry(m.output_dir)
+    owner = manifest_owner(m.path, m.work_dir)
+    conflict = (lambda v: ownership_conflict(registry.target(v), v.id, owner)) if m.spec.publish.target == "local" else None
+    p = plan(m, bases, published.fingerprint, corpus_identity=content, conflict=conflict)
     failures = last_failures(m)
     keys = {lang: corpus_key(m, lang) for lang in m.spec.languages}
     common: dict[tuple[str, int], dict[str, str]] = {}  # the parts shared by a base x multiple
@@ -231,7 +238,7 @@ def plan_report(m: LoadedManifest, manifest: str, publisher: Publisher | None = 
     for d in p.decisions:
         v, base = d.variant, p.bases[d.variant.base]
         if d.action == "fail":
-            statuses.append(VariantStatus(v, BASE_UNAVAILABLE, detail=d.reason))
+            statuses.append(VariantStatus(v, CONFLICT if d.conflict else BASE_UNAVAILABLE, detail=d.reason))
         elif d.action == "skip":
             statuses.append(VariantStatus(v, UP_TO_DATE))
         elif v.id in failures:
@@ -258,10 +265,11 @@ def plan_report(m: LoadedManifest, manifest: str, publisher: Publisher | None = 
     sharing: dict[tuple[str | None, str], list[str]] = {}
     for base_id, lang in dict.fromkeys((v.base, lang) for v in p.to_build for lang in v.languages):
         base = p.bases[base_id]
-        if base.folder is None or not counts_path(m, base.tokenizer_json, lang).exists():
+        if base.folder is None or not cached(counts_path(m, base.tokenizer_json, lang), "counts", read_counts, repair=False):
             sharing.setdefault((base.tokenizer if base.folder else base.id, lang), []).append(base_id)
     report.to_count = [("+".join(ids), lang) for (_, lang), ids in sharing.items()]
-    report.heldout_to_make = [lang for lang in p.heldout_languages() if not heldout_path(m, lang).exists()]
+    report.heldout_to_make = [lang for lang in p.heldout_languages()
+                              if not cached(heldout_path(m, lang), "held-out text", read_heldout, repair=False)]
     for b in bases:
         if b.folder is not None and b.error is None:
             try:

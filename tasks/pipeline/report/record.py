@@ -51,6 +51,7 @@ class VariantRecord(BaseModel):
     seconds: float | None = None
     stage_seconds: dict[str, float] = {}  # thread CPU seconds per build stage (runtime/stages.py)
     files: dict[str, int] = {}  # every file of the published folder but this record, with its size (checked on reruns)
+    owner: dict[str, str] | None = None  # the manifest and work folder that published it: no other replaces it
     failed_stage: str | None = None  # the build stage a failed variant stopped in ("checks": its output comparison)
     fingerprint_parts: dict[str, str] = {}  # one hash per fingerprint field: `trimworks plan` names what changed
     # Which checks this variant carried (issue 13): the structural proof, and outputs when sampled.

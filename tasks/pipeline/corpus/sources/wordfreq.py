@@ -22,9 +22,11 @@ class WordfreqSpec(StrictSpec):
     lines: int = Field(default=20000, ge=1)
     words: int = Field(default=5000, ge=10)
     seed: int = 0
-    style: Literal["sentences", "text"] = Field(
+    style: Literal["sentences", "text", "technical"] = Field(
         default="sentences", description="sentences: frequency-weighted lower-case pseudo-sentences; "
-        "text: every listed word in turn, with capitals, punctuation and numbers (see wordfreq_text below)")
+        "text: every listed word in turn, with capitals, punctuation and numbers (see wordfreq_text below); "
+        "technical: the same words in user-interface and technical frames: placeholders, options, paths, "
+        "acronyms, units, menus (see wordfreq_technical below)")
 
 
 class WordfreqCorpus(CorpusBase):
@@ -36,7 +38,7 @@ class WordfreqCorpus(CorpusBase):
 
     def lines(self, place: CorpusPlace) -> Iterator[str]:
         w = self.wordfreq
-        make = wordfreq_text if w.style == "text" else wordfreq_sentences
+        make = {"text": wordfreq_text, "technical": wordfreq_technical}.get(w.style, wordfreq_sentences)
         return iter(make(place.language, w.lines, w.words, w.seed))
 
     def expected_lines(self) -> int | None:
@@ -161,3 +163,124 @@ def _wordfreq_text(lang: str, n_lines: int, words: int, seed: int) -> tuple[str,
         out.append(line + (" " + end if french and end in ("?", "!", ":") else end))
     return tuple(out)
 
+
+
+# The English of software that translations keep: commands, identifiers, acronyms. A short
+# fixed list, not wordfreq's English (keeping English's vocabulary would double a variant).
+_TECH_WORDS = (
+    "file files path name names value values type types id key keys data date time size mode user users group "
+    "server client host port url uri http https ftp ssh ssl tls tcp udp ip dns api json xml html css sql csv pdf "
+    "utf ascii unicode encoding charset locale config configuration option options setting settings default "
+    "version release build commit branch tag merge push pull remote origin repository repo diff patch log status "
+    "error errors warning info debug trace fatal failed success ok true false null none nil void int float bool "
+    "string char chars byte bytes bit bits list array map set hash index item items object class method function "
+    "module package pkg lib library plugin extension driver device disk partition volume mount filesystem folder "
+    "directory dir home root admin sudo shell bash terminal console command cmd script input output stdin stdout "
+    "stderr buffer cache memory cpu gpu ram swap thread process pid signal timeout queue job task service daemon "
+    "network proxy gateway firewall password passwd login logout account token session cookie email mail smtp imap "
+    "message msg text font image icon window tab menu button dialog toolbar panel widget view edit copy paste cut "
+    "undo redo save open close quit exit new delete remove rename move select search find replace help about "
+    "update upgrade install uninstall download upload import export sync backup restore reset start stop restart "
+    "enable disable show hide print preview format source target destination link symlink owner permission access "
+    "read write exec run query table column row field record database schema transaction lock unlock usage "
+    "example examples manual docs documentation license copyright author maintainer translator gnu linux unix "
+    "windows mac posix x11 wayland gtk qt kde gnome usb bluetooth wifi audio video codec stream channel sample rate"
+).split()
+_PLACEHOLDERS = ["%s", "%d", "%u", "%i", "%f", "%x", "%c", "%ld", "%lu", "%zu", "%1$s", "%2$s", "%1$d", "%.2f",
+                 "%3d", "%%", "{0}", "{1}", "{}", "{name}", "{count}", "{path}", "$1", "${var}", "%(name)s", "@s"]
+_UNITS = ["B", "KB", "KiB", "MB", "MiB", "GB", "GiB", "TB", "kB/s", "MB/s", "Mbit/s", "ms", "s", "min", "h", "Hz",
+          "kHz", "MHz", "GHz", "px", "pt", "dpi", "%", "°C", "mm", "cm", "m", "km", "kg", "V", "W", "mAh", "fps", "x"]
+_KEYS = ["Ctrl", "Alt", "Shift", "Strg", "Esc", "Tab", "Enter", "Del", "Entf", "Home", "End", "F1", "F2", "F5", "F11"]
+
+
+def wordfreq_technical(lang: str, n_lines: int, words: int = 5000, seed: int = 0) -> list[str]:
+    return list(_wordfreq_technical(lang, n_lines, words, seed))
+
+
+@functools.lru_cache(maxsize=4)
+def _wordfreq_technical(lang: str, n_lines: int, words: int, seed: int) -> tuple[str, ...]:
+    """User-interface and technical lines in `lang`: its most frequent words (from the `text`
+    style's lines) in the frames software messages use — printf and brace placeholders in
+    quotes and parentheses, command-line options, paths and URLs, key=value, comparisons,
+    acronyms and identifiers (a short list of software English, upper case and CamelCase),
+    numbers with units, keyboard shortcuts, menus and ellipses. Deterministic."""
+    base = _wordfreq_text(lang, max(n_lines, 2 * words), words, seed)
+    rng = random.Random(f"technical-{lang}-{seed}")
+    comma = lang.split("_")[0] in _DECIMAL_COMMA
+    quotes = _QUOTES.get(lang.split("_")[0], [("“", "”")]) + [("'", "'"), ('"', '"'), ("`", "'"), ("`", "`")]
+
+    def tech() -> str:
+        w = rng.choice(_TECH_WORDS)
+        r = rng.random()
+        if r < 0.3:
+            return w.upper()
+        if r < 0.45:
+            return w[:1].upper() + w[1:]
+        if r < 0.55:
+            return w + rng.choice(_TECH_WORDS).capitalize()  # camelCase
+        if r < 0.65:
+            return w + "_" + rng.choice(_TECH_WORDS)
+        return w
+
+    def frame(word: str) -> str:
+        kind = rng.randrange(22)
+        ph = rng.choice(_PLACEHOLDERS)
+        o, c = rng.choice(quotes)
+        if kind == 0:
+            return f"{o}{ph}{c}"
+        if kind == 1:
+            return f"({ph})"
+        if kind == 2:
+            return f"--{tech().lower()}" + (f"={ph}" if rng.random() < 0.3 else "")
+        if kind == 3:
+            return f"-{rng.choice('abcdefhilnqrvx')}"
+        if kind == 4:
+            return f"[{rng.choice(['-', '--', ''])}{tech().lower()}]"
+        if kind == 5:
+            return f"<{tech().lower()}>"
+        if kind == 6:
+            return "/" + "/".join(tech().lower() for _ in range(rng.randint(1, 3))) + rng.choice(["", "/", f"/{ph}", ".conf"])
+        if kind == 7:
+            return f"{rng.choice(['https', 'http', 'ftp', 'file'])}://{tech().lower()}.{rng.choice(['org', 'com', 'net', 'de', 'fr'])}/"
+        if kind == 8:
+            return f"{tech()}={ph}"
+        if kind == 9:
+            return f"{tech()} {rng.choice(['!=', '==', '<=', '>=', '->', '=>', '|', '&&', '||', '<', '>', '='])} {ph}"
+        if kind == 10:
+            return tech()
+        if kind == 11:
+            n = f"{rng.randint(0, 999)},{rng.randint(0, 9)}" if comma and rng.random() < 0.5 else str(rng.randint(0, 4096))
+            return f"{n}{rng.choice(['', ' '])}{rng.choice(_UNITS)}"
+        if kind == 12:
+            return "+".join(rng.sample(_KEYS, 2))
+        if kind == 13:
+            return f"{word} > {rng.choice(base).split(' ')[0]}"
+        if kind == 14:
+            return f"{word}…" if rng.random() < 0.5 else f"{word}..."
+        if kind == 15:
+            return f"{o}{word}{c}"
+        if kind == 16:
+            return f"{word}:"
+        if kind == 17:
+            return f"{tech()}()"
+        if kind == 18:
+            return f"{ph}/{ph}"
+        if kind == 19:
+            return f"{ph}:{ph}"
+        if kind == 20:
+            return f"{tech()}-{rng.randint(1, 9)}.{rng.randint(0, 20)}"
+        return f"{o}{tech()}{c}"
+
+    out = []
+    for i in range(n_lines):
+        words_of_line = base[i % len(base)].split(" ")
+        line = []
+        for w in words_of_line:
+            line.append(w)
+            if rng.random() < 0.35:
+                line.append(frame(w.strip(".,;:!?…")))
+        if rng.random() < 0.3:
+            line.insert(0, rng.choice(["Error:", "Warning:", "Fehler:", "Erreur :", "Note:", "*", "-", "•", "#", "==>"]
+                                      if rng.random() < 0.5 else [tech().upper() + ":"]))
+        out.append(" ".join(line))
+    return tuple(out)
