@@ -24,6 +24,7 @@ Anything else is reported as not measured, with the reason.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -36,6 +37,15 @@ from tasks.engine.checkpoint.model_folder import TOKENIZER_JSON
 from tasks.engine.verify.outputs import _OUTPUTS_LOCK, _outputs, load_kept_ids, primary_output, tokenization_fidelity
 
 COSINE_FLOOR = 0.99  # a sentence embedding below this has moved (share of lines reported)
+BASE_LINES_KEPT = 4096
+_BASE_LINES: OrderedDict = OrderedDict()  # (base, dtype, max length), line -> (kind, loss, pooled embedding)
+
+
+def _remember(key, value) -> None:
+    _BASE_LINES[key] = value
+    _BASE_LINES.move_to_end(key)
+    while len(_BASE_LINES) > BASE_LINES_KEPT:
+        _BASE_LINES.popitem(last=False)
 
 
 class SplitLoss(BaseModel):
@@ -137,15 +147,21 @@ def text_loss(base_dir: Path, trimmed_dir: Path, lines: Sequence[str], sample_pe
         agreement = _masked_agreement(base_dir, trimmed_dir, base_tok, trim_tok, kept, sample, max_length, dtype)
         kind = "masked"
     elif sample:
+        base_key = (str(base_dir.resolve()), (base_dir / "config.json").stat().st_mtime_ns, dtype, max_length)
         with _OUTPUTS_LOCK:
-            before = _outputs(base_dir, base_tok, sample, max_length, dtype)
+            todo = [x for x in dict.fromkeys(sample) if (base_key, x) not in _BASE_LINES]
+            if todo:  # the base reads a line the same for every variant: siblings share its runs
+                for line, (k, tb, lb, _n) in zip(todo, _outputs(base_dir, base_tok, todo, max_length, dtype), strict=True):
+                    ob = primary_output(k, tb)
+                    _remember((base_key, line), (k, lb, ob.double().mean(0) if k == "hidden_states" else None))
             after = _outputs(trimmed_dir, trim_tok, sample, max_length, dtype)
-            for (k, tb, lb, _n), (_k, ta, la, _m) in zip(before, after, strict=True):
+            for line, (k, ta, la, _m) in zip(sample, after, strict=True):
+                _kb, lb, eb = _BASE_LINES[(base_key, line)]
                 kind = k
-                ob, oa = primary_output(k, tb), primary_output(_k, ta)
+                oa = primary_output(k, ta)
                 cos = None
                 if k == "hidden_states":
-                    eb, ea = ob.double().mean(0), oa.double().mean(0)
+                    ea = oa.double().mean(0)
                     cos = float((eb @ ea) / (eb.norm() * ea.norm()).clamp_min(1e-300))
                 per_line.append((lb, la, cos))
     if kind == "masked" and any(a is not None for a in agreement):

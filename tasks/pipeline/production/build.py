@@ -45,6 +45,8 @@ from tasks.engine.verify.proof import prove_variant
 from tasks.engine.verify.outputs import ExactnessReport, add_chat_check, verify_exactness
 from tasks.pipeline.production.checks import base_weight_fields, output_check, proof_fields
 
+LOSS_DTYPE = "float32"  # a loss is a measurement, not a proof: float64 would double its cost for nothing
+
 log = logging.getLogger("trimworks.build")
 
 
@@ -203,7 +205,7 @@ def _build_and_publish(
             with clock.stage("loss"):
                 for prefix, these in (("udhr:", {k.removeprefix("benchmark:"): v for k, v in benchmark_texts.items()}),
                                       ("heldout:", texts)):
-                    for name, tl in texts_loss(base_dir, staging, these, m.spec.verify.loss_sample, check.dtype).items():
+                    for name, tl in texts_loss(base_dir, staging, these, m.spec.verify.loss_sample, LOSS_DTYPE).items():
                         loss[prefix + name] = tl
         with clock.stage("checks"):
             if not compare:  # the proof stands for outputs; the chat check still runs on every variant
