@@ -125,45 +125,49 @@ def _masked_agreement(base_dir: Path, trimmed_dir: Path, base_tok, trim_tok, kep
     return out
 
 
-def text_loss(base_dir: Path, trimmed_dir: Path, lines: Sequence[str], sample_per_split: int = 8,
-              max_length: int = 64, dtype: str = "float64") -> TextLoss:
-    """Loss of the variant against its base on up to `sample_per_split` covered and as many
-    uncovered lines of `lines` (the first ones of each kind: deterministic)."""
-    base_dir, trimmed_dir = Path(base_dir), Path(trimmed_dir)
-    kept = load_kept_ids(trimmed_dir)
-    base_tok = load_plain_tokenizer(base_dir / TOKENIZER_JSON)
-    trim_tok = load_plain_tokenizer(trimmed_dir / TOKENIZER_JSON, word_cache=False)
-    lines = [x for x in lines if x.strip()]
+SCAN_LINES = 400  # lines of a text looked at to find its covered and uncovered sample
+
+
+def _sample(base_tok, trim_tok, kept: np.ndarray, lines: Sequence[str], n: int) -> tuple[list[str], list[str]]:
+    """The first `n` covered and `n` uncovered lines of a text (deterministic)."""
+    lines = [x for x in lines if x.strip()][:SCAN_LINES]
     _fid, covered_lines = tokenization_fidelity(base_tok, trim_tok, kept, "text", lines)
     covered_set = set(covered_lines)
-    covered = covered_lines[:sample_per_split]
-    uncovered = [x for x in lines if x not in covered_set][:sample_per_split]
-    sample = covered + uncovered
+    return covered_lines[:n], [x for x in lines if x not in covered_set][:n]
+
+
+def _line_results(base_dir: Path, trimmed_dir: Path, base_tok, trim_tok, kept: np.ndarray, sample: list[str],
+                  max_length: int, dtype: str) -> tuple[str | None, list[tuple], list[float | None]]:
+    """(kind, per line (nll before, nll after, cosine), per line masked agreement) in one run of
+    each model over every text's sample."""
     config = json.loads((base_dir / "config.json").read_text())
-    per_line: list[tuple[float | None, float | None, float | None]] = []  # (nll before, nll after, cosine)
-    agreement: list[float | None] = []
+    if not sample:
+        return None, [], []
+    if auto_class_name(config) == "AutoModelForMaskedLM":
+        return "masked", [], _masked_agreement(base_dir, trimmed_dir, base_tok, trim_tok, kept, sample, max_length, dtype)
+    per_line: list[tuple] = []
     kind = None
-    if sample and auto_class_name(config) == "AutoModelForMaskedLM":
-        agreement = _masked_agreement(base_dir, trimmed_dir, base_tok, trim_tok, kept, sample, max_length, dtype)
-        kind = "masked"
-    elif sample:
-        base_key = (str(base_dir.resolve()), (base_dir / "config.json").stat().st_mtime_ns, dtype, max_length)
-        with _OUTPUTS_LOCK:
-            todo = [x for x in dict.fromkeys(sample) if (base_key, x) not in _BASE_LINES]
-            if todo:  # the base reads a line the same for every variant: siblings share its runs
-                for line, (k, tb, lb, _n) in zip(todo, _outputs(base_dir, base_tok, todo, max_length, dtype), strict=True):
-                    ob = primary_output(k, tb)
-                    _remember((base_key, line), (k, lb, ob.double().mean(0) if k == "hidden_states" else None))
-            after = _outputs(trimmed_dir, trim_tok, sample, max_length, dtype)
-            for line, (k, ta, la, _m) in zip(sample, after, strict=True):
-                _kb, lb, eb = _BASE_LINES[(base_key, line)]
-                kind = k
-                oa = primary_output(k, ta)
-                cos = None
-                if k == "hidden_states":
-                    ea = oa.double().mean(0)
-                    cos = float((eb @ ea) / (eb.norm() * ea.norm()).clamp_min(1e-300))
-                per_line.append((lb, la, cos))
+    base_key = (str(base_dir.resolve()), (base_dir / "config.json").stat().st_mtime_ns, dtype, max_length)
+    with _OUTPUTS_LOCK:
+        todo = [x for x in dict.fromkeys(sample) if (base_key, x) not in _BASE_LINES]
+        if todo:  # the base reads a line the same for every variant: siblings share its runs
+            for line, (k, tb, lb, _n) in zip(todo, _outputs(base_dir, base_tok, todo, max_length, dtype), strict=True):
+                ob = primary_output(k, tb)
+                _remember((base_key, line), (k, lb, ob.double().mean(0) if k == "hidden_states" else None))
+        after = _outputs(trimmed_dir, trim_tok, sample, max_length, dtype)
+        for line, (k, ta, la, _m) in zip(sample, after, strict=True):
+            _kb, lb, eb = _BASE_LINES[(base_key, line)]
+            kind = k
+            cos = None
+            if k == "hidden_states":
+                ea = primary_output(k, ta).double().mean(0)
+                cos = float((eb @ ea) / (eb.norm() * ea.norm()).clamp_min(1e-300))
+            per_line.append((lb, la, cos))
+    return kind, per_line, []
+
+
+def _text_loss(kind: str | None, per_line: list[tuple], agreement: list[float | None], sample: list[str],
+               n_cov: int, sample_per_split: int) -> TextLoss:
     if kind == "masked" and any(a is not None for a in agreement):
         measure = "top1_agreement"
     elif kind == "hidden_states":
@@ -183,11 +187,31 @@ def text_loss(base_dir: Path, trimmed_dir: Path, lines: Sequence[str], sample_pe
             return _split([per_line[i][0] for i in idx], [per_line[i][1] for i in idx], [len(sample[i]) for i in idx], [])
         return SplitLoss(lines=len(idx))
 
-    n_cov = len(covered)
     return TextLoss(kind=measure, sample_per_split=sample_per_split, covered=split(range(n_cov)),
                     uncovered=split(range(n_cov, len(sample))), all=split(range(len(sample))))
 
 
 def texts_loss(base_dir: Path, trimmed_dir: Path, texts: Mapping[str, Sequence[str]], sample_per_split: int = 8,
-               dtype: str = "float64") -> dict[str, TextLoss]:
-    return {name: text_loss(base_dir, trimmed_dir, lines, sample_per_split, dtype=dtype) for name, lines in texts.items()}
+               max_length: int = 64, dtype: str = "float64") -> dict[str, TextLoss]:
+    """Loss of the variant against its base on up to `sample_per_split` covered and as many
+    uncovered lines of each text (the first of each kind among its first SCAN_LINES lines),
+    every text's sample run through each model at once."""
+    base_dir, trimmed_dir = Path(base_dir), Path(trimmed_dir)
+    kept = load_kept_ids(trimmed_dir)
+    base_tok = load_plain_tokenizer(base_dir / TOKENIZER_JSON)
+    trim_tok = load_plain_tokenizer(trimmed_dir / TOKENIZER_JSON, word_cache=False)
+    chosen = {name: _sample(base_tok, trim_tok, kept, lines, sample_per_split) for name, lines in texts.items()}
+    everything = [x for cov, unc in chosen.values() for x in cov + unc]
+    kind, per_line, agreement = _line_results(base_dir, trimmed_dir, base_tok, trim_tok, kept, everything, max_length, dtype)
+    out, at = {}, 0
+    for name, (cov, unc) in chosen.items():
+        n = len(cov) + len(unc)
+        out[name] = _text_loss(kind, per_line[at:at + n], agreement[at:at + n], cov + unc, len(cov), sample_per_split)
+        at += n
+    return out
+
+
+def text_loss(base_dir: Path, trimmed_dir: Path, lines: Sequence[str], sample_per_split: int = 8,
+              max_length: int = 64, dtype: str = "float64") -> TextLoss:
+    """One text's loss (`texts_loss` of that text alone)."""
+    return texts_loss(base_dir, trimmed_dir, {"text": lines}, sample_per_split, max_length, dtype)["text"]

@@ -203,10 +203,9 @@ def _build_and_publish(
         loss = {}
         if compare and m.spec.verify.loss_sample > 0:  # what the trim costs where it does not cover the text
             with clock.stage("loss"):
-                for prefix, these in (("udhr:", {k.removeprefix("benchmark:"): v for k, v in benchmark_texts.items()}),
-                                      ("heldout:", texts)):
-                    for name, tl in texts_loss(base_dir, staging, these, m.spec.verify.loss_sample, LOSS_DTYPE).items():
-                        loss[prefix + name] = tl
+                measured = {**{"udhr:" + k.removeprefix("benchmark:"): v for k, v in benchmark_texts.items()},
+                            **{f"heldout:{lang}": v for lang, v in texts.items()}}
+                loss = texts_loss(base_dir, staging, measured, m.spec.verify.loss_sample, dtype=LOSS_DTYPE)
         with clock.stage("checks"):
             if not compare:  # the proof stands for outputs; the chat check still runs on every variant
                 report = ExactnessReport(languages=[f for f in proof.languages if f.language in texts])
