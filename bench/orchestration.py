@@ -151,7 +151,8 @@ def orchestration_manifest(n: int) -> Path:
     multiples = [8, 16, 32, 64] if n <= 4 * len(subsets) else [8, 16, 24, 32, 40, 48, 56, 64]
     subsets = subsets[: max(1, n // len(multiples))]
     data = {
-        "work_dir": str(WORK / "orch-work"), "output_dir": str(WORK / "orch-published"),
+        # One registry per manifest: a registry has one owner per variant (the same names differ in n).
+        "work_dir": str(WORK / "orch-work"), "output_dir": str(WORK / f"orch-published-{n}"),
         "base_models": [{"id": "toy", "source": {"local": str(toy)}, "license": "mit"}],
         "languages": {l: {"corpora": [{"wordfreq": {"lines": 400, "words": 800}}]} for l in langs},
         "subsets": subsets, "multiples": multiples, "selection": {"min_count": 1}, "verify_sample_lines": 0,

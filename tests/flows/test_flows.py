@@ -46,7 +46,7 @@ def test_publish_all_rerun_force_and_regenerate_one(tmp_path, bases):
     assert len(summary["published"]) == 8 and not summary["failed"] and not summary["skipped"]
     # where the time went: thread seconds per build stage, summed over the run (and per variant on disk)
     stages = summary["stage_seconds"]
-    assert set(stages) == {"select", "body", "rebuild", "write", "prove", "compare", "checks", "card", "publish"}, stages
+    assert set(stages) == {"select", "body", "rebuild", "write", "prove", "compare", "loss", "checks", "card", "publish"}, stages
     assert all(v >= 0 for v in stages.values()) and stages["write"] > 0 and stages["prove"] > 0
     from prefect.client.orchestration import get_client
 
