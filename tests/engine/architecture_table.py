@@ -40,7 +40,8 @@ class Arch:
             return "classifier (not vocab-sized)"
         if not self.model_class.endswith(("LM", "Generation", "MTModel", "LMHeadModel")):
             return "none (encoder)"
-        return "untied" if any(t in ("lm_head.weight", "embed_out.weight", "proj_out.weight") for t in self.tensors) else "tied"
+        untied = ("lm_head.weight", "embed_out.weight", "proj_out.weight", "cls.predictions.decoder.weight")
+        return "untied" if any(t in untied for t in self.tensors) else "tied"
 
 
 def _lm(**kw) -> dict:
@@ -78,8 +79,25 @@ ARCHITECTURES: tuple[Arch, ...] = (
          ("cls.predictions.bias", "deberta.embeddings.word_embeddings.weight")),
     Arch("MPNet", "MPNetForMaskedLM", "MPNetConfig", "wordpiece", _lm(max_position_embeddings=66),
          ("mpnet.embeddings.word_embeddings.weight", "lm_head.bias")),
+    Arch("RemBERT", "RemBertForMaskedLM", "RemBertConfig", "unigram",
+         _lm(input_embedding_size=8, output_embedding_size=8, max_position_embeddings=64),
+         ("cls.predictions.decoder.bias", "cls.predictions.decoder.weight", "rembert.embeddings.word_embeddings.weight")),
+    Arch("DeBERTa", "DebertaForMaskedLM", "DebertaConfig", "bytelevel", _lm(max_position_embeddings=64),
+         ("cls.predictions.bias", "deberta.embeddings.word_embeddings.weight")),
+    Arch("FNet", "FNetForMaskedLM", "FNetConfig", "unigram",
+         dict(hidden_size=H, num_hidden_layers=1, intermediate_size=2 * H, max_position_embeddings=64),
+         ("cls.predictions.bias", "fnet.embeddings.word_embeddings.weight")),
+    Arch("ESM", "EsmForMaskedLM", "EsmConfig", "wordlevel",  # [PAD] and [MASK]: ids 0 and 4 of the trained WordLevel
+         _lm(max_position_embeddings=66, pad_token_id=0, mask_token_id=4),
+         ("esm.embeddings.word_embeddings.weight", "lm_head.bias")),
+    Arch("LayoutLM", "LayoutLMForMaskedLM", "LayoutLMConfig", "wordpiece",
+         _lm(max_position_embeddings=64, max_2d_position_embeddings=64),
+         ("cls.predictions.bias", "layoutlm.embeddings.word_embeddings.weight"),
+         note="compared without boxes: the model's default `bbox`, all zeros"),
     Arch("T5", "T5ForConditionalGeneration", "T5Config", "unigram", dict(_T5), ("shared.weight",)),
     Arch("mT5", "MT5ForConditionalGeneration", "MT5Config", "unigram", dict(_T5, tie_word_embeddings=False),
+         ("shared.weight", "lm_head.weight")),
+    Arch("UMT5", "UMT5ForConditionalGeneration", "UMT5Config", "unigram", dict(_T5, tie_word_embeddings=False),
          ("shared.weight", "lm_head.weight")),
     Arch("BART", "BartForConditionalGeneration", "BartConfig", "bytelevel", _s2s(),
          ("final_logits_bias", "model.shared.weight")),
@@ -87,6 +105,16 @@ ARCHITECTURES: tuple[Arch, ...] = (
          ("final_logits_bias", "model.shared.weight")),
     Arch("Marian", "MarianMTModel", "MarianConfig", "unigram", _s2s(),
          ("final_logits_bias", "model.shared.weight")),
+    Arch("M2M100", "M2M100ForConditionalGeneration", "M2M100Config", "unigram", _s2s(), ("model.shared.weight",)),
+    Arch("NLLB-MoE", "NllbMoeForConditionalGeneration", "NllbMoeConfig", "unigram", _s2s(num_experts=2),
+         ("model.shared.weight",)),
+    Arch("Pegasus", "PegasusForConditionalGeneration", "PegasusConfig", "unigram", _s2s(),
+         ("final_logits_bias", "model.shared.weight")),
+    Arch("LED", "LEDForConditionalGeneration", "LEDConfig", "bytelevel",
+         dict(d_model=H, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+              encoder_ffn_dim=2 * H, decoder_ffn_dim=2 * H, max_encoder_position_embeddings=64,
+              max_decoder_position_embeddings=64, attention_window=4),
+         ("final_logits_bias", "led.shared.weight")),
     Arch("GPT-2", "GPT2LMHeadModel", "GPT2Config", "bytelevel", dict(n_embd=H, n_layer=1, n_head=2, n_positions=64),
          ("transformer.wte.weight",)),
     Arch("GPT-NeoX", "GPTNeoXForCausalLM", "GPTNeoXConfig", "bytelevel", _lm(max_position_embeddings=64),
@@ -114,6 +142,18 @@ ARCHITECTURES: tuple[Arch, ...] = (
          note="the per-layer table keeps the rows of the kept ids below its id threshold, which becomes their count",
          trained_scales=True),
     Arch("OLMo 2", "Olmo2ForCausalLM", "Olmo2Config", "bytelevel", _lm(**_DEC),
+         ("lm_head.weight", "model.embed_tokens.weight")),
+    Arch("BLOOM", "BloomForCausalLM", "BloomConfig", "bytelevel", dict(hidden_size=H, n_layer=1, n_head=2),
+         ("transformer.word_embeddings.weight",)),
+    Arch("Falcon", "FalconForCausalLM", "FalconConfig", "bytelevel",
+         dict(hidden_size=H, num_hidden_layers=1, num_attention_heads=2, ffn_hidden_size=2 * H, max_position_embeddings=64),
+         ("transformer.word_embeddings.weight",)),
+    Arch("OPT", "OPTForCausalLM", "OPTConfig", "bytelevel",
+         dict(hidden_size=H, num_hidden_layers=1, num_attention_heads=2, ffn_dim=2 * H, word_embed_proj_dim=H,
+              max_position_embeddings=64), ("model.decoder.embed_tokens.weight",)),
+    Arch("Cohere", "CohereForCausalLM", "CohereConfig", "bytelevel", _lm(**_DEC, max_position_embeddings=64),
+         ("model.embed_tokens.weight",)),
+    Arch("StableLM", "StableLmForCausalLM", "StableLmConfig", "bytelevel", _lm(**_DEC, max_position_embeddings=64),
          ("lm_head.weight", "model.embed_tokens.weight")),
     Arch("CLIP text tower", "CLIPTextModel", "CLIPTextConfig", "clip", _lm(max_position_embeddings=64),
          ("embeddings.token_embedding.weight",),

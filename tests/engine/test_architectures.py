@@ -195,6 +195,8 @@ STREAMING_UNSUPPORTED = {
     "Marian": "embed_positions.weight is not in the checkpoint",  # sinusoidal, computed when loaded
     "GPT-NeoX": "lm_head.weight is not in the checkpoint",  # stored as embed_out.weight: transformers renames it
     "mT5": "lm_head.weight is stored 2 times",  # tied by its config, stored untied: from_pretrained compares values
+    "UMT5": "lm_head.weight is stored 2 times",  # as mT5
+    "ESM": "LayerNorm.weight is not in the checkpoint",  # stored as LayerNorm.gamma: transformers renames it
     "Mixtral": "mlp.gate.weight is not in the checkpoint",  # stored as block_sparse_moe.gate: transformers renames it
     "Qwen2-MoE": "experts.gate_up_proj is not in the checkpoint",  # stored per expert: transformers fuses them
 }
