@@ -207,8 +207,11 @@ STREAMED_CALL_FAILS = {"SqueezeBERT": "meta", "ProphetNet": "meta",
                        "MobileBERT (user rule, vocabulary on axis 1)": "cls.predictions.dense are read outside"}
 # Not compared bit for bit with the whole model (a gap, not a pass): the whole model in float64
 # fails (XLNet builds its positional encoding in float32) or computes in another dtype than the
-# stream (Mamba's scan casts to float32). Trim, proof and comparison of these rows still run above.
-STREAMED_NOT_CHECKED = {"XLNet (user rules)", "Mamba (user rule)"}
+# stream (Mamba's scan casts to float32), or the stream's non-persistent rotary table is computed
+# in float64 where from_pretrained fills it in float32 and widens it (GPT-J, CodeGen: 4e-8 apart;
+# base and variant are streamed alike, so their comparison is unaffected). Trim, proof and
+# comparison of these rows still run above.
+STREAMED_NOT_CHECKED = {"XLNet (user rules)", "Mamba (user rule)", "GPT-J", "CodeGen"}
 
 
 def _check_streamed(name: str, folder: Path, lines: list[str], compute: str = "float64") -> None:
