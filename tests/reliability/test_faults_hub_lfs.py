@@ -87,3 +87,36 @@ def test_republishing_removes_files_the_variant_no_longer_has(tmp_path, bases, m
         assert len(hub.state.repos[repo]["commits"]) == 2
         assert "pytorch_model.bin" not in hub.state.repos[repo]["files"]
         assert "model-vocab.safetensors" in hub.state.repos[repo]["files"]
+
+
+def test_a_hub_repo_of_another_manifest_or_a_user_is_never_committed_to(tmp_path, bases, monkeypatch, prefect_harness):
+    """Ownership on the Hub as in a local registry: a second manifest publishing the same repo
+    names, and a repo a user filled, are refused with one line each; nothing is committed."""
+    from flows.publish_all import publish_all
+
+    (tmp_path / "first").mkdir()
+    with HubServer() as hub:
+        _publish(tmp_path / "first", bases, hub, monkeypatch)
+        repo = sorted(hub.state.repos)[0]
+        card = hub.state.repos[repo]["files"]["README.md"].decode()
+        import re
+
+        owner = re.search(r"^trimworks_owner: (\S+)$", card, re.M)
+        assert owner and re.fullmatch(r"[0-9a-f]{16}", owner.group(1))  # a digest of the owner, not its local paths
+        commits = {r: len(info["commits"]) for r, info in hub.state.repos.items()}
+        second = tmp_path / "second"
+        second.mkdir()
+        a, _ = bases
+        target = {"target": "hub", "org": "acme", "hub": {"endpoint": hub.endpoint, "max_concurrency": 1}}
+        other = subjects.make_manifest(second, bases, base_models=[{"id": "toy-a", "source": {"local": str(a)}, "license": "mit"}],
+                                       publish=target, multiples=[8, 64], selection={"min_count": 3})  # another version
+        summary = publish_all(manifest=str(other))
+        assert not summary["published"] and len(summary["failed"]) == 4
+        assert all("was published by another manifest" in e and "nothing was committed" in e for e in summary["failed"].values())
+        assert {r: len(info["commits"]) for r, info in hub.state.repos.items()} == commits
+        # A repo a user filled before trimworks came: refused, left as it is.
+        for r in list(hub.state.repos):
+            hub.state.repos[r]["files"] = {"README.md": b"# my own model\n", "pytorch_model.bin": b"weights"}
+        summary = publish_all(manifest=str(other))
+        assert all("holds files trimworks did not publish" in e for e in summary["failed"].values()), summary["failed"]
+        assert all(set(info["files"]) == {"README.md", "pytorch_model.bin"} for info in hub.state.repos.values())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -53,8 +54,16 @@ def publisher_for(publish: PublishSpec, output_dir: Path, token: str | None = No
     against the manifest (`token`: the Hub token, when the target is the Hub; `owner`: the
     manifest publishing, see `manifest_owner`: a local registry then replaces only its own variants)."""
     if publish.target == "hub":
-        return HubPublisher(publish.hub, token)
+        return HubPublisher(publish.hub, token, owner=owner)
     return LocalRegistry(output_dir, owner)
+
+
+def owner_id(owner: dict[str, str] | None) -> str | None:
+    """A public stand-in for an owner on the Hub (its card metadata `trimworks_owner`): local
+    paths are not published, only a digest of them."""
+    if not owner:
+        return None
+    return hashlib.sha256(json.dumps(owner, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def manifest_owner(manifest: Path, work_dir: Path) -> dict[str, str]:
@@ -403,10 +412,11 @@ class HubPublisher:
 
     _semaphores: dict[tuple[str, int], threading.BoundedSemaphore] = {}
 
-    def __init__(self, spec: HubTarget, token: str | None, base_delay: float = 1.0):
+    def __init__(self, spec: HubTarget, token: str | None, base_delay: float = 1.0, owner: dict[str, str] | None = None):
         from huggingface_hub import HfApi
 
         self.spec = spec
+        self.owner = owner_id(owner)  # only repos this manifest published (or new ones) are committed to
         register_secret(token)
         self.api = HfApi(endpoint=spec.endpoint, token=token)
         self.base_delay = base_delay
@@ -415,14 +425,28 @@ class HubPublisher:
 
     def _remote(self, variant: Variant) -> tuple[str | None, str | None]:
         """(head commit, published fingerprint) of the variant's repo; (None, None) if absent."""
+        head, fingerprint, _problem = self._remote_state(variant)
+        return head, fingerprint
+
+    def _remote_state(self, variant: Variant) -> tuple[str | None, str | None, str | None]:
+        """(head commit, published fingerprint, why this manifest may not commit there)."""
         from huggingface_hub.errors import RepositoryNotFoundError
 
         try:
             info = self.api.model_info(variant.repo_id)
         except RepositoryNotFoundError:
-            return None, None
+            return None, None, None
         card = info.card_data.to_dict() if info.card_data is not None else {}
-        return info.sha, card.get("trimworks_fingerprint")
+        fingerprint, theirs = card.get("trimworks_fingerprint"), card.get("trimworks_owner")
+        problem = None
+        if fingerprint is None and any(s.rfilename != ".gitattributes" for s in (info.siblings or [])):
+            problem = (f"{variant.id}: the Hub repo {variant.repo_id} holds files trimworks did not publish; nothing "
+                       "was committed. Publish under another publish.org or name_template, or empty that repo")
+        elif self.owner and theirs and theirs != self.owner:
+            problem = (f"{variant.id}: the Hub repo {variant.repo_id} was published by another manifest (owner "
+                       f"{theirs}, this one is {self.owner}); nothing was committed. Give one of them another "
+                       "publish.org or name_template")
+        return info.sha, fingerprint, problem
 
     def location(self, variant: Variant) -> str:
         return f"{self.api.endpoint}/{variant.repo_id}"
@@ -440,7 +464,9 @@ class HubPublisher:
                 # Exactly once: a lost reply may hide a commit that landed, and the client
                 # replays POSTs on its own. Committing on top of the head we read makes any
                 # replay fail (412) once the first landed; then the fingerprint check ends it.
-                head, fingerprint = self._remote(variant)
+                head, fingerprint, problem = self._remote_state(variant)
+                if problem:
+                    raise PublishError(problem)
                 if fingerprint == variant.fingerprint:
                     return None
                 return self.api.upload_folder(

@@ -20,6 +20,7 @@ from tasks.pipeline.evaluation.realtext import SYNTHETIC_NOTE
 from tasks.pipeline.report import metrics
 from tasks.pipeline.report.record import VariantRecord
 from tasks.pipeline.production.base_models import hub_commit_of
+from tasks.pipeline.publish.targets import owner_id
 
 PIPELINE_TAGS = {"bert": "feature-extraction", "xlm-roberta": "fill-mask", "t5": "text2text-generation"}
 
@@ -287,6 +288,7 @@ def render_card(
         model_name=rec.repo_id,
         eval_results=evals,
         trimworks_fingerprint=rec.fingerprint,
+        **({"trimworks_owner": owner_id(rec.owner)} if rec.owner else {}),  # on the Hub: whose variant it is
     )
     evals += benchmark_eval_results(rec)
     loss = ""
