@@ -205,7 +205,8 @@ def loss_section(rec: VariantRecord) -> str:
     """What the trim costs the model where its vocabulary does not cover the text (measured by
     variants that compare outputs), beside what it keeps where it does."""
     if not rec.loss:
-        return ""
+        return ("\n\n**Loss on uncovered lines**: not measured for this variant; it is measured by the variants "
+                "that compare outputs (`verify.outputs`, `verify.loss_sample`).") if rec.checks else ""
     kinds = {tl.kind for tl in rec.loss.values()}
     what = ("negative log-likelihood per character, base → variant" if kinds == {"nll_per_char"} else
             "cosine similarity of the mean-pooled sentence embeddings, base vs variant" if kinds == {"cosine"} else
