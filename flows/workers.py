@@ -17,6 +17,10 @@ ProcessPoolTaskRunner (spawn) plus what a run here needs:
   blocks SIGINT and SIGTERM; a worker inherits the blocked mask and unblocks it once its
   handlers are in place. A signal that arrives while a worker still imports waits for the
   handler instead of killing the worker (a broken pool would fail every variant).
+* **one core's worth of BLAS each.** A worker's torch (the output comparison, the loss) runs on
+  cores / workers intra-op threads (OMP/MKL_NUM_THREADS set before torch is imported there):
+  two workers each starting a thread per core would double-book the cores, and each
+  comparison ran half as fast.
 * **bounded memory.** Each variant hands its free heap back (tasks/engine/runtime/heap.py, after
   every build_and_publish). Workers are not recycled: `max_tasks_per_child` can leave a
   CPython 3.11 pool with no worker and its queue hung (python/cpython gh-115634).
@@ -105,10 +109,27 @@ def local_task_runner(executor: str | None = None, workers: int = 2) -> TaskRunn
     return WorkerProcesses(max_workers=workers) if executor == "processes" else ThreadPoolTaskRunner(max_workers=workers)
 
 
-def _worker_started(parent_pid: int) -> None:
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int) -> int:
+    """Intra-op threads for one worker's torch: the cores shared out, at least one."""
+    return max(1, usable_cores() // max(1, workers))
+
+
+BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _worker_started(parent_pid: int, torch_threads: int = 1) -> None:
     """In each worker, once, before its first task (its main thread; SIGINT/SIGTERM blocked)."""
     global _IN_WORKER
     _IN_WORKER = True
+    for name in BLAS_THREAD_VARIABLES:  # before torch's first import in this (spawned) process
+        os.environ.setdefault(name, str(torch_threads))
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -139,7 +160,8 @@ class WorkerProcesses(ProcessPoolTaskRunner):
     """ProcessPoolTaskRunner whose workers use the flow's API and stop with the flow (above)."""
 
     def __init__(self, max_workers: int | None = None):
-        super().__init__(max_workers=max_workers, initializer=_worker_started, initargs=(os.getpid(),))
+        super().__init__(max_workers=max_workers, initializer=_worker_started,
+                         initargs=(os.getpid(), threads_per_worker(max_workers or 1)))
         self._worker_settings: Any = None
         self._closing: threading.Event | None = None
         self._watcher: threading.Thread | None = None
@@ -152,7 +174,8 @@ class WorkerProcesses(ProcessPoolTaskRunner):
         return type(self)(max_workers=self._max_workers)
 
     def __enter__(self):
-        self._initargs = (os.getpid(),)  # the process that starts the pool is the workers' parent
+        # The process that starts the pool is the workers' parent.
+        self._initargs = (os.getpid(), threads_per_worker(self._max_workers))
         self._worker_settings = settings_with_flow_api()
         super().__enter__()
         try:
