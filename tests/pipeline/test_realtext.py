@@ -21,6 +21,7 @@ from tasks.engine.tokenizer.rebuild import rebuild_tokenizer_json
 from tasks.engine.verify.outputs import tokenization_fidelity
 from tasks.engine.tokenizer.vocab import analyze_tokenizer
 from tasks.pipeline.evaluation.benchmark_text import udhr_code, udhr_index, udhr_label, udhr_lines
+from tasks.pipeline.evaluation.ui_text import ui_lines
 from tests import subjects
 
 
@@ -405,3 +406,5 @@ def test_default_counting_corpora_cover_user_interface_text(shared, gguf_tokeniz
             legal, _ = tokenization_fidelity(base, trim, sel.kept_ids, lang, udhr_lines(lang))
             assert ui.token_coverage >= 0.97 and ui.lines_gaining_unknown == 0, (subset, lang, ui.token_coverage)
             assert legal.token_coverage >= 0.99 and legal.lines_gaining_unknown == 0, (subset, lang, legal.token_coverage)
+            cldr, _ = tokenization_fidelity(base, trim, sel.kept_ids, lang, ui_lines(lang))  # shipped UI strings
+            assert cldr.token_coverage >= 0.98 and cldr.lines_gaining_unknown == 0, (subset, lang, cldr.token_coverage)

@@ -36,7 +36,7 @@ def score(language: str, lines: int, covered: int, tokens: int, kept: int, befor
 
 
 def records() -> list[VariantRecord]:
-    """An encoder with UDHR figures and a synthetic counting corpus, a chat model from a GGUF
+    """An encoder with UDHR and CLDR figures and a synthetic counting corpus, a chat model from a GGUF
     file with a loss and a language the UDHR lacks, and a failed variant."""
     proof = [ProofCheck(name="tensors", passed=True, items=101, detail="byte-identical | 3 vocab-sized"),
              ProofCheck(name="rows", passed=True, items=9088, detail="kept rows equal")]
@@ -53,6 +53,8 @@ def records() -> list[VariantRecord]:
         proof_seconds=1.234, output_check="first of base", dtype="float32",
         benchmark={"de": score("de", 91, 81, 3000, 2992, 0.25, 0.2505, 0), "fr": score("fr", 88, 88, 2900, 2900, 0.24, 0.24, 0)},
         benchmark_text={"de": "UDHR German, Standard (1996) (deu_1996)", "fr": "UDHR French (fra)"},
+        ui_text={"de": score("de", 436, 401, 2100, 2080, 0.31, 0.3125, 2), "fr": score("fr", 420, 420, 2000, 2000, 0.3, 0.3, 0)},
+        ui_text_label={"de": "CLDR German (de)", "fr": "CLDR French (fr)"},
         counting_corpus="de: wordfreq pseudo-text (text, top 30,000 words, synthetic); fr: gettext (real text)",
         counting_synthetic=True, backstop_tokens=366, backstop_scripts=["Latn"])
     smol = VariantRecord(

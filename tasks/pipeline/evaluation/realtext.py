@@ -1,9 +1,10 @@
-"""Fidelity on real text: the UDHR benchmark of every variant, and the real-text report.
+"""Fidelity on real text: the UDHR and CLDR texts of every variant, and the real-text report.
 
 The held-out split is drawn from the counting corpora; when those are synthetic (wordfreq)
 its coverage measures the generator, not the language. So every variant is also measured on
-the UDHR of each of its languages (`benchmark_text`), and `realtext_report` measures published
-variants on any real text (UDHR, gettext held-out lines, lingua sentences) for docs/fidelity.md.
+real text of two domains in each of its languages: the UDHR, legal prose (`benchmark_text`),
+and CLDR user-interface strings (`ui_text`). `realtext_report` measures published variants on
+any real text (UDHR, CLDR, gettext held-out lines, lingua sentences) for docs/fidelity.md.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tasks.engine.counting.tokens import load_plain_tokenizer
 from tasks.engine.errors import ExactnessError
 from tasks.engine.verify.outputs import LanguageFidelity, load_kept_ids, tokenization_fidelity
 from tasks.pipeline.evaluation.benchmark_text import udhr_label, udhr_lines
+from tasks.pipeline.evaluation.ui_text import ui_label, ui_lines
 from tasks.pipeline.manifest import LoadedManifest
 
 SYNTHETIC_NOTE = ("synthetic: wordfreq pseudo-sentences, so held-out coverage measures the generator, "
@@ -33,6 +35,16 @@ def measure_texts(base_dir: Path, trimmed_dir: Path, texts: Mapping[str, Sequenc
 
 def benchmark_labels(languages: Sequence[str]) -> dict[str, str]:
     return {lang: label for lang in languages if (label := udhr_label(lang))}
+
+
+def ui_labels(languages: Sequence[str]) -> dict[str, str]:
+    return {lang: label for lang in languages if (label := ui_label(lang))}
+
+
+def measured_on(scores: Sequence[LanguageFidelity], prefix: str) -> dict[str, LanguageFidelity]:
+    """The proof's figures on one real text (`benchmark:de`, `ui:de`), by language."""
+    return {f.language.removeprefix(prefix): f.model_copy(update={"language": f.language.removeprefix(prefix)})
+            for f in scores if f.language.startswith(prefix)}
 
 
 def counting_corpus(m: LoadedManifest, languages: Sequence[str]) -> tuple[str, bool]:
@@ -68,10 +80,12 @@ def gettext_heldout(path: Path, limit: int | None = None) -> list[str]:
 
 
 def real_texts(language: str, shared_data: Path | None) -> dict[str, list[str]]:
-    """UDHR (shipped) plus, when `shared_data` holds them, gettext held-out and lingua lines."""
+    """UDHR and CLDR (shipped) plus, when `shared_data` holds them, gettext held-out and lingua lines."""
     out: dict[str, list[str]] = {}
     if lines := udhr_lines(language):
         out["UDHR"] = lines
+    if lines := ui_lines(language):
+        out["CLDR"] = lines
     if shared_data is not None:
         g = shared_data / "gettext" / f"{language}.parquet"
         if g.is_file():

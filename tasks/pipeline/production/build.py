@@ -20,6 +20,7 @@ from filelock import FileLock
 
 from tasks.engine.runtime.atomic import flush_in_background, write_text_atomic
 from tasks.pipeline.evaluation.benchmark_text import udhr_lines
+from tasks.pipeline.evaluation.ui_text import ui_lines
 from tasks.pipeline.report.card import corpora_lines, variant_card
 from tasks.pipeline.corpus.counts_cache import read_heldout
 from tasks.engine.errors import ExactnessError, SelectionError, TrimworksError
@@ -27,7 +28,7 @@ from tasks.engine.runtime.heap import release_free_memory
 from tasks.engine.checkpoint.guard import check_tensor_names
 from tasks.engine.runtime.redact import redact
 from tasks.pipeline.production.preflight import output_error_message
-from tasks.pipeline.evaluation.realtext import benchmark_labels, counting_corpus
+from tasks.pipeline.evaluation.realtext import benchmark_labels, counting_corpus, measured_on, ui_labels
 from tasks.pipeline.report.record import LanguageScore, VariantRecord, variant_metrics
 from tasks.pipeline.manifest import LoadedManifest, Variant, fingerprint_fields, fingerprint_parts, resolved_keep_texts, spec_hash
 from tasks.engine.checkpoint.architectures import load_rules
@@ -185,10 +186,12 @@ def _build_and_publish(
         check_stop()
         texts = {lang: read_heldout(heldout[lang]) for lang in variant.languages}
         benchmark_texts = {f"benchmark:{lang}": lines for lang in variant.languages if (lines := udhr_lines(lang))}
+        ui_texts = {f"ui:{lang}": lines for lang in variant.languages if (lines := ui_lines(lang))}
         # Every variant, constant memory; kept ids from trimworks.json. Check (d) runs on the
-        # held-out split and on the real benchmark text (UDHR) of each language.
+        # held-out split and on the real text of two domains in each language: the UDHR (legal
+        # prose) and CLDR (user-interface strings).
         with clock.stage("prove"):
-            proof = prove_variant(base_dir, staging, {**texts, **benchmark_texts}, body=body, rules=rules)
+            proof = prove_variant(base_dir, staging, {**texts, **benchmark_texts, **ui_texts}, body=body, rules=rules)
         if not proof.passed:
             raise ExactnessError(f"{variant.id}: the structural proof failed: {proof.failures()[:3]}")
         check = output_check(m.spec.verify, variant, base_dir, m.spec.verify_sample_lines, carrier)
@@ -204,7 +207,7 @@ def _build_and_publish(
         if compare and m.spec.verify.loss_sample > 0:  # what the trim costs where it does not cover the text
             with clock.stage("loss"):
                 measured = {**{"udhr:" + k.removeprefix("benchmark:"): v for k, v in benchmark_texts.items()},
-                            **{f"heldout:{lang}": v for lang, v in texts.items()}}
+                            **ui_texts, **{f"heldout:{lang}": v for lang, v in texts.items()}}
                 loss = texts_loss(base_dir, staging, measured, m.spec.verify.loss_sample, dtype=LOSS_DTYPE)
         with clock.stage("checks"):
             if not compare:  # the proof stands for outputs; the chat check still runs on every variant
@@ -215,9 +218,9 @@ def _build_and_publish(
             if vacuous:
                 raise ExactnessError(f"{variant.id}: evaluation proves nothing: {vacuous}")
         with clock.stage("card"):  # record, plot, model card
-            # The proof measured the benchmark text already (and failed on any covered line that differs).
-            benchmark = {f.language.removeprefix("benchmark:"): f.model_copy(update={"language": f.language.removeprefix("benchmark:")})
-                         for f in proof.languages if f.language in benchmark_texts}
+            # The proof measured the real texts already (and failed on any covered line that differs).
+            benchmark = measured_on(proof.languages, "benchmark:")
+            ui_text = measured_on(proof.languages, "ui:")
             corpus_label, synthetic = counting_corpus(m, variant.languages)
             verdict = fitness(benchmark, m.spec.verify.fitness) if benchmark else None
             record = record_of(variant, "published", location=publisher.location(variant),
@@ -225,6 +228,8 @@ def _build_and_publish(
                                **proof_fields(proof, compare, why), **base_weight_fields(base_dir),
                                benchmark={lang: LanguageScore.model_validate(f, from_attributes=True) for lang, f in benchmark.items()},
                                benchmark_text=benchmark_labels(variant.languages), counting_corpus=corpus_label,
+                               ui_text={lang: LanguageScore.model_validate(f, from_attributes=True) for lang, f in ui_text.items()},
+                               ui_text_label=ui_labels(variant.languages),
                                counting_synthetic=synthetic, fit=verdict.fit if verdict else None,
                                fitness_failures=verdict.failures if verdict else [], loss=loss,
                                owner=manifest_owner(m.path, m.work_dir))

@@ -1,7 +1,8 @@
 """Model cards from a template, with huggingface_hub's ModelCard/ModelCardData.
 
 The size table, the two fidelity tables and the `model-index` metadata list the metrics of
-metrics.py that have a `card`, `heldout`/`udhr` Show or a model-index entry."""
+metrics.py that have a `card`, `heldout`/`udhr` Show or a model-index entry. The `udhr` columns
+serve both real-text tables: the UDHR (legal prose) and CLDR (user-interface strings)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from tasks.engine.checkpoint.architectures import auto_class_name
 from tasks.engine.selection.policy import SelectionPolicy
 from tasks.pipeline.report.markdown import md_code, md_text, md_url
 from tasks.pipeline.manifest import BaseModelSpec, GGUFSource, HubSource, LanguageSpec, LidSpec, LocalSource
-from tasks.pipeline.evaluation.benchmark_text import BENCHMARK_DESCRIPTION, BENCHMARK_NAME
+from tasks.pipeline.evaluation.benchmark_text import BENCHMARK_DESCRIPTION, BENCHMARK_NAME, UDHR
+from tasks.pipeline.evaluation.ui_text import CLDR, UI_DESCRIPTION
 from tasks.pipeline.evaluation.realtext import SYNTHETIC_NOTE
 from tasks.pipeline.report import metrics
 from tasks.pipeline.report.record import VariantRecord
@@ -168,17 +170,24 @@ def language_eval_results(scores: dict, view: str, **common) -> list[EvalResult]
             if (v := m.of(f)) is not None]
 
 
+def real_text_title(rec: VariantRecord) -> str:
+    """The real-text section's heading: each text with its domain."""
+    return UDHR.title + (f" and {CLDR.title}" if rec.ui_text else "")
+
+
 def benchmark_section(rec: VariantRecord) -> str:
-    """The UDHR table: real text in each language, independent of the counting corpora."""
+    """The real-text tables: the UDHR (legal prose) and CLDR (user-interface strings) in each
+    language, independent of the counting corpora; then the loss on their uncovered lines."""
     if not rec.benchmark:
-        return (f"The {BENCHMARK_NAME} has no text in {', '.join(rec.languages)}: this variant was not measured "
-                "on independent real text.")
+        none = f"The {BENCHMARK_NAME} has no text in {', '.join(rec.languages)}: this variant was not measured on "
+        if not rec.ui_text:
+            return none + "independent real text." + ui_section(rec)
+        return none + f"independent {UDHR.domain}." + ui_section(rec) + loss_section(rec)
     table = language_table(rec.benchmark, "udhr", [("language", lambda lang: lang),
                                                    ("text", lambda lang: rec.benchmark_text.get(lang, lang))])
     missing = [lang for lang in rec.languages if lang not in rec.benchmark]
     tail = f"\n\nNo {BENCHMARK_NAME} text for: {', '.join(missing)}." if missing else ""
     tail += "".join(f"\n\n{line}" for line in base_cannot_read(rec.benchmark))
-    tail += loss_section(rec)
     if rec.fit is not None:
         tail += ("\n\n**Verdict on this text**: exact on its covered lines (the proof"
                  + (" and the output comparison" if "outputs" in rec.checks else "") + "); "
@@ -186,7 +195,20 @@ def benchmark_section(rec: VariantRecord) -> str:
     return (f"{BENCHMARK_DESCRIPTION}. *Token coverage*: share of the base model's tokens that the trimmed "
             "vocabulary keeps; *lines gaining an unknown token*: lines where trimming produces an unknown token "
             "the base did not; *line coverage*: lines whose tokens are all kept (those are tokenized identically).\n\n"
-            + table + tail)
+            + table + tail + ui_section(rec) + loss_section(rec))
+
+
+def ui_section(rec: VariantRecord) -> str:
+    """The CLDR table: short, number-laden strings software displays, the same columns as the UDHR's."""
+    head = f"\n\n### {CLDR.title}\n\n"
+    if not rec.ui_text:
+        return head + f"No {CLDR.name} {CLDR.domain} were measured for {', '.join(rec.languages)}."
+    table = language_table(rec.ui_text, "udhr", [("language", lambda lang: lang),
+                                                 ("text", lambda lang: rec.ui_text_label.get(lang, lang))])
+    missing = [lang for lang in rec.languages if lang not in rec.ui_text]
+    tail = f"\n\nNo {CLDR.name} text for: {', '.join(missing)}." if missing else ""
+    tail += "".join(f"\n\n{line}" for line in base_cannot_read(rec.ui_text))
+    return head + f"{UI_DESCRIPTION}.\n\n" + table + tail
 
 
 def _loss_cell(sp) -> str:
@@ -233,11 +255,16 @@ def base_cannot_read(scores: dict) -> list[str]:
 
 
 def benchmark_eval_results(rec: VariantRecord) -> list[EvalResult]:
-    """model-index entries for the UDHR, labelled as real text (dataset type `udhr`)."""
+    """model-index entries for the UDHR, labelled as real text (dataset type `udhr`), then for
+    CLDR, labelled with its domain (dataset type `cldr`)."""
     return language_eval_results(rec.benchmark, "udhr_index", dataset=lambda lang: dict(
         task_type="vocabulary-trimming", dataset_type="udhr",
         dataset_name=f"{rec.benchmark_text.get(lang, BENCHMARK_NAME)} (real text)", dataset_config=lang,
-        task_name="Vocabulary trimming fidelity on real text"))
+        task_name="Vocabulary trimming fidelity on real text")) + language_eval_results(
+        rec.ui_text, "udhr_index", dataset=lambda lang: dict(
+            task_type="vocabulary-trimming", dataset_type="cldr",
+            dataset_name=f"{rec.ui_text_label.get(lang, CLDR.name)} (real text, {CLDR.domain})", dataset_config=lang,
+            task_name="Vocabulary trimming fidelity on real text"))
 
 
 def heldout_eval_results(rec: VariantRecord) -> list[EvalResult]:
@@ -307,7 +334,7 @@ def render_card(
         policy=md_code(policy),
         multiple=rec.multiple,
         fidelity_table=language_table(rec.fidelity, "heldout", [("language", lambda lang: lang)]),
-        benchmark_name=BENCHMARK_NAME,
+        benchmark_name=real_text_title(rec),
         benchmark_section=benchmark_section(rec),
         counting_corpus=rec.counting_corpus or "not recorded",
         synthetic_note=(" **This held-out text is synthetic** (" + SYNTHETIC_NOTE.removeprefix("synthetic: ") + ")."

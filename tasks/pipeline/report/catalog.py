@@ -54,10 +54,10 @@ def write_catalog(records: Sequence[VariantRecord], out_dir: Path, plots: Mappin
           f"{len(records)} variants: {sum(r.status == 'published' for r in records)} published, "
           f"{sum(r.status == 'skipped' for r in records)} already up to date, {len(failed)} failed.", "",
           markdown_table(rows),
-          "## Fidelity on real text (UDHR) and on the held-out split", "",
+          "## Fidelity on real text (UDHR, CLDR) and on the held-out split", "",
           "*held-out min coverage* above is measured on the held-out split of the counting corpora; when those are "
-          "synthetic (wordfreq) it is not the coverage of a language. The UDHR columns are real text the counting "
-          "never saw.", "",
+          "synthetic (wordfreq) it is not the coverage of a language. The UDHR columns (legal prose) and the CLDR UI "
+          "columns (user-interface strings) are real text the counting never saw.", "",
           realtext_markdown_table(rows)]
     if failed:
         md += ["## Failures", ""] + [f"- **{r.variant_id}**: {redact(r.error or '')}" for r in failed] + [""]

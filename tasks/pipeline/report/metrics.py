@@ -3,11 +3,12 @@ markdown) and the web page all read their columns from here.
 
 Two lists:
 
-* `LANGUAGE_METRICS`, measured per language on a text (the held-out split, the UDHR). An
+* `LANGUAGE_METRICS`, measured per language on a text (the held-out split, the UDHR, CLDR). An
   entry with `stored` is a field of the record's `LanguageScore` (record.py builds that class
   from this list), copied from the engine's `LanguageFidelity` attribute of the same name; an
-  entry with `value` is derived from the stored ones. Shown in the card's two fidelity tables
-  and its `model-index` metadata.
+  entry with `value` is derived from the stored ones. Shown in the card's fidelity tables (the
+  `udhr` Show serves both real texts: UDHR legal prose and CLDR user-interface strings) and its
+  `model-index` metadata.
 * `VARIANT_METRICS`, one value per variant (`value(record)`): the catalog's columns, in their
   order, plus what only the card's size table or the web page shows.
 
@@ -118,6 +119,15 @@ def _worst_loss(r: Any, field: str, pick) -> float | None:
     return pick(values) if values else None
 
 
+def _max_tpc_ratio(scores: dict) -> float | None:
+    return max((f.tokens_per_char_after / f.tokens_per_char_before for f in scores.values() if f.tokens_per_char_before),
+               default=None)
+
+
+def _lines_gaining(scores: dict) -> int | None:
+    return sum(f.lines_gaining_unknown or 0 for f in scores.values()) if scores else None
+
+
 def _scores_json(scores: dict) -> str:
     return json.dumps({k: v.model_dump() for k, v in scores.items()})
 
@@ -195,18 +205,27 @@ VARIANT_METRICS: list[VariantMetric] = [
                   realtext=Show("UDHR min token coverage", at=3), site=Show("UDHR token coverage (min)", at=6)),
     VariantMetric("udhr_min_line_coverage", lambda r: _min(r.benchmark.values(), "coverage"), ".2%",
                   realtext=Show("UDHR min line coverage", at=6), site=Show("UDHR line coverage (min)", detail=True)),
-    VariantMetric("udhr_max_tokens_per_char_ratio", lambda r: max(
-        (f.tokens_per_char_after / f.tokens_per_char_before for f in r.benchmark.values() if f.tokens_per_char_before),
-        default=None), ".4f", realtext=Show("UDHR tokens/char ÷ base (max)", at=4),
-        site=Show("UDHR tokens/char ÷ base (max)", at=7)),
-    VariantMetric("udhr_lines_gaining_unknown", lambda r: sum(f.lines_gaining_unknown or 0 for f in r.benchmark.values())
-                  if r.benchmark else None, "d", realtext=Show("UDHR lines gaining unknown", at=5),
-                  site=Show("UDHR lines gaining an unknown token", ",d", at=8)),
+    VariantMetric("udhr_max_tokens_per_char_ratio", lambda r: _max_tpc_ratio(r.benchmark), ".4f",
+                  realtext=Show("UDHR tokens/char ÷ base (max)", at=4), site=Show("UDHR tokens/char ÷ base (max)", at=7)),
+    VariantMetric("udhr_lines_gaining_unknown", lambda r: _lines_gaining(r.benchmark), "d",
+                  realtext=Show("UDHR lines gaining unknown", at=5), site=Show("UDHR lines gaining an unknown token", ",d", at=8)),
     VariantMetric("udhr_worst_language", lambda r: worst_language(r.benchmark), realtext=Show("UDHR worst language", at=5),
                   site=Show("UDHR worst language", at=9)),
     VariantMetric("udhr_max_base_unknown_rate", lambda r: max(
         (f.base_unknown_rate for f in r.benchmark.values() if f.base_unknown_rate is not None), default=None), ".2%",
                   realtext=Show("UDHR base's own unknown tokens (max)", at=5), site=Show("base's own unknown (max)", detail=True)),
+    # The second real-text domain: CLDR user-interface strings (short, abbreviated, full of numbers).
+    VariantMetric("ui_min_token_coverage", lambda r: _min(r.ui_text.values(), "token_coverage"), ".4f",
+                  realtext=Show("CLDR UI min token coverage", at=8), site=Show("CLDR UI token coverage (min)", at=8)),
+    VariantMetric("ui_min_line_coverage", lambda r: _min(r.ui_text.values(), "coverage"), ".2%",
+                  realtext=Show("CLDR UI min line coverage", at=8), site=Show("CLDR UI line coverage (min)", detail=True)),
+    VariantMetric("ui_max_tokens_per_char_ratio", lambda r: _max_tpc_ratio(r.ui_text), ".4f",
+                  realtext=Show("CLDR UI tokens/char ÷ base (max)", at=8),
+                  site=Show("CLDR UI tokens/char ÷ base (max)", detail=True)),
+    VariantMetric("ui_lines_gaining_unknown", lambda r: _lines_gaining(r.ui_text), "d",
+                  realtext=Show("CLDR UI lines gaining unknown", at=8),
+                  site=Show("CLDR UI lines gaining an unknown token", ",d", detail=True)),
+    VariantMetric("ui_worst_language", lambda r: worst_language(r.ui_text), site=Show("CLDR UI worst language", detail=True)),
     VariantMetric("fit_for_real_text", lambda r: None if r.fit is None else "yes" if r.fit else "no",
                   realtext=Show("fit for its real text", at=LAST), site=Show("fit for its real text", detail=True)),
     VariantMetric("fitness_failures", lambda r: "; ".join(r.fitness_failures)),
@@ -221,6 +240,7 @@ VARIANT_METRICS: list[VariantMetric] = [
                   site=Show("UDHR uncovered masked top-1 agreement (min)", ".2%", detail=True)),
     VariantMetric("loss_json", lambda r: json.dumps({k: v.model_dump() for k, v in r.loss.items()})),
     VariantMetric("udhr_languages", lambda r: ",".join(r.benchmark)),
+    VariantMetric("ui_languages", lambda r: ",".join(r.ui_text)),
     # Shown on the web page when a record has them (the card tells them in prose).
     VariantMetric("proof_seconds", _field("proof_seconds"), ".4g", catalog=False, site=Show("proof_seconds", when_present=True, detail=True)),
     VariantMetric("chat_prompts", _field("chat_prompts"), ".4g", catalog=False, site=Show("chat_prompts", when_present=True, detail=True)),
@@ -229,6 +249,7 @@ VARIANT_METRICS: list[VariantMetric] = [
     VariantMetric("backstop_tokens", _field("backstop_tokens"), ",", realtext=Show("backstop tokens", at=7),
                   site=Show("backstop_tokens", ".4g", when_present=True, detail=True)),
     VariantMetric("benchmark_json", lambda r: _scores_json(r.benchmark)),
+    VariantMetric("ui_text_json", lambda r: _scores_json(r.ui_text)),
 ]
 
 M = TypeVar("M", LanguageMetric, VariantMetric)

@@ -69,9 +69,12 @@ class VariantRecord(BaseModel):
     source_quantization: str | None = None
     chat_prompts: int | None = None  # chat check: prompts compared (None: base has no chat template)
     chat_identical: int | None = None  # ... of which tokenized identically (must equal chat_prompts)
-    # Real-text benchmark (UDHR) per language, and what each measured text is.
+    # Real-text benchmark (UDHR: legal prose) per language, and what each measured text is.
     benchmark: dict[str, LanguageScore] = {}
     benchmark_text: dict[str, str] = {}  # language -> e.g. "UDHR German, Standard (1996) (deu_1996)"
+    # The second real-text domain (CLDR: user-interface strings) per language, and its text.
+    ui_text: dict[str, LanguageScore] = {}
+    ui_text_label: dict[str, str] = {}  # language -> e.g. "CLDR German (de)"
     counting_corpus: str | None = None
     counting_synthetic: bool | None = None
     backstop_tokens: int | None = None  # tokens kept only by the character backstop
@@ -80,7 +83,7 @@ class VariantRecord(BaseModel):
     # comparison's; fit says whether the variant suits its own languages' real text (UDHR).
     fit: bool | None = None  # None: no real text of its languages
     fitness_failures: list[str] = []
-    # The loss on covered and uncovered lines ("udhr:<lang>", "heldout:<lang>"), measured by the
+    # The loss on covered and uncovered lines ("udhr:<lang>", "ui:<lang>", "heldout:<lang>"), measured by the
     # variants that compare outputs (engine/verify/loss.py); empty for the others.
     loss: dict[str, TextLoss] = {}
 

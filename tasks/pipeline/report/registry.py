@@ -184,7 +184,8 @@ def registry_markdown(records: Sequence[VariantRecord], rows: Sequence[dict], pl
           + (f" Registry: {usage}." if usage else ""),
           f"What the last run did: [{LAST_RUN_MARKDOWN}]({LAST_RUN_MARKDOWN}). "
           "Browse and filter: [index.html](index.html).", "",
-          "Fidelity on real text (the UDHR, which the counting never saw) beside the held-out split of the counting "
+          "Fidelity on real text of two domains the counting never saw, the UDHR (legal prose) and CLDR "
+          "(user-interface strings), beside the held-out split of the counting "
           "corpora; a held-out text marked *synthetic* is wordfreq pseudo-text, which measures the generator, not the "
           "language.", "",
           realtext_markdown_table(rows),
