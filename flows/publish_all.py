@@ -21,7 +21,7 @@ from prefect.futures import as_completed
 from flows.steps import build_task, count_task, heldout_task, make_publisher, materialize_base_task, plot_task
 from flows.workers import local_task_runner, raise_if_stopped
 from tasks.pipeline.production.build import failed_record, skipped_record
-from tasks.pipeline.production.checks import CRASHED_STAGE, VouchedSchedule, choose_carriers
+from tasks.pipeline.production.checks import CRASHED_STAGE, VouchedSchedule, build_cost, choose_carriers
 from tasks.pipeline.report.catalog import catalog_rows, markdown_table
 from tasks.pipeline.production.plan import BaseState, Outcome, plan
 from tasks.pipeline.report.registry import RegistryOutputs, update_registry_catalog
@@ -72,6 +72,16 @@ def publish_all(manifest: str = DEFAULT_MANIFEST, force: bool = False, only: lis
         return _publish_all(m, manifest, force, only, logger)
     finally:
         release_lease(lease)
+
+
+def runner_workers() -> float:
+    """How many builds the flow's local task runner runs at once (threads or worker processes);
+    unbounded for a runner that schedules on its own (a Dask cluster)."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    workers = getattr(ctx.task_runner if ctx else None, "_max_workers", None)
+    return max(1, int(workers)) if workers else float("inf")
 
 
 def start_run_housekeeping(m, logger) -> Path | None:
@@ -167,10 +177,19 @@ def _publish_all(m, manifest: str, force: bool, only: list[str] | None, logger) 
         # them: nothing is published on the proof alone while its base's comparison is pending).
         carriers = choose_carriers([(v.id, g.base.folder) for g in groups for v in g.variants])
         schedule = VouchedSchedule(groups, carriers, sequential=m.spec.verify.outputs == "auto")
+        # Costliest first, no more in flight than there are workers: the last group to start is
+        # a short one, not a base's sampled comparison leaving the other worker idle at the end.
+        cost = {id(g): build_cost(m.spec.verify, g.variants, g.base.folder, m.spec.verify_sample_lines, carriers)
+                for g in groups}
+        in_flight = runner_workers()
         pending: dict[int, tuple] = {}
+        queued: list[tuple] = []
 
         def start_ready() -> None:
-            for g, carrier in schedule.take_ready():
+            queued.extend(schedule.take_ready())
+            queued.sort(key=lambda gc: -cost[id(gc[0])])  # stable: plan order among equals
+            while queued and len(pending) < in_flight:
+                g, carrier = queued.pop(0)
                 fut = build_task.submit(
                     manifest, g.name, [v.model_dump() for v in g.variants], str(g.base.folder),
                     {l: str(c) for l, c in g.counts.items()}, {l: str(h) for l, h in g.heldout.items()},

@@ -15,7 +15,7 @@ from tasks.engine.verify.proof import parameter_count
 from tasks.engine.checkpoint.safetensors_io import LazyCheckpoint
 from tasks.pipeline.production.build import build_and_publish
 from tasks.pipeline.report.catalog import write_catalog
-from tasks.pipeline.production.checks import choose_carriers, output_check, sampled, start_run
+from tasks.pipeline.production.checks import COMPARE_COST, build_cost, choose_carriers, output_check, sampled, start_run
 from tasks.pipeline.corpus.counts_cache import ensure_counts, ensure_heldout
 from tasks.pipeline.manifest import Variant, VerifySpec, expand, load_manifest
 from tasks.pipeline.publish.targets import LocalRegistry
@@ -66,6 +66,26 @@ def test_the_flow_chosen_carrier_decides_without_shared_state(toy_model, tmp_pat
     assert first.why.endswith(") in the run")
     later = output_check(auto, _variant(2), toy_model, 8, carrier="b-en-v1")
     assert not later.compare and later.why == "not compared: b-en-v1 carried this base's output comparison in this run"
+
+
+def test_groups_carrying_a_comparison_cost_more_and_start_first(toy_model, tmp_path):
+    """The flow starts the costliest ready group first: one holding a comparison (the carrier, a
+    sampled variant) or a bigger base, so a run does not end on one long group; a base whose
+    config cannot be read costs nothing (its build reports it)."""
+    params = parameter_count(toy_model)
+    carrier, plain = [_variant(1), _variant(2)], [_variant(3), _variant(4)]
+    carriers = {v.id: "b-en-v1" for v in carrier + plain}
+    auto = VerifySpec(outputs_sample=0.0)
+    assert build_cost(auto, carrier, toy_model, 8, carriers) == params * (2 + COMPARE_COST)
+    assert build_cost(auto, plain, toy_model, 8, carriers) == params * 2
+    sampled_ids = [v for v in (_variant(i) for i in range(40)) if sampled(v.fingerprint, 0.5)]
+    unsampled = [v for v in (_variant(i) for i in range(40)) if not sampled(v.fingerprint, 0.5)]
+    other = {v.id: "b-en-v1" for v in sampled_ids + unsampled}  # not the carrier: compared only if sampled
+    half = VerifySpec(outputs_sample=0.5)
+    assert build_cost(half, sampled_ids[:1], toy_model, 8, other) == params * (1 + COMPARE_COST)
+    assert build_cost(half, unsampled[:1], toy_model, 8, other) == params
+    assert build_cost(VerifySpec(outputs="never"), carrier, toy_model, 8, carriers) == params * 2
+    assert build_cost(auto, plain, tmp_path / "missing", 8, carriers) == 0.0
 
 
 def test_output_precision_follows_the_memory_budget(toy_model):

@@ -180,6 +180,24 @@ def output_check(spec: VerifySpec, variant: Variant, base_dir: Path, sample_line
     return OutputCheck(False, f"not compared: {first} carried this base's output comparison in this run")
 
 
+# A comparison (two float64 forwards a line, then the loss) costs about this many variants' other
+# work (select, write, prove, card): SmolLM2's 12 s + 5 s against 1.2 s (bench row 6).
+COMPARE_COST = 12
+
+
+def build_cost(spec: VerifySpec, variants: Sequence[Variant], base_dir: Path, sample_lines: int,
+               carriers: dict[str, str]) -> float:
+    """A build group's expected work, in variant-builds of a one-parameter model: what the run
+    starts first among the groups that may start (costliest first), so that a long group
+    (one carrying a comparison, a big base) does not end the run alone on one worker."""
+    try:
+        params = _base_facts(str(Path(base_dir).resolve()), (Path(base_dir) / "config.json").stat().st_mtime_ns)[0]
+        compares = sum(output_check(spec, v, base_dir, sample_lines, carriers.get(v.id)).compare for v in variants)
+    except (OSError, ValueError, TrimworksError):  # the build reports an unreadable base
+        return 0.0
+    return float(params) * (len(variants) + COMPARE_COST * compares)
+
+
 def proof_only_lines(records: Sequence[VariantRecord]) -> list[str]:
     """Catalog lines naming the bases whose published variants rest on the proof alone."""
     bases = sorted({r.base for r in records if r.status != "failed" and PROOF_ONLY in (r.output_check or "")})
