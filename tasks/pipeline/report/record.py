@@ -83,7 +83,7 @@ class VariantRecord(BaseModel):
     # comparison's; fit says whether the variant suits its own languages' real text (UDHR).
     fit: bool | None = None  # None: no real text of its languages
     fitness_failures: list[str] = []
-    # The loss on covered and uncovered lines ("udhr:<lang>", "ui:<lang>", "heldout:<lang>"), measured by the
+    # The loss on covered and uncovered lines ("udhr:<lang>", "heldout:<lang>"), measured by the
     # variants that compare outputs (engine/verify/loss.py); empty for the others.
     loss: dict[str, TextLoss] = {}
 
