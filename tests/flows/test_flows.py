@@ -138,17 +138,20 @@ def test_worker_processes_publish_what_threads_publish(tmp_path, bases, monkeypa
     from prefect.client.schemas.sorting import FlowRunSort
 
     from flows.publish_all import run_publish_all
+    from flows.workers import threads_per_worker
 
     pids = tmp_path / "build-pids.txt"
     real = flows.steps.build_and_publish
 
     def build_and_publish(*args, **kwargs):  # travels with the task (pickled by value) into a worker
+        import torch
+
         with open(pids, "a") as f:
-            f.write(f"{os.getpid()}\n")
+            f.write(f"{os.getpid()} {torch.get_num_threads()}\n")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(flows.steps, "build_and_publish", build_and_publish)
-    weights, checks, build_pids = {}, {}, {}
+    weights, checks, build_pids, torch_threads = {}, {}, {}, {}
     for executor in ("threads", "processes"):
         (tmp_path / executor).mkdir()
         manifest = make_manifest(tmp_path / executor, bases, verify={"outputs": "auto", "outputs_sample": 0.0})
@@ -158,12 +161,16 @@ def test_worker_processes_publish_what_threads_publish(tmp_path, bases, monkeypa
         weights[executor] = published_weights(out)
         checks[executor] = {p.parent.name: json.loads(p.read_text())["output_check"]
                             for p in (out / "trimworks").glob("*/evaluation.json")}
-        build_pids[executor] = [int(x) for x in pids.read_text().split()]
+        witness = [tuple(map(int, line.split())) for line in pids.read_text().splitlines()]
+        build_pids[executor] = [pid for pid, _threads in witness]
+        torch_threads[executor] = {threads for _pid, threads in witness}
         pids.unlink()
 
     assert weights["threads"] and weights["processes"] == weights["threads"]
     assert build_pids["threads"] == [os.getpid()] * 8  # the witness works: threads build here
     assert len(build_pids["processes"]) == 8 and os.getpid() not in build_pids["processes"]
+    # Each worker's torch gets its share of the cores, not one thread per core each.
+    assert torch_threads["processes"] == {int(os.environ.get("OMP_NUM_THREADS") or threads_per_worker(2))}
     assert checks["processes"] == checks["threads"]
     compared = {k: v for k, v in checks["processes"].items() if v.startswith("compared")}
     assert set(compared) == {"toy-a-trimmed-en-v8", "toy-b-trimmed-en-v8"}, checks["processes"]
