@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 
 import pyarrow.parquet as pq
 import pytest
@@ -187,8 +188,9 @@ def test_retry_after_is_bounded_and_bad_values_fall_back_to_backoff(header, expe
     class Busy(Exception):
         response = Response()
 
-    slept = []
-    monkeypatch.setattr(targets.time, "sleep", slept.append)
+    slept, real_sleep, here = [], targets.time.sleep, threading.get_ident()
+    # time.sleep is the process's: another test's leftover thread (a server, an upload) sleeps too.
+    monkeypatch.setattr(targets.time, "sleep", lambda s: slept.append(s) if threading.get_ident() == here else real_sleep(s))
     monkeypatch.setattr(targets.random, "random", lambda: 1.0)  # the backoff's jitter at its top: base_delay
     attempts = []
 
