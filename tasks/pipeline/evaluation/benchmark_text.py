@@ -17,7 +17,6 @@ from pathlib import Path
 from tasks.engine.runtime.langtags import likely_script_and_territory, standardize
 
 
-
 @dataclass(frozen=True)
 class RealTextDomain:
     """A shipped real text, named with its domain: a figure measured on it says what text it is
