@@ -19,7 +19,6 @@ from pathlib import Path
 
 from tasks.engine.errors import TrimworksError
 
-BLOCK = 1 << 20
 _LOCK = threading.Lock()
 
 
@@ -46,13 +45,9 @@ def check_unchanged(path: Path, before: tuple[int, int, int], what: str = "read"
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    buf = bytearray(BLOCK)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            h.update(view[:n])
-    return h.hexdigest()
+    """sha256 of a file's bytes, read in blocks (memory flat)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 class DigestCache:

@@ -13,6 +13,7 @@ file and reads only those whose mtime moved (a multi-GB base is not reread on ev
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -24,18 +25,12 @@ from tasks.engine.runtime.atomic import write_text_atomic
 FILE_SEAL_SUFFIX = ".xxh3"
 FOLDER_SEAL = ".trimworks-sealed.json"
 UNSEALED = "no digest was recorded for it"  # a cache an older trimworks wrote
-BLOCK = 1 << 20
 
 
 def xxh3_file(path: Path) -> str:
-    """xxh3-128 of a file's bytes, read in 1 MiB blocks (memory flat)."""
-    h = xxhash.xxh3_128()
-    buf = bytearray(BLOCK)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            h.update(view[:n])
-    return h.hexdigest()
+    """xxh3-128 of a file's bytes, read in blocks (memory flat)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, xxhash.xxh3_128).hexdigest()
 
 
 def seal_path(path: Path) -> Path:
