@@ -106,16 +106,17 @@ def udhr_code(language: str) -> str | None:
     return None
 
 
-@lru_cache(maxsize=64)
-def _read(code: str) -> tuple[str, ...]:
-    with gzip.open(UDHR_DIR / f"{code}.txt.gz", "rt", encoding="utf-8") as fh:
+@lru_cache(maxsize=128)
+def read_text_lines(path: Path) -> tuple[str, ...]:
+    """The non-empty lines of a vendored gzip'd text (UDHR, CLDR), remembered."""
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
         return tuple(line.rstrip("\n") for line in fh if line.strip())
 
 
 def udhr_lines(language: str) -> list[str] | None:
     """UDHR paragraphs of a language, one per line; None when the UDHR has no such language."""
     code = udhr_code(language)
-    return list(_read(code)) if code is not None else None
+    return list(read_text_lines(UDHR_DIR / f"{code}.txt.gz")) if code is not None else None
 
 
 def udhr_label(language: str) -> str | None:

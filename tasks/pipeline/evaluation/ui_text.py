@@ -10,13 +10,12 @@ a variant is measured on both. Never count tokens on it.
 
 from __future__ import annotations
 
-import gzip
 import json
 from functools import lru_cache
 from pathlib import Path
 
 from tasks.engine.runtime.langtags import likely_script_and_territory, standardize
-from tasks.pipeline.evaluation.benchmark_text import RealTextDomain
+from tasks.pipeline.evaluation.benchmark_text import RealTextDomain, read_text_lines
 
 CLDR_DIR = Path(__file__).resolve().parent / "data" / "cldr"
 CLDR = RealTextDomain("CLDR", "user-interface strings",
@@ -47,16 +46,10 @@ def cldr_code(language: str) -> str | None:
     return None
 
 
-@lru_cache(maxsize=64)
-def _read(code: str) -> tuple[str, ...]:
-    with gzip.open(CLDR_DIR / f"{code}.txt.gz", "rt", encoding="utf-8") as fh:
-        return tuple(line.rstrip("\n") for line in fh if line.strip())
-
-
 def ui_lines(language: str) -> list[str] | None:
     """CLDR user-interface strings of a language, one per line; None when CLDR has no such locale."""
     code = cldr_code(language)
-    return list(_read(code)) if code is not None else None
+    return list(read_text_lines(CLDR_DIR / f"{code}.txt.gz")) if code is not None else None
 
 
 def ui_label(language: str) -> str | None:
