@@ -222,54 +222,43 @@ def _wordfreq_technical(lang: str, n_lines: int, words: int, seed: int) -> tuple
             return w + "_" + rng.choice(_TECH_WORDS)
         return w
 
+    def number_with_unit() -> str:
+        n = f"{rng.randint(0, 999)},{rng.randint(0, 9)}" if comma and rng.random() < 0.5 else str(rng.randint(0, 4096))
+        return f"{n}{rng.choice(['', ' '])}{rng.choice(_UNITS)}"
+
+    # The frames around a word, each equally likely: (word, placeholder, open quote, close quote) -> text.
+    frames = (
+        lambda w, ph, o, c: f"{o}{ph}{c}",
+        lambda w, ph, o, c: f"({ph})",
+        lambda w, ph, o, c: f"--{tech().lower()}" + (f"={ph}" if rng.random() < 0.3 else ""),
+        lambda w, ph, o, c: f"-{rng.choice('abcdefhilnqrvx')}",
+        lambda w, ph, o, c: f"[{rng.choice(['-', '--', ''])}{tech().lower()}]",
+        lambda w, ph, o, c: f"<{tech().lower()}>",
+        lambda w, ph, o, c: "/" + "/".join(tech().lower() for _ in range(rng.randint(1, 3)))
+        + rng.choice(["", "/", f"/{ph}", ".conf"]),
+        lambda w, ph, o, c: f"{rng.choice(['https', 'http', 'ftp', 'file'])}://{tech().lower()}."
+        f"{rng.choice(['org', 'com', 'net', 'de', 'fr'])}/",
+        lambda w, ph, o, c: f"{tech()}={ph}",
+        lambda w, ph, o, c: f"{tech()} {rng.choice(['!=', '==', '<=', '>=', '->', '=>', '|', '&&', '||', '<', '>', '='])} {ph}",
+        lambda w, ph, o, c: tech(),
+        lambda w, ph, o, c: number_with_unit(),
+        lambda w, ph, o, c: "+".join(rng.sample(_KEYS, 2)),
+        lambda w, ph, o, c: f"{w} > {rng.choice(base).split(' ')[0]}",
+        lambda w, ph, o, c: f"{w}…" if rng.random() < 0.5 else f"{w}...",
+        lambda w, ph, o, c: f"{o}{w}{c}",
+        lambda w, ph, o, c: f"{w}:",
+        lambda w, ph, o, c: f"{tech()}()",
+        lambda w, ph, o, c: f"{ph}/{ph}",
+        lambda w, ph, o, c: f"{ph}:{ph}",
+        lambda w, ph, o, c: f"{tech()}-{rng.randint(1, 9)}.{rng.randint(0, 20)}",
+        lambda w, ph, o, c: f"{o}{tech()}{c}",
+    )
+
     def frame(word: str) -> str:
-        kind = rng.randrange(22)
+        kind = rng.randrange(len(frames))
         ph = rng.choice(_PLACEHOLDERS)
         o, c = rng.choice(quotes)
-        if kind == 0:
-            return f"{o}{ph}{c}"
-        if kind == 1:
-            return f"({ph})"
-        if kind == 2:
-            return f"--{tech().lower()}" + (f"={ph}" if rng.random() < 0.3 else "")
-        if kind == 3:
-            return f"-{rng.choice('abcdefhilnqrvx')}"
-        if kind == 4:
-            return f"[{rng.choice(['-', '--', ''])}{tech().lower()}]"
-        if kind == 5:
-            return f"<{tech().lower()}>"
-        if kind == 6:
-            return "/" + "/".join(tech().lower() for _ in range(rng.randint(1, 3))) + rng.choice(["", "/", f"/{ph}", ".conf"])
-        if kind == 7:
-            return f"{rng.choice(['https', 'http', 'ftp', 'file'])}://{tech().lower()}.{rng.choice(['org', 'com', 'net', 'de', 'fr'])}/"
-        if kind == 8:
-            return f"{tech()}={ph}"
-        if kind == 9:
-            return f"{tech()} {rng.choice(['!=', '==', '<=', '>=', '->', '=>', '|', '&&', '||', '<', '>', '='])} {ph}"
-        if kind == 10:
-            return tech()
-        if kind == 11:
-            n = f"{rng.randint(0, 999)},{rng.randint(0, 9)}" if comma and rng.random() < 0.5 else str(rng.randint(0, 4096))
-            return f"{n}{rng.choice(['', ' '])}{rng.choice(_UNITS)}"
-        if kind == 12:
-            return "+".join(rng.sample(_KEYS, 2))
-        if kind == 13:
-            return f"{word} > {rng.choice(base).split(' ')[0]}"
-        if kind == 14:
-            return f"{word}…" if rng.random() < 0.5 else f"{word}..."
-        if kind == 15:
-            return f"{o}{word}{c}"
-        if kind == 16:
-            return f"{word}:"
-        if kind == 17:
-            return f"{tech()}()"
-        if kind == 18:
-            return f"{ph}/{ph}"
-        if kind == 19:
-            return f"{ph}:{ph}"
-        if kind == 20:
-            return f"{tech()}-{rng.randint(1, 9)}.{rng.randint(0, 20)}"
-        return f"{o}{tech()}{c}"
+        return frames[kind](word, ph, o, c)
 
     out = []
     for i in range(n_lines):
