@@ -31,12 +31,15 @@ def test_hub_faults_are_retried_or_recorded(tmp_path, bases, caplog):
 
     with HubServer() as hub:
         doomed = "acme/toy-b-trimmed-en-fr-v8"
+        # Two transient faults per recovering repo, within max_retries 3 whichever order the
+        # commits come in (shared faults could all land on one variant and exhaust its retries).
+        a1, a2, b1 = (f"/api/models/acme/toy-{v}/commit/" for v in ("a-trimmed-en-v8", "a-trimmed-en-fr-v8", "b-trimmed-en-v8"))
         hub.state.faults += [
-            Fault("/commit/", status=429, times=1, retry_after="1"),
-            Fault("/commit/", status=500, times=2),
-            Fault("/commit/", drop_connection=True, times=1),  # dropped mid-upload: nothing landed
-            Fault("/commit/", drop_connection=True, after_commit=True, times=1),  # landed, reply lost
-            Fault("/commit/", status=409, times=1),  # a concurrent commit moved the branch
+            Fault(a1, status=429, times=1, retry_after="1"),
+            Fault(a2, status=500, times=2),
+            Fault(b1, drop_connection=True, times=1),  # dropped mid-upload: nothing landed
+            Fault(a1, drop_connection=True, after_commit=True, times=1),  # landed, reply lost
+            Fault(b1, status=409, times=1),  # a concurrent commit moved the branch
             Fault(f"/api/models/{doomed}/commit", status=409, times=1000),  # never recovers
         ]
         target = {"target": "hub", "org": "acme",
