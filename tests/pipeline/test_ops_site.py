@@ -266,8 +266,7 @@ MEASURE = r"""<pre id="perf"></pre><script>
 def test_three_thousand_variants_sort_and_filter_fast_in_chromium(tmp_path):
     """A generated registry of 3,000 variants (3 bases x 100 language subsets x 10 multiples over
     24 languages): the page is measured in headless chromium at 1,400 x 900, by a script of the
-    test appended to a copy of index.html (best of five, first paint best of up to three loads: the
-    machine is shared)."""
+    test appended to a copy of index.html (the best of five actions in each of up to three loads: the machine is shared)."""
     if find_chromium() is None:
         pytest.skip("no chromium found (Debian: apt-get install -y chromium; .ci/run installs it)")
     out = tmp_path / "published"
@@ -284,14 +283,18 @@ def test_three_thousand_variants_sort_and_filter_fast_in_chromium(tmp_path):
     shutil.copytree(out / "cards", tmp_path / "cards")  # the copy's links stay valid (not that they are followed)
 
     perf = None
-    for _ in range(3):  # first paint is one figure a load: the best of up to three loads
+    for _ in range(3):  # the suite shares 2 cores: up to three loads, each figure its best over them
         proc = chromium("--dump-dom", page.resolve().as_uri(), budget=False)
         found = re.search(r'<pre id="perf">(.*?)</pre>', proc.stdout, flags=re.S)
         assert found and found.group(1), proc.stderr[-2000:]
         measured = json.loads(html.unescape(found.group(1)))
-        if perf is None or measured["firstPaint"] < perf["firstPaint"]:
+        if perf is None:
             perf = measured
-        if perf["firstPaint"] <= 1000:
+        else:
+            perf["firstPaint"] = min(perf["firstPaint"], measured["firstPaint"])
+            for key in ("sort", "text", "column"):
+                perf[key] += measured[key]
+        if perf["firstPaint"] <= 1000 and max(min(perf[k]) for k in ("sort", "text", "column")) <= 100:
             break
     print(f"\n3,000 variants: index.html {size / 1e6:.2f} MB, first paint {perf['firstPaint']:.0f} ms, "
           f"sort {min(perf['sort']):.1f} ms (all {[round(x, 1) for x in perf['sort']]}), "
