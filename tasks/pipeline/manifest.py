@@ -259,8 +259,9 @@ class VerifySpec(_Strict):
         default=1.2, gt=0, description="weights one output comparison may hold: float64 where 8 bytes x parameters fit, "
         "else float32 (tolerance 1e-3); auto skips bases that fit neither")
     loss_sample: int = Field(
-        default=2, ge=0, description="variants that compare outputs also measure the loss on this many covered and "
-        "as many uncovered lines of each UDHR and held-out text (NLL per character or embedding cosine); 0: not measured")
+        default=2, ge=0, description="every variant of a base up to outputs_max_params measures the loss on this many "
+        "covered and as many uncovered lines of each UDHR and held-out text (NLL per character or embedding cosine, "
+        "from the base's hidden states shared by its variants); 0: not measured")
     fitness: FitnessThresholds = Field(
         default_factory=FitnessThresholds, description="what 'fit for its real text' requires of each language's UDHR "
         "text: min_token_coverage and max_lines_gaining_unknown (recorded in the catalog; variants are still published)")

@@ -3,10 +3,14 @@ embedding cosine (encoder), split into covered and uncovered lines."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from tasks.engine.counting.tokens import count_tokens
 from tasks.engine.selection.policy import SelectionPolicy
 from tasks.engine.trim import trim_model
-from tasks.engine.verify.loss import COSINE_FLOOR, text_loss
+from tasks.engine.verify.loss import COSINE_FLOOR, text_loss, texts_loss
 from tests import subjects
 
 
@@ -61,3 +65,135 @@ def test_masked_lm_top1_agreement_is_whole_on_covered_lines(tmp_path):
     assert eu.kind == "top1_agreement" and eu.covered.lines == 4 and eu.covered.top1_agreement == 1.0, eu
     ka = text_loss(base, out, udhr_lines("ka"), sample_per_split=4)
     assert ka.uncovered.lines == 4 and 0.0 <= ka.uncovered.top1_agreement <= 1.0
+
+
+def _variant_of(base, lines, out, multiple=8):
+    """An under-trimmed variant of `base` (counted on 60 lines only), so a text has uncovered lines."""
+    counts = count_tokens(base / "tokenizer.json", lines[:60], "few lines")
+    trim_model(base, [counts], SelectionPolicy(min_count=1), multiple, out)
+    return out
+
+
+def _same_figures(a, b, tol=1e-5) -> None:
+    for split in ("covered", "uncovered", "all"):
+        sa, sb = getattr(a, split), getattr(b, split)
+        assert sa.lines == sb.lines
+        for field in ("nll_per_char_before", "nll_per_char_after", "cosine_mean", "cosine_min"):
+            va, vb = getattr(sa, field), getattr(sb, field)
+            assert (va is None) == (vb is None), (split, field)
+            if va is not None:
+                assert abs(va - vb) <= tol * max(1.0, abs(vb)), (split, field, va, vb)
+
+
+def _base_runs(monkeypatch) -> list[int]:
+    """How many id sequences the base is run on by the through-base path, call by call."""
+    from tasks.engine.verify import loss as L
+
+    runs: list[int] = []
+    real = L._outputs
+
+    def counting(model_dir, tok, lines, *args, **kwargs):
+        if kwargs.get("capture_head"):
+            runs.append(len(lines))
+        return real(model_dir, tok, lines, *args, **kwargs)
+
+    monkeypatch.setattr(L, "_outputs", counting)
+    return runs
+
+
+def _untied_llama(tmp_path, toy_model):
+    import transformers as T
+
+    base = tmp_path / "llama-untied"
+    vocab = json.loads((toy_model / "config.json").read_text())["vocab_size"]
+    cfg = T.LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        num_key_value_heads=1, tie_word_embeddings=False, architectures=["LlamaForCausalLM"])
+    subjects.save_model(T.LlamaForCausalLM(cfg), base)
+    subjects.copy_tokenizer_files(toy_model, base)
+    return base
+
+
+def _t5(tmp_path, toy_model):
+    import transformers as T
+
+    base = tmp_path / "t5"
+    vocab = json.loads((toy_model / "config.json").read_text())["vocab_size"]
+    cfg = T.T5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=2, decoder_start_token_id=0,
+                     architectures=["T5ForConditionalGeneration"])
+    subjects.save_model(T.T5ForConditionalGeneration(cfg), base)
+    subjects.copy_tokenizer_files(toy_model, base)
+    return base
+
+
+@pytest.mark.parametrize("family", ["gpt2-tied", "llama-untied", "t5-encoder-decoder"])
+def test_loss_through_the_base_is_the_variants_own(family, toy_model, toy_lines, tmp_path, monkeypatch):
+    """A proved variant's figures computed from the base's hidden states and the variant's head
+    equal those of running the variant itself (tied and untied decoders, an encoder-decoder), and
+    a sibling of the same base runs the base on no sequence already computed."""
+    base = {"gpt2-tied": lambda: toy_model, "llama-untied": lambda: _untied_llama(tmp_path, toy_model),
+            "t5-encoder-decoder": lambda: _t5(tmp_path, toy_model)}[family]()
+    v8 = _variant_of(base, toy_lines, tmp_path / "v8", 8)
+    v64 = _variant_of(base, toy_lines, tmp_path / "v64", 64)
+    text = {"heldout": toy_lines[1000:1400]}
+    own = texts_loss(base, v8, text, sample_per_split=4, dtype="float32")["heldout"]
+    runs = _base_runs(monkeypatch)
+    cache = tmp_path / "sequences"
+    through = texts_loss(base, v8, text, sample_per_split=4, dtype="float32", through_base=True, cache_dir=cache)["heldout"]
+    assert through.kind == own.kind == "nll_per_char" and own.uncovered.lines == 4
+    _same_figures(through, own)
+    assert runs == [12]  # 4 covered lines (one sequence each) + 4 uncovered (the base's ids and the variant's)
+    sibling = texts_loss(base, v64, text, sample_per_split=4, dtype="float32", through_base=True, cache_dir=cache)["heldout"]
+    _same_figures(sibling, texts_loss(base, v64, text, sample_per_split=4, dtype="float32")["heldout"])
+    assert len(runs) == 1 or runs[1] < 12, runs  # the sequences computed for v8 are not computed again
+
+
+def test_encoder_loss_through_the_base_is_the_variants_own(tmp_path, monkeypatch):
+    """MiniLM (real weights) trimmed for Basque, measured on Georgian: the through-base cosines
+    are the variant's own; a second process finds the sequences in the cache folder."""
+    from tasks.engine.verify import loss as L
+    from tasks.pipeline.evaluation.benchmark_text import udhr_lines
+
+    minilm = subjects.minilm_folder()
+    counts = count_tokens(minilm / "tokenizer.json", udhr_lines("eu")[:40], "eu")
+    out = tmp_path / "minilm-eu"
+    trim_model(minilm, [counts], SelectionPolicy(min_count=1), 8, out, languages=("eu",))
+    texts = {"eu": udhr_lines("eu"), "ka": udhr_lines("ka")}
+    own = texts_loss(minilm, out, texts, sample_per_split=3, dtype="float32")
+    cache = tmp_path / "sequences"
+    through = texts_loss(minilm, out, texts, sample_per_split=3, dtype="float32", through_base=True, cache_dir=cache)
+    for name in texts:
+        assert through[name].kind == "cosine"
+        _same_figures(through[name], own[name])
+    assert through["eu"].covered.cosine_min > 1 - 1e-12  # the very same sequence: one pooled embedding
+    L._SEQUENCES.clear()  # as in a fresh worker process: only the folder is shared
+    runs = _base_runs(monkeypatch)
+    again = texts_loss(minilm, out, texts, sample_per_split=3, dtype="float32", through_base=True, cache_dir=cache)
+    assert runs == [] and again == through
+    # A damaged file is computed again, not trusted.
+    victim = next(cache.rglob("*.npz"))
+    victim.write_bytes(b"not a numpy archive")
+    L._SEQUENCES.clear()
+    assert texts_loss(minilm, out, texts, sample_per_split=3, dtype="float32", through_base=True,
+                      cache_dir=cache) == through
+    assert runs == [1]
+
+
+def test_logits_changed_after_the_head_run_the_variant_itself(toy_model, toy_lines, tmp_path, monkeypatch):
+    """A model whose logits are capped after its head (Gemma 2's final_logit_softcapping): the
+    head's output is not the logits, so the variant's own model is run, with the same figures."""
+    import transformers as T
+
+    base = tmp_path / "gemma2"
+    vocab = json.loads((toy_model / "config.json").read_text())["vocab_size"]
+    cfg = T.Gemma2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=16, final_logit_softcapping=0.5,
+                         architectures=["Gemma2ForCausalLM"])
+    subjects.save_model(T.Gemma2ForCausalLM(cfg), base)
+    subjects.copy_tokenizer_files(toy_model, base)
+    v8 = _variant_of(base, toy_lines, tmp_path / "v8")
+    text = {"heldout": toy_lines[1000:1400]}
+    runs = _base_runs(monkeypatch)
+    through = texts_loss(base, v8, text, sample_per_split=3, dtype="float32", through_base=True,
+                         cache_dir=tmp_path / "c")["heldout"]
+    assert runs  # it tried, found the cap, and ran the variant
+    _same_figures(through, texts_loss(base, v8, text, sample_per_split=3, dtype="float32")["heldout"])

@@ -301,6 +301,45 @@ def test_a_base_beyond_the_comparison_budget_says_only_the_proof_stands(tmp_path
     assert "Outputs were not compared for this variant: only the structural proof stands for this base: it has" in card.read_text()
     catalog = (tmp_path / "published" / "catalog.md").read_text()
     assert "No variant of toy-a, toy-b had its outputs compared: only the structural proof stands for this base" in catalog
+    # The loss runs within the same budget: not measured, and the card says why.
+    assert "**Loss on uncovered lines**: not measured: the base has " in card.read_text()
+    assert "above verify.outputs_max_params 1,000" in card.read_text()
+
+
+def test_every_variant_measures_the_loss_from_its_bases_shared_sequences(tmp_path, bases, prefect_harness):
+    """Under `verify.outputs: auto` most variants rest on the proof, yet every one measures the
+    loss on uncovered text, from the base's hidden states computed once per distinct sequence
+    (the work folder's loss-sequences) and its own head; a rerun with --force computes none again."""
+    from flows.publish_all import publish_all
+    from tasks.engine.verify import loss as L
+    from tasks.pipeline.production.bodies import LOSS_SEQUENCES
+
+    manifest = subjects.make_manifest(tmp_path, bases, verify={"outputs": "auto", "outputs_sample": 0.0})
+    summary = publish_all(manifest=str(manifest))
+    assert len(summary["published"]) >= 8 and not summary["failed"]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "published" / "trimworks").glob("*/evaluation.json")]
+    proof_only = [r for r in records if "compare" not in r["stage_seconds"]]
+    assert proof_only and len(proof_only) < len(records)
+    for r in records:
+        assert r["loss"] and r["loss_note"] == "", r["variant_id"]
+        assert all(tl["through_base"] and tl["kind"] == "nll_per_char" for tl in r["loss"].values()), r["variant_id"]
+        assert "loss" in r["stage_seconds"]
+    card = (tmp_path / "published" / proof_only[0]["location"] / "README.md").read_text()
+    assert "**Loss on covered and uncovered lines**" in card and "the variant's own output head" in card
+    stored = list((tmp_path / "work" / LOSS_SEQUENCES).rglob("*.npz"))
+    lines_read = sum(tl["covered"]["lines"] + tl["uncovered"]["lines"] for r in records for tl in r["loss"].values())
+    assert 0 < len(stored) < lines_read  # siblings shared the sequences they read alike
+    L._SEQUENCES.clear()
+    calls = []
+    real = L._outputs
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(L, "_outputs", lambda *a, **k: calls.append(k.get("capture_head")) or real(*a, **k))
+    try:
+        again = publish_all(manifest=str(manifest), force=True)
+    finally:
+        monkey.undo()
+    assert sorted(again["published"]) == sorted(summary["published"])
+    assert True not in calls  # every sequence was found in the folder
 
 
 def test_exact_but_unfit_variants_are_recorded_carded_and_planned(tmp_path, bases, prefect_harness):

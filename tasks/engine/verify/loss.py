@@ -19,11 +19,25 @@ variant's NLL is the base's minus the log of the probability mass the base gave 
 tokens: never higher, and equal up to rounding where that mass is ~1 (trained models put
 little on tokens a language never uses). The first token of a line is predicted by neither.
 Anything else is reported as not measured, with the reason.
+
+Measured through the base (`through_base=True`, for a variant whose structural proof passed):
+a proved variant computes, on its ids `v`, what the base computes on `kept[v]` up to its output
+head, whose rows are the base's at the kept ids. So the base's hidden states at the head's input
+are computed once per distinct id sequence and shared by every variant of that base (in memory
+and in `cache_dir`, across worker processes), and each variant applies only its own head to
+them. A covered line is the same id sequence in every variant that covers it, and the multiples
+of one subset mostly split an uncovered line alike: a base's siblings pay for few forwards.
+Where the model's logits are not its head's output (a cap, scale or bias after the head) or its
+head cannot be read alone, the variant's own model is run, as without it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,7 +48,12 @@ from pydantic import BaseModel
 from tasks.engine.checkpoint.architectures import auto_class_name
 from tasks.engine.counting.tokens import load_plain_tokenizer
 from tasks.engine.checkpoint.model_folder import TOKENIZER_JSON
-from tasks.engine.verify.outputs import _OUTPUTS_LOCK, _outputs, load_kept_ids, primary_output, tokenization_fidelity
+from tasks.engine.runtime.hf import model_class
+from tasks.engine.verify.outputs import (HEAD_INPUT, HEAD_OUTPUT, _OUTPUTS_LOCK, _outputs, load_kept_ids, primary_output,
+                                         tokenization_fidelity)
+from tasks.engine.verify.streamed_model import streamed_model
+
+log = logging.getLogger("trimworks.verify")
 
 COSINE_FLOOR = 0.99  # a sentence embedding below this has moved (share of lines reported)
 BASE_LINES_KEPT = 4096
@@ -75,6 +94,7 @@ class TextLoss(BaseModel):
     covered: SplitLoss
     uncovered: SplitLoss
     all: SplitLoss
+    through_base: bool = False  # the variant's figures from the base's hidden states and its own head
 
 
 def _split(nll_b: list[float], nll_a: list[float], chars: list[int], cos: list[float]) -> SplitLoss:
@@ -166,6 +186,188 @@ def _line_results(base_dir: Path, trimmed_dir: Path, base_tok, trim_tok, kept: n
     return kind, per_line, []
 
 
+class NotThroughBase(Exception):
+    """The variant's figures cannot be computed from the base's hidden states (see the module)."""
+
+
+SEQUENCES_KEPT = 2048
+_SEQUENCES: OrderedDict = OrderedDict()  # (store, dtype, ids) -> _Sequence, most recent last
+
+
+class _Sequence:
+    """What the base computes on one id sequence: the head's input (LMs) or the mean-pooled last
+    hidden state (encoders), and the sequence's own NLL over the whole vocabulary."""
+
+    def __init__(self, kind: str, hidden=None, pooled=None, nll: float | None = None) -> None:
+        self.kind, self.hidden, self.pooled, self.nll = kind, hidden, pooled, nll
+
+
+def _sequence_path(cache_dir: Path, dtype: str, ids: tuple[int, ...]) -> Path:
+    digest = hashlib.sha256(dtype.encode() + b"\0" + np.asarray(ids, dtype=np.int64).tobytes()).hexdigest()
+    return cache_dir / digest[:2] / f"{digest[2:34]}.npz"
+
+
+def _load_sequence(path: Path) -> _Sequence | None:
+    import torch
+
+    try:
+        with np.load(path) as z:
+            kind = str(z["kind"])
+            hidden = torch.from_numpy(z["hidden"].copy()) if "hidden" in z else None
+            pooled = torch.from_numpy(z["pooled"].copy()) if "pooled" in z else None
+            nll = float(z["nll"]) if "nll" in z else None
+    except (OSError, ValueError, KeyError, EOFError):  # missing or damaged: computed again and rewritten
+        return None
+    return _Sequence(kind, hidden, pooled, nll)
+
+
+def _save_sequence(path: Path, seq: _Sequence) -> None:
+    """Atomic (temp + rename): a worker process reading it meanwhile sees all of it or nothing."""
+    arrays = {"kind": np.asarray(seq.kind)}
+    if seq.hidden is not None:
+        arrays["hidden"] = seq.hidden.numpy()
+    if seq.pooled is not None:
+        arrays["pooled"] = seq.pooled.numpy()
+    if seq.nll is not None:
+        arrays["nll"] = np.asarray(seq.nll)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _base_sequences(base_dir: Path, sequences: Sequence[tuple[int, ...]], max_length: int, dtype: str,
+                    cache_dir: Path | None) -> dict[tuple[int, ...], _Sequence]:
+    """The base's results on each id sequence: remembered, read from `cache_dir`, or computed (one
+    run of the base over every sequence not found) and stored there."""
+    import torch
+
+    store = str(cache_dir.resolve()) if cache_dir is not None else \
+        f"{base_dir.resolve()}@{(base_dir / 'config.json').stat().st_mtime_ns}"
+    found: dict[tuple[int, ...], _Sequence] = {}
+    missing = []
+    for ids in dict.fromkeys(sequences):
+        key = (store, dtype, ids)
+        seq = _SEQUENCES.get(key)
+        if seq is None and cache_dir is not None:
+            seq = _load_sequence(_sequence_path(cache_dir, dtype, ids))
+        if seq is None:
+            missing.append(ids)
+            continue
+        found[ids] = seq
+        _SEQUENCES[key] = seq
+        _SEQUENCES.move_to_end(key)
+    if missing:
+        runs = _outputs(base_dir, None, [list(ids) for ids in missing], max_length, dtype, capture_head=True)
+        for ids, (kind, tensors, nll, _n) in zip(missing, runs, strict=True):
+            if kind == "logits":
+                head_in, head_out = tensors.get(HEAD_INPUT), tensors.get(HEAD_OUTPUT)
+                if head_in is None or not isinstance(head_out, torch.Tensor) or not torch.equal(head_out, tensors["logits"]):
+                    raise NotThroughBase("the model's logits are not its output head's output (a cap, scale or bias "
+                                         "comes after the head)")
+                seq = _Sequence(kind, hidden=head_in[0].detach().clone(), nll=nll)
+            elif kind == "hidden_states":
+                seq = _Sequence(kind, pooled=primary_output(kind, tensors).double().mean(0))
+            else:
+                raise NotThroughBase(f"the model gives {kind}, neither logits nor hidden states")
+            found[ids] = _SEQUENCES[(store, dtype, ids)] = seq
+            if cache_dir is not None:
+                _save_sequence(_sequence_path(cache_dir, dtype, ids), seq)
+    while len(_SEQUENCES) > SEQUENCES_KEPT:
+        _SEQUENCES.popitem(last=False)
+    return found
+
+
+_HEAD_KEYS: dict[tuple, tuple[str, str | None]] = {}  # (base, mtime) -> the head's checkpoint tensors
+
+
+def _head_keys(base_dir: Path, dtype: str) -> tuple[str, str | None]:
+    """Checkpoint names of the output head's weight and bias (a tied head: the embedding's), read
+    from the base's model built on the meta device once per process; a variant keeps the names."""
+    import torch
+
+    from tasks.engine.checkpoint.safetensors_io import LazyCheckpoint
+    from tasks.engine.verify.streamed_model import checkpoint_keys
+
+    memo = (str(base_dir.resolve()), (base_dir / "config.json").stat().st_mtime_ns)
+    if memo not in _HEAD_KEYS:
+        config = json.loads((base_dir / "config.json").read_text())
+        try:
+            with streamed_model(base_dir, model_class(config), getattr(torch, dtype)) as model:
+                head = model.get_output_embeddings()
+                if type(head) is not torch.nn.Linear:
+                    raise NotThroughBase(f"the output head is a {type(head).__name__}, not a plain Linear layer")
+                name = next(n for n, m in model.named_modules() if m is head)
+                keys = checkpoint_keys(model, LazyCheckpoint(base_dir).tensors)
+                _HEAD_KEYS[memo] = (keys[f"{name}.weight"], keys[f"{name}.bias"] if head.bias is not None else None)
+        except NotThroughBase:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the variant's whole model is run instead
+            raise NotThroughBase(f"the output head's tensors cannot be named ({type(exc).__name__}: {exc})") from exc
+    return _HEAD_KEYS[memo]
+
+
+def _variant_head(base_dir: Path, trimmed_dir: Path, hidden, dtype: str):
+    """The variant's own output head (its checkpoint's rows: the base's at the kept ids) applied
+    to hidden states: one read of its vocabulary-sized tensor, no model built."""
+    import torch
+
+    from tasks.engine.verify.streamed_model import CheckpointReader
+
+    weight_key, bias_key = _head_keys(base_dir, dtype)
+    reader = CheckpointReader(trimmed_dir)
+    try:
+        weight = reader.tensor(weight_key).to(getattr(torch, dtype))
+        bias = reader.tensor(bias_key).to(getattr(torch, dtype)) if bias_key else None
+    finally:
+        reader.close()
+    with torch.no_grad():
+        return torch.nn.functional.linear(hidden.to(weight.dtype), weight, bias)
+
+
+def _line_results_through_base(base_dir: Path, trimmed_dir: Path, base_tok, trim_tok, kept: np.ndarray,
+                               sample: list[str], max_length: int, dtype: str,
+                               cache_dir: Path | None) -> tuple[str | None, list[tuple], list[float | None]]:
+    """`_line_results` for a proved variant, from the base's hidden states (see the module)."""
+    import torch
+
+    config = json.loads((base_dir / "config.json").read_text())
+    base_ids = [tuple(base_tok.encode(x, add_special_tokens=True).ids[:max_length]) for x in sample]
+    own_ids = [trim_tok.encode(x, add_special_tokens=True).ids[:max_length] for x in sample]
+    as_base = [tuple(kept[np.asarray(v, dtype=np.int64)].tolist()) for v in own_ids]
+    with _OUTPUTS_LOCK:
+        seqs = _base_sequences(base_dir, base_ids + as_base, max_length, dtype, cache_dir)
+        kinds = {seqs[s].kind for s in base_ids + as_base}
+        if kinds == {"hidden_states"}:
+            per_line = []
+            for b, a in zip(base_ids, as_base, strict=True):
+                eb, ea = seqs[b].pooled, seqs[a].pooled
+                per_line.append((None, None, float((eb @ ea) / (eb.norm() * ea.norm()).clamp_min(1e-300))))
+            return "hidden_states", per_line, []
+        if kinds != {"logits"}:
+            raise NotThroughBase(f"the base gives {sorted(kinds)} for different lines")
+        logits = _variant_head(base_dir, trimmed_dir, torch.cat([seqs[a].hidden for a in as_base]), dtype)
+        causal = auto_class_name(config) == "AutoModelForCausalLM"
+        seq2seq = bool(config.get("is_encoder_decoder")) and auto_class_name(config) == "AutoModelForSeq2SeqLM"
+        per_line, at = [], 0
+        for b, v in zip(base_ids, own_ids, strict=True):
+            lv, target = logits[at: at + len(v)], torch.as_tensor(v, dtype=torch.int64)
+            at += len(v)
+            if causal and len(v) > 1:
+                nll = torch.nn.functional.cross_entropy(lv[:-1], target[1:], reduction="sum").item()
+            elif seq2seq:
+                nll = torch.nn.functional.cross_entropy(lv, target, reduction="sum").item()
+            else:
+                nll = None
+            per_line.append((seqs[b].nll, nll, None))
+    return "logits", per_line, []
+
+
 def _text_loss(kind: str | None, per_line: list[tuple], agreement: list[float | None], sample: list[str],
                n_cov: int, sample_per_split: int) -> TextLoss:
     if kind == "masked" and any(a is not None for a in agreement):
@@ -192,21 +394,34 @@ def _text_loss(kind: str | None, per_line: list[tuple], agreement: list[float | 
 
 
 def texts_loss(base_dir: Path, trimmed_dir: Path, texts: Mapping[str, Sequence[str]], sample_per_split: int = 8,
-               max_length: int = 64, dtype: str = "float64") -> dict[str, TextLoss]:
+               max_length: int = 64, dtype: str = "float64", through_base: bool = False,
+               cache_dir: Path | None = None) -> dict[str, TextLoss]:
     """Loss of the variant against its base on up to `sample_per_split` covered and as many
     uncovered lines of each text (the first of each kind among its first SCAN_LINES lines),
-    every text's sample run through each model at once."""
+    every text's sample run through each model at once. `through_base`: only for a variant whose
+    structural proof passed (see the module); `cache_dir`: the base's sequences, shared by its
+    variants (one folder per base content)."""
     base_dir, trimmed_dir = Path(base_dir), Path(trimmed_dir)
     kept = load_kept_ids(trimmed_dir)
     base_tok = load_plain_tokenizer(base_dir / TOKENIZER_JSON)
     trim_tok = load_plain_tokenizer(trimmed_dir / TOKENIZER_JSON, word_cache=False)
     chosen = {name: _sample(base_tok, trim_tok, kept, lines, sample_per_split) for name, lines in texts.items()}
     everything = [x for cov, unc in chosen.values() for x in cov + unc]
-    kind, per_line, agreement = _line_results(base_dir, trimmed_dir, base_tok, trim_tok, kept, everything, max_length, dtype)
+    config = json.loads((base_dir / "config.json").read_text())
+    results = None
+    if through_base and everything and auto_class_name(config) != "AutoModelForMaskedLM":
+        try:
+            results = _line_results_through_base(base_dir, trimmed_dir, base_tok, trim_tok, kept, everything, max_length,
+                                                 dtype, cache_dir)
+        except NotThroughBase as exc:
+            log.info("%s: loss measured by running the variant itself: %s", trimmed_dir.name, exc)
+    kind, per_line, agreement = results or _line_results(base_dir, trimmed_dir, base_tok, trim_tok, kept, everything,
+                                                         max_length, dtype)
     out, at = {}, 0
     for name, (cov, unc) in chosen.items():
         n = len(cov) + len(unc)
         out[name] = _text_loss(kind, per_line[at:at + n], agreement[at:at + n], cov + unc, len(cov), sample_per_split)
+        out[name].through_base = results is not None
         at += n
     return out
 

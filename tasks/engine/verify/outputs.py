@@ -216,8 +216,12 @@ def unknown_token_id(tok: Tokenizer) -> int | None:
     return _UNK_IDS.get(tok, "unk_id", lambda: json.loads(tok.to_str())["model"].get("unk_id"))
 
 
-def _outputs(model_dir: Path, tok: Tokenizer, lines: Sequence[str], max_length: int, dtype: str,
-             columns: np.ndarray | None = None, rules: ArchitectureRules | None = None) -> Iterator[tuple]:
+HEAD_INPUT, HEAD_OUTPUT = "<head input>", "<head output>"  # captured by `_outputs(capture_head=True)`
+
+
+def _outputs(model_dir: Path, tok: Tokenizer | None, lines: Sequence[str | Sequence[int]], max_length: int, dtype: str,
+             columns: np.ndarray | None = None, rules: ArchitectureRules | None = None,
+             capture_head: bool = False) -> Iterator[tuple]:
     """Per line, lazily: (output kind, {output name: tensor}, summed loss or None, tokens it predicts).
 
     The model is streamed from its checkpoint (streamed_model: one layer's weights at a time),
@@ -225,7 +229,10 @@ def _outputs(model_dir: Path, tok: Tokenizer, lines: Sequence[str], max_length: 
     are held. A model the stream cannot build is loaded whole in its own dtype (compute_in),
     every line computed and the model released before the first result is given.
     `columns`: keep only these logit columns (the base's, at the kept ids: a 250 k-token head's
-    full logits in float64 are ~128 MB per line)."""
+    full logits in float64 are ~128 MB per line).
+    A line is text (encoded by `tok`) or token ids already. `capture_head`: each line's outputs
+    also hold what went into and came out of the output head (`get_output_embeddings()`), under
+    HEAD_INPUT and HEAD_OUTPUT, so a caller can apply another head to the same hidden states."""
     import torch
 
     from transformers.utils import logging as hf_logging
@@ -236,8 +243,19 @@ def _outputs(model_dir: Path, tok: Tokenizer, lines: Sequence[str], max_length: 
     cls, compute = model_class(config), getattr(torch, dtype)
     lines = list(lines)
 
-    def run(model, line: str) -> tuple:
-        return _line_output(model, config, tok, line, max_length, cols, rules)
+    hooked: set[int] = set()
+    seen: dict = {}  # the head's input and output of the line being run
+
+    def run(model, line) -> tuple:
+        if not capture_head:
+            return _line_output(model, config, tok, line, max_length, cols, rules)
+        head = model.get_output_embeddings()
+        if head is not None and id(model) not in hooked:
+            head.register_forward_hook(lambda _m, args, out: seen.update({HEAD_INPUT: args[0], HEAD_OUTPUT: out}))
+            hooked.add(id(model))
+        seen.clear()
+        kind, tensors, loss, predicted = _line_output(model, config, tok, line, max_length, cols, rules)
+        return kind, {**tensors, **seen}, loss, predicted
 
     with contextlib.ExitStack() as stack:
         try:
@@ -281,7 +299,7 @@ def _line_output(model, config: Mapping, tok: Tokenizer, line: str, max_length: 
     vocabulary keeps only `cols` (the base's columns at the kept ids)."""
     import torch
 
-    ids = torch.tensor([tok.encode(line, add_special_tokens=True).ids[:max_length]])
+    ids = torch.tensor([(tok.encode(line, add_special_tokens=True).ids if isinstance(line, str) else list(line))[:max_length]])
     kwargs = {"input_ids": ids}
     if config.get("is_encoder_decoder"):
         start = config.get("decoder_start_token_id")

@@ -1,4 +1,5 @@
-"""Where a base's shared body lives for a run, and getting it (written and proved once per base).
+"""Where a base's shared body lives for a run, and getting it (written and proved once per base);
+where the base's hidden states that its variants' loss measures share are kept.
 
 The store sits on the registry's filesystem, so each variant's body files can be hard links
 to it: `<work_dir>/bodies` when the work folder shares the registry's filesystem, else
@@ -29,3 +30,12 @@ def base_body(work_dir: Path, publisher: Publisher, base_dir: Path, rules: Archi
     """The base's proved body, keyed by the base's content identity (sha256 of its files)."""
     identity = base_identity(base_dir, Path(work_dir) / DIGEST_CACHE)
     return ensure_body(base_dir, body_store(work_dir, publisher), body_tensors(base_dir, rules), identity)
+
+
+LOSS_SEQUENCES = "loss-sequences"
+
+
+def base_sequences_dir(work_dir: Path, base_dir: Path) -> Path:
+    """The base's outputs on the id sequences its variants' loss reads (engine/verify/loss.py),
+    keyed by the base's content identity: shared by its variants across runs and worker processes."""
+    return Path(work_dir) / LOSS_SEQUENCES / base_identity(base_dir, Path(work_dir) / DIGEST_CACHE)[:32]

@@ -36,7 +36,7 @@ from tasks.pipeline.report.variant_plot import plot_variant
 from tasks.engine.runtime.stopping import StopRequested, check_stop
 from tasks.pipeline.publish.targets import RECORD_NAME, LocalRegistry, Publisher, manifest_owner, published_files
 from tasks.pipeline.production.base_models import DIGEST_CACHE, base_identity
-from tasks.pipeline.production.bodies import base_body
+from tasks.pipeline.production.bodies import base_body, base_sequences_dir
 from tasks.engine.runtime.stages import StageClock
 from tasks.engine.verify.fitness import fitness
 from tasks.engine.verify.loss import texts_loss
@@ -44,7 +44,7 @@ from tasks.pipeline.corpus.identity import corpus_content_key
 from tasks.engine.trim import apply_selection, select_for_model
 from tasks.engine.verify.proof import prove_variant
 from tasks.engine.verify.outputs import ExactnessReport, add_chat_check, verify_exactness
-from tasks.pipeline.production.checks import base_weight_fields, output_check, proof_fields
+from tasks.pipeline.production.checks import base_weight_fields, loss_skipped_reason, output_check, proof_fields
 
 LOSS_DTYPE = "float32"  # a loss is a measurement, not a proof: float64 would double its cost for nothing
 
@@ -203,12 +203,14 @@ def _build_and_publish(
                 if report.compute_note:  # the model's kernels refused float64: the record says what was compared
                     why = f"{why}; {report.compute_note}, tolerance {report.tolerance:g}"
                 raise_unless_exact(variant, report)
-        loss = {}
-        if compare and m.spec.verify.loss_sample > 0:  # what the trim costs where it does not cover the text
+        loss, loss_note = {}, loss_skipped_reason(m.spec.verify, base_dir)
+        if loss_note is None:  # what the trim costs where it does not cover the text, on every variant
             with clock.stage("loss"):
                 measured = {**{"udhr:" + k.removeprefix("benchmark:"): v for k, v in benchmark_texts.items()},
                             **{f"heldout:{lang}": v for lang, v in texts.items()}}  # not the CLDR strings: a third of its cost
-                loss = texts_loss(base_dir, staging, measured, m.spec.verify.loss_sample, dtype=LOSS_DTYPE)
+                # The proof passed: the base's hidden states at the variant's ids are the variant's, shared by its siblings.
+                loss = texts_loss(base_dir, staging, measured, m.spec.verify.loss_sample, dtype=LOSS_DTYPE,
+                                  through_base=True, cache_dir=base_sequences_dir(m.work_dir, base_dir))
         with clock.stage("checks"):
             if not compare:  # the proof stands for outputs; the chat check still runs on every variant
                 report = ExactnessReport(languages=[f for f in proof.languages if f.language in texts])
@@ -231,7 +233,7 @@ def _build_and_publish(
                                ui_text={lang: LanguageScore.model_validate(f, from_attributes=True) for lang, f in ui_text.items()},
                                ui_text_label=ui_labels(variant.languages),
                                counting_synthetic=synthetic, fit=verdict.fit if verdict else None,
-                               fitness_failures=verdict.failures if verdict else [], loss=loss,
+                               fitness_failures=verdict.failures if verdict else [], loss=loss, loss_note=loss_note or "",
                                owner=manifest_owner(m.path, m.work_dir))
             plot_name = None
             if plot_png is not None and Path(plot_png).exists():

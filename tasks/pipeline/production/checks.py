@@ -150,6 +150,18 @@ def proof_only_reason(spec: VerifySpec, base_dir: Path, sample_lines: int) -> st
     return None
 
 
+def loss_skipped_reason(spec: VerifySpec, base_dir: Path) -> str | None:
+    """Why this base's variants do not measure the loss on uncovered lines (None: every variant
+    does). It runs within the output comparison's size budget: a forward of the base per line."""
+    if spec.loss_sample <= 0:
+        return "verify.loss_sample is 0"
+    base = Path(base_dir).resolve()
+    params, _arch = _base_facts(str(base), (base / "config.json").stat().st_mtime_ns)
+    if params > spec.outputs_max_params:
+        return f"the base has {params:,} parameters, above verify.outputs_max_params {spec.outputs_max_params:,}"
+    return None
+
+
 def output_check(spec: VerifySpec, variant: Variant, base_dir: Path, sample_lines: int,
                  carrier: str | None = None) -> OutputCheck:
     """Whether (and how) one variant about to be built compares outputs.

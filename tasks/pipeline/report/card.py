@@ -224,22 +224,24 @@ def _loss_cell(sp) -> str:
 
 
 def loss_section(rec: VariantRecord) -> str:
-    """What the trim costs the model where its vocabulary does not cover the text (measured by
-    variants that compare outputs), beside what it keeps where it does."""
+    """What the trim costs the model where its vocabulary does not cover the text, beside what
+    it keeps where it does."""
     if not rec.loss:
-        return ("\n\n**Loss on uncovered lines**: not measured for this variant; it is measured by the variants "
-                "that compare outputs (`verify.outputs`, `verify.loss_sample`).") if rec.checks else ""
+        return f"\n\n**Loss on uncovered lines**: not measured: {md_text(rec.loss_note)}." if rec.loss_note else ""
     kinds = {tl.kind for tl in rec.loss.values()}
     what = ("negative log-likelihood per character, base → variant" if kinds == {"nll_per_char"} else
             "cosine similarity of the mean-pooled sentence embeddings, base vs variant" if kinds == {"cosine"} else
             "top-1 agreement with the base at masked words (every fourth)" if kinds == {"top1_agreement"} else
             "NLL per character, embedding cosine or masked-word agreement, as the model allows")
     n = next(iter(rec.loss.values())).sample_per_split
+    how = (" The variant's figures come from the base's hidden states at the variant's token ids and the variant's own "
+           "output head: by the structural proof, the same function as the variant, computed once per distinct "
+           "sequence for all variants of the base." if all(tl.through_base for tl in rec.loss.values()) else "")
     rows = [f"| {md_text(name)} | {tl.covered.lines} | {_loss_cell(tl.covered)} | {tl.uncovered.lines} | "
             f"{_loss_cell(tl.uncovered)} |" for name, tl in rec.loss.items()]
     return ("\n\n**Loss on covered and uncovered lines** (" + what + f"; up to {n} lines of each kind per text, each "
             "model reading its own tokenization). On covered lines the variant is the base; on uncovered lines it reads "
-            "more, shorter or unknown tokens.\n\n| text | covered lines | covered | uncovered lines | uncovered |\n"
+            "more, shorter or unknown tokens." + how + "\n\n| text | covered lines | covered | uncovered lines | uncovered |\n"
             "|---|---:|---:|---:|---:|\n" + "\n".join(rows))
 
 

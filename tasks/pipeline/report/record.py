@@ -83,9 +83,10 @@ class VariantRecord(BaseModel):
     # comparison's; fit says whether the variant suits its own languages' real text (UDHR).
     fit: bool | None = None  # None: no real text of its languages
     fitness_failures: list[str] = []
-    # The loss on covered and uncovered lines ("udhr:<lang>", "heldout:<lang>"), measured by the
-    # variants that compare outputs (engine/verify/loss.py); empty for the others.
+    # The loss on covered and uncovered lines ("udhr:<lang>", "heldout:<lang>"), measured on every
+    # variant within the comparison's size budget (engine/verify/loss.py); else empty, and why in loss_note.
     loss: dict[str, TextLoss] = {}
+    loss_note: str = ""
 
 
 def variant_metrics(trim: TrimResult, report: ExactnessReport) -> dict:
