@@ -237,11 +237,14 @@ def loss_section(rec: VariantRecord) -> str:
     how = (" The variant's figures come from the base's hidden states at the variant's token ids and the variant's own "
            "output head: by the structural proof, the same function as the variant, computed once per distinct "
            "sequence for all variants of the base." if all(tl.through_base for tl in rec.loss.values()) else "")
+    renormalised = (" A variant's NLL can be below the base's, on covered lines too: its probabilities are spread over "
+                    "the kept tokens only (the base's mass on the dropped ones is given back); an uncovered line costs "
+                    "what its ratio exceeds the covered lines' ratio." if "nll_per_char" in kinds else "")
     rows = [f"| {md_text(name)} | {tl.covered.lines} | {_loss_cell(tl.covered)} | {tl.uncovered.lines} | "
             f"{_loss_cell(tl.uncovered)} |" for name, tl in rec.loss.items()]
     return ("\n\n**Loss on covered and uncovered lines** (" + what + f"; up to {n} lines of each kind per text, each "
             "model reading its own tokenization). On covered lines the variant is the base; on uncovered lines it reads "
-            "more, shorter or unknown tokens." + how + "\n\n| text | covered lines | covered | uncovered lines | uncovered |\n"
+            "more, shorter or unknown tokens." + renormalised + how + "\n\n| text | covered lines | covered | uncovered lines | uncovered |\n"
             "|---|---:|---:|---:|---:|\n" + "\n".join(rows))
 
 
