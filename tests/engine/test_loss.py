@@ -65,6 +65,12 @@ def test_masked_lm_top1_agreement_is_whole_on_covered_lines(tmp_path):
     assert eu.kind == "top1_agreement" and eu.covered.lines == 4 and eu.covered.top1_agreement == 1.0, eu
     ka = text_loss(base, out, udhr_lines("ka"), sample_per_split=4)
     assert ka.uncovered.lines == 4 and 0.0 <= ka.uncovered.top1_agreement <= 1.0
+    # Through the base (its hidden states at the masks, the variant's head): the same agreement.
+    through = texts_loss(base, out, {"eu": udhr_lines("eu"), "ka": udhr_lines("ka")}, sample_per_split=4,
+                         dtype="float64", through_base=True, cache_dir=tmp_path / "seq")
+    assert through["eu"].through_base and through["eu"].covered.top1_agreement == 1.0
+    assert through["ka"].uncovered.top1_agreement == ka.uncovered.top1_agreement
+    assert through["eu"].uncovered.top1_agreement == eu.uncovered.top1_agreement
 
 
 def _variant_of(base, lines, out, multiple=8):

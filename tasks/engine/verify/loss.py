@@ -265,13 +265,20 @@ def _run_one_by_one(base_dir: Path, missing: list[tuple[int, ...]], max_length: 
 BATCH_OUTPUT_BYTES = 96 << 20  # a batch's vocabulary-sized logits, at most (SmolLM2: 8 lines of 64 tokens)
 
 
-def _batches(missing: list[tuple[int, ...]], vocab: int, itemsize: int) -> Iterator[list[int]]:
-    """Indices of `missing` in batches of similar lengths (little padding) whose logits fit the budget."""
-    order = sorted(range(len(missing)), key=lambda i: -len(missing[i]))
+BATCH_LINES = 16  # lines of a batch that keeps no logits (activations only)
+
+
+def _batches(missing: list[tuple[int, ...]], vocab: int, itemsize: int, runs_head: Sequence[bool]) -> Iterator[list[int]]:
+    """Indices of `missing` in batches of similar lengths (little padding): those that run the
+    base's own head (for its NLL) first, as many as their logits' budget allows; then the others,
+    BATCH_LINES at a time."""
+    order = sorted(range(len(missing)), key=lambda i: (not runs_head[i], -len(missing[i])))
     batch: list[int] = []
     for i in order:
         longest = len(missing[batch[0]]) if batch else len(missing[i])
-        if batch and (len(batch) + 1) * longest * max(vocab, 1) * itemsize > BATCH_OUTPUT_BYTES:
+        full = ((len(batch) + 1) * longest * max(vocab, 1) * itemsize > BATCH_OUTPUT_BYTES if runs_head[batch[0]]
+                else len(batch) >= BATCH_LINES) if batch else False
+        if batch and (runs_head[batch[0]] != runs_head[i] or full):
             yield batch
             batch = []
         batch.append(i)
@@ -279,11 +286,18 @@ def _batches(missing: list[tuple[int, ...]], vocab: int, itemsize: int) -> Itera
         yield batch
 
 
-def _run_batched(base_dir: Path, missing: list[tuple[int, ...]], dtype: str) -> list[_Sequence]:
+_SEPARABLE: set[str] = set()  # bases whose logits were seen to be their head's output, in this process
+
+
+def _run_batched(base_dir: Path, missing: list[tuple[int, ...]], dtype: str,
+                 need_nll: frozenset = frozenset()) -> list[_Sequence]:
     """The base on the sequences in padded batches (right padding, attention mask): one read of
     each layer's weights per batch instead of per line, about half the time of one line at a time
     for SmolLM2. Each line's figures use its own positions only; they equal the one-line run's up
-    to float rounding (different matrix shapes), which the tests bound."""
+    to float rounding (different matrix shapes), which the tests bound. A sequence whose NLL is not
+    needed (a variant's reading, a masked line) skips the vocabulary-sized head: only its input
+    is kept, once the base's logits were seen to be the head's output in this process (the head
+    of a 250 k vocabulary costs as much as XLM-R's body)."""
     import torch
 
     config = json.loads((base_dir / "config.json").read_text())
@@ -296,7 +310,15 @@ def _run_batched(base_dir: Path, missing: list[tuple[int, ...]], dtype: str) -> 
         head, seen = model.get_output_embeddings(), {}
         if head is not None:
             head.register_forward_hook(lambda _m, args, out: seen.update({HEAD_INPUT: args[0], HEAD_OUTPUT: out}))
-        for batch in _batches(missing, vocab, torch.finfo(compute).bits // 8):
+        base_key = str(base_dir.resolve())
+        runs_head = [head is not None and ids in need_nll for ids in missing]
+        if head is not None and base_key not in _SEPARABLE and not any(runs_head):  # one line shows it
+            runs_head[min(range(len(missing)), key=lambda i: len(missing[i]))] = True
+        for batch in _batches(missing, vocab, torch.finfo(compute).bits // 8, runs_head):
+            skip_head = head is not None and not runs_head[batch[0]] and base_key in _SEPARABLE
+            own_forward = head.__dict__.get("forward") if head is not None else None  # the streamed head's
+            if skip_head:  # what goes in is all that is kept: the variant's head is applied to it
+                head.forward = lambda x: x.new_zeros(()).expand(*x.shape[:-1], vocab)
             lengths = [len(missing[i]) for i in batch]
             ids = torch.zeros((len(batch), max(lengths)), dtype=torch.int64)
             mask = torch.zeros_like(ids)
@@ -309,15 +331,24 @@ def _run_batched(base_dir: Path, missing: list[tuple[int, ...]], dtype: str) -> 
                 start = start if start is not None else config.get("pad_token_id") or 0
                 kwargs["decoder_input_ids"] = torch.cat([torch.full((len(batch), 1), start), ids[:, :-1]], dim=1)
             seen.clear()
-            out = model(**kwargs)
+            try:
+                out = model(**kwargs)
+            finally:
+                if skip_head and own_forward is not None:
+                    head.forward = own_forward
+                elif skip_head:
+                    del head.forward  # the class's forward again
             logits = getattr(out, "logits", None)
             if isinstance(logits, torch.Tensor):
-                if logits.shape[-1] != vocab or not isinstance(seen.get(HEAD_OUTPUT), torch.Tensor) \
-                        or not torch.equal(seen[HEAD_OUTPUT], logits):
-                    raise NotThroughBase(_AFTER_HEAD)
+                if not skip_head:
+                    if logits.shape[-1] != vocab or not isinstance(seen.get(HEAD_OUTPUT), torch.Tensor) \
+                            or not torch.equal(seen[HEAD_OUTPUT], logits):
+                        raise NotThroughBase(_AFTER_HEAD)
+                    _SEPARABLE.add(base_key)
                 for row, i in enumerate(batch):
                     n, target = lengths[row], ids[row, :lengths[row]]
-                    nll = (torch.nn.functional.cross_entropy(logits[row, :n - 1], target[1:], reduction="sum").item()
+                    nll = (None if skip_head else
+                           torch.nn.functional.cross_entropy(logits[row, :n - 1], target[1:], reduction="sum").item()
                            if causal and n > 1 else
                            torch.nn.functional.cross_entropy(logits[row, :n], target, reduction="sum").item()
                            if seq2seq else None)
@@ -330,10 +361,11 @@ def _run_batched(base_dir: Path, missing: list[tuple[int, ...]], dtype: str) -> 
     return results
 
 
-def _compute_sequences(base_dir: Path, missing: list[tuple[int, ...]], max_length: int, dtype: str) -> list[_Sequence]:
+def _compute_sequences(base_dir: Path, missing: list[tuple[int, ...]], max_length: int, dtype: str,
+                       need_nll: frozenset = frozenset()) -> list[_Sequence]:
     """The base run on sequences no cache holds: in batches, else one line at a time."""
     try:
-        return _run_batched(base_dir, missing, dtype)
+        return _run_batched(base_dir, missing, dtype, need_nll)
     except NotThroughBase:
         raise
     except Exception as exc:  # noqa: BLE001 - one line at a time, as the comparison runs them
@@ -342,11 +374,10 @@ def _compute_sequences(base_dir: Path, missing: list[tuple[int, ...]], max_lengt
 
 
 def _base_sequences(base_dir: Path, sequences: Sequence[tuple[int, ...]], max_length: int, dtype: str,
-                    cache_dir: Path | None) -> dict[tuple[int, ...], _Sequence]:
+                    cache_dir: Path | None, need_nll: frozenset = frozenset()) -> dict[tuple[int, ...], _Sequence]:
     """The base's results on each id sequence: remembered, read from `cache_dir`, or computed (one
-    run of the base over every sequence not found) and stored there."""
-    import torch
-
+    run of the base over every sequence not found) and stored there. `need_nll`: sequences whose
+    own NLL is read (a base's tokenization); one stored without it is computed again."""
     store = str(cache_dir.resolve()) if cache_dir is not None else \
         f"{base_dir.resolve()}@{(base_dir / 'config.json').stat().st_mtime_ns}"
     found: dict[tuple[int, ...], _Sequence] = {}
@@ -356,14 +387,14 @@ def _base_sequences(base_dir: Path, sequences: Sequence[tuple[int, ...]], max_le
         seq = _SEQUENCES.get(key)
         if seq is None and cache_dir is not None:
             seq = _load_sequence(_sequence_path(cache_dir, dtype, ids))
-        if seq is None:
+        if seq is None or (seq.kind == "logits" and seq.nll is None and ids in need_nll):
             missing.append(ids)
             continue
         found[ids] = seq
         _SEQUENCES[key] = seq
         _SEQUENCES.move_to_end(key)
     if missing:
-        for ids, seq in zip(missing, _compute_sequences(base_dir, missing, max_length, dtype), strict=True):
+        for ids, seq in zip(missing, _compute_sequences(base_dir, missing, max_length, dtype, need_nll), strict=True):
             found[ids] = _SEQUENCES[(store, dtype, ids)] = seq
             if cache_dir is not None:
                 _save_sequence(_sequence_path(cache_dir, dtype, ids), seq)
@@ -426,13 +457,23 @@ def _line_results_through_base(base_dir: Path, trimmed_dir: Path, base_tok, trim
     import torch
 
     config = json.loads((base_dir / "config.json").read_text())
+    auto = auto_class_name(config)
+    masked = auto == "AutoModelForMaskedLM"
+    if masked:
+        mask = next((m for m in MASK_TOKENS if base_tok.token_to_id(m) is not None), None)
+        if mask is None or trim_tok.token_to_id(mask) is None:
+            return "masked", [], [None] * len(sample)
+        sample = [_mask_words(line, mask) for line in sample]
     base_ids = [tuple(base_tok.encode(x, add_special_tokens=True).ids[:max_length]) for x in sample]
     own_ids = [trim_tok.encode(x, add_special_tokens=True).ids[:max_length] for x in sample]
     as_base = [tuple(kept[np.asarray(v, dtype=np.int64)].tolist()) for v in own_ids]
+    causal = auto == "AutoModelForCausalLM"
+    seq2seq = bool(config.get("is_encoder_decoder")) and auto == "AutoModelForSeq2SeqLM"
     with _OUTPUTS_LOCK:
-        seqs = _base_sequences(base_dir, base_ids + as_base, max_length, dtype, cache_dir)
+        seqs = _base_sequences(base_dir, base_ids + as_base, max_length, dtype, cache_dir,
+                               frozenset(base_ids) if causal or seq2seq else frozenset())
         kinds = {seqs[s].kind for s in base_ids + as_base}
-        if kinds == {"hidden_states"}:
+        if kinds == {"hidden_states"} and not masked:
             per_line = []
             for b, a in zip(base_ids, as_base, strict=True):
                 eb, ea = seqs[b].pooled, seqs[a].pooled
@@ -440,9 +481,10 @@ def _line_results_through_base(base_dir: Path, trimmed_dir: Path, base_tok, trim
             return "hidden_states", per_line, []
         if kinds != {"logits"}:
             raise NotThroughBase(f"the base gives {sorted(kinds)} for different lines")
+        if masked:
+            return "masked", [], _masked_through_base(base_dir, trimmed_dir, base_tok.token_to_id(mask),
+                                                      trim_tok.token_to_id(mask), base_ids, own_ids, as_base, seqs, dtype)
         logits = _variant_head(base_dir, trimmed_dir, torch.cat([seqs[a].hidden for a in as_base]), dtype)
-        causal = auto_class_name(config) == "AutoModelForCausalLM"
-        seq2seq = bool(config.get("is_encoder_decoder")) and auto_class_name(config) == "AutoModelForSeq2SeqLM"
         per_line, at = [], 0
         for b, v in zip(base_ids, own_ids, strict=True):
             lv, target = logits[at: at + len(v)], torch.as_tensor(v, dtype=torch.int64)
@@ -455,6 +497,32 @@ def _line_results_through_base(base_dir: Path, trimmed_dir: Path, base_tok, trim
                 nll = None
             per_line.append((seqs[b].nll, nll, None))
     return "logits", per_line, []
+
+
+def _masked_through_base(base_dir: Path, trimmed_dir: Path, mask_b: int, mask_v: int, base_ids, own_ids, as_base,
+                         seqs, dtype: str) -> list[float | None]:
+    """Per line, the share of masks where the variant's top-1 is the base's over the kept tokens:
+    both read through the variant's head (the base's rows at the kept ids), at the masks only."""
+    import torch
+
+    rows_b, rows_a, counts = [], [], []
+    for b, v, a in zip(base_ids, own_ids, as_base, strict=True):
+        pos_b = [i for i, t in enumerate(b) if t == mask_b]
+        pos_a = [i for i, t in enumerate(v) if t == mask_v]
+        n = min(len(pos_b), len(pos_a))
+        counts.append(n)
+        rows_b.append(seqs[b].hidden[pos_b[:n]])
+        rows_a.append(seqs[a].hidden[pos_a[:n]])
+    total = sum(counts)
+    if not total:
+        return [None] * len(counts)
+    top = _variant_head(base_dir, trimmed_dir, torch.cat(rows_b + rows_a), dtype).argmax(-1)
+    top_b, top_a = top[:total], top[total:]
+    out, at = [], 0
+    for n in counts:
+        out.append(float((top_b[at: at + n] == top_a[at: at + n]).double().mean()) if n else None)
+        at += n
+    return out
 
 
 def _text_loss(kind: str | None, per_line: list[tuple], agreement: list[float | None], sample: list[str],
@@ -498,7 +566,7 @@ def texts_loss(base_dir: Path, trimmed_dir: Path, texts: Mapping[str, Sequence[s
     everything = [x for cov, unc in chosen.values() for x in cov + unc]
     config = json.loads((base_dir / "config.json").read_text())
     results = None
-    if through_base and everything and auto_class_name(config) != "AutoModelForMaskedLM":
+    if through_base and everything:
         try:
             results = _line_results_through_base(base_dir, trimmed_dir, base_tok, trim_tok, kept, everything, max_length,
                                                  dtype, cache_dir)
