@@ -3,12 +3,14 @@ XLM-R-base-shaped subject."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import yaml
 
 from bench.measure import REPO, run_child
 from bench.report import WORK
+from tasks.pipeline.production.bodies import LOSS_SEQUENCES
 
 
 def e2e_manifest(name: str, data: dict) -> Path:
@@ -79,10 +81,13 @@ def wide_xlmr(xl: dict) -> dict:
 
 def row_of(label: str, manifest: Path, home: str, smoke: bool, executor: str = "threads") -> dict:
     """One measured run; in full mode after a first run that makes the counts, unless the work
-    folder has them already (the proof-only runs share it)."""
+    folder has them already (the proof-only runs share it). Only the counts are amortised: the
+    base's loss sequences (`<work_dir>/loss-sequences`) are removed, so every variant's loss is
+    measured as on a first build of its base."""
     work = Path(yaml.safe_load(manifest.read_text())["work_dir"])
     if not smoke and not any((work / "counts").rglob("*.parquet")):
         run_child("bench.orchestration:flow_side", manifest=str(manifest), home=home, workers=2, executor=executor)
+    shutil.rmtree(work / LOSS_SEQUENCES, ignore_errors=True)
     s = run_child("bench.orchestration:flow_side", manifest=str(manifest), home=home, workers=2, executor=executor)
     n = s.extra["n"]
     run_peak = s.peak_bytes + s.extra.get("helper_peak_bytes", 0)

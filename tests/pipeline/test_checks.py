@@ -342,6 +342,23 @@ def test_every_variant_measures_the_loss_from_its_bases_shared_sequences(tmp_pat
     assert calls == []  # every sequence was found in the folder
 
 
+def test_a_failed_loss_measurement_is_said_not_fatal(tmp_path, bases, prefect_harness, monkeypatch):
+    """The loss is a measurement: where it fails, the exact variant is still published and its
+    card says the loss was not measured and why."""
+    from flows.publish_all import publish_all
+    from tasks.pipeline.production import build
+
+    def broken(*_a, **_k):
+        raise RuntimeError("no kernel for this op")
+
+    monkeypatch.setattr(build, "texts_loss", broken)
+    manifest = subjects.make_manifest(tmp_path, bases, verify={"outputs": "auto"})
+    summary = publish_all(manifest=str(manifest))
+    assert summary["published"] and not summary["failed"]
+    card = (next((tmp_path / "published" / "trimworks").glob("*")) / "README.md").read_text()
+    assert "**Loss on uncovered lines**: not measured: the measurement failed (RuntimeError: no kernel for this op)" in card
+
+
 def test_exact_but_unfit_variants_are_recorded_carded_and_planned(tmp_path, bases, prefect_harness):
     """Fitness is the verdict's second half: a variant exact on its covered lines but keeping
     too little of its own languages' real text (here: a threshold no toy variant meets) is

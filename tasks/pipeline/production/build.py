@@ -209,8 +209,14 @@ def _build_and_publish(
                 measured = {**{"udhr:" + k.removeprefix("benchmark:"): v for k, v in benchmark_texts.items()},
                             **{f"heldout:{lang}": v for lang, v in texts.items()}}  # not the CLDR strings: a third of its cost
                 # The proof passed: the base's hidden states at the variant's ids are the variant's, shared by its siblings.
-                loss = texts_loss(base_dir, staging, measured, m.spec.verify.loss_sample, dtype=LOSS_DTYPE,
-                                  through_base=True, cache_dir=base_sequences_dir(m.work_dir, base_dir))
+                try:
+                    loss = texts_loss(base_dir, staging, measured, m.spec.verify.loss_sample, dtype=LOSS_DTYPE,
+                                      through_base=True, cache_dir=base_sequences_dir(m.work_dir, base_dir))
+                except (StopRequested, OSError):
+                    raise  # a stop, or a full disk: not the measurement's fault
+                except Exception as exc:  # noqa: BLE001 - a measurement, not a check: an exact variant is still published
+                    loss_note = f"the measurement failed ({redact(f'{type(exc).__name__}: {exc}')[:300]})"
+                    log.warning("%s: loss %s", variant.id, loss_note)
         with clock.stage("checks"):
             if not compare:  # the proof stands for outputs; the chat check still runs on every variant
                 report = ExactnessReport(languages=[f for f in proof.languages if f.language in texts])
