@@ -93,16 +93,16 @@ def _same_figures(a, b, tol=1e-5) -> None:
 
 def _base_runs(monkeypatch) -> list[int]:
     """How many id sequences the base is run on by the through-base path, call by call."""
-    from tasks.engine.verify import loss as L
+    from tasks.engine.verify import base_sequences as S
 
     runs: list[int] = []
-    real = L._compute_sequences
+    real = S.compute_sequences
 
     def counting(base_dir, missing, *args):
         runs.append(len(missing))
         return real(base_dir, missing, *args)
 
-    monkeypatch.setattr(L, "_compute_sequences", counting)
+    monkeypatch.setattr(S, "compute_sequences", counting)
     return runs
 
 
@@ -141,10 +141,10 @@ def test_loss_through_the_base_is_the_variants_own(family, toy_model, toy_lines,
     v64 = _variant_of(base, toy_lines, tmp_path / "v64", 64)
     text = {"heldout": toy_lines[1000:1400]}
     own = texts_loss(base, v8, text, sample_per_split=4, dtype="float32")["heldout"]
-    from tasks.engine.verify import loss as L
+    from tasks.engine.verify import base_sequences as S
 
-    one_by_one = L._run_one_by_one
-    monkeypatch.setattr(L, "_run_one_by_one", lambda *a: pytest.fail("the padded batch was not used"))
+    one_by_one = S.run_one_by_one
+    monkeypatch.setattr(S, "run_one_by_one", lambda *a: pytest.fail("the padded batch was not used"))
     runs = _base_runs(monkeypatch)
     cache = tmp_path / "sequences"
     through = texts_loss(base, v8, text, sample_per_split=4, dtype="float32", through_base=True, cache_dir=cache)["heldout"]
@@ -152,9 +152,9 @@ def test_loss_through_the_base_is_the_variants_own(family, toy_model, toy_lines,
     _same_figures(through, own)
     assert runs == [12]  # 4 covered lines (one sequence each) + 4 uncovered (the base's ids and the variant's)
     # Where a model refuses the padded batch, the lines run one at a time, with the same figures.
-    monkeypatch.setattr(L, "_run_one_by_one", one_by_one)
-    monkeypatch.setattr(L, "_run_batched", lambda *a: (_ for _ in ()).throw(TypeError("no attention_mask")))
-    L._SEQUENCES.clear()
+    monkeypatch.setattr(S, "run_one_by_one", one_by_one)
+    monkeypatch.setattr(S, "run_batched", lambda *a: (_ for _ in ()).throw(TypeError("no attention_mask")))
+    S.SEQUENCES.clear()
     _same_figures(texts_loss(base, v8, text, sample_per_split=4, dtype="float32", through_base=True,
                              cache_dir=tmp_path / "other")["heldout"], own)
     runs.clear()
@@ -166,7 +166,7 @@ def test_loss_through_the_base_is_the_variants_own(family, toy_model, toy_lines,
 def test_encoder_loss_through_the_base_is_the_variants_own(tmp_path, monkeypatch):
     """MiniLM (real weights) trimmed for Basque, measured on Georgian: the through-base cosines
     are the variant's own; a second process finds the sequences in the cache folder."""
-    from tasks.engine.verify import loss as L
+    from tasks.engine.verify import base_sequences as S
     from tasks.pipeline.evaluation.benchmark_text import udhr_lines
 
     minilm = subjects.minilm_folder()
@@ -181,14 +181,14 @@ def test_encoder_loss_through_the_base_is_the_variants_own(tmp_path, monkeypatch
         assert through[name].kind == "cosine"
         _same_figures(through[name], own[name])
     assert through["eu"].covered.cosine_min > 1 - 1e-12  # the very same sequence: one pooled embedding
-    L._SEQUENCES.clear()  # as in a fresh worker process: only the folder is shared
+    S.SEQUENCES.clear()  # as in a fresh worker process: only the folder is shared
     runs = _base_runs(monkeypatch)
     again = texts_loss(minilm, out, texts, sample_per_split=3, dtype="float32", through_base=True, cache_dir=cache)
     assert runs == [] and again == through
     # A damaged file is computed again, not trusted.
     victim = next(cache.rglob("*.npz"))
     victim.write_bytes(b"not a numpy archive")
-    L._SEQUENCES.clear()
+    S.SEQUENCES.clear()
     repaired = texts_loss(minilm, out, texts, sample_per_split=3, dtype="float32", through_base=True, cache_dir=cache)
     for name in texts:  # computed alone, not in its batch: equal up to float rounding
         _same_figures(repaired[name], through[name], tol=1e-6)

@@ -311,7 +311,7 @@ def test_every_variant_measures_the_loss_from_its_bases_shared_sequences(tmp_pat
     loss on uncovered text, from the base's hidden states computed once per distinct sequence
     (the work folder's loss-sequences) and its own head; a rerun with --force computes none again."""
     from flows.publish_all import publish_all
-    from tasks.engine.verify import loss as L
+    from tasks.engine.verify import base_sequences as S
     from tasks.pipeline.production.bodies import LOSS_SEQUENCES
 
     manifest = subjects.make_manifest(tmp_path, bases, verify={"outputs": "auto", "outputs_sample": 0.0})
@@ -329,11 +329,11 @@ def test_every_variant_measures_the_loss_from_its_bases_shared_sequences(tmp_pat
     stored = list((tmp_path / "work" / LOSS_SEQUENCES).rglob("*.npz"))
     lines_read = sum(tl["covered"]["lines"] + tl["uncovered"]["lines"] for r in records for tl in r["loss"].values())
     assert 0 < len(stored) < lines_read  # siblings shared the sequences they read alike
-    L._SEQUENCES.clear()
+    S.SEQUENCES.clear()
     calls = []
-    real = L._compute_sequences
+    real = S.compute_sequences
     monkey = pytest.MonkeyPatch()
-    monkey.setattr(L, "_compute_sequences", lambda *a: calls.append(len(a[1])) or real(*a))
+    monkey.setattr(S, "compute_sequences", lambda *a: calls.append(len(a[1])) or real(*a))
     try:
         again = publish_all(manifest=str(manifest), force=True)
     finally:

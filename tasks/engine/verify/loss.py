@@ -21,25 +21,17 @@ little on tokens a language never uses). The first token of a line is predicted 
 Anything else is reported as not measured, with the reason.
 
 Measured through the base (`through_base=True`, for a variant whose structural proof passed):
-a proved variant computes, on its ids `v`, what the base computes on `kept[v]` up to its output
-head, whose rows are the base's at the kept ids. So the base's hidden states at the head's input
-are computed once per distinct id sequence and shared by every variant of that base (in memory
-and in `cache_dir`, across worker processes), and each variant applies only its own head to
-them. A covered line is the same id sequence in every variant that covers it, and the multiples
-of one subset mostly split an uncovered line alike: a base's siblings pay for few forwards.
-Where the model's logits are not its head's output (a cap, scale or bias after the head) or its
-head cannot be read alone, the variant's own model is run, as without it.
+from the base's head inputs at the variant's ids, shared by the base's variants
+(engine/verify/base_sequences.py), and the variant's own head. Where that cannot be done (a cap,
+scale or bias after the head; a head that is not a plain Linear) the variant's own model is run.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +40,8 @@ from pydantic import BaseModel
 from tasks.engine.checkpoint.architectures import auto_class_name
 from tasks.engine.counting.tokens import load_plain_tokenizer
 from tasks.engine.checkpoint.model_folder import TOKENIZER_JSON
-from tasks.engine.runtime.hf import model_class
-from tasks.engine.verify.outputs import (HEAD_INPUT, HEAD_OUTPUT, _OUTPUTS_LOCK, _outputs, load_kept_ids, primary_output,
-                                         tokenization_fidelity)
-from tasks.engine.verify.streamed_model import streamed_model
+from tasks.engine.verify.base_sequences import NotThroughBase, base_sequences, variant_head
+from tasks.engine.verify.outputs import _OUTPUTS_LOCK, _outputs, load_kept_ids, primary_output, tokenization_fidelity
 
 log = logging.getLogger("trimworks.verify")
 
@@ -186,270 +176,6 @@ def _line_results(base_dir: Path, trimmed_dir: Path, base_tok, trim_tok, kept: n
     return kind, per_line, []
 
 
-class NotThroughBase(Exception):
-    """The variant's figures cannot be computed from the base's hidden states (see the module)."""
-
-
-SEQUENCES_KEPT = 2048
-_SEQUENCES: OrderedDict = OrderedDict()  # (store, dtype, ids) -> _Sequence, most recent last
-
-
-class _Sequence:
-    """What the base computes on one id sequence: the head's input (LMs) or the mean-pooled last
-    hidden state (encoders), and the sequence's own NLL over the whole vocabulary."""
-
-    def __init__(self, kind: str, hidden=None, pooled=None, nll: float | None = None) -> None:
-        self.kind, self.hidden, self.pooled, self.nll = kind, hidden, pooled, nll
-
-
-def _sequence_path(cache_dir: Path, dtype: str, ids: tuple[int, ...]) -> Path:
-    digest = hashlib.sha256(dtype.encode() + b"\0" + np.asarray(ids, dtype=np.int64).tobytes()).hexdigest()
-    return cache_dir / digest[:2] / f"{digest[2:34]}.npz"
-
-
-def _load_sequence(path: Path) -> _Sequence | None:
-    import torch
-
-    try:
-        with np.load(path) as z:
-            kind = str(z["kind"])
-            hidden = torch.from_numpy(z["hidden"].copy()) if "hidden" in z else None
-            pooled = torch.from_numpy(z["pooled"].copy()) if "pooled" in z else None
-            nll = float(z["nll"]) if "nll" in z else None
-    except (OSError, ValueError, KeyError, EOFError):  # missing or damaged: computed again and rewritten
-        return None
-    return _Sequence(kind, hidden, pooled, nll)
-
-
-def _save_sequence(path: Path, seq: _Sequence) -> None:
-    """Atomic (temp + rename): a worker process reading it meanwhile sees all of it or nothing."""
-    arrays = {"kind": np.asarray(seq.kind)}
-    if seq.hidden is not None:
-        arrays["hidden"] = seq.hidden.numpy()
-    if seq.pooled is not None:
-        arrays["pooled"] = seq.pooled.numpy()
-    if seq.nll is not None:
-        arrays["nll"] = np.asarray(seq.nll)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-_AFTER_HEAD = ("the model's logits are not its output head's output (a cap, scale or bias comes after the head)")
-
-
-def _run_one_by_one(base_dir: Path, missing: list[tuple[int, ...]], max_length: int, dtype: str) -> list[_Sequence]:
-    import torch
-
-    out = []
-    runs = _outputs(base_dir, None, [list(ids) for ids in missing], max_length, dtype, capture_head=True)
-    for kind, tensors, nll, _n in runs:
-        if kind == "logits":
-            head_in, head_out = tensors.get(HEAD_INPUT), tensors.get(HEAD_OUTPUT)
-            if head_in is None or not isinstance(head_out, torch.Tensor) or not torch.equal(head_out, tensors["logits"]):
-                raise NotThroughBase(_AFTER_HEAD)
-            out.append(_Sequence(kind, hidden=head_in[0].detach().clone(), nll=nll))
-        elif kind == "hidden_states":
-            out.append(_Sequence(kind, pooled=primary_output(kind, tensors).double().mean(0)))
-        else:
-            raise NotThroughBase(f"the model gives {kind}, neither logits nor hidden states")
-    return out
-
-
-BATCH_OUTPUT_BYTES = 96 << 20  # a batch's vocabulary-sized logits, at most (SmolLM2: 8 lines of 64 tokens)
-
-
-BATCH_LINES = 16  # lines of a batch that keeps no logits (activations only)
-
-
-def _batches(missing: list[tuple[int, ...]], vocab: int, itemsize: int, runs_head: Sequence[bool]) -> Iterator[list[int]]:
-    """Indices of `missing` in batches of similar lengths (little padding): those that run the
-    base's own head (for its NLL) first, as many as their logits' budget allows; then the others,
-    BATCH_LINES at a time."""
-    order = sorted(range(len(missing)), key=lambda i: (not runs_head[i], -len(missing[i])))
-    batch: list[int] = []
-    for i in order:
-        longest = len(missing[batch[0]]) if batch else len(missing[i])
-        full = ((len(batch) + 1) * longest * max(vocab, 1) * itemsize > BATCH_OUTPUT_BYTES if runs_head[batch[0]]
-                else len(batch) >= BATCH_LINES) if batch else False
-        if batch and (runs_head[batch[0]] != runs_head[i] or full):
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch
-
-
-_SEPARABLE: set[str] = set()  # bases whose logits were seen to be their head's output, in this process
-
-
-def _run_batched(base_dir: Path, missing: list[tuple[int, ...]], dtype: str,
-                 need_nll: frozenset = frozenset()) -> list[_Sequence]:
-    """The base on the sequences in padded batches (right padding, attention mask): one read of
-    each layer's weights per batch instead of per line, about half the time of one line at a time
-    for SmolLM2. Each line's figures use its own positions only; they equal the one-line run's up
-    to float rounding (different matrix shapes), which the tests bound. A sequence whose NLL is not
-    needed (a variant's reading, a masked line) skips the vocabulary-sized head: only its input
-    is kept, once the base's logits were seen to be the head's output in this process (the head
-    of a 250 k vocabulary costs as much as XLM-R's body)."""
-    import torch
-
-    config = json.loads((base_dir / "config.json").read_text())
-    auto, vocab = auto_class_name(config), int(config.get("vocab_size") or 0)
-    causal = auto == "AutoModelForCausalLM"
-    seq2seq = bool(config.get("is_encoder_decoder")) and auto == "AutoModelForSeq2SeqLM"
-    compute = getattr(torch, dtype)
-    results: list[_Sequence | None] = [None] * len(missing)
-    with streamed_model(base_dir, model_class(config), compute) as model, torch.no_grad():
-        head, seen = model.get_output_embeddings(), {}
-        if head is not None:
-            head.register_forward_hook(lambda _m, args, out: seen.update({HEAD_INPUT: args[0], HEAD_OUTPUT: out}))
-        base_key = str(base_dir.resolve())
-        runs_head = [head is not None and ids in need_nll for ids in missing]
-        if head is not None and base_key not in _SEPARABLE and not any(runs_head):  # one line shows it
-            runs_head[min(range(len(missing)), key=lambda i: len(missing[i]))] = True
-        for batch in _batches(missing, vocab, torch.finfo(compute).bits // 8, runs_head):
-            skip_head = head is not None and not runs_head[batch[0]] and base_key in _SEPARABLE
-            own_forward = head.__dict__.get("forward") if head is not None else None  # the streamed head's
-            if skip_head:  # what goes in is all that is kept: the variant's head is applied to it
-                head.forward = lambda x: x.new_zeros(()).expand(*x.shape[:-1], vocab)
-            lengths = [len(missing[i]) for i in batch]
-            ids = torch.zeros((len(batch), max(lengths)), dtype=torch.int64)
-            mask = torch.zeros_like(ids)
-            for row, i in enumerate(batch):
-                ids[row, :lengths[row]] = torch.as_tensor(missing[i])
-                mask[row, :lengths[row]] = 1
-            kwargs = {"input_ids": ids, "attention_mask": mask}
-            if config.get("is_encoder_decoder"):
-                start = config.get("decoder_start_token_id")
-                start = start if start is not None else config.get("pad_token_id") or 0
-                kwargs["decoder_input_ids"] = torch.cat([torch.full((len(batch), 1), start), ids[:, :-1]], dim=1)
-            seen.clear()
-            try:
-                out = model(**kwargs)
-            finally:
-                if skip_head and own_forward is not None:
-                    head.forward = own_forward
-                elif skip_head:
-                    del head.forward  # the class's forward again
-            logits = getattr(out, "logits", None)
-            if isinstance(logits, torch.Tensor):
-                if not skip_head:
-                    if logits.shape[-1] != vocab or not isinstance(seen.get(HEAD_OUTPUT), torch.Tensor) \
-                            or not torch.equal(seen[HEAD_OUTPUT], logits):
-                        raise NotThroughBase(_AFTER_HEAD)
-                    _SEPARABLE.add(base_key)
-                for row, i in enumerate(batch):
-                    n, target = lengths[row], ids[row, :lengths[row]]
-                    nll = (None if skip_head else
-                           torch.nn.functional.cross_entropy(logits[row, :n - 1], target[1:], reduction="sum").item()
-                           if causal and n > 1 else
-                           torch.nn.functional.cross_entropy(logits[row, :n], target, reduction="sum").item()
-                           if seq2seq else None)
-                    results[i] = _Sequence("logits", hidden=seen[HEAD_INPUT][row, :n].clone(), nll=nll)
-            elif isinstance(getattr(out, "last_hidden_state", None), torch.Tensor):
-                for row, i in enumerate(batch):
-                    results[i] = _Sequence("hidden_states", pooled=out.last_hidden_state[row, :lengths[row]].double().mean(0))
-            else:
-                raise NotThroughBase(f"the model gives {type(out).__name__}, neither logits nor hidden states")
-    return results
-
-
-def _compute_sequences(base_dir: Path, missing: list[tuple[int, ...]], max_length: int, dtype: str,
-                       need_nll: frozenset = frozenset()) -> list[_Sequence]:
-    """The base run on sequences no cache holds: in batches, else one line at a time."""
-    try:
-        return _run_batched(base_dir, missing, dtype, need_nll)
-    except NotThroughBase:
-        raise
-    except Exception as exc:  # noqa: BLE001 - one line at a time, as the comparison runs them
-        log.info("%s: base run one line at a time (%s: %s)", base_dir.name, type(exc).__name__, exc)
-        return _run_one_by_one(base_dir, missing, max_length, dtype)
-
-
-def _base_sequences(base_dir: Path, sequences: Sequence[tuple[int, ...]], max_length: int, dtype: str,
-                    cache_dir: Path | None, need_nll: frozenset = frozenset()) -> dict[tuple[int, ...], _Sequence]:
-    """The base's results on each id sequence: remembered, read from `cache_dir`, or computed (one
-    run of the base over every sequence not found) and stored there. `need_nll`: sequences whose
-    own NLL is read (a base's tokenization); one stored without it is computed again."""
-    store = str(cache_dir.resolve()) if cache_dir is not None else \
-        f"{base_dir.resolve()}@{(base_dir / 'config.json').stat().st_mtime_ns}"
-    found: dict[tuple[int, ...], _Sequence] = {}
-    missing = []
-    for ids in dict.fromkeys(sequences):
-        key = (store, dtype, ids)
-        seq = _SEQUENCES.get(key)
-        if seq is None and cache_dir is not None:
-            seq = _load_sequence(_sequence_path(cache_dir, dtype, ids))
-        if seq is None or (seq.kind == "logits" and seq.nll is None and ids in need_nll):
-            missing.append(ids)
-            continue
-        found[ids] = seq
-        _SEQUENCES[key] = seq
-        _SEQUENCES.move_to_end(key)
-    if missing:
-        for ids, seq in zip(missing, _compute_sequences(base_dir, missing, max_length, dtype, need_nll), strict=True):
-            found[ids] = _SEQUENCES[(store, dtype, ids)] = seq
-            if cache_dir is not None:
-                _save_sequence(_sequence_path(cache_dir, dtype, ids), seq)
-    while len(_SEQUENCES) > SEQUENCES_KEPT:
-        _SEQUENCES.popitem(last=False)
-    return found
-
-
-_HEAD_KEYS: dict[tuple, tuple[str, str | None]] = {}  # (base, mtime) -> the head's checkpoint tensors
-
-
-def _head_keys(base_dir: Path, dtype: str) -> tuple[str, str | None]:
-    """Checkpoint names of the output head's weight and bias (a tied head: the embedding's), read
-    from the base's model built on the meta device once per process; a variant keeps the names."""
-    import torch
-
-    from tasks.engine.checkpoint.safetensors_io import LazyCheckpoint
-    from tasks.engine.verify.streamed_model import checkpoint_keys
-
-    memo = (str(base_dir.resolve()), (base_dir / "config.json").stat().st_mtime_ns)
-    if memo not in _HEAD_KEYS:
-        config = json.loads((base_dir / "config.json").read_text())
-        try:
-            with streamed_model(base_dir, model_class(config), getattr(torch, dtype)) as model:
-                head = model.get_output_embeddings()
-                if type(head) is not torch.nn.Linear:
-                    raise NotThroughBase(f"the output head is a {type(head).__name__}, not a plain Linear layer")
-                name = next(n for n, m in model.named_modules() if m is head)
-                keys = checkpoint_keys(model, LazyCheckpoint(base_dir).tensors)
-                _HEAD_KEYS[memo] = (keys[f"{name}.weight"], keys[f"{name}.bias"] if head.bias is not None else None)
-        except NotThroughBase:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the variant's whole model is run instead
-            raise NotThroughBase(f"the output head's tensors cannot be named ({type(exc).__name__}: {exc})") from exc
-    return _HEAD_KEYS[memo]
-
-
-def _variant_head(base_dir: Path, trimmed_dir: Path, hidden, dtype: str):
-    """The variant's own output head (its checkpoint's rows: the base's at the kept ids) applied
-    to hidden states: one read of its vocabulary-sized tensor, no model built."""
-    import torch
-
-    from tasks.engine.verify.streamed_model import CheckpointReader
-
-    weight_key, bias_key = _head_keys(base_dir, dtype)
-    reader = CheckpointReader(trimmed_dir)
-    try:
-        weight = reader.tensor(weight_key).to(getattr(torch, dtype))
-        bias = reader.tensor(bias_key).to(getattr(torch, dtype)) if bias_key else None
-    finally:
-        reader.close()
-    with torch.no_grad():
-        return torch.nn.functional.linear(hidden.to(weight.dtype), weight, bias)
-
-
 def _line_results_through_base(base_dir: Path, trimmed_dir: Path, base_tok, trim_tok, kept: np.ndarray,
                                sample: list[str], max_length: int, dtype: str,
                                cache_dir: Path | None) -> tuple[str | None, list[tuple], list[float | None]]:
@@ -470,7 +196,7 @@ def _line_results_through_base(base_dir: Path, trimmed_dir: Path, base_tok, trim
     causal = auto == "AutoModelForCausalLM"
     seq2seq = bool(config.get("is_encoder_decoder")) and auto == "AutoModelForSeq2SeqLM"
     with _OUTPUTS_LOCK:
-        seqs = _base_sequences(base_dir, base_ids + as_base, max_length, dtype, cache_dir,
+        seqs = base_sequences(base_dir, base_ids + as_base, max_length, dtype, cache_dir,
                                frozenset(base_ids) if causal or seq2seq else frozenset())
         kinds = {seqs[s].kind for s in base_ids + as_base}
         if kinds == {"hidden_states"} and not masked:
@@ -484,7 +210,7 @@ def _line_results_through_base(base_dir: Path, trimmed_dir: Path, base_tok, trim
         if masked:
             return "masked", [], _masked_through_base(base_dir, trimmed_dir, base_tok.token_to_id(mask),
                                                       trim_tok.token_to_id(mask), base_ids, own_ids, as_base, seqs, dtype)
-        logits = _variant_head(base_dir, trimmed_dir, torch.cat([seqs[a].hidden for a in as_base]), dtype)
+        logits = variant_head(base_dir, trimmed_dir, torch.cat([seqs[a].hidden for a in as_base]), dtype)
         per_line, at = [], 0
         for b, v in zip(base_ids, own_ids, strict=True):
             lv, target = logits[at: at + len(v)], torch.as_tensor(v, dtype=torch.int64)
@@ -516,7 +242,7 @@ def _masked_through_base(base_dir: Path, trimmed_dir: Path, mask_b: int, mask_v:
     total = sum(counts)
     if not total:
         return [None] * len(counts)
-    top = _variant_head(base_dir, trimmed_dir, torch.cat(rows_b + rows_a), dtype).argmax(-1)
+    top = variant_head(base_dir, trimmed_dir, torch.cat(rows_b + rows_a), dtype).argmax(-1)
     top_b, top_a = top[:total], top[total:]
     out, at = [], 0
     for n in counts:
