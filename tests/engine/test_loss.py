@@ -214,3 +214,26 @@ def test_logits_changed_after_the_head_run_the_variant_itself(toy_model, toy_lin
                          cache_dir=tmp_path / "c")["heldout"]
     assert runs  # it tried, found the cap, and ran the variant
     _same_figures(through, texts_loss(base, v8, text, sample_per_split=3, dtype="float32")["heldout"])
+
+
+def test_a_process_remembers_sequences_within_a_byte_budget(toy_model, toy_lines, tmp_path, monkeypatch):
+    """The in-memory store is bounded in bytes, not entries (a wide base's lines are large): past
+    the budget the oldest go, the figures do not change, and the folder still serves them."""
+    from tasks.engine.verify import base_sequences as S
+
+    v8 = _variant_of(toy_model, toy_lines, tmp_path / "v8")
+    text = {"heldout": toy_lines[1000:1400]}
+    S.SEQUENCES.clear()
+    whole = texts_loss(toy_model, v8, text, sample_per_split=4, dtype="float32", through_base=True,
+                       cache_dir=tmp_path / "a")["heldout"]
+    one_line = max(seq.nbytes for seq in S.SEQUENCES.values())
+    monkeypatch.setattr(S, "SEQUENCES_BYTES", 2 * one_line)
+    S.SEQUENCES.clear()
+    bounded = texts_loss(toy_model, v8, text, sample_per_split=4, dtype="float32", through_base=True,
+                         cache_dir=tmp_path / "b")["heldout"]
+    assert 0 < sum(seq.nbytes for seq in S.SEQUENCES.values()) <= 2 * one_line
+    _same_figures(bounded, whole, tol=1e-6)
+    runs = _base_runs(monkeypatch)
+    _same_figures(texts_loss(toy_model, v8, text, sample_per_split=4, dtype="float32", through_base=True,
+                             cache_dir=tmp_path / "b")["heldout"], whole, tol=1e-6)
+    assert runs == []  # what memory let go of, the folder had

@@ -34,7 +34,9 @@ class NotThroughBase(Exception):
     """The variant's figures cannot be computed from the base's hidden states (see the module)."""
 
 
-SEQUENCES_KEPT = 2048
+# What a process remembers of them (the cache folder is the shared store): a SmolLM2 line is
+# 147 KB, so a count bound would let a long run of a wide base hold gigabytes.
+SEQUENCES_BYTES = 64 << 20
 SEQUENCES: OrderedDict = OrderedDict()  # (store, dtype, ids) -> BaseSequence, most recent last
 
 
@@ -45,9 +47,23 @@ class BaseSequence:
     def __init__(self, kind: str, hidden=None, pooled=None, nll: float | None = None) -> None:
         self.kind, self.hidden, self.pooled, self.nll = kind, hidden, pooled, nll
 
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.hidden, self.pooled) if t is not None)
+
+
+def _forget_beyond_budget() -> None:
+    held = sum(seq.nbytes for seq in SEQUENCES.values())
+    while SEQUENCES and held > SEQUENCES_BYTES:
+        held -= SEQUENCES.popitem(last=False)[1].nbytes
+
+
+STORE_FORMAT = b"trimworks base sequences v1"  # change it when what is stored changes meaning
+
 
 def sequence_path(cache_dir: Path, dtype: str, ids: tuple[int, ...]) -> Path:
-    digest = hashlib.sha256(dtype.encode() + b"\0" + np.asarray(ids, dtype=np.int64).tobytes()).hexdigest()
+    key = STORE_FORMAT + b"\0" + dtype.encode() + b"\0" + np.asarray(ids, dtype=np.int64).tobytes()
+    digest = hashlib.sha256(key).hexdigest()
     return cache_dir / digest[:2] / f"{digest[2:34]}.npz"
 
 
@@ -242,8 +258,7 @@ def base_sequences(base_dir: Path, sequences: Sequence[tuple[int, ...]], max_len
             found[ids] = SEQUENCES[(store, dtype, ids)] = seq
             if cache_dir is not None:
                 save_sequence(sequence_path(cache_dir, dtype, ids), seq)
-    while len(SEQUENCES) > SEQUENCES_KEPT:
-        SEQUENCES.popitem(last=False)
+    _forget_beyond_budget()
     return found
 
 
