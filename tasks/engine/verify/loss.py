@@ -290,7 +290,6 @@ def texts_loss(base_dir: Path, trimmed_dir: Path, texts: Mapping[str, Sequence[s
     trim_tok = load_plain_tokenizer(trimmed_dir / TOKENIZER_JSON, word_cache=False)
     chosen = {name: _sample(base_tok, trim_tok, kept, lines, sample_per_split) for name, lines in texts.items()}
     everything = [x for cov, unc in chosen.values() for x in cov + unc]
-    config = json.loads((base_dir / "config.json").read_text())
     results = None
     if through_base and everything:
         try:
