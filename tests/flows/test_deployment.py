@@ -85,7 +85,11 @@ def test_deploy_then_a_process_worker_runs_it_and_nightly_now_waits_for_the_outc
         now = cli("nightly-now")
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=60)
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # Prefect's worker backs off on API errors instead of exiting:
+            os.killpg(worker.pid, signal.SIGKILL)  # its stop is not what this test checks
+            worker.wait(timeout=60)
     assert now.returncode == 0, (now.stdout, now.stderr[-3000:], (tmp_path / "worker.log").read_text()[-3000:])
     assert "ended Completed" in now.stdout and "published 2, up to date 0, failed 0" in now.stdout, now.stdout
     assert (tmp_path / "published" / "trimworks" / "toy-a-trimmed-en-v8" / "model-vocab.safetensors").exists()
